@@ -1,0 +1,1 @@
+"""LangChain integration: RouteLLMChat and a routing Runnable (see issue 4)."""

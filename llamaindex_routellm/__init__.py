@@ -1,0 +1,1 @@
+"""LlamaIndex integration: a routing LLM (see issue 5)."""

@@ -1,0 +1,178 @@
+"""The routing engine the integrations share: router + threshold + message policy.
+
+Both wrappers build one :class:`RoutingEngine` from their settings and call
+:meth:`RoutingEngine.decide` with conversations converted to ``(role, content)``
+pairs. Everything about *how* a call is routed lives here, so that LangChain and
+LlamaIndex make the same decision for the same question and configuration.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+from shared_core.errors import ConfigError
+from shared_core.policy import routing_text
+from shared_core.routers import Decision, Role, Router, check_threshold, get_router_class, load_router
+from shared_core.thresholds import calibrate, check_fraction, threshold_from_quantiles
+
+CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
+DEFAULT_ROUTER = "default"
+#: Used when neither a threshold nor a strong fraction is given.
+DEFAULT_STRONG_FRACTION = 0.5
+
+_MODEL_STRING = re.compile(r"^router-(?P<name>[A-Za-z0-9_]+)-(?P<thr>[0-9]*\.?[0-9]+(?:[eE]-?[0-9]+)?)$")
+
+
+def parse_model_string(model: str) -> tuple[str, float]:
+    """Split RouteLLM's ``router-<name>-<threshold>`` model string, e.g. ``router-mf-0.11593``."""
+    if not isinstance(model, str):
+        raise ConfigError(f"model string must be a string, got {type(model).__name__}: {model!r}")
+    match = _MODEL_STRING.match(model.strip())
+    if not match:
+        raise ConfigError(
+            f"invalid RouteLLM model string {model!r}; expected 'router-<router>-<threshold>', "
+            "for example 'router-mf-0.11593'"
+        )
+    return match["name"], check_threshold(float(match["thr"]))
+
+
+def is_model_string(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith("router-") and bool(_MODEL_STRING.match(value.strip()))
+
+
+def shipped_router_names() -> list[str]:
+    """Names of the router checkpoints shipped inside the package."""
+    if not CHECKPOINTS.is_dir():
+        return []
+    return sorted(p.name for p in CHECKPOINTS.iterdir() if (p / "config.json").is_file())
+
+
+def resolve_router(spec: str | Path | Router | None = None, **kwargs: Any) -> Router:
+    """Turn a router setting into a router object.
+
+    * ``None`` or ``"default"``: the router shipped as the package default;
+    * a :class:`Router`: used as it is;
+    * ``"random"``: a seeded random router;
+    * another registry name (``"mf"``, ``"sw_ranking"``, ...): the checkpoint of
+      that name shipped in the package;
+    * a path to a directory saved with ``Router.save`` (or a RouteLLM checkpoint).
+    """
+    if isinstance(spec, Router):
+        return spec
+    if spec is None:
+        spec = DEFAULT_ROUTER
+    if isinstance(spec, Path) or (isinstance(spec, str) and ("/" in spec or spec.startswith("."))):
+        return load_router(Path(spec), **kwargs)
+    if not isinstance(spec, str):
+        raise ConfigError(
+            f"router must be a registry name, a path or a Router object, got {type(spec).__name__}: {spec!r}"
+        )
+    if spec == "random":
+        return get_router_class("random")(**kwargs)
+    shipped = CHECKPOINTS / spec
+    if (shipped / "config.json").is_file():
+        return load_router(shipped, **kwargs)
+    if spec != DEFAULT_ROUTER:
+        get_router_class(spec)  # raises for unknown names
+        raise ConfigError(
+            f"router {spec!r} needs trained weights and none ship under that name "
+            f"(shipped: {', '.join(shipped_router_names()) or 'none'}); train one with "
+            "'routellm train' and pass its directory"
+        )
+    raise ConfigError(f"the package's default router is missing from {str(shipped)!r}; reinstall the package")
+
+
+class RoutingEngine:
+    """A router with its threshold and the message policy of :mod:`shared_core.policy`.
+
+    Build it with :meth:`from_settings`; give either ``threshold`` or
+    ``strong_fraction`` (neither means ``strong_fraction=0.5``), or a RouteLLM
+    model string as ``router`` (``"router-mf-0.11593"``), which carries both.
+    """
+
+    def __init__(self, router: Router, threshold: float, on_no_text: str = "strong") -> None:
+        self.router = router
+        self.threshold = check_threshold(threshold)
+        if on_no_text not in ("strong", "weak"):
+            raise ConfigError(f"on_no_text must be 'strong' or 'weak', got {on_no_text!r}")
+        self.on_no_text = Role(on_no_text)
+
+    @classmethod
+    def from_settings(
+        cls,
+        router: str | Path | Router | None = None,
+        threshold: float | None = None,
+        strong_fraction: float | None = None,
+        calibration_prompts: Sequence[str] | None = None,
+        on_no_text: str = "strong",
+    ) -> "RoutingEngine":
+        if threshold is not None and strong_fraction is not None:
+            raise ConfigError(
+                f"give either threshold ({threshold!r}) or strong_fraction ({strong_fraction!r}), not both"
+            )
+        if is_model_string(router):
+            name, model_thr = parse_model_string(router)  # type: ignore[arg-type]
+            if threshold is not None or strong_fraction is not None:
+                raise ConfigError(
+                    f"router {router!r} already carries threshold {model_thr}; do not also pass "
+                    "threshold or strong_fraction"
+                )
+            router, threshold = name, model_thr
+        if threshold is not None:
+            thr = check_threshold(threshold)
+            return cls(resolve_router(router), thr, on_no_text)
+        fraction = check_fraction(DEFAULT_STRONG_FRACTION if strong_fraction is None else strong_fraction)
+        router_obj = resolve_router(router)
+        return cls(router_obj, threshold_for_fraction(router_obj, fraction, calibration_prompts), on_no_text)
+
+    # Decisions -------------------------------------------------------------
+    def decide_texts(self, texts: Sequence[str | None], reasons: Sequence[str] | None = None) -> list[Decision]:
+        """Decide for each text; ``None`` entries (nothing to score) go to ``on_no_text``.
+
+        All texts are scored in one router call.
+        """
+        texts = list(texts)
+        reasons = list(reasons) if reasons is not None else ["score" if t is not None else "no_text" for t in texts]
+        idx = [i for i, t in enumerate(texts) if t is not None]
+        scores = self.router.score([texts[i] for i in idx]) if idx else []
+        out: list[Decision | None] = [None] * len(texts)
+        for i, s in zip(idx, scores):
+            role = Role.STRONG if s >= self.threshold else Role.WEAK
+            out[i] = Decision(role, float(s), self.threshold, self.router.name)
+        for i, t in enumerate(texts):
+            if t is None:
+                out[i] = Decision(self.on_no_text, None, self.threshold, self.router.name, reasons[i])
+        return out  # type: ignore[return-value]
+
+    def decide(self, conversations: Sequence[Sequence[tuple[str, Any]]]) -> list[Decision]:
+        """Decide for each conversation of ``(role, content)`` pairs, in one router call."""
+        pairs = [routing_text(c) for c in conversations]
+        return self.decide_texts([t for t, _ in pairs], [r for _, r in pairs])
+
+    def decide_one(self, conversation: Sequence[tuple[str, Any]]) -> Decision:
+        return self.decide([conversation])[0]
+
+    def describe(self) -> dict[str, Any]:
+        return {"router": self.router.name, "threshold": self.threshold}
+
+
+def threshold_for_fraction(
+    router: Router, strong_fraction: float, prompts: Sequence[str] | None = None
+) -> float:
+    """Threshold that sends ``strong_fraction`` of prompts to the strong model.
+
+    Calibrated on ``prompts`` when given, else on the router's shipped reference
+    quantiles; a router with neither (a freshly trained one) needs prompts.
+    """
+    fraction = check_fraction(strong_fraction)
+    if prompts is not None:
+        return calibrate(router.score(prompts), fraction).threshold
+    quantiles = router.reference_quantiles
+    if quantiles is None:
+        raise ConfigError(
+            f"router {router.name!r} ships no reference score quantiles, so strong_fraction="
+            f"{strong_fraction!r} needs calibration prompts; pass calibration_prompts or a threshold"
+        )
+    return threshold_from_quantiles(quantiles, fraction)

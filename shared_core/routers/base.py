@@ -1,0 +1,137 @@
+"""The router contract: batch-first, RouteLLM semantics.
+
+A router maps a list of prompts to the strong model's predicted win rate, one
+score in [0, 1] per prompt. A decision sends a prompt to the strong model when
+``score >= threshold`` (RouteLLM ``routellm/routers/routers.py``), so a RouteLLM
+threshold means the same thing here.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+
+from shared_core.errors import ConfigError
+
+
+class Role(str, enum.Enum):
+    """Which of the two configured models a call goes to."""
+
+    STRONG = "strong"
+    WEAK = "weak"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One routing decision.
+
+    ``score`` is the strong model's predicted win rate, or ``None`` when the
+    prompt had no text to score (see :mod:`shared_core.policy`); ``reason`` says
+    why a decision was made without a score.
+    """
+
+    role: Role
+    score: float | None
+    threshold: float
+    router: str
+    reason: str = "score"
+
+    @property
+    def is_strong(self) -> bool:
+        return self.role is Role.STRONG
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "role": self.role.value,
+            "score": self.score,
+            "threshold": self.threshold,
+            "router": self.router,
+            "reason": self.reason,
+        }
+
+
+def check_threshold(threshold: Any) -> float:
+    """Return ``threshold`` as a float, or raise if it is not a number in [0, 1]."""
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)):
+        raise ConfigError(f"threshold must be a number in [0, 1], got {threshold!r}")
+    value = float(threshold)
+    if math.isnan(value) or not 0.0 <= value <= 1.0:
+        raise ConfigError(f"threshold must be in [0, 1], got {threshold!r}")
+    return value
+
+
+def check_prompts(prompts: Any) -> list[str]:
+    """Return ``prompts`` as a list of strings, or raise naming what is wrong."""
+    if isinstance(prompts, str):
+        raise ConfigError(
+            f"prompts must be a list of strings, got a single string {prompts[:40]!r}; "
+            "wrap it in a list"
+        )
+    try:
+        items = list(prompts)
+    except TypeError:
+        raise ConfigError(f"prompts must be a list of strings, got {type(prompts).__name__}") from None
+    if not items:
+        raise ConfigError("prompts must be a non-empty list of strings, got an empty list")
+    for i, p in enumerate(items):
+        if not isinstance(p, str):
+            raise ConfigError(f"prompts[{i}] must be a string, got {type(p).__name__}: {p!r}")
+    return items
+
+
+class Router(ABC):
+    """Scores prompts with the strong model's win rate.
+
+    Subclasses implement :meth:`_score` on a validated, non-empty list of prompts
+    and return one float per prompt in [0, 1]. Constructors only store; trained
+    routers are built by ``fit`` functions in :mod:`shared_core.training` or
+    loaded with :func:`shared_core.routers.load_router`.
+    """
+
+    #: Registry name (RouteLLM's where one exists).
+    name: ClassVar[str] = "router"
+
+    @abstractmethod
+    def _score(self, prompts: list[str]) -> np.ndarray:
+        """Win rates for ``prompts`` (already validated, non-empty)."""
+
+    def score(self, prompts: Sequence[str]) -> np.ndarray:
+        """Strong model's predicted win rate for each prompt, shape ``(len(prompts),)``."""
+        items = check_prompts(prompts)
+        scores = np.asarray(self._score(items), dtype=np.float64).reshape(-1)
+        if scores.shape[0] != len(items):
+            raise RuntimeError(
+                f"router {self.name!r} returned {scores.shape[0]} scores for {len(items)} prompts"
+            )
+        if np.isnan(scores).any():
+            raise RuntimeError(f"router {self.name!r} returned NaN scores")
+        return np.clip(scores, 0.0, 1.0)
+
+    def route(self, prompts: Sequence[str], threshold: float) -> list[Decision]:
+        """Decide strong (score >= threshold) or weak for every prompt."""
+        thr = check_threshold(threshold)
+        scores = self.score(prompts)
+        return [
+            Decision(Role.STRONG if s >= thr else Role.WEAK, float(s), thr, self.name)
+            for s in scores
+        ]
+
+    # Artifacts -----------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` to the directory ``path``."""
+        raise NotImplementedError(f"router {self.name!r} has no saved form")
+
+    @property
+    def reference_quantiles(self) -> np.ndarray | None:
+        """Score quantiles on a reference prompt set, if the artifact ships them.
+
+        ``reference_quantiles[i]`` is the ``i/(len-1)`` quantile; they let a strong
+        fraction be turned into a threshold without the user's own prompts.
+        """
+        return getattr(self, "reference_quantiles_", None)
