@@ -6,6 +6,7 @@ names kept for routers that arrive later: asking for them raises a clear error.
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 from typing import Callable, TypeVar
@@ -32,6 +33,8 @@ R = TypeVar("R", bound=type[Router])
 ROUTERS: dict[str, type[Router]] = {"random": RandomRouter}
 #: RouteLLM names that have no implementation here yet.
 RESERVED = {"bert": "a later release", "causal_llm": "a later release"}
+#: Modules that register routers when imported.
+BUILTIN_MODULES = ("mf", "sw_ranking", "knn", "ensemble")
 
 
 def register_router(cls: R) -> R:
@@ -42,13 +45,11 @@ def register_router(cls: R) -> R:
 
 def _load_builtin_routers() -> None:
     # Imported lazily so that ``import shared_core`` stays cheap (no torch).
-    from shared_core.routers import mf, sw_ranking  # noqa: F401
-
-    for extra in ("knn", "ensemble"):
+    for module in BUILTIN_MODULES:
         try:
-            __import__(f"shared_core.routers.{extra}")
+            importlib.import_module(f"shared_core.routers.{module}")
         except ModuleNotFoundError as exc:
-            if exc.name != f"shared_core.routers.{extra}":
+            if exc.name != f"shared_core.routers.{module}":
                 raise
 
 
