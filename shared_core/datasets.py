@@ -1,0 +1,305 @@
+"""Readers of the router data directory (real per-prompt outcomes of real LLMs).
+
+The directory layout is the one described in ``../shared/data/README.md``:
+
+* ``routellm/`` -- RouteLLM's evaluation data (MMLU, GSM8K, MT-Bench, the
+  commercial-router MT-Bench answers and the contaminated-prompt lists);
+* ``arena-bench-v1/`` -- 300 hard Chatbot Arena prompts graded 1-10 by a GPT-4
+  judge for 15 models.
+
+Every loader returns a fresh :class:`pandas.DataFrame` (callers may modify it),
+reads the files by path (nothing is copied into the package) and raises
+:class:`~shared_core.errors.DataError` naming the missing file or column.
+
+The routed pair is RouteLLM's: :data:`STRONG_MODEL` and :data:`WEAK_MODEL`.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+from shared_core.errors import DataError
+
+#: RouteLLM's strong and weak model, as named in the data files.
+STRONG_MODEL = "gpt-4-1106-preview"
+WEAK_MODEL = "mistralai/Mixtral-8x7B-Instruct-v0.1"
+
+#: Environment variable overriding the data directory.
+DATA_DIR_ENV = "ROUTELLM_DATA_DIR"
+
+#: Benchmarks that ship a RouteLLM contaminated-prompt list.
+CONTAMINATION_BENCHMARKS = ("mmlu", "gsm8k", "mt_bench")
+
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+# ---------------------------------------------------------------------------
+# Locating the data
+# ---------------------------------------------------------------------------
+def default_data_dir() -> Path:
+    """The data directory: ``$ROUTELLM_DATA_DIR``, else ``../shared/data``.
+
+    ``../shared/data`` is tried relative to the current directory, then relative
+    to the repository this package lives in. Raises :class:`DataError` when none
+    exists (or when ``$ROUTELLM_DATA_DIR`` names a missing directory).
+    """
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        path = Path(env).expanduser()
+        if not path.is_dir():
+            raise DataError(f"${DATA_DIR_ENV}={env!r} is not a directory")
+        return path.resolve()
+    candidates = [Path.cwd() / ".." / "shared" / "data", _REPO_ROOT / ".." / "shared" / "data"]
+    for path in candidates:
+        if path.is_dir():
+            return path.resolve()
+    tried = ", ".join(str(p.resolve()) for p in candidates)
+    raise DataError(
+        f"no router data directory found (tried {tried}); set ${DATA_DIR_ENV} or pass data_dir explicitly"
+    )
+
+
+def resolve_data_dir(data_dir: str | Path | None = None) -> Path:
+    """``data_dir`` checked to exist, or :func:`default_data_dir` when ``None``."""
+    if data_dir is None:
+        return default_data_dir()
+    path = Path(data_dir).expanduser()
+    if not path.is_dir():
+        raise DataError(f"data directory {str(path)!r} does not exist or is not a directory")
+    return path.resolve()
+
+
+def _file(data_dir: str | Path | None, *parts: str) -> Path:
+    path = resolve_data_dir(data_dir).joinpath(*parts)
+    if not path.exists():
+        raise DataError(f"missing data file {str(path)!r}; is {str(resolve_data_dir(data_dir))!r} the router data directory?")
+    return path
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    with path.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{str(path)!r} line {n} is not JSON: {exc}") from None
+            if not isinstance(item, dict):
+                raise DataError(f"{str(path)!r} line {n}: expected a JSON object, got {type(item).__name__}")
+            rows.append(item)
+    return rows
+
+
+def _require(df: pd.DataFrame, columns: Iterable[str], where: Path | str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise DataError(f"{str(where)!r} lacks column(s) {missing}; has {list(df.columns)}")
+
+
+# ---------------------------------------------------------------------------
+# MMLU
+# ---------------------------------------------------------------------------
+def mmlu_split(prompt: str) -> str:
+    """``"test"`` when the SHA-256 hex digest of the UTF-8 prompt starts with 0-7, else ``"train"``.
+
+    The fixed split of the project's evaluation protocol: routers may train on
+    MMLU-train and are evaluated on MMLU-test (about half of MMLU each).
+    """
+    if not isinstance(prompt, str):
+        raise DataError(f"prompt must be a string, got {type(prompt).__name__}: {prompt!r}")
+    return "test" if hashlib.sha256(prompt.encode("utf-8")).hexdigest()[0] in "01234567" else "train"
+
+
+@functools.lru_cache(maxsize=4)
+def _load_mmlu(directory: Path) -> pd.DataFrame:
+    files = sorted(directory.glob("mmlu_*.csv"))
+    if not files:
+        raise DataError(f"no mmlu_<subject>.csv files in {str(directory)!r}")
+    frames = []
+    for f in files:
+        df = pd.read_csv(f)
+        _require(df, ["prompt", STRONG_MODEL, WEAK_MODEL], f)
+        df.insert(1, "subject", f.stem[len("mmlu_"):])
+        frames.append(df)
+    out = pd.concat(frames, ignore_index=True)
+    out["prompt"] = out["prompt"].astype(str)
+    out["split"] = [mmlu_split(p) for p in out["prompt"]]
+    return out
+
+
+def load_mmlu(data_dir: str | Path | None = None) -> pd.DataFrame:
+    """All 57 MMLU subjects: ``prompt``, ``subject``, one bool column per model
+    (answered correctly), and ``split`` (:func:`mmlu_split`). Contaminated prompts
+    are kept; drop them with :func:`drop_contaminated`."""
+    directory = _file(data_dir, "routellm", "mmlu", "responses")
+    return _load_mmlu(directory).copy()
+
+
+# ---------------------------------------------------------------------------
+# GSM8K
+# ---------------------------------------------------------------------------
+@functools.lru_cache(maxsize=4)
+def _load_gsm8k(path: Path) -> pd.DataFrame:
+    df = pd.read_csv(path)
+    _require(df, ["prompt", STRONG_MODEL, WEAK_MODEL], path)
+    keep = ["prompt"] + [c for c in df.columns if c != "prompt" and not c.endswith("_response")]
+    df = df[keep].copy()
+    df["prompt"] = df["prompt"].astype(str)
+    return df
+
+
+def load_gsm8k(data_dir: str | Path | None = None) -> pd.DataFrame:
+    """GSM8K test questions: ``prompt`` and one bool column per model (correct)."""
+    return _load_gsm8k(_file(data_dir, "routellm", "gsm8k", "gsm8k_responses.csv")).copy()
+
+
+# ---------------------------------------------------------------------------
+# MT-Bench
+# ---------------------------------------------------------------------------
+def _mt_bench_scores(path: Path, model_key: str = "model") -> pd.DataFrame:
+    """question_id x model table of the mean judge score over the two turns."""
+    rows = _read_jsonl(path)
+    df = pd.DataFrame(rows)
+    _require(df, ["question_id", model_key, "turn", "score"], path)
+    df["score"] = pd.to_numeric(df["score"], errors="coerce")
+    # The GPT-4 judge writes -1 when it could not extract a rating.
+    df.loc[df["score"] < 0, "score"] = math.nan
+    dup = df.duplicated(["question_id", model_key, "turn"])
+    if dup.any():
+        raise DataError(f"{str(path)!r} has {int(dup.sum())} duplicate (question_id, model, turn) judgements")
+    return df.pivot_table(index="question_id", columns=model_key, values="score", aggfunc="mean")
+
+
+@functools.lru_cache(maxsize=4)
+def _load_mt_bench(root: Path) -> pd.DataFrame:
+    qpath = root / "question.jsonl"
+    questions = _read_jsonl(qpath)
+    table = []
+    for q in questions:
+        turns = q.get("turns")
+        if not isinstance(turns, list) or len(turns) != 2:
+            raise DataError(f"{str(qpath)!r}: question {q.get('question_id')!r} must have two turns, got {turns!r}")
+        table.append({"question_id": q["question_id"], "category": q.get("category"), "prompt": turns[0],
+                      "turn2": turns[1]})
+    df = pd.DataFrame(table)
+    scores = _mt_bench_scores(root / "judgements.jsonl")
+    for model in (STRONG_MODEL, WEAK_MODEL):
+        if model not in scores.columns:
+            raise DataError(f"{str(root / 'judgements.jsonl')!r} has no judgements of {model!r}")
+    df = df.merge(scores, left_on="question_id", right_index=True, how="left")
+    return df
+
+
+def load_mt_bench(data_dir: str | Path | None = None) -> pd.DataFrame:
+    """The 80 MT-Bench questions: ``question_id``, ``category``, ``prompt`` (turn 1,
+    what a router sees), ``turn2``, and per model the mean GPT-4 judge score (1-10)
+    of its two turns (RouteLLM routes on turn 1 and scores both turns)."""
+    root = _file(data_dir, "routellm", "mt_bench")
+    return _load_mt_bench(root).copy()
+
+
+def load_commercial_mt_bench(data_dir: str | Path | None = None) -> pd.DataFrame:
+    """MT-Bench judge scores of the commercial routers (Martian, Unify):
+    ``question_id`` and one column per router with the mean score of both turns."""
+    path = _file(data_dir, "routellm", "commercial-mt-bench", "gpt-4_single.jsonl")
+    return _mt_bench_scores(path).reset_index().rename_axis(columns=None)
+
+
+# ---------------------------------------------------------------------------
+# arena-bench
+# ---------------------------------------------------------------------------
+@functools.lru_cache(maxsize=4)
+def _load_arena_bench(root: Path) -> pd.DataFrame:
+    qpath = root / "question.jsonl"
+    questions = _read_jsonl(qpath)
+    df = pd.DataFrame(
+        {"question_id": [q["question_id"] for q in questions], "prompt": [q["turns"][0] for q in questions]}
+    )
+    if df["question_id"].duplicated().any():
+        raise DataError(f"{str(qpath)!r} has duplicate question_ids")
+    judgment_dir = root / "model_judgment"
+    files = sorted(judgment_dir.glob("*.jsonl"))
+    if not files:
+        raise DataError(f"no judgement files in {str(judgment_dir)!r}")
+    columns: dict[str, pd.Series] = {}
+    for f in files:
+        rows = _read_jsonl(f)
+        models = {r.get("model") for r in rows}
+        if len(models) != 1 or not isinstance(next(iter(models)), str):
+            raise DataError(f"{str(f)!r} must hold judgements of exactly one model, found {sorted(map(str, models))}")
+        model = models.pop()  # the `model` field names the model, not the file name
+        if model in columns:
+            raise DataError(f"model {model!r} is judged in more than one file under {str(judgment_dir)!r}")
+        scores = pd.Series(
+            pd.to_numeric(pd.Series([r.get("score") for r in rows], dtype=object), errors="coerce").to_numpy(float),
+            index=[r["question_id"] for r in rows],
+        )
+        if scores.index.duplicated().any():
+            raise DataError(f"{str(f)!r} judges some question more than once")
+        columns[model] = scores
+    for model in (STRONG_MODEL, WEAK_MODEL):
+        if model not in columns:
+            raise DataError(f"no judgement file of {model!r} in {str(judgment_dir)!r}; found {sorted(columns)}")
+    scores = pd.DataFrame(columns)
+    return df.merge(scores, left_on="question_id", right_index=True, how="left")
+
+
+def load_arena_bench(data_dir: str | Path | None = None) -> pd.DataFrame:
+    """arena-bench-v1: ``question_id``, ``prompt`` (the single turn) and, per each of
+    the 15 judged models, its GPT-4 judge grade (float 1-10; NaN where the judge
+    gave none). Model names come from the ``model`` field inside each file
+    (``gpt-4-turbo.jsonl`` holds ``gpt-4-1106-preview``)."""
+    root = _file(data_dir, "arena-bench-v1")
+    return _load_arena_bench(root).copy()
+
+
+def arena_models(df: pd.DataFrame) -> list[str]:
+    """The model columns of a :func:`load_arena_bench` frame."""
+    return [c for c in df.columns if c not in ("question_id", "prompt")]
+
+
+# ---------------------------------------------------------------------------
+# Contamination
+# ---------------------------------------------------------------------------
+@functools.lru_cache(maxsize=16)
+def _contaminated(path: Path) -> frozenset[str]:
+    rows = _read_jsonl(path)
+    bad = [i for i, r in enumerate(rows) if not isinstance(r.get("eval_prompt"), str)]
+    if bad:
+        raise DataError(f"{str(path)!r} rows {bad[:5]} lack a string 'eval_prompt'")
+    return frozenset(r["eval_prompt"] for r in rows)
+
+
+def contaminated_prompts(benchmark: str, data_dir: str | Path | None = None) -> frozenset[str]:
+    """RouteLLM's contaminated evaluation prompts of ``benchmark`` (mmlu, gsm8k, mt_bench):
+    eval prompts that also appear in RouteLLM's router training data."""
+    key = benchmark.replace("-", "_")
+    if key not in CONTAMINATION_BENCHMARKS:
+        raise DataError(f"no contaminated-prompt list for benchmark {benchmark!r}; expected one of {CONTAMINATION_BENCHMARKS}")
+    return _contaminated(_file(data_dir, "routellm", key, "contaminated_prompts.jsonl"))
+
+
+def drop_contaminated(
+    df: pd.DataFrame, benchmark: str, data_dir: str | Path | None = None
+) -> tuple[pd.DataFrame, int]:
+    """Rows of ``df`` whose prompt is not in RouteLLM's contaminated list, and how many were dropped.
+
+    As RouteLLM does, a row is dropped when its ``prompt`` (or, for MT-Bench, its
+    ``turn2``) is a contaminated eval prompt.
+    """
+    bad = contaminated_prompts(benchmark, data_dir)
+    _require(df, ["prompt"], "the frame given to drop_contaminated")
+    mask = df["prompt"].isin(bad)
+    if "turn2" in df.columns:
+        mask |= df["turn2"].isin(bad)
+    return df[~mask].reset_index(drop=True), int(mask.sum())
