@@ -209,10 +209,20 @@ def load_mt_bench(data_dir: str | Path | None = None) -> pd.DataFrame:
 
 
 def load_commercial_mt_bench(data_dir: str | Path | None = None) -> pd.DataFrame:
-    """MT-Bench judge scores of the commercial routers (Martian, Unify):
-    ``question_id`` and one column per router with the mean score of both turns."""
+    """MT-Bench GPT-4 judgements of the commercial routers (Martian, Unify), one row
+    per judgement: ``question_id``, ``model`` (``martian``/``unify``), ``turn``,
+    ``score`` (NaN where the judge gave no rating, written -1 in the file).
+
+    FastChat's MT-Bench score is the mean of the non-missing ``score``s; RouteLLM's
+    benchmarks/README reports 8.3125 for Martian and 8.757862 for Unify this way.
+    """
     path = _file(data_dir, "routellm", "commercial-mt-bench", "gpt-4_single.jsonl")
-    return _mt_bench_scores(path).reset_index().rename_axis(columns=None)
+    df = pd.DataFrame(_read_jsonl(path))
+    _require(df, ["question_id", "model", "turn", "score"], path)
+    df = df[["question_id", "model", "turn", "score"]].copy()
+    df["score"] = pd.to_numeric(df["score"], errors="coerce")
+    df.loc[df["score"] < 0, "score"] = math.nan
+    return df
 
 
 # ---------------------------------------------------------------------------
