@@ -1,1 +1,10 @@
-"""LlamaIndex integration: a routing LLM (see issue 5)."""
+"""LlamaIndex integration: ``RouteLLM``, an LLM that routes every call to a strong or a weak LLM.
+
+``LocalEmbedding`` adapts a ``shared_core`` embedder (the packaged MiniLM by
+default) to LlamaIndex, so a RAG pipeline runs offline.
+"""
+
+from llamaindex_routellm.embeddings import LocalEmbedding
+from llamaindex_routellm.llm import DECISION_KEY, RouteLLM, to_conversation
+
+__all__ = ["DECISION_KEY", "LocalEmbedding", "RouteLLM", "to_conversation"]

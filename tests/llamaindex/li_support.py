@@ -1,0 +1,112 @@
+"""Shared test support for the LlamaIndex wrapper: LlamaIndex's own mock LLMs, named so that
+instrumentation events tell which one ran, a keyword router and an event recorder."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any, List
+
+import numpy as np
+
+from llama_index.core.base.llms.types import ChatMessage, LLMMetadata, MessageRole, ToolCallBlock
+from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+from llama_index.core.llms import MockLLM
+from llama_index.core.llms.mock import MockFunctionCallingLLM
+
+from shared_core.routers import Router
+
+HARD = "prove"  # the keyword router sends texts containing this word to the strong model
+
+
+class NamedMockLLM(MockLLM):
+    """LlamaIndex's MockLLM (echoes the prompt) with a model name and context window."""
+
+    name: str = "mock"
+    window: int = 3900
+
+    def __init__(self, name: str = "mock", window: int = 3900, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.name, self.window = name, window
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        return LLMMetadata(
+            context_window=self.window, num_output=self.max_tokens or -1,
+            is_chat_model=bool(self.is_chat_model), model_name=self.name,
+        )
+
+
+class NamedMockFunctionCallingLLM(MockFunctionCallingLLM):
+    """LlamaIndex's MockFunctionCallingLLM with a model name; records which responses it parsed."""
+
+    name: str = "mock-fc"
+    window: int = 3900
+    parsed: List[Any] = []
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        return LLMMetadata(
+            context_window=self.window, is_function_calling_model=True,
+            is_chat_model=bool(self.is_chat_model), model_name=self.name,
+        )
+
+    def get_tool_calls_from_response(self, response, error_on_no_tool_call=False, **kwargs):
+        self.parsed.append(response)
+        return super().get_tool_calls_from_response(response, error_on_no_tool_call=error_on_no_tool_call, **kwargs)
+
+
+class KeywordRouter(Router):
+    """Win rate 0.9 for texts containing ``HARD``, else 0.1; records what it scored."""
+
+    name = "keyword"
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def _score(self, prompts: list[str]) -> np.ndarray:
+        self.seen.extend(prompts)
+        return np.array([0.9 if HARD in p.lower() else 0.1 for p in prompts])
+
+
+class EventRecorder(BaseEventHandler):
+    events: List[Any] = []
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "EventRecorder"
+
+    def handle(self, event: Any, **kwargs: Any) -> None:
+        self.events.append(event)
+
+    def counts(self) -> Counter:
+        return Counter(e.class_name() for e in self.events)
+
+    def models(self) -> list[str]:
+        """Model names of the LLM start events, in order (embedding events left out)."""
+        return [
+            e.model_dict.get("model_name")
+            for e in self.events
+            if e.class_name().startswith("LLM") and hasattr(e, "model_dict")
+        ]
+
+    def clear(self) -> None:
+        self.events.clear()
+
+
+def tool_answer_generator(messages, **kwargs):
+    """A response generator for MockFunctionCallingLLM: 'multiply A and B' calls
+    the ``multiply`` tool, a tool result is turned into an answer."""
+    if messages and messages[-1].role == MessageRole.TOOL:
+        return ChatMessage(role=MessageRole.ASSISTANT, content=f"The answer is {messages[-1].content}.")
+    last_user = next((m for m in reversed(messages) if m.role == MessageRole.USER), None)
+    numbers = re.findall(r"-?\d+", (last_user.content or "") if last_user else "")
+    if kwargs.get("tools") and len(numbers) >= 2:
+        return ChatMessage(
+            role=MessageRole.ASSISTANT,
+            blocks=[ToolCallBlock(tool_call_id="call-1", tool_name="multiply",
+                                  tool_kwargs={"a": int(numbers[0]), "b": int(numbers[1])})],
+        )
+    return ChatMessage(role=MessageRole.ASSISTANT, content="No tool needed.")
+
+

@@ -1,0 +1,310 @@
+"""RouteLLM over LlamaIndex's mock LLMs: every entry point routes, events come once
+from the chosen model, metadata holds for both models, bad settings fail early."""
+
+from __future__ import annotations
+
+import asyncio
+import doctest
+import inspect
+
+import pytest
+
+from llama_index.core.base.llms.types import ChatMessage, ImageBlock, MessageRole, TextBlock
+from llama_index.core.tools import FunctionTool
+
+import llamaindex_routellm.embeddings
+import llamaindex_routellm.llm
+from llamaindex_routellm import DECISION_KEY, RouteLLM, to_conversation
+from shared_core.errors import ConfigError
+from shared_core.routers import Role
+
+from li_support import HARD, KeywordRouter, NamedMockLLM
+
+EASY_Q = "What is the capital of France?"
+HARD_Q = f"Please {HARD} that there are infinitely many primes."
+
+
+def _consume(result):
+    """Run an entry point's result to the end: await it, iterate its stream."""
+
+    async def _async(value):
+        value = await value
+        if hasattr(value, "__aiter__"):
+            return [x async for x in value]
+        return value
+
+    if inspect.iscoroutine(result):
+        return asyncio.run(_async(result))
+    if hasattr(result, "__next__"):
+        return list(result)
+    return result
+
+
+def _last(result):
+    return result[-1] if isinstance(result, list) else result
+
+
+CHAT = ["chat", "stream_chat", "achat", "astream_chat"]
+COMPLETE = ["complete", "stream_complete", "acomplete", "astream_complete"]
+
+
+def _call(llm, method, question):
+    if method in CHAT:
+        return getattr(llm, method)([ChatMessage(role="system", content="Be brief."),
+                                     ChatMessage(role="user", content=question)])
+    return getattr(llm, method)(question)
+
+
+@pytest.mark.parametrize("method", CHAT + COMPLETE)
+@pytest.mark.parametrize("question, role", [(EASY_Q, "weak"), (HARD_Q, "strong")])
+def test_every_entry_point_calls_the_chosen_model_once(models, events, method, question, role):
+    llm = RouteLLM(strong=models["strong"], weak=models["weak"], router=KeywordRouter(), threshold=0.5)
+    assert llm.route(question).role.value == role
+
+    routed = _last(_consume(_call(llm, method, question)))
+    routed_counts, routed_models = events.counts(), events.models()
+    events.clear()
+    direct = _last(_consume(_call(models[role], method, question)))
+    direct_counts, direct_models = events.counts(), events.models()
+
+    # Only the chosen model ran, and it emitted exactly what it emits when called
+    # directly (MockLLM's chat calls its own complete: 2 start events there, too).
+    assert set(routed_models) == {f"{role}-mock"}
+    assert routed_models == direct_models
+    assert routed_counts == direct_counts
+    assert sum(routed_counts.values()) >= 2  # a start and an end event at least
+    # Same answer as the chosen model alone, with the decision recorded.
+    assert str(routed) == str(direct)
+    record = routed.additional_kwargs[DECISION_KEY]
+    assert record["role"] == role
+    assert record["model"] == f"{role}-mock"
+    assert record["router"] == "keyword"
+    assert record["threshold"] == pytest.approx(0.5)
+    assert record["score"] == pytest.approx(0.9 if role == "strong" else 0.1)
+    if not method.startswith("a"):  # asyncio.run runs the async ones in a copied context
+        assert llm.last_decision.role.value == role
+
+
+def test_last_decision_is_per_context(models):
+    llm = RouteLLM(strong=models["strong"], weak=models["weak"], router=KeywordRouter(), threshold=0.5)
+    assert llm.last_decision is None
+
+    async def ask(question):
+        await llm.acomplete(question)
+        return llm.last_decision.role.value
+
+    async def both():
+        return await asyncio.gather(ask(HARD_Q), ask(EASY_Q))
+
+    assert asyncio.run(both()) == ["strong", "weak"]
+    assert llm.last_decision is None  # set inside the tasks' own contexts only
+    llm.complete(EASY_Q)
+    assert llm.last_decision.role.value == "weak"
+
+
+@pytest.mark.parametrize("method", ["chat", "stream_chat", "achat", "astream_chat"])
+def test_every_streamed_chunk_carries_the_decision(models, method):
+    llm = RouteLLM(strong=models["strong"], weak=models["weak"], router=KeywordRouter(), threshold=0.5)
+    result = _consume(_call(llm, method, HARD_Q))
+    chunks = result if isinstance(result, list) else [result]
+    assert chunks
+    assert all(c.additional_kwargs[DECISION_KEY]["role"] == "strong" for c in chunks)
+
+
+def test_routes_on_the_last_user_message_not_the_system_prompt(models, events):
+    router = KeywordRouter()
+    llm = RouteLLM(strong=models["strong"], weak=models["weak"], router=router, threshold=0.5)
+    messages = [
+        ChatMessage(role="system", content=f"You {HARD} theorems for a living."),
+        ChatMessage(role="user", content=HARD_Q),
+        ChatMessage(role="assistant", content="Here is a proof."),
+        ChatMessage(role="user", content=EASY_Q),
+    ]
+    llm.chat(messages)
+    assert router.seen == [EASY_Q]
+    assert set(events.models()) == {"weak-mock"}
+
+
+def test_message_without_text_goes_to_on_no_text(models):
+    image_only = [ChatMessage(role="user", blocks=[ImageBlock(image=b"\x89PNG....", image_mimetype="image/png")])]
+    for target in ("strong", "weak"):
+        llm = RouteLLM(strong=models["strong"], weak=models["weak"], router=KeywordRouter(),
+                       threshold=0.5, on_no_text=target)
+        decision = llm.route(image_only)
+        assert (decision.role.value, decision.score, decision.reason) == (target, None, "no_text")
+
+
+def test_to_conversation_maps_roles_and_keeps_blocks():
+    messages = [
+        ChatMessage(role=MessageRole.SYSTEM, content="s"),
+        ChatMessage(role=MessageRole.USER, blocks=[TextBlock(text="a"), TextBlock(text="b")]),
+        ChatMessage(role=MessageRole.ASSISTANT, content="c"),
+        ChatMessage(role=MessageRole.TOOL, content="d"),
+        ChatMessage(role=MessageRole.CHATBOT, content="e"),
+        ChatMessage(role=MessageRole.DEVELOPER, content="f"),
+    ]
+    pairs = to_conversation(messages)
+    assert [r for r, _ in pairs] == ["system", "user", "assistant", "tool", "assistant", "system"]
+    assert [b.text for b in pairs[1][1]] == ["a", "b"]
+    with pytest.raises(ConfigError, match="messages\\[0\\]"):
+        to_conversation([{"role": "user", "content": "x"}])
+
+
+# Function calling -----------------------------------------------------------
+
+def multiply(a: int, b: int) -> int:
+    """Multiply two integers."""
+    return a * b
+
+
+TOOLS = [FunctionTool.from_defaults(fn=multiply)]
+TOOL_METHODS = ["chat_with_tools", "achat_with_tools", "stream_chat_with_tools", "astream_chat_with_tools"]
+
+
+def _call_tools(llm, method, question):
+    return getattr(llm, method)(TOOLS, user_msg=question,
+                                chat_history=[ChatMessage(role="system", content="Use tools.")])
+
+
+@pytest.mark.parametrize("method", TOOL_METHODS)
+@pytest.mark.parametrize("question, role", [("multiply 6 and 7", "weak"), (f"{HARD} 6 times 7 is 42", "strong")])
+def test_tool_calling_entry_points(fc_models, events, method, question, role):
+    llm = RouteLLM(strong=fc_models["strong"], weak=fc_models["weak"], router=KeywordRouter(), threshold=0.5)
+    routed = _last(_consume(_call_tools(llm, method, question)))
+    routed_counts, routed_models = events.counts(), events.models()
+    events.clear()
+    direct = _last(_consume(_call_tools(fc_models[role], method, question)))
+
+    assert set(routed_models) == {f"{role}-fc"}
+    assert routed_models == events.models()
+    assert routed_counts == events.counts()
+    assert routed.additional_kwargs[DECISION_KEY]["role"] == role
+
+    calls = llm.get_tool_calls_from_response(routed, error_on_no_tool_call=False)
+    # Parsed by the model that wrote the response, with the same result as the model alone.
+    assert fc_models[role].parsed[-1] is routed
+    assert fc_models["weak" if role == "strong" else "strong"].parsed == []
+    expected = fc_models[role].get_tool_calls_from_response(direct, error_on_no_tool_call=False)
+    assert [(c.tool_name, c.tool_kwargs) for c in calls] == [(c.tool_name, c.tool_kwargs) for c in expected]
+    assert [(c.tool_name, c.tool_kwargs) for c in calls] == [("multiply", {"a": 6, "b": 7})]
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_predict_and_call_runs_the_tool_on_the_chosen_model(fc_models, events, use_async):
+    llm = RouteLLM(strong=fc_models["strong"], weak=fc_models["weak"], router=KeywordRouter(), threshold=0.5)
+    if use_async:
+        out = asyncio.run(llm.apredict_and_call(TOOLS, user_msg="multiply 6 and 7"))
+    else:
+        out = llm.predict_and_call(TOOLS, user_msg="multiply 6 and 7")
+    assert out.response == "42"
+    assert set(events.models()) == {"weak-fc"}
+    assert len(fc_models["weak"].parsed) == 1 and fc_models["strong"].parsed == []
+
+
+def test_prepare_chat_with_tools_then_chat_stays_on_one_model(fc_models, events):
+    llm = RouteLLM(strong=fc_models["strong"], weak=fc_models["weak"], router=KeywordRouter(), threshold=0.5)
+    prepared = llm._prepare_chat_with_tools(TOOLS, user_msg=f"{HARD} 6 and 7")
+    response = llm.chat(**prepared)
+    assert events.models() == ["strong-fc"]
+    assert llm.get_tool_calls_from_response(response)[0].tool_kwargs == {"a": 6, "b": 7}
+
+
+def test_unrecorded_response_is_parsed_by_the_strong_model(fc_models):
+    from llama_index.core.base.llms.types import ChatResponse
+
+    llm = RouteLLM(strong=fc_models["strong"], weak=fc_models["weak"], router=KeywordRouter(), threshold=0.5)
+    empty = ChatResponse(message=ChatMessage())  # what FunctionAgent passes for an empty stream
+    assert llm.get_tool_calls_from_response(empty, error_on_no_tool_call=False) == []
+    assert fc_models["strong"].parsed == [empty]
+
+
+def test_tool_calling_with_a_non_function_calling_model_fails_clearly(fc_models, models):
+    llm = RouteLLM(strong=fc_models["strong"], weak=models["weak"], router=KeywordRouter(), threshold=0.5)
+    assert llm.metadata.is_function_calling_model is False
+    with pytest.raises(ConfigError, match="weak model NamedMockLLM is not a FunctionCallingLLM"):
+        llm.chat_with_tools(TOOLS, user_msg="multiply 6 and 7")
+    assert llm.chat_with_tools(TOOLS, user_msg=f"{HARD} 6 and 7").additional_kwargs[DECISION_KEY]["role"] == "strong"
+
+
+def test_function_agent_keeps_one_model_through_its_tool_loop(fc_models, events):
+    from llama_index.core.agent.workflow import FunctionAgent
+
+    for question, role in [("multiply 6 and 7", "weak"), (f"{HARD}: multiply 6 and 7", "strong")]:
+        for streaming in (False, True):
+            events.clear()
+            llm = RouteLLM(strong=fc_models["strong"], weak=fc_models["weak"], router=KeywordRouter(), threshold=0.5)
+            agent = FunctionAgent(tools=TOOLS, llm=llm, streaming=streaming)
+
+            async def run():
+                return await agent.run(user_msg=question)
+
+            result = asyncio.run(run())
+            assert str(result) == "The answer is 42."
+            # Every LLM call of the loop (tool call, then answer) on the same model.
+            assert set(events.models()) == {f"{role}-fc"}
+            assert events.counts()["LLMChatEndEvent"] >= 2
+            assert [c.tool_name for c in result.tool_calls] == ["multiply"]
+
+
+# Metadata ------------------------------------------------------------------------
+
+def test_metadata_is_what_holds_for_both(models, fc_models):
+    mixed = RouteLLM(strong=fc_models["strong"], weak=models["weak"], router="random", threshold=0.5)
+    meta = mixed.metadata
+    assert meta.context_window == 2000  # the smaller of 8000 and 2000
+    assert meta.is_function_calling_model is False  # the weak MockLLM cannot call functions
+    assert meta.is_chat_model is False
+    assert "strong-fc" in meta.model_name and "weak-mock" in meta.model_name
+
+    both_fc = RouteLLM(strong=fc_models["strong"], weak=fc_models["weak"], router="random", threshold=0.5)
+    assert both_fc.metadata.context_window == 4000
+    assert both_fc.metadata.is_function_calling_model is True
+
+    chat_models = RouteLLM(
+        strong=NamedMockLLM(name="s", is_chat_model=True, max_tokens=100),
+        weak=NamedMockLLM(name="w", is_chat_model=True, max_tokens=300),
+        router="random", threshold=0.5,
+    )
+    assert chat_models.metadata.is_chat_model is True
+    assert chat_models.metadata.num_output == 300  # reserve room for the longer answer
+    one_chat = RouteLLM(strong=NamedMockLLM(is_chat_model=True), weak=NamedMockLLM(), router="random", threshold=0.5)
+    assert one_chat.metadata.is_chat_model is False
+
+
+# Settings ------------------------------------------------------------------------
+
+def test_bad_settings_fail_at_construction(models):
+    s, w = models["strong"], models["weak"]
+    with pytest.raises(ConfigError, match="strong must be a LlamaIndex LLM"):
+        RouteLLM(strong="gpt-4", weak=w, router="random", threshold=0.5)
+    with pytest.raises(ConfigError, match="not both"):
+        RouteLLM(strong=s, weak=w, router="random", threshold=0.5, strong_fraction=0.5)
+    with pytest.raises(ConfigError, match="threshold must be in"):
+        RouteLLM(strong=s, weak=w, router="random", threshold=1.5)
+    with pytest.raises(ConfigError, match="unknown router 'nope'"):
+        RouteLLM(strong=s, weak=w, router="nope", threshold=0.5)
+    with pytest.raises(ConfigError, match="on_no_text"):
+        RouteLLM(strong=s, weak=w, router="random", threshold=0.5, on_no_text="cheap")
+    with pytest.raises(ConfigError, match="needs calibration prompts"):
+        RouteLLM(strong=s, weak=w, router=KeywordRouter(), strong_fraction=0.3)
+
+
+def test_strong_fraction_is_calibrated_on_prompts(models):
+    prompts = [f"question number {i}" for i in range(200)]
+    llm = RouteLLM(strong=models["strong"], weak=models["weak"], router="random",
+                   strong_fraction=0.25, calibration_prompts=prompts)
+    share = sum(llm.route(p).role is Role.STRONG for p in prompts) / len(prompts)
+    assert share == pytest.approx(0.25, abs=0.01)
+
+
+def test_model_string_carries_router_and_threshold(models):
+    llm = RouteLLM(strong=models["strong"], weak=models["weak"], router="router-random-0.3")
+    assert llm.engine.threshold == pytest.approx(0.3)
+    assert llm.engine.router.name == "random"
+
+
+def test_docstring_examples_run():
+    for module in (llamaindex_routellm.llm, llamaindex_routellm.embeddings):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.attempted > 0
+        assert result.failed == 0, module.__name__

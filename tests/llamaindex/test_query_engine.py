@@ -1,0 +1,110 @@
+"""In a RAG query engine RouteLLM routes on the user's question, not on the prompt
+stuffed with retrieved text, on every response mode and on the stream and async paths."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from llama_index.core import Document, VectorStoreIndex
+
+from li_support import HARD, KeywordRouter, NamedMockLLM
+from llamaindex_routellm import LocalEmbedding, RouteLLM
+from shared_core.embeddings import HashEmbedder
+
+# Every document contains the keyword, so a prompt stuffed with any of them
+# would be routed to the strong model; only the question decides.
+DOCS = [
+    f"Lecture 1. We {HARD} that the square root of two is irrational, by contradiction.",
+    f"Lecture 2. To {HARD} Fermat's little theorem, count necklaces of p beads in a colours.",
+    f"Lecture 3. Office hours are on Tuesdays at 10:00; homework asks you to {HARD} three lemmas.",
+]
+EASY_Q = "When are the office hours?"
+HARD_Q = f"How do we {HARD} Fermat's little theorem?"
+
+
+@pytest.fixture(scope="module")
+def index():
+    documents = [Document(text=t) for t in DOCS]
+    return VectorStoreIndex.from_documents(documents, embed_model=LocalEmbedding(HashEmbedder(dim=64)))
+
+
+def _routed(chat_models: bool):
+    router = KeywordRouter()
+    llm = RouteLLM(
+        strong=NamedMockLLM(name="strong-mock", is_chat_model=chat_models),
+        weak=NamedMockLLM(name="weak-mock", is_chat_model=chat_models),
+        router=router,
+        threshold=0.5,
+    )
+    return llm, router
+
+
+@pytest.mark.parametrize("chat_models", [False, True])
+@pytest.mark.parametrize("mode", ["compact", "refine", "tree_summarize", "simple_summarize"])
+@pytest.mark.parametrize("question, role", [(EASY_Q, "weak"), (HARD_Q, "strong")])
+def test_query_engine_routes_on_the_question(index, events, mode, chat_models, question, role):
+    llm, router = _routed(chat_models)
+    engine = index.as_query_engine(llm=llm, response_mode=mode, similarity_top_k=3)
+    response = engine.query(question)
+
+    assert router.seen and set(router.seen) == {question}
+    assert set(events.models()) == {f"{role}-mock"}
+    assert llm.last_decision.role.value == role
+    # Not vacuous: the prompt the model received holds the retrieved text, and
+    # routing on that prompt would have picked the strong model.
+    assert "Lecture" in str(response)
+    assert llm.route(str(response)).role.value == "strong"
+
+
+@pytest.mark.parametrize("question, role", [(EASY_Q, "weak"), (HARD_Q, "strong")])
+def test_streaming_and_async_query_engines_route_on_the_question(index, events, question, role):
+    llm, router = _routed(chat_models=True)
+    streaming = index.as_query_engine(llm=llm, streaming=True, similarity_top_k=3)
+    text = "".join(streaming.query(question).response_gen)
+    assert "Lecture" in text
+
+    async def run():
+        engine = index.as_query_engine(llm=llm, similarity_top_k=3)
+        return await engine.aquery(question)
+
+    assert "Lecture" in str(asyncio.run(run()))
+
+    async def run_stream():
+        engine = index.as_query_engine(llm=llm, streaming=True, similarity_top_k=3)
+        response = await engine.aquery(question)
+        return "".join([t async for t in response.async_response_gen()])
+
+    assert "Lecture" in asyncio.run(run_stream())
+    assert set(router.seen) == {question}
+    assert len(router.seen) == 3
+    assert set(events.models()) == {f"{role}-mock"}
+
+
+def test_template_without_query_str_routes_on_the_formatted_prompt(events):
+    from llama_index.core.prompts import PromptTemplate
+
+    llm, router = _routed(chat_models=False)
+    out = llm.predict(PromptTemplate("Summarise: {text}"), text=f"how to {HARD} it")
+    assert out == f"Summarise: how to {HARD} it"
+    assert router.seen == [f"Summarise: how to {HARD} it"]
+    assert set(events.models()) == {"strong-mock"}
+
+
+def test_predict_emits_the_chosen_models_events_once(events):
+    from llama_index.core.prompts import PromptTemplate
+
+    prompt = PromptTemplate("Context: {context_str}\nQuestion: {query_str}\nAnswer:")
+    args = {"context_str": f"we {HARD} things", "query_str": "what is 1 + 1?"}
+    for chat_models in (False, True):
+        events.clear()
+        llm, _ = _routed(chat_models)
+        routed = llm.predict(prompt, **args)
+        routed_counts = events.counts()
+        events.clear()
+        direct = llm.weak.predict(prompt, **args)
+        assert routed == direct
+        assert routed_counts == events.counts()
+        assert routed_counts["LLMPredictStartEvent"] == 1
+        assert routed_counts["LLMPredictEndEvent"] == 1
