@@ -1,0 +1,371 @@
+"""Evaluate routers on benchmarks under the fixed protocol; one result row per router.
+
+Every benchmark table has a ``random`` row (the mean of the metrics of
+:class:`~shared_core.routers.random.RandomRouter` over seeds 0-9) and an
+``oracle`` row (routing by the true quality gain, :func:`metrics.oracle_curve`).
+
+The protocol (see :mod:`shared_core.evaluation.benchmarks`): a router evaluated
+on a benchmark must not have been trained on that benchmark's test prompts.
+Each row says what its router was trained on (``trained_on``). A shipped
+checkpoint whose training record shows it saw the test prompts (arena-bench:
+the shipped routers train on it) is not evaluated as it is: the runner
+retrains its recipe without them -- for arena-bench once per cross-validation
+fold, each fold's prompts scored by the router trained without that fold --
+through a *trainer*, by default :func:`shared_core.training.recipes.train_recipe`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from shared_core.errors import ConfigError
+from shared_core.evaluation import metrics as M
+from shared_core.evaluation.benchmarks import Benchmark
+from shared_core.routers import Router
+
+#: Seeds of the random row.
+RANDOM_SEEDS = tuple(range(10))
+#: Pseudo-routers that are not loaded from anywhere.
+BASELINES = ("random", "oracle")
+
+#: ``trainer(recipe, *, data_dir, exclude_arena_questions, include_mmlu_train) -> Router``
+Trainer = Callable[..., Router]
+#: ``log(message)`` for progress lines.
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RouterResult:
+    """One row of a benchmark table."""
+
+    benchmark: str
+    router: str
+    trained_on: str
+    n_prompts: int
+    metrics: M.Metrics
+    curve: M.RoutingCurve
+    seconds: float
+    retrained: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self, with_curve: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "benchmark": self.benchmark,
+            "router": self.router,
+            "trained_on": self.trained_on,
+            "retrained": self.retrained,
+            "n_prompts": self.n_prompts,
+            **self.metrics.to_dict(),
+            "seconds": round(self.seconds, 3),
+            **self.extra,
+        }
+        if with_curve:
+            out["curve"] = self.curve.to_dict()
+        return out
+
+
+@dataclass(frozen=True)
+class BenchmarkResult:
+    benchmark: Benchmark
+    rows: list[RouterResult]
+    comparisons: list[dict[str, Any]] = field(default_factory=list)
+
+    def row(self, router: str) -> RouterResult:
+        for r in self.rows:
+            if r.router == router:
+                return r
+        raise KeyError(f"no row {router!r} in the {self.benchmark.name} results; rows: {[r.router for r in self.rows]}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "benchmark": self.benchmark.describe(),
+            "rows": [r.to_dict() for r in self.rows],
+            "comparisons": self.comparisons,
+        }
+
+
+# ---------------------------------------------------------------------------
+# Which data a router saw
+# ---------------------------------------------------------------------------
+_TEST_WORDS = {
+    "arena-bench": ("arena-bench", "arena_bench", "arena-hard", "arena"),
+    "mmlu": ("mmlu",),
+    "gsm8k": ("gsm8k",),
+    "mt-bench": ("mt-bench", "mt_bench", "mtbench"),
+}
+
+
+def training_record(router: Router) -> dict[str, Any] | None:
+    """The router's training record (``training_``, from its ``config.json``), if any."""
+    record = getattr(router, "training_", None)
+    return record if isinstance(record, dict) and record else None
+
+
+def describe_training(record: dict[str, Any] | None) -> str:
+    """One line naming the data a router was trained on, from its training record."""
+    if not record:
+        return "unknown (no training record)"
+    for key in ("trained_on", "data", "sources", "datasets", "source"):
+        value = record.get(key)
+        if value:
+            if isinstance(value, dict):
+                return ", ".join(f"{k}: {v}" for k, v in value.items())
+            if isinstance(value, (list, tuple)):
+                return ", ".join(map(str, value))
+            return str(value)
+    return "unknown (training record names no data)"
+
+
+def saw_test_prompts(record: dict[str, Any] | None, benchmark: str) -> bool | None:
+    """Whether a training record shows the benchmark's test prompts were trained on.
+
+    ``None`` when the record says nothing about data. MMLU counts as seen unless
+    the record says only MMLU-train was used; arena-bench counts as seen unless
+    the record lists excluded arena questions.
+    """
+    if not record:
+        return None
+    text = describe_training(record).lower()
+    if text.startswith("unknown"):
+        return None
+    words = _TEST_WORDS.get(benchmark)
+    if words is None:
+        return None
+    if not any(w in text for w in words):
+        return False
+    if benchmark == "mmlu":
+        return not ("mmlu-train" in text or "mmlu_train" in text or record.get("mmlu_split") == "train")
+    if benchmark == "arena-bench":
+        return not record.get("exclude_arena_questions")
+    return True
+
+
+# ---------------------------------------------------------------------------
+# Loading routers
+# ---------------------------------------------------------------------------
+def _with_embedding_cache(router: Router) -> Router:
+    """Put the on-disk embedding cache in front of a router's embedder (in place)."""
+    from shared_core.embeddings import CachedEmbedder, Embedder
+
+    embedder = getattr(router, "embedder", None)
+    if isinstance(embedder, Embedder) and not isinstance(embedder, CachedEmbedder):
+        router.embedder = CachedEmbedder(embedder)
+    for name in ("routers", "members", "experts"):
+        for sub in getattr(router, name, None) or []:
+            if isinstance(sub, Router):
+                _with_embedding_cache(sub)
+    return router
+
+
+def load_router_for_eval(spec: str | Path | Router, cache_embeddings: bool = True) -> Router:
+    """A router by registry name, ``"default"``, path, or object, with cached embeddings."""
+    from shared_core.engine import resolve_router
+
+    router = resolve_router(spec)
+    return _with_embedding_cache(router) if cache_embeddings else router
+
+
+def default_trainer(recipe: str, **kwargs: Any) -> Router:
+    """Retrain a shipped router's recipe (helper H2's ``train_recipe``)."""
+    try:
+        from shared_core.training.recipes import train_recipe
+    except ModuleNotFoundError as exc:
+        raise ConfigError(
+            f"cannot retrain router {recipe!r} without the test prompts: shared_core.training.recipes is missing ({exc})"
+        ) from None
+    return train_recipe(recipe, **kwargs)
+
+
+def router_label(spec: str | Path | Router) -> str:
+    if isinstance(spec, Router):
+        return spec.name
+    text = str(spec)
+    if "/" in text or text.startswith("."):
+        return Path(text).name or text
+    return text
+
+
+# ---------------------------------------------------------------------------
+# The evaluator
+# ---------------------------------------------------------------------------
+class Evaluator:
+    """Runs routers over benchmarks and returns result rows.
+
+    ``loader`` turns a router setting into a router (default: the shipped
+    checkpoints, registry names and paths of :func:`load_router_for_eval`);
+    ``trainer`` retrains a recipe by name when a shipped router saw the test
+    prompts; ``retrain`` chooses when: ``"auto"`` (when the training record shows
+    or does not rule out that it saw them), ``"never"`` (mark the row instead)
+    or ``"always"``.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path | None = None,
+        *,
+        trainer: Trainer | None = None,
+        loader: Callable[[str | Path], Router] | None = None,
+        cache_embeddings: bool = True,
+        random_seeds: Sequence[int] = RANDOM_SEEDS,
+        n_bins: int = M.N_BINS,
+        retrain: str = "auto",
+        log: Log | None = None,
+    ) -> None:
+        if retrain not in ("auto", "never", "always"):
+            raise ConfigError(f"retrain must be 'auto', 'never' or 'always', got {retrain!r}")
+        if not random_seeds:
+            raise ConfigError("random_seeds must name at least one seed")
+        self.data_dir = data_dir
+        self.trainer = trainer or default_trainer
+        self.loader = loader
+        self.cache_embeddings = cache_embeddings
+        self.random_seeds = tuple(random_seeds)
+        self.n_bins = n_bins
+        self.retrain = retrain
+        self.log = log or (lambda message: None)
+        self._routers: dict[str, Router] = {}
+        self._retrained: dict[tuple, Router] = {}
+
+    # Baselines -------------------------------------------------------------
+    def random_row(self, bench: Benchmark) -> RouterResult:
+        from shared_core.routers.random import RandomRouter
+
+        start = time.perf_counter()
+        results, curves = [], []
+        for seed in self.random_seeds:
+            curve = M.routing_curve(RandomRouter(seed).score(bench.prompts), bench.strong_quality,
+                                    bench.weak_quality, n_bins=self.n_bins)
+            curves.append(curve)
+            results.append(M.curve_metrics(curve, bench.strong_mean, bench.weak_mean))
+        # For the plot: the point-wise mean curve (all seeds give the same number of points
+        # unless scores tie, which random scores of distinct prompts do not).
+        if len({len(c.quality) for c in curves}) == 1:
+            curve = M.RoutingCurve(
+                thresholds=np.mean([c.thresholds for c in curves], axis=0),
+                inclusive=curves[0].inclusive,
+                strong_fraction=np.mean([c.strong_fraction for c in curves], axis=0),
+                quality=np.mean([c.quality for c in curves], axis=0),
+            )
+        else:
+            curve = curves[0]
+        apgrs = [m.apgr for m in results]
+        return RouterResult(
+            bench.name, "random", "nothing (uniform scores)", bench.n, M.mean_metrics(results), curve,
+            time.perf_counter() - start,
+            extra={"seeds": list(self.random_seeds), "apgr_std": float(np.std(apgrs))},
+        )
+
+    def oracle_row(self, bench: Benchmark) -> RouterResult:
+        start = time.perf_counter()
+        curve = M.oracle_curve(bench.strong_quality, bench.weak_quality)
+        return RouterResult(
+            bench.name, "oracle", "the benchmark's own outcomes (upper bound)", bench.n,
+            M.curve_metrics(curve, bench.strong_mean, bench.weak_mean), curve, time.perf_counter() - start,
+        )
+
+    def scores_row(
+        self, bench: Benchmark, label: str, scores: Sequence[float], trained_on: str, seconds: float = 0.0,
+        retrained: bool = False, **extra: Any,
+    ) -> RouterResult:
+        """A row from scores already computed (one per benchmark prompt)."""
+        s = np.asarray(scores, dtype=float)
+        if s.shape != (bench.n,):
+            raise ConfigError(f"{label!r}: expected {bench.n} scores for {bench.name}, got shape {s.shape}")
+        curve = M.routing_curve(s, bench.strong_quality, bench.weak_quality, n_bins=self.n_bins)
+        return RouterResult(
+            bench.name, label, trained_on, bench.n, M.curve_metrics(curve, bench.strong_mean, bench.weak_mean),
+            curve, seconds, retrained, dict(extra),
+        )
+
+    # Routers ----------------------------------------------------------------
+    def _router(self, spec: str | Path | Router) -> Router:
+        if isinstance(spec, Router):
+            return _with_embedding_cache(spec) if self.cache_embeddings else spec
+        key = str(spec)
+        if key not in self._routers:
+            if self.loader is not None:
+                self._routers[key] = self.loader(spec)
+            else:
+                self._routers[key] = load_router_for_eval(spec, self.cache_embeddings)
+        return self._routers[key]
+
+    def _trained(self, recipe: str, exclude: tuple, include_mmlu_train: bool) -> Router:
+        key = (recipe, exclude, include_mmlu_train)
+        if key not in self._retrained:
+            started = time.perf_counter()
+            router = self.trainer(
+                recipe, data_dir=self.data_dir, exclude_arena_questions=list(exclude),
+                include_mmlu_train=include_mmlu_train,
+            )
+            self._retrained[key] = _with_embedding_cache(router) if self.cache_embeddings else router
+            self.log(f"  retrained {recipe} without {len(exclude)} arena questions in {time.perf_counter() - started:.1f}s")
+        return self._retrained[key]
+
+    def router_row(self, bench: Benchmark, spec: str | Path | Router) -> RouterResult:
+        label = router_label(spec)
+        start = time.perf_counter()
+        shipped = self._router(spec)
+        record = training_record(shipped)
+        seen = saw_test_prompts(record, bench.name)
+        recipe = spec if isinstance(spec, str) and "/" not in spec and not spec.startswith(".") else None
+        must_retrain = self.retrain == "always" or (self.retrain == "auto" and seen is not False and bool(bench.folds))
+        if bench.name == "mmlu" and self.retrain == "auto" and seen is not False:
+            must_retrain = True  # it saw MMLU-test, or its record cannot rule it out
+        if bench.name in ("gsm8k", "mt-bench") and seen and self.retrain == "auto":
+            raise ConfigError(
+                f"router {label!r} was trained on {bench.name} ({describe_training(record)}); "
+                f"it cannot be evaluated there and no recipe excludes {bench.name}"
+            )
+        if must_retrain and recipe is None:
+            # A user's router from a path: no recipe to retrain; say what is known.
+            scores = shipped.score(bench.prompts)
+            return self.scores_row(
+                bench, label, scores, describe_training(record) + " -- may include this benchmark's test prompts",
+                time.perf_counter() - start, saw_test_prompts=seen,
+            )
+        if not must_retrain:
+            scores = shipped.score(bench.prompts)
+            return self.scores_row(bench, label, scores, describe_training(record), time.perf_counter() - start)
+        if bench.folds:
+            scores = np.empty(bench.n)
+            for k, idx in enumerate(bench.fold_indices()):
+                router = self._trained(recipe, tuple(bench.folds[k]), True)
+                if len(idx):
+                    scores[idx] = router.score([bench.prompts[i] for i in idx])
+            desc = describe_training(training_record(router))
+            trained_on = f"{desc}; retrained {len(bench.folds)}x, each without its test fold's arena-bench questions"
+        else:
+            router = self._trained(recipe, (), True)
+            trained_on = f"{describe_training(training_record(router))}; retrained without MMLU-test"
+            scores = router.score(bench.prompts)
+        return self.scores_row(bench, label, scores, trained_on, time.perf_counter() - start, retrained=True)
+
+    def evaluate(self, bench: Benchmark, routers: Iterable[str | Path | Router]) -> BenchmarkResult:
+        """Rows for ``routers`` plus ``random`` and ``oracle`` (once each), sorted as given."""
+        rows: list[RouterResult] = []
+        specs = list(routers)
+        if not any(str(s) == "random" for s in specs if not isinstance(s, Router)):
+            specs = ["random", *specs]
+        if not any(str(s) == "oracle" for s in specs if not isinstance(s, Router)):
+            specs = [*specs, "oracle"]
+        for spec in specs:
+            t = time.perf_counter()
+            if isinstance(spec, str) and spec == "random":
+                row = self.random_row(bench)
+            elif isinstance(spec, str) and spec == "oracle":
+                row = self.oracle_row(bench)
+            else:
+                row = self.router_row(bench, spec)
+            self.log(f"  {bench.name:12} {row.router:14} APGR {row.metrics.apgr:.3f}  ({time.perf_counter() - t:.1f}s)")
+            rows.append(row)
+        comparisons = []
+        if bench.name == "mt-bench" and bench.question_ids is not None:
+            from shared_core.evaluation.commercial import commercial_comparison
+
+            comparisons = commercial_comparison(bench, rows, self.data_dir)
+        return BenchmarkResult(bench, rows, comparisons)
