@@ -1,0 +1,75 @@
+"""A real model through a real provider class: SmolLM2-135M-Instruct served by
+llama-cpp-python's OpenAI-compatible server, reached with llama-index-llms-openai-like,
+as the strong and the weak model of a RAG query engine.
+
+Needs ``ROUTELLM_TEST_SERVER_URL`` (e.g. http://127.0.0.1:8765/v1); scripts/test.sh
+starts the server and sets it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+pytestmark = pytest.mark.server
+
+URL = os.environ.get("ROUTELLM_TEST_SERVER_URL")
+if not URL:
+    pytest.skip(
+        "ROUTELLM_TEST_SERVER_URL is not set; start the local SmolLM2 server "
+        "(scripts/llama_server.sh start) and export its /v1 URL",
+        allow_module_level=True,
+    )
+openai_like = pytest.importorskip("llama_index.llms.openai_like")
+
+from llama_index.core import Document, VectorStoreIndex  # noqa: E402
+from llama_index.core.base.llms.types import ChatMessage  # noqa: E402
+
+from li_support import HARD, KeywordRouter  # noqa: E402
+from llamaindex_routellm import DECISION_KEY, LocalEmbedding, RouteLLM  # noqa: E402
+from shared_core.embeddings import HashEmbedder  # noqa: E402
+
+
+def _smollm(name: str, max_tokens: int):
+    # One server, two names: the model name only labels the calls in events.
+    return openai_like.OpenAILike(
+        model=name, api_base=URL, api_key="unused", is_chat_model=True,
+        context_window=2048, max_tokens=max_tokens, temperature=0.0, max_retries=0, timeout=120,
+    )
+
+
+@pytest.fixture(scope="module")
+def llm():
+    return RouteLLM(strong=_smollm("smollm2-as-strong", 24), weak=_smollm("smollm2-as-weak", 16),
+                    router=KeywordRouter(), threshold=0.5)
+
+
+def test_query_engine_over_the_real_server(llm, events):
+    docs = [
+        Document(text=f"The library opens at 9 am. Students {HARD} theorems in room 4."),
+        Document(text="The cafeteria serves soup on Mondays."),
+    ]
+    index = VectorStoreIndex.from_documents(docs, embed_model=LocalEmbedding(HashEmbedder(dim=64)))
+    engine = index.as_query_engine(llm=llm, similarity_top_k=2)
+
+    answer = engine.query("When does the library open?")
+    assert str(answer).strip()
+    assert "Context information" not in str(answer)  # a real answer, not an echo of the prompt
+    assert set(events.models()) == {"smollm2-as-weak"}
+    assert llm.last_decision.role.value == "weak"
+    assert events.counts()["LLMChatEndEvent"] == 1
+
+    events.clear()
+    stream_engine = index.as_query_engine(llm=llm, similarity_top_k=2, streaming=True)
+    text = "".join(stream_engine.query(f"How do students {HARD} theorems?").response_gen)
+    assert text.strip()
+    assert set(events.models()) == {"smollm2-as-strong"}
+
+
+def test_chat_records_the_decision_with_a_real_response(llm, events):
+    response = llm.chat([ChatMessage(role="user", content="Say hello.")])
+    assert response.message.content.strip()
+    assert response.raw is not None  # the OpenAI client's own response object came through
+    assert response.additional_kwargs[DECISION_KEY]["model"] == "smollm2-as-weak"
+    assert set(events.models()) == {"smollm2-as-weak"}
