@@ -16,6 +16,7 @@ through a *trainer*, by default :func:`shared_core.training.recipes.train_recipe
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,9 +140,9 @@ def saw_test_prompts(record: dict[str, Any] | None, benchmark: str) -> bool | No
     if not any(w in text for w in words):
         return False
     if benchmark == "mmlu":
-        return not ("mmlu-train" in text or "mmlu_train" in text or record.get("mmlu_split") == "train")
+        return not (re.search(r"mmlu[ _-]train", text) or record.get("mmlu_split") == "train")
     if benchmark == "arena-bench":
-        return not record.get("exclude_arena_questions")
+        return not (record.get("exclude_arena_questions") or record.get("excluded_arena_questions"))
     return True
 
 
@@ -178,7 +179,7 @@ def default_trainer(recipe: str, **kwargs: Any) -> Router:
         raise ConfigError(
             f"cannot retrain router {recipe!r} without the test prompts: shared_core.training.recipes is missing ({exc})"
         ) from None
-    return train_recipe(recipe, **kwargs)
+    return train_recipe(recipe, **{"progress": False, **kwargs})
 
 
 def router_label(spec: str | Path | Router) -> str:
@@ -294,14 +295,21 @@ class Evaluator:
                 self._routers[key] = load_router_for_eval(spec, self.cache_embeddings)
         return self._routers[key]
 
-    def _trained(self, recipe: str, exclude: tuple, include_mmlu_train: bool) -> Router:
+    def _trained(self, recipe: str, exclude: tuple, include_mmlu_train: bool, fallback: str | None = None) -> Router:
+        """The router of ``recipe`` trained without ``exclude``; ``fallback`` is the recipe of the
+        router's class, used when ``recipe`` (a checkpoint name such as ``default``) has none."""
         key = (recipe, exclude, include_mmlu_train)
         if key not in self._retrained:
             started = time.perf_counter()
-            router = self.trainer(
-                recipe, data_dir=self.data_dir, exclude_arena_questions=list(exclude),
-                include_mmlu_train=include_mmlu_train,
-            )
+            kwargs = dict(data_dir=self.data_dir, exclude_arena_questions=list(exclude),
+                          include_mmlu_train=include_mmlu_train)
+            try:
+                router = self.trainer(recipe, **kwargs)
+            except ConfigError as exc:
+                if fallback is None or fallback == recipe or "no training recipe" not in str(exc):
+                    raise
+                self.log(f"  no recipe named {recipe!r}; retraining with the {fallback!r} recipe")
+                router = self.trainer(fallback, **kwargs)
             self._retrained[key] = _with_embedding_cache(router) if self.cache_embeddings else router
             self.log(f"  retrained {recipe} without {len(exclude)} arena questions in {time.perf_counter() - started:.1f}s")
         return self._retrained[key]
@@ -334,13 +342,13 @@ class Evaluator:
         if bench.folds:
             scores = np.empty(bench.n)
             for k, idx in enumerate(bench.fold_indices()):
-                router = self._trained(recipe, tuple(bench.folds[k]), True)
+                router = self._trained(recipe, tuple(bench.folds[k]), True, shipped.name)
                 if len(idx):
                     scores[idx] = router.score([bench.prompts[i] for i in idx])
             desc = describe_training(training_record(router))
             trained_on = f"{desc}; retrained {len(bench.folds)}x, each without its test fold's arena-bench questions"
         else:
-            router = self._trained(recipe, (), True)
+            router = self._trained(recipe, (), True, shipped.name)
             trained_on = f"{describe_training(training_record(router))}; retrained without MMLU-test"
             scores = router.score(bench.prompts)
         return self.scores_row(bench, label, scores, trained_on, time.perf_counter() - start, retrained=True)
