@@ -266,7 +266,7 @@ class SentenceTransformerEmbedder(Embedder):
             torch.set_num_threads(self.torch_threads)
         source = self._source()
         try:
-            with _quiet_transformers():
+            with _offline_load():
                 model = SentenceTransformer(source, device=self.device, local_files_only=True)
         except Exception as exc:  # noqa: BLE001 - re-raised with the value that failed
             given = self.model_name_or_path if not self.is_default else source
@@ -330,22 +330,36 @@ class SentenceTransformerEmbedder(Embedder):
         return cfg
 
 
-class _quiet_transformers:
-    """Hide transformers' per-load "Loading weights" progress bar, then restore the setting."""
+class _offline_load:
+    """Load in Hugging Face offline mode and without transformers' "Loading weights" bar.
+
+    ``local_files_only`` alone still lets huggingface_hub reach the network (an
+    agent registry look-up, then retries), which costs ~20 s without internet.
+    ``HF_HUB_OFFLINE`` is read from the environment once, at import, so the
+    module-level switch is set for the duration of the load and then restored.
+    """
 
     def __enter__(self) -> None:
+        self._restore: list[Any] = []
+        try:
+            from huggingface_hub import constants
+        except ModuleNotFoundError:
+            pass
+        else:
+            was = constants.HF_HUB_OFFLINE
+            constants.HF_HUB_OFFLINE = True
+            self._restore.append(lambda: setattr(constants, "HF_HUB_OFFLINE", was))
         try:
             from transformers.utils import logging as hf_logging
         except ModuleNotFoundError:
-            self._logging = None
             return
-        self._logging = hf_logging
-        self._was_enabled = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()
+        if hf_logging.is_progress_bar_enabled():
+            hf_logging.disable_progress_bar()
+            self._restore.append(hf_logging.enable_progress_bar)
 
     def __exit__(self, *exc: Any) -> None:
-        if self._logging is not None and self._was_enabled:
-            self._logging.enable_progress_bar()
+        for undo in reversed(self._restore):
+            undo()
 
 
 def _progress(total: int, desc: str) -> Any:

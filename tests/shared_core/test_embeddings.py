@@ -185,6 +185,7 @@ def test_bad_sentence_transformer_settings(kwargs: dict[str, Any]) -> None:
         SentenceTransformerEmbedder(**kwargs)
 
 
+@pytest.mark.slow  # imports sentence-transformers (~5 s)
 def test_unknown_model_name_fails_offline_with_name() -> None:
     emb = SentenceTransformerEmbedder("nobody/no-such-model-xyz")
     with pytest.raises(EmbeddingError, match="nobody/no-such-model-xyz"):
@@ -194,3 +195,197 @@ def test_unknown_model_name_fails_offline_with_name() -> None:
 def test_non_string_text_named() -> None:
     with pytest.raises(ConfigError, match=r"texts\[1\]"):
         HashEmbedder().embed(["ok", 3])
+
+
+# --- OpenAI-compatible embedder against a stand-in server on 127.0.0.1 -------
+
+
+class _StandIn(BaseHTTPRequestHandler):
+    """Answers POST /v1/embeddings like OpenAI: vector = (len, words, 1, index-in-batch)."""
+
+    requests: list[dict[str, Any]] = []
+    mode = "ok"
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
+        if self.mode == "error":
+            self._send(500, b'{"error": "boom"}')
+            return
+        if self.mode == "garbage":
+            self._send(200, b'{"nope": []}')
+            return
+        data = [
+            {"object": "embedding", "index": i, "embedding": [float(len(t)), float(len(t.split())), 1.0, float(i)]}
+            for i, t in enumerate(body["input"])
+        ]
+        data.reverse()  # servers may answer out of order; the index decides
+        self._send(200, json.dumps({"object": "list", "data": data, "model": body["model"]}).encode())
+
+    def _send(self, status: int, payload: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def stand_in() -> Any:
+    _StandIn.requests = []
+    _StandIn.mode = "ok"
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _StandIn)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1", _StandIn
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_openai_request_body_and_batching(stand_in: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    url, handler = stand_in
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    emb = OpenAICompatibleEmbedder("local-embed", base_url=url + "/", api_key="sk-test", dim=4, batch_size=2)
+    texts = ["a", "bb cc", "ddd", "e e e e", "fffff"]
+    out = emb.embed(texts)
+    assert [r["path"] for r in handler.requests] == ["/v1/embeddings"] * 3
+    assert [r["body"] for r in handler.requests] == [
+        {"model": "local-embed", "input": ["a", "bb cc"]},
+        {"model": "local-embed", "input": ["ddd", "e e e e"]},
+        {"model": "local-embed", "input": ["fffff"]},
+    ]
+    assert {r["auth"] for r in handler.requests} == {"Bearer sk-test"}
+    expected = np.array([[len(t), len(t.split()), 1.0, i % 2] for i, t in enumerate(texts)], dtype=np.float32)
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
+    assert emb.name == "openai:local-embed"
+    assert emb.to_config() == {"type": "openai", "name": "openai:local-embed", "dim": 4, "model": "local-embed",
+                               "base_url": url}
+
+
+def test_openai_probes_dim_once_and_reads_env_key(stand_in: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    url, handler = stand_in
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-env")
+    emb = OpenAICompatibleEmbedder("local-embed", base_url=url)
+    assert handler.requests == []  # the constructor does no I/O
+    assert emb.dim == 4 and emb.dim == 4
+    assert len(handler.requests) == 1 and handler.requests[0]["auth"] == "Bearer sk-env"
+
+
+def test_openai_asks_for_shortened_vectors(stand_in: Any) -> None:
+    url, handler = stand_in
+    emb = OpenAICompatibleEmbedder("text-embedding-3-small", base_url=url, dim=4)
+    emb.embed(["hello"])
+    assert handler.requests[0]["body"] == {"model": "text-embedding-3-small", "input": ["hello"], "dimensions": 4}
+
+
+def test_openai_http_error_names_url_and_status(stand_in: Any) -> None:
+    url, handler = stand_in
+    handler.mode = "error"
+    emb = OpenAICompatibleEmbedder("local-embed", base_url=url, dim=4)
+    with pytest.raises(EmbeddingError, match=rf"{url}/embeddings returned HTTP 500"):
+        emb.embed(["x"])
+
+
+def test_openai_bad_response_named(stand_in: Any) -> None:
+    url, handler = stand_in
+    handler.mode = "garbage"
+    with pytest.raises(EmbeddingError, match="not OpenAI's format"):
+        OpenAICompatibleEmbedder("local-embed", base_url=url, dim=4).embed(["x"])
+
+
+def test_openai_dim_mismatch_named(stand_in: Any) -> None:
+    url, _ = stand_in
+    with pytest.raises(EmbeddingError, match="expected 8"):
+        OpenAICompatibleEmbedder("local-embed", base_url=url, dim=8).embed(["x"])
+
+
+def test_openai_unreachable_server_names_url() -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/v1"
+    with pytest.raises(EmbeddingError, match=rf"request to {url}/embeddings failed"):
+        OpenAICompatibleEmbedder("m", base_url=url, dim=4, timeout=2).embed(["x"])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"model": ""}, "''"),
+        ({"model": "m", "base_url": "api.openai.com"}, "'api.openai.com'"),
+        ({"model": "m", "dim": 0}, "0"),
+        ({"model": "m", "batch_size": -2}, "-2"),
+        ({"model": "m", "timeout": 0}, "0"),
+    ],
+)
+def test_openai_bad_settings_named(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        OpenAICompatibleEmbedder(**kwargs)
+
+
+# --- the real all-MiniLM-L6-v2 ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def minilm() -> SentenceTransformerEmbedder:
+    return SentenceTransformerEmbedder(batch_size=2).load()
+
+
+@pytest.mark.slow
+def test_minilm_shape_norm_and_order(minilm: SentenceTransformerEmbedder) -> None:
+    texts = [
+        "What is the derivative of x squared with respect to x?",
+        "hi",
+        "Explain, step by step and with a worked example, how public-key cryptography lets two strangers agree on a secret.",
+        "The cat sat on the mat.",
+        "How do I differentiate x^2?",
+    ]
+    out = minilm.embed(texts)
+    assert out.shape == (5, 384) and out.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    # Length sorting into batches of 2 must not reorder rows: each row equals the text embedded alone.
+    alone = np.vstack([minilm.embed([t]) for t in texts])
+    np.testing.assert_allclose(out, alone, atol=1e-5)
+    sims = out @ out.T
+    assert sims[0, 4] > sims[0, 3] + 0.3  # the two derivative questions are close; the cat is not
+    assert sims[0, 4] == pytest.approx(0.80, abs=0.1)
+
+
+@pytest.mark.slow
+def test_minilm_matches_sentence_transformers(minilm: SentenceTransformerEmbedder) -> None:
+    texts = ["Paris is the capital of France.", "Solve 2x + 3 = 7 for x."]
+    reference = minilm.model.encode(texts, normalize_embeddings=True)
+    np.testing.assert_allclose(minilm.embed(texts), reference, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_minilm_named_by_hub_id_is_the_same_space(minilm: SentenceTransformerEmbedder) -> None:
+    other = get_embedder("sentence-transformers/all-MiniLM-L6-v2")
+    assert other.to_config() == minilm.to_config()
+    np.testing.assert_allclose(other.embed(["same space"]), minilm.embed(["same space"]), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_minilm_local_path(minilm: SentenceTransformerEmbedder) -> None:
+    from shared_core.embeddings import default_model_path
+
+    by_path = SentenceTransformerEmbedder(default_model_path())
+    assert by_path.name == str(default_model_path()) and by_path.dim == 384
+    assert by_path.to_config()["model"] == str(default_model_path())
+    np.testing.assert_allclose(by_path.embed(["a path"]), minilm.embed(["a path"]), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_minilm_through_cache(minilm: SentenceTransformerEmbedder, tmp_path: Path) -> None:
+    cached = CachedEmbedder(minilm, tmp_path)
+    first = cached.embed(["cached text", "another"])
+    np.testing.assert_array_equal(cached.embed(["another", "cached text"]), first[[1, 0]])
+    assert cached.cache.count(cached.space) == 2
