@@ -303,6 +303,7 @@ def test_model_string_carries_router_and_threshold(models):
     assert llm.engine.router.name == "random"
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # doctest's scan touches pydantic internals
 def test_docstring_examples_run():
     for module in (llamaindex_routellm.llm, llamaindex_routellm.embeddings):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
