@@ -33,7 +33,9 @@ class LocalEmbedding(BaseEmbedding):
 
     _embedder: Embedder = PrivateAttr()
 
-    def __init__(self, embedder: Optional[Embedder] = None, embed_batch_size: int = 16, **kwargs: Any) -> None:
+    def __init__(
+        self, embedder: Optional[Embedder] = None, embed_batch_size: int = 16, **kwargs: Any
+    ) -> None:
         if embedder is None:
             from shared_core.embeddings import SentenceTransformerEmbedder
 

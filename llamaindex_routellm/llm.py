@@ -60,7 +60,9 @@ def to_conversation(messages: Sequence[ChatMessage]) -> List[Tuple[str, Any]]:
     pairs: List[Tuple[str, Any]] = []
     for i, message in enumerate(messages):
         if not isinstance(message, ChatMessage):
-            raise ConfigError(f"messages[{i}] must be a llama_index ChatMessage, got {type(message).__name__}")
+            raise ConfigError(
+                f"messages[{i}] must be a llama_index ChatMessage, got {type(message).__name__}"
+            )
         pairs.append((_ROLES.get(MessageRole(message.role), str(message.role)), message.blocks))
     return pairs
 
@@ -302,19 +304,31 @@ class RouteLLM(FunctionCallingLLM):
     async def astream(self, prompt: BasePromptTemplate, **prompt_args: Any) -> AsyncGenerator[str, None]:
         return await self._choose_template(prompt, prompt_args).astream(prompt, **prompt_args)
 
-    def structured_predict(self, output_cls: Any, prompt: BasePromptTemplate, llm_kwargs: Optional[Dict[str, Any]] = None, **prompt_args: Any) -> Any:
+    def structured_predict(
+        self, output_cls: Any, prompt: BasePromptTemplate, llm_kwargs: Optional[Dict[str, Any]] = None,
+        **prompt_args: Any,
+    ) -> Any:
         model = self._choose_template(prompt, prompt_args)
         return model.structured_predict(output_cls, prompt, llm_kwargs=llm_kwargs, **prompt_args)
 
-    async def astructured_predict(self, output_cls: Any, prompt: BasePromptTemplate, llm_kwargs: Optional[Dict[str, Any]] = None, **prompt_args: Any) -> Any:
+    async def astructured_predict(
+        self, output_cls: Any, prompt: BasePromptTemplate, llm_kwargs: Optional[Dict[str, Any]] = None,
+        **prompt_args: Any,
+    ) -> Any:
         model = self._choose_template(prompt, prompt_args)
         return await model.astructured_predict(output_cls, prompt, llm_kwargs=llm_kwargs, **prompt_args)
 
-    def stream_structured_predict(self, output_cls: Any, prompt: BasePromptTemplate, llm_kwargs: Optional[Dict[str, Any]] = None, **prompt_args: Any) -> Any:
+    def stream_structured_predict(
+        self, output_cls: Any, prompt: BasePromptTemplate, llm_kwargs: Optional[Dict[str, Any]] = None,
+        **prompt_args: Any,
+    ) -> Any:
         model = self._choose_template(prompt, prompt_args)
         return model.stream_structured_predict(output_cls, prompt, llm_kwargs=llm_kwargs, **prompt_args)
 
-    async def astream_structured_predict(self, output_cls: Any, prompt: BasePromptTemplate, llm_kwargs: Optional[Dict[str, Any]] = None, **prompt_args: Any) -> Any:
+    async def astream_structured_predict(
+        self, output_cls: Any, prompt: BasePromptTemplate, llm_kwargs: Optional[Dict[str, Any]] = None,
+        **prompt_args: Any,
+    ) -> Any:
         model = self._choose_template(prompt, prompt_args)
         return await model.astream_structured_predict(output_cls, prompt, llm_kwargs=llm_kwargs, **prompt_args)
 

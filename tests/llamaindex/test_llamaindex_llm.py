@@ -309,3 +309,28 @@ def test_docstring_examples_run():
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.attempted > 0
         assert result.failed == 0, module.__name__
+
+
+STRUCTURED = ["structured_predict", "astructured_predict", "stream_structured_predict", "astream_structured_predict"]
+
+
+@pytest.mark.parametrize("method", STRUCTURED)
+@pytest.mark.parametrize("question, role", [("what is it?", "weak"), (f"{HARD} it", "strong")])
+def test_structured_predict_routes_on_query_str(events, method, question, role):
+    from pydantic import BaseModel
+
+    from llama_index.core.prompts import PromptTemplate
+
+    from li_support import NamedMockFunctionCallingLLM
+
+    class Answer(BaseModel):
+        answer: str = "forty-two"  # MockFunctionCallingLLM fills a tool call with defaults
+
+    router = KeywordRouter()
+    llm = RouteLLM(strong=NamedMockFunctionCallingLLM(name="strong-fc", parsed=[]),
+                   weak=NamedMockFunctionCallingLLM(name="weak-fc", parsed=[]), router=router, threshold=0.5)
+    template = PromptTemplate(f"Context: we {HARD} things here.\nQuestion: {{query_str}}")
+    result = _consume(getattr(llm, method)(Answer, template, query_str=question))
+    assert _last(result).answer == "forty-two"
+    assert router.seen == [question]
+    assert set(events.models()) == {f"{role}-fc"}
