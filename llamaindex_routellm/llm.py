@@ -13,6 +13,7 @@ from collections import ChainMap
 from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncGenerator, Dict, Generator, List, Optional, Sequence, Tuple, Union
+from uuid import uuid4
 
 from llama_index.core.base.llms.types import (
     ChatMessage,
@@ -39,6 +40,10 @@ if TYPE_CHECKING:
 
 #: Key under which every response's ``additional_kwargs`` records the decision.
 DECISION_KEY = "routellm"
+
+#: The last decision of each RouteLLM (by instance key) in the current context.
+#: Module level and copied on write, so instances stay deep-copyable and picklable.
+_LAST_DECISIONS: ContextVar[Optional[Dict[str, Decision]]] = ContextVar("routellm_last_decisions", default=None)
 
 _ROLES = {
     MessageRole.USER: "user",
@@ -147,7 +152,7 @@ class RouteLLM(FunctionCallingLLM):
     )
 
     _engine: RoutingEngine = PrivateAttr()
-    _last_decision: ContextVar = PrivateAttr()
+    _key: str = PrivateAttr(default_factory=lambda: uuid4().hex)
 
     def __init__(
         self,
@@ -183,7 +188,6 @@ class RouteLLM(FunctionCallingLLM):
             **kwargs,
         )
         self._engine = engine
-        self._last_decision = ContextVar(f"routellm_last_decision_{id(self)}", default=None)
 
     @classmethod
     def class_name(cls) -> str:
@@ -216,7 +220,7 @@ class RouteLLM(FunctionCallingLLM):
     @property
     def last_decision(self) -> Optional[Decision]:
         """The decision of the last call made in the current context (thread or task)."""
-        return self._last_decision.get()
+        return (_LAST_DECISIONS.get() or {}).get(self._key)
 
     def route(self, prompt: Union[str, Sequence[ChatMessage]]) -> Decision:
         """Decide for a question or a conversation without calling a model."""
@@ -226,7 +230,7 @@ class RouteLLM(FunctionCallingLLM):
 
     def _choose(self, conversation: List[Tuple[str, Any]]) -> Tuple[LLM, Dict[str, Any]]:
         decision = self._engine.decide_one(conversation)
-        self._last_decision.set(decision)
+        _LAST_DECISIONS.set({**(_LAST_DECISIONS.get() or {}), self._key: decision})
         model = self.strong if decision.is_strong else self.weak
         return model, {**decision.to_dict(), "model": model.metadata.model_name}
 

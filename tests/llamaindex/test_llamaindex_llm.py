@@ -334,3 +334,13 @@ def test_structured_predict_routes_on_query_str(events, method, question, role):
     assert _last(result).answer == "forty-two"
     assert router.seen == [question]
     assert set(events.models()) == {f"{role}-fc"}
+
+
+def test_copies_and_pickles_route_the_same(models):
+    import copy
+    import pickle
+
+    llm = RouteLLM(strong=models["strong"], weak=models["weak"], router="random", threshold=0.5)
+    for clone in (copy.deepcopy(llm), pickle.loads(pickle.dumps(llm))):
+        for q in (EASY_Q, HARD_Q, "third question"):
+            assert clone.route(q) == llm.route(q)
