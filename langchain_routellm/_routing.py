@@ -1,0 +1,150 @@
+"""What both LangChain wrappers share: message conversion and the decision record.
+
+Routing policy (which text is scored, what happens without one) is not here: it
+lives in :mod:`shared_core.policy` and :class:`shared_core.engine.RoutingEngine`.
+This module only turns LangChain messages into the ``(role, content)`` pairs the
+engine reads and writes the decision that every response carries.
+"""
+
+from __future__ import annotations
+
+import functools
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Sequence
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    ChatMessage,
+    FunctionMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
+from langchain_core.runnables import Runnable
+
+from shared_core.engine import RoutingEngine, is_model_string, resolve_router
+from shared_core.errors import ConfigError
+from shared_core.routers import Decision, Role, Router
+
+#: Key of ``response_metadata`` (chat model) under which each answer records its decision.
+DECISION_KEY = "routellm"
+
+_CHAT_ROLES = {"user": "user", "human": "user", "assistant": "assistant", "ai": "assistant",
+               "system": "system", "developer": "system", "tool": "tool", "function": "tool"}
+
+#: A decision made ahead of the call (``batch`` scores all inputs at once), keyed
+#: by the id of the object that made it; read once by that object's next call.
+_PENDING: ContextVar[tuple[int, Decision] | None] = ContextVar("routellm_pending_decision", default=None)
+
+
+def to_conversation(messages: Sequence[BaseMessage]) -> list[tuple[str, Any]]:
+    """LangChain messages as the ``(role, content)`` pairs of :mod:`shared_core.policy`.
+
+    human -> ``"user"``, ai -> ``"assistant"``, system -> ``"system"``, tool and
+    function -> ``"tool"``; a ``ChatMessage`` keeps its role (``"human"`` and
+    ``"ai"`` spelled the OpenAI way). Content is passed as it is, a string or a
+    list of content blocks.
+    """
+    pairs: list[tuple[str, Any]] = []
+    for i, message in enumerate(messages):
+        if isinstance(message, HumanMessage):
+            role = "user"
+        elif isinstance(message, AIMessage):
+            role = "assistant"
+        elif isinstance(message, SystemMessage):
+            role = "system"
+        elif isinstance(message, (ToolMessage, FunctionMessage)):
+            role = "tool"
+        elif isinstance(message, ChatMessage):
+            role = _CHAT_ROLES.get(message.role.lower(), message.role.lower())
+        elif isinstance(message, BaseMessage):
+            role = _CHAT_ROLES.get(message.type, message.type)
+        else:
+            raise ConfigError(f"messages[{i}] must be a LangChain message, got {type(message).__name__}: {message!r}")
+        pairs.append((role, message.content))
+    return pairs
+
+
+def model_name(model: Runnable) -> str:
+    """A readable name for a model or runnable, as tracing would report it."""
+    if isinstance(model, BaseChatModel):
+        try:
+            name = model._get_ls_params().get("ls_model_name")  # noqa: SLF001
+        except Exception:  # a provider's ls params are best effort; fall back to attributes
+            name = None
+        for candidate in (name, getattr(model, "model_name", None), getattr(model, "model", None)):
+            if isinstance(candidate, str) and candidate:
+                return candidate
+        return type(model).__name__
+    return model.get_name()
+
+
+def decision_record(
+    decision: Decision, role: Role, model: Runnable, failure: tuple[Role, Runnable, BaseException] | None = None
+) -> dict[str, Any]:
+    """The decision as recorded on a response.
+
+    ``role`` and ``model`` name what answered; ``score``, ``threshold``,
+    ``router`` and ``reason`` are the router's decision; ``fallback`` is ``None``
+    or says which role failed first and with what error.
+    """
+    record = {**decision.to_dict(), "role": role.value, "model": model_name(model), "fallback": None}
+    if failure is not None:
+        failed_role, failed_model, error = failure
+        record["fallback"] = {
+            "from": failed_role.value,
+            "model": model_name(failed_model),
+            "error": f"{type(error).__name__}: {error}",
+        }
+    return record
+
+
+def other(role: Role) -> Role:
+    return Role.WEAK if role is Role.STRONG else Role.STRONG
+
+
+@functools.lru_cache(maxsize=8)
+def _shipped_router(name: str) -> Router:
+    # Shipped checkpoints are read-only artifacts: load each once per process.
+    return resolve_router(name)
+
+
+def build_engine(
+    router: str | Path | Router | None,
+    threshold: float | None,
+    strong_fraction: float | None,
+    calibration_prompts: Sequence[str] | None,
+    on_no_text: str,
+) -> RoutingEngine:
+    """A :class:`RoutingEngine` from a wrapper's settings, loading shipped routers once."""
+    spec: Any = router
+    if spec is None or (isinstance(spec, str) and not is_model_string(spec) and "/" not in spec
+                        and not spec.startswith(".") and spec != "random"):
+        spec = _shipped_router("default" if spec is None else spec)
+    return RoutingEngine.from_settings(
+        router=spec,
+        threshold=threshold,
+        strong_fraction=strong_fraction,
+        calibration_prompts=list(calibration_prompts) if calibration_prompts is not None else None,
+        on_no_text=on_no_text,
+    )
+
+
+def take_pending(owner: object) -> Decision | None:
+    """The decision ``batch`` made for this call of ``owner``, if any (read once)."""
+    pending = _PENDING.get()
+    if pending is not None and pending[0] == id(owner):
+        _PENDING.set(None)
+        return pending[1]
+    return None
+
+
+def set_pending(owner: object, decision: Decision | None):
+    return _PENDING.set((id(owner), decision) if decision is not None else None)
+
+
+def reset_pending(token) -> None:
+    _PENDING.reset(token)

@@ -1,0 +1,532 @@
+"""``RouteLLMChat``: a LangChain chat model that sends each call to a strong or a weak model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable, Iterator, Literal, Optional, Sequence, Union
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel, LanguageModelInput, ModelProfile
+from langchain_core.language_models.base import LangSmithParams
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig
+from langchain_core.runnables.config import get_config_list, get_executor_for_config, run_in_executor
+from langchain_core.runnables.utils import gather_with_concurrency
+from pydantic import ConfigDict, Field, PrivateAttr
+
+from langchain_routellm._routing import (
+    DECISION_KEY,
+    build_engine,
+    decision_record,
+    model_name,
+    other,
+    reset_pending,
+    set_pending,
+    take_pending,
+    to_conversation,
+)
+from shared_core.engine import RoutingEngine
+from shared_core.errors import ConfigError
+from shared_core.routers import Decision, Role, Router
+
+#: ``bind_tools`` stores each model's own tool keyword arguments under this call keyword.
+PER_MODEL_KWARGS = "routellm_per_model"
+_PROFILE_MIN = ("max_input_tokens", "max_output_tokens")
+
+
+class RouteLLMChat(BaseChatModel):
+    """A chat model that routes every call to a strong or a weak chat model.
+
+    The router scores the last human message (an agent's tool loop keeps it, so
+    every step of one loop goes to the same model) and the call goes to
+    ``strong`` when the score is at least the threshold, else to ``weak``
+    (RouteLLM semantics). The policy lives in :mod:`shared_core.policy`; this
+    class converts messages, delegates to the chosen model's ``_generate`` /
+    ``_stream`` under its own run (one chat-model run per call, usage counted
+    once) and records the decision in ``response_metadata["routellm"]``.
+
+    Setup:
+        ``pip install "routellm-integrations[langchain]"``
+
+    Key init args:
+        strong: BaseChatModel
+            Chat model for the calls the router judges hard.
+        weak: BaseChatModel
+            Chat model for the others.
+        router: str | Path | Router | None
+            ``None`` (the package's shipped default router), a registry name
+            (``"random"``, ``"mf"``, ...), a RouteLLM model string
+            (``"router-mf-0.11593"``, which carries the threshold), a directory
+            saved with ``Router.save``, or a ``Router`` object.
+        threshold: float | None
+            Send a call to ``strong`` when its score is >= this value, in [0, 1].
+        strong_fraction: float | None
+            Instead of a threshold: the share of calls for ``strong``, turned into
+            a threshold on ``calibration_prompts`` or the router's reference
+            quantiles. Neither given means ``strong_fraction=0.5``.
+        calibration_prompts: list[str] | None
+            Prompts on which ``strong_fraction`` is calibrated.
+        on_no_text: "strong" | "weak"
+            Where a call with nothing to score goes (no human message, or one with
+            only images).
+        fallback: bool
+            If the chosen model raises, call the other one and record it
+            (``response_metadata["routellm"]["fallback"]``). Off by default. A
+            stream falls back only if the error comes before its first chunk.
+        temperature, max_tokens, stop: optional
+            When set, passed to whichever model is chosen, as call arguments.
+
+    Instantiate:
+        .. code-block:: python
+
+            >>> from langchain_routellm import RouteLLMChat
+            >>> from langchain_routellm.fakes import FakeToolChatModel
+            >>> llm = RouteLLMChat(
+            ...     strong=FakeToolChatModel(model_name="big"),
+            ...     weak=FakeToolChatModel(model_name="small"),
+            ...     router="random",
+            ...     threshold=0.5,
+            ... )
+
+    Route without calling a model:
+        .. code-block:: python
+
+            >>> llm.route("Prove that there are infinitely many primes.").role.value
+            'weak'
+
+    Invoke:
+        .. code-block:: python
+
+            >>> message = llm.invoke("Prove that there are infinitely many primes.")
+            >>> message.content
+            '[small] Prove that there are infinitely many primes.'
+            >>> message.response_metadata["routellm"]["model"]
+            'small'
+
+    Stream:
+        .. code-block:: python
+
+            >>> "".join(chunk.text for chunk in llm.stream("What is 2 + 2?"))
+            '[big] What is 2 + 2?'
+
+    Async:
+        .. code-block:: python
+
+            >>> import asyncio
+            >>> asyncio.run(llm.ainvoke("What is 2 + 2?")).response_metadata["routellm"]["role"]
+            'strong'
+
+    Tool calling and structured output bind on both models, so whichever is
+    chosen can answer: ``llm.bind_tools([...])``, ``llm.with_structured_output(Schema)``.
+    """
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    strong: BaseChatModel = Field(description="Chat model for the calls the router judges hard.")
+    weak: BaseChatModel = Field(description="Chat model for the calls the router judges easy.")
+    router: Any = Field(
+        default=None,
+        description="None (shipped default), a registry name, a RouteLLM model string, a saved router "
+        "directory, or a Router object.",
+    )
+    threshold: Optional[float] = Field(
+        default=None, description="Send a call to the strong model when its score is >= this value."
+    )
+    strong_fraction: Optional[float] = Field(
+        default=None, description="Share of calls for the strong model, instead of a threshold."
+    )
+    calibration_prompts: Optional[list[str]] = Field(
+        default=None, description="Prompts on which strong_fraction is turned into a threshold."
+    )
+    on_no_text: Literal["strong", "weak"] = Field(
+        default="strong", description="Where a call with no text to score goes."
+    )
+    fallback: bool = Field(default=False, description="If the chosen model raises, call the other one.")
+    streaming: bool = Field(default=False, description="Make invoke stream from the chosen model.")
+    temperature: Optional[float] = Field(default=None, description="Passed to the chosen model when set.")
+    max_tokens: Optional[int] = Field(default=None, description="Passed to the chosen model when set.")
+    stop: Optional[list[str]] = Field(default=None, description="Stop sequences for calls that give none.")
+
+    _engine: RoutingEngine = PrivateAttr()
+
+    def __init__(
+        self,
+        *,
+        strong: BaseChatModel,
+        weak: BaseChatModel,
+        router: Union[str, Path, Router, None] = None,
+        threshold: Optional[float] = None,
+        strong_fraction: Optional[float] = None,
+        calibration_prompts: Optional[Sequence[str]] = None,
+        on_no_text: str = "strong",
+        **kwargs: Any,
+    ) -> None:
+        for name, model in (("strong", strong), ("weak", weak)):
+            if not isinstance(model, BaseChatModel):
+                hint = (" (a bound model: pass the model itself and use RouteLLMChat.bind_tools / bind)"
+                        if isinstance(model, RunnableBinding) else "")
+                raise ConfigError(
+                    f"{name} must be a LangChain BaseChatModel, got {type(model).__name__}: {model!r}{hint}"
+                )
+        engine = build_engine(router, threshold, strong_fraction, calibration_prompts, on_no_text)
+        super().__init__(
+            strong=strong, weak=weak, router=router, threshold=threshold, strong_fraction=strong_fraction,
+            calibration_prompts=list(calibration_prompts) if calibration_prompts is not None else None,
+            on_no_text=on_no_text, **kwargs,
+        )
+        self._engine = engine
+
+    # Description ---------------------------------------------------------------
+    @property
+    def _llm_type(self) -> str:
+        return "routellm"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {
+            "strong": model_name(self.strong),
+            "weak": model_name(self.weak),
+            **self._engine.describe(),
+            "fallback": self.fallback,
+        }
+
+    def _get_ls_params(self, stop: Optional[list[str]] = None, **kwargs: Any) -> LangSmithParams:
+        params = LangSmithParams(
+            ls_provider="routellm",
+            ls_model_name=kwargs.get("model") or f"routellm({model_name(self.strong)}|{model_name(self.weak)})",
+            ls_model_type="chat",
+        )
+        temperature = kwargs.get("temperature", self.temperature)
+        if isinstance(temperature, (int, float)):
+            params["ls_temperature"] = temperature
+        max_tokens = kwargs.get("max_tokens", self.max_tokens)
+        if isinstance(max_tokens, int):
+            params["ls_max_tokens"] = max_tokens
+        if stop or self.stop:
+            params["ls_stop"] = stop or self.stop
+        return params
+
+    def _resolve_model_profile(self) -> Optional[ModelProfile]:
+        """What holds for both models: capabilities both have, the smaller limits."""
+        profiles = (self.strong.profile, self.weak.profile)
+        if not all(isinstance(p, dict) for p in profiles):
+            return None
+        strong, weak = profiles
+        merged: dict[str, Any] = {}
+        for key in strong.keys() & weak.keys():
+            a, b = strong[key], weak[key]
+            if isinstance(a, bool) and isinstance(b, bool):
+                merged[key] = a and b
+            elif key in _PROFILE_MIN and isinstance(a, int) and isinstance(b, int):
+                merged[key] = min(a, b)
+        return ModelProfile(**merged)
+
+    @property
+    def engine(self) -> RoutingEngine:
+        """The routing engine (router, threshold, message policy) this model uses."""
+        return self._engine
+
+    # Routing -------------------------------------------------------------------
+    def route(self, input: LanguageModelInput) -> Decision:  # noqa: A002
+        """The decision for ``input`` (a string, messages or a prompt value), calling no model."""
+        return self._engine.decide_one(to_conversation(self._convert_input(input).to_messages()))
+
+    async def aroute(self, input: LanguageModelInput) -> Decision:  # noqa: A002
+        """Async :meth:`route`; the router runs in an executor thread."""
+        return await run_in_executor(None, self.route, input)
+
+    def _decide_many(self, inputs: Sequence[LanguageModelInput]) -> list[Optional[Decision]]:
+        # One router call for all inputs; an input that does not convert is left to
+        # its own call, which raises the conversion error where it belongs.
+        conversations: list[Any] = []
+        for item in inputs:
+            try:
+                conversations.append(to_conversation(self._convert_input(item).to_messages()))
+            except (ValueError, TypeError):
+                conversations.append(None)
+        index = [i for i, c in enumerate(conversations) if c is not None]
+        decided = self._engine.decide([conversations[i] for i in index]) if index else []
+        out: list[Optional[Decision]] = [None] * len(inputs)
+        for i, d in zip(index, decided):
+            out[i] = d
+        return out
+
+    def _decide(self, messages: list[BaseMessage]) -> Decision:
+        pending = take_pending(self)
+        return pending if pending is not None else self._engine.decide_one(to_conversation(messages))
+
+    def _plan(self, decision: Decision, kwargs: dict[str, Any]) -> list[tuple[Role, BaseChatModel, dict[str, Any]]]:
+        """The models to try, in order, each with its call keyword arguments."""
+        per_model = kwargs.pop(PER_MODEL_KWARGS, None) or {}
+        defaults = {k: v for k, v in (("temperature", self.temperature), ("max_tokens", self.max_tokens))
+                    if v is not None}
+        roles = [decision.role, other(decision.role)] if self.fallback else [decision.role]
+        return [(r, self._model(r), {**defaults, **kwargs, **per_model.get(r.value, {})}) for r in roles]
+
+    def _model(self, role: Role) -> BaseChatModel:
+        return self.strong if role is Role.STRONG else self.weak
+
+    # Generation: every path decides the same way, then hands the chosen model our run
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: Optional[list[str]] = None,
+        run_manager: Optional[CallbackManagerForLLMRun] = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        decision = self._decide(messages)
+        plan, failure = self._plan(decision, kwargs), None
+        for attempt, (role, model, call_kwargs) in enumerate(plan):
+            try:
+                _acquire(model)
+                result = model._generate(messages, stop=stop or self.stop, run_manager=run_manager, **call_kwargs)  # noqa: SLF001
+            except Exception as exc:
+                if attempt + 1 == len(plan):
+                    raise
+                failure = (role, model, exc)
+                continue
+            return _tag_result(result, decision_record(decision, role, model, failure))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: Optional[list[str]] = None,
+        run_manager: Optional[AsyncCallbackManagerForLLMRun] = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        decision = take_pending(self) or await run_in_executor(None, self._decide, messages)
+        plan, failure = self._plan(decision, kwargs), None
+        for attempt, (role, model, call_kwargs) in enumerate(plan):
+            try:
+                await _aacquire(model)
+                result = await model._agenerate(messages, stop=stop or self.stop, run_manager=run_manager, **call_kwargs)  # noqa: SLF001
+            except Exception as exc:
+                if attempt + 1 == len(plan):
+                    raise
+                failure = (role, model, exc)
+                continue
+            return _tag_result(result, decision_record(decision, role, model, failure))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: Optional[list[str]] = None,
+        run_manager: Optional[CallbackManagerForLLMRun] = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        decision = self._decide(messages)
+        plan, failure = self._plan(decision, kwargs), None
+        for attempt, (role, model, call_kwargs) in enumerate(plan):
+            chunks = _inner_stream(model, messages, stop or self.stop, run_manager, call_kwargs)
+            try:
+                _acquire(model)
+                first = next(chunks, None)
+            except Exception as exc:
+                if attempt + 1 == len(plan):
+                    raise
+                failure = (role, model, exc)
+                continue
+            if first is not None:
+                yield _tag_chunk(first, decision_record(decision, role, model, failure))
+                yield from chunks
+            return
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: Optional[list[str]] = None,
+        run_manager: Optional[AsyncCallbackManagerForLLMRun] = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        decision = take_pending(self) or await run_in_executor(None, self._decide, messages)
+        plan, failure = self._plan(decision, kwargs), None
+        for attempt, (role, model, call_kwargs) in enumerate(plan):
+            chunks = _inner_astream(model, messages, stop or self.stop, run_manager, call_kwargs)
+            try:
+                await _aacquire(model)
+                first = await anext(chunks, None)
+            except Exception as exc:
+                if attempt + 1 == len(plan):
+                    raise
+                failure = (role, model, exc)
+                continue
+            if first is not None:
+                yield _tag_chunk(first, decision_record(decision, role, model, failure))
+                async for chunk in chunks:
+                    yield chunk
+            return
+
+    # Batches: one router call for all inputs ------------------------------------
+    def batch(
+        self,
+        inputs: list[LanguageModelInput],
+        config: Union[RunnableConfig, list[RunnableConfig], None] = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[Any]:
+        if not inputs:
+            return []
+        decisions = self._decide_many(inputs)
+        configs = get_config_list(config, len(inputs))
+
+        def one(i: int) -> Any:
+            token = set_pending(self, decisions[i])
+            try:
+                return self.invoke(inputs[i], configs[i], **kwargs)
+            except Exception as exc:
+                if return_exceptions:
+                    return exc
+                raise
+            finally:
+                reset_pending(token)
+
+        if len(inputs) == 1:
+            return [one(0)]
+        with get_executor_for_config(configs[0]) as executor:
+            return list(executor.map(one, range(len(inputs))))
+
+    async def abatch(
+        self,
+        inputs: list[LanguageModelInput],
+        config: Union[RunnableConfig, list[RunnableConfig], None] = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[Any]:
+        if not inputs:
+            return []
+        decisions = await run_in_executor(None, self._decide_many, inputs)
+        configs = get_config_list(config, len(inputs))
+
+        async def one(i: int) -> Any:
+            token = set_pending(self, decisions[i])
+            try:
+                return await self.ainvoke(inputs[i], configs[i], **kwargs)
+            except Exception as exc:
+                if return_exceptions:
+                    return exc
+                raise
+            finally:
+                reset_pending(token)
+
+        return await gather_with_concurrency(configs[0].get("max_concurrency"), *(one(i) for i in range(len(inputs))))
+
+    # Tools and structured output -------------------------------------------------
+    def bind_tools(
+        self,
+        tools: Sequence[Union[dict[str, Any], type, Callable, Any]],
+        *,
+        tool_choice: Optional[Union[str, dict, bool]] = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind ``tools`` on both models, each in its own provider format.
+
+        Each model's ``bind_tools`` runs now, so a model that cannot take the
+        tools (or the ``tool_choice``) fails here, not at the first call. The
+        result routes per call like this model and passes the chosen model its
+        own tool arguments.
+        """
+        tracing = {k: kwargs.pop(k) for k in ("ls_structured_output_format",) if k in kwargs}
+        per_model: dict[str, dict[str, Any]] = {}
+        for role, model in (("strong", self.strong), ("weak", self.weak)):
+            extra = {"tool_choice": tool_choice} if tool_choice is not None else {}
+            try:
+                bound = model.bind_tools(tools, **extra, **kwargs)
+            except NotImplementedError:
+                raise ConfigError(
+                    f"the {role} model {type(model).__name__} does not support tool calling; "
+                    "bind_tools needs both models to"
+                ) from None
+            if not isinstance(bound, RunnableBinding) or bound.bound is not model:
+                raise ConfigError(
+                    f"the {role} model's bind_tools returned {type(bound).__name__}, not keyword arguments "
+                    "bound to the model itself; RouteLLMChat cannot route it"
+                )
+            per_model[role] = dict(bound.kwargs)
+        return self.bind(**{PER_MODEL_KWARGS: per_model}, **tracing)
+
+    # Token counting: as the model that would answer counts ------------------------
+    def get_num_tokens(self, text: str) -> int:
+        """Tokens of ``text`` as counted by the model it would be routed to."""
+        return self._model(self._engine.decide_one([("user", text)]).role).get_num_tokens(text)
+
+    def get_num_tokens_from_messages(
+        self, messages: list[BaseMessage], tools: Optional[Sequence[Any]] = None
+    ) -> int:
+        """Tokens of ``messages`` as counted by the model they would be routed to."""
+        model = self._model(self._engine.decide_one(to_conversation(messages)).role)
+        if tools is None:
+            return model.get_num_tokens_from_messages(messages)
+        return model.get_num_tokens_from_messages(messages, tools=tools)
+
+
+# Helpers -------------------------------------------------------------------------
+def _acquire(model: BaseChatModel) -> None:
+    # The inner model's public methods would apply its rate limiter; we call its
+    # _generate/_stream, so apply it here.
+    if model.rate_limiter is not None:
+        model.rate_limiter.acquire(blocking=True)
+
+
+async def _aacquire(model: BaseChatModel) -> None:
+    if model.rate_limiter is not None:
+        await model.rate_limiter.aacquire(blocking=True)
+
+
+def _can_stream(model: BaseChatModel, async_api: bool, kwargs: dict[str, Any]) -> bool:
+    return model._should_stream(async_api=async_api, **{**kwargs, "stream": True})  # noqa: SLF001
+
+
+def _inner_stream(model, messages, stop, run_manager, kwargs) -> Iterator[ChatGenerationChunk]:
+    if _can_stream(model, False, kwargs):
+        yield from model._stream(messages, stop=stop, run_manager=run_manager, **kwargs)  # noqa: SLF001
+    else:
+        yield from _result_chunks(model._generate(messages, stop=stop, run_manager=run_manager, **kwargs))  # noqa: SLF001
+
+
+async def _inner_astream(model, messages, stop, run_manager, kwargs) -> AsyncIterator[ChatGenerationChunk]:
+    if _can_stream(model, True, kwargs):
+        async for chunk in model._astream(messages, stop=stop, run_manager=run_manager, **kwargs):  # noqa: SLF001
+            yield chunk
+    else:
+        result = await model._agenerate(messages, stop=stop, run_manager=run_manager, **kwargs)  # noqa: SLF001
+        for chunk in _result_chunks(result):
+            yield chunk
+
+
+def _result_chunks(result: ChatResult) -> Iterator[ChatGenerationChunk]:
+    """A non-streaming model's answer as one final chunk."""
+    message = result.generations[0].message
+    tool_calls = message.tool_calls if isinstance(message, AIMessage) else []
+    chunk = AIMessageChunk(
+        content=message.content,
+        additional_kwargs=dict(message.additional_kwargs),
+        response_metadata=dict(message.response_metadata),
+        usage_metadata=getattr(message, "usage_metadata", None),
+        id=message.id,
+        tool_call_chunks=[
+            {"name": c["name"], "args": json.dumps(c["args"]), "id": c.get("id"), "index": i,
+             "type": "tool_call_chunk"}
+            for i, c in enumerate(tool_calls)
+        ],
+        chunk_position="last",
+    )
+    yield ChatGenerationChunk(message=chunk, generation_info=result.generations[0].generation_info)
+
+
+def _tag_result(result: ChatResult, record: dict[str, Any]) -> ChatResult:
+    for generation in result.generations:
+        generation.message.response_metadata = {**generation.message.response_metadata, DECISION_KEY: record}
+    return result
+
+
+def _tag_chunk(chunk: ChatGenerationChunk, record: dict[str, Any]) -> ChatGenerationChunk:
+    # Only the first chunk carries the record: merging chunks would concatenate
+    # the strings of a record repeated on every chunk.
+    chunk.message.response_metadata = {**chunk.message.response_metadata, DECISION_KEY: record}
+    return chunk

@@ -1,0 +1,339 @@
+"""``RouteLLMRunnable``: route between two arbitrary runnables with the same routers.
+
+For the general case where the two sides are not chat models: a cheap direct
+answer against a full RAG chain, a small chain against an agent. The decision is
+made by the same :class:`shared_core.engine.RoutingEngine` as ``RouteLLMChat``,
+recorded in the chosen child run's metadata (``metadata["routellm"]``, visible
+to callbacks and tracing) and, when the output is a message, in its
+``response_metadata["routellm"]``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, AsyncIterator, Iterator, Literal, Optional, Sequence, Union
+
+from langchain_core.messages import BaseMessage, BaseMessageChunk
+from langchain_core.prompt_values import PromptValue
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
+from langchain_core.runnables.config import (
+    ensure_config,
+    get_async_callback_manager_for_config,
+    get_callback_manager_for_config,
+    get_config_list,
+    get_executor_for_config,
+    patch_config,
+    run_in_executor,
+)
+from langchain_core.runnables.utils import gather_with_concurrency
+from pydantic import ConfigDict, Field, PrivateAttr
+
+from langchain_routellm._routing import (
+    DECISION_KEY,
+    build_engine,
+    decision_record,
+    other,
+    reset_pending,
+    set_pending,
+    take_pending,
+    to_conversation,
+)
+from shared_core.engine import RoutingEngine
+from shared_core.errors import ConfigError
+from shared_core.routers import Decision, Role, Router
+
+
+class RouteLLMRunnable(RunnableSerializable[Any, Any]):
+    """Send each input to the ``strong`` or the ``weak`` runnable.
+
+    The text routed on: a string input itself; for messages or a prompt value,
+    the last human message (:mod:`shared_core.policy`); for a dict, the value
+    under ``input_key`` (or its only string value).
+
+    Key init args: ``strong``, ``weak`` (any runnables), and ``router``,
+    ``threshold``, ``strong_fraction``, ``calibration_prompts``, ``on_no_text``,
+    ``fallback`` as for :class:`~langchain_routellm.RouteLLMChat`.
+
+    Example:
+        .. code-block:: python
+
+            >>> from langchain_core.runnables import RunnableLambda
+            >>> from langchain_routellm import RouteLLMRunnable
+            >>> chain = RouteLLMRunnable(
+            ...     strong=RunnableLambda(lambda q: f"RAG answer to {q['question']}", name="rag"),
+            ...     weak=RunnableLambda(lambda q: f"direct answer to {q['question']}", name="direct"),
+            ...     router="random", threshold=0.5, input_key="question",
+            ... )
+            >>> chain.route({"question": "What is 2 + 2?"}).role.value
+            'strong'
+            >>> chain.invoke({"question": "What is 2 + 2?"})
+            'RAG answer to What is 2 + 2?'
+            >>> chain.invoke({"question": "Say hi"})
+            'direct answer to Say hi'
+    """
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    strong: Runnable = Field(description="Runnable for the inputs the router judges hard.")
+    weak: Runnable = Field(description="Runnable for the inputs the router judges easy.")
+    router: Any = Field(default=None, description="As RouteLLMChat.router.")
+    threshold: Optional[float] = Field(default=None, description="Strong when score >= threshold.")
+    strong_fraction: Optional[float] = Field(default=None, description="Share of inputs for strong.")
+    calibration_prompts: Optional[list[str]] = Field(default=None, description="Prompts to calibrate on.")
+    on_no_text: Literal["strong", "weak"] = Field(default="strong", description="Where inputs with no text go.")
+    input_key: Optional[str] = Field(default=None, description="Key of a dict input holding the text to route on.")
+    fallback: bool = Field(default=False, description="If the chosen runnable raises, call the other one.")
+
+    _engine: RoutingEngine = PrivateAttr()
+
+    def __init__(
+        self,
+        *,
+        strong: Runnable,
+        weak: Runnable,
+        router: Union[str, Path, Router, None] = None,
+        threshold: Optional[float] = None,
+        strong_fraction: Optional[float] = None,
+        calibration_prompts: Optional[Sequence[str]] = None,
+        on_no_text: str = "strong",
+        **kwargs: Any,
+    ) -> None:
+        for name, runnable in (("strong", strong), ("weak", weak)):
+            if not isinstance(runnable, Runnable):
+                raise ConfigError(f"{name} must be a LangChain Runnable, got {type(runnable).__name__}: {runnable!r}")
+        engine = build_engine(router, threshold, strong_fraction, calibration_prompts, on_no_text)
+        super().__init__(
+            strong=strong, weak=weak, router=router, threshold=threshold, strong_fraction=strong_fraction,
+            calibration_prompts=list(calibration_prompts) if calibration_prompts is not None else None,
+            on_no_text=on_no_text, **kwargs,
+        )
+        self._engine = engine
+
+    @property
+    def engine(self) -> RoutingEngine:
+        return self._engine
+
+    # Routing -------------------------------------------------------------------
+    def _conversation(self, value: Any) -> list[tuple[str, Any]]:
+        if isinstance(value, str):
+            return [("user", value)]
+        if isinstance(value, PromptValue):
+            return to_conversation(value.to_messages())
+        if isinstance(value, BaseMessage):
+            return to_conversation([value])
+        if isinstance(value, (list, tuple)) and all(isinstance(m, BaseMessage) for m in value):
+            return to_conversation(list(value))
+        if isinstance(value, dict):
+            if self.input_key is not None:
+                if self.input_key not in value:
+                    raise ConfigError(f"input has no key {self.input_key!r} (input_key); keys: {sorted(value)}")
+                return self._conversation(value[self.input_key])
+            texts = [k for k, v in value.items() if isinstance(v, str)]
+            if len(texts) == 1:
+                return [("user", value[texts[0]])]
+            raise ConfigError(
+                f"cannot tell which key of a dict input to route on (string keys: {texts}); set input_key"
+            )
+        raise ConfigError(
+            f"cannot route an input of type {type(value).__name__}; expected a string, messages, "
+            "a prompt value or a dict with input_key"
+        )
+
+    def route(self, input: Any) -> Decision:  # noqa: A002
+        """The decision for ``input``, calling neither runnable."""
+        return self._engine.decide_one(self._conversation(input))
+
+    async def aroute(self, input: Any) -> Decision:  # noqa: A002
+        return await run_in_executor(None, self.route, input)
+
+    def _decide(self, input: Any) -> Decision:  # noqa: A002
+        pending = take_pending(self)
+        return pending if pending is not None else self.route(input)
+
+    def _plan(self, decision: Decision) -> list[tuple[Role, Runnable]]:
+        roles = [decision.role, other(decision.role)] if self.fallback else [decision.role]
+        return [(r, self.strong if r is Role.STRONG else self.weak) for r in roles]
+
+    @staticmethod
+    def _child_config(config: RunnableConfig, run_manager: Any, role: Role, record: dict[str, Any]) -> RunnableConfig:
+        child = patch_config(config, callbacks=run_manager.get_child(f"routellm:{role.value}"))
+        child["metadata"] = {**(child.get("metadata") or {}), DECISION_KEY: record}
+        return child
+
+    # Invoke ----------------------------------------------------------------------
+    def invoke(self, input: Any, config: Optional[RunnableConfig] = None, **kwargs: Any) -> Any:  # noqa: A002
+        decision = self._decide(input)
+
+        def run(value: Any, run_manager: Any, config: RunnableConfig) -> Any:
+            failure = None
+            plan = self._plan(decision)
+            for attempt, (role, runnable) in enumerate(plan):
+                record = decision_record(decision, role, runnable, failure)
+                try:
+                    out = runnable.invoke(value, self._child_config(config, run_manager, role, record), **kwargs)
+                except Exception as exc:
+                    if attempt + 1 == len(plan):
+                        raise
+                    failure = (role, runnable, exc)
+                    continue
+                return _tag(out, record)
+            raise AssertionError("unreachable")  # pragma: no cover
+
+        return self._call_with_config(run, input, config)
+
+    async def ainvoke(self, input: Any, config: Optional[RunnableConfig] = None, **kwargs: Any) -> Any:  # noqa: A002
+        decision = take_pending(self) or await self.aroute(input)
+
+        async def run(value: Any, run_manager: Any, config: RunnableConfig) -> Any:
+            failure = None
+            plan = self._plan(decision)
+            for attempt, (role, runnable) in enumerate(plan):
+                record = decision_record(decision, role, runnable, failure)
+                try:
+                    out = await runnable.ainvoke(value, self._child_config(config, run_manager, role, record), **kwargs)
+                except Exception as exc:
+                    if attempt + 1 == len(plan):
+                        raise
+                    failure = (role, runnable, exc)
+                    continue
+                return _tag(out, record)
+            raise AssertionError("unreachable")  # pragma: no cover
+
+        return await self._acall_with_config(run, input, config)
+
+    # Stream: the chosen runnable's own chunks ------------------------------------
+    def stream(self, input: Any, config: Optional[RunnableConfig] = None, **kwargs: Any) -> Iterator[Any]:  # noqa: A002
+        config = ensure_config(config)
+        decision = self._decide(input)
+        run_manager = get_callback_manager_for_config(config).on_chain_start(
+            None, input, name=config.get("run_name") or self.get_name(), run_id=config.pop("run_id", None)
+        )
+        final, failure = None, None
+        try:
+            plan = self._plan(decision)
+            for attempt, (role, runnable) in enumerate(plan):
+                record = decision_record(decision, role, runnable, failure)
+                chunks = iter(runnable.stream(input, self._child_config(config, run_manager, role, record), **kwargs))
+                try:
+                    first = next(chunks, None)
+                except Exception as exc:
+                    if attempt + 1 == len(plan):
+                        raise
+                    failure = (role, runnable, exc)
+                    continue
+                if first is None:
+                    break
+                final = _tag(first, record)
+                yield final
+                for chunk in chunks:
+                    yield chunk
+                    final = _add(final, chunk)
+                break
+        except BaseException as exc:
+            run_manager.on_chain_error(exc)
+            raise
+        run_manager.on_chain_end(final)
+
+    async def astream(self, input: Any, config: Optional[RunnableConfig] = None, **kwargs: Any) -> AsyncIterator[Any]:  # noqa: A002
+        config = ensure_config(config)
+        decision = take_pending(self) or await self.aroute(input)
+        run_manager = await get_async_callback_manager_for_config(config).on_chain_start(
+            None, input, name=config.get("run_name") or self.get_name(), run_id=config.pop("run_id", None)
+        )
+        final, failure = None, None
+        try:
+            plan = self._plan(decision)
+            for attempt, (role, runnable) in enumerate(plan):
+                record = decision_record(decision, role, runnable, failure)
+                chunks = runnable.astream(input, self._child_config(config, run_manager, role, record), **kwargs)
+                try:
+                    first = await anext(chunks, None)
+                except Exception as exc:
+                    if attempt + 1 == len(plan):
+                        raise
+                    failure = (role, runnable, exc)
+                    continue
+                if first is None:
+                    break
+                final = _tag(first, record)
+                yield final
+                async for chunk in chunks:
+                    yield chunk
+                    final = _add(final, chunk)
+                break
+        except BaseException as exc:
+            await run_manager.on_chain_error(exc)
+            raise
+        await run_manager.on_chain_end(final)
+
+    # Batches: one router call ----------------------------------------------------
+    def _decide_many(self, inputs: Sequence[Any]) -> list[Optional[Decision]]:
+        conversations: list[Any] = []
+        for item in inputs:
+            try:
+                conversations.append(self._conversation(item))
+            except ConfigError:
+                conversations.append(None)  # its own call raises the error
+        index = [i for i, c in enumerate(conversations) if c is not None]
+        decided = self._engine.decide([conversations[i] for i in index]) if index else []
+        out: list[Optional[Decision]] = [None] * len(inputs)
+        for i, d in zip(index, decided):
+            out[i] = d
+        return out
+
+    def batch(self, inputs: list[Any], config: Union[RunnableConfig, list[RunnableConfig], None] = None, *,
+              return_exceptions: bool = False, **kwargs: Any) -> list[Any]:
+        if not inputs:
+            return []
+        decisions = self._decide_many(inputs)
+        configs = get_config_list(config, len(inputs))
+
+        def one(i: int) -> Any:
+            token = set_pending(self, decisions[i])
+            try:
+                return self.invoke(inputs[i], configs[i], **kwargs)
+            except Exception as exc:
+                if return_exceptions:
+                    return exc
+                raise
+            finally:
+                reset_pending(token)
+
+        if len(inputs) == 1:
+            return [one(0)]
+        with get_executor_for_config(configs[0]) as executor:
+            return list(executor.map(one, range(len(inputs))))
+
+    async def abatch(self, inputs: list[Any], config: Union[RunnableConfig, list[RunnableConfig], None] = None, *,
+                     return_exceptions: bool = False, **kwargs: Any) -> list[Any]:
+        if not inputs:
+            return []
+        decisions = await run_in_executor(None, self._decide_many, inputs)
+        configs = get_config_list(config, len(inputs))
+
+        async def one(i: int) -> Any:
+            token = set_pending(self, decisions[i])
+            try:
+                return await self.ainvoke(inputs[i], configs[i], **kwargs)
+            except Exception as exc:
+                if return_exceptions:
+                    return exc
+                raise
+            finally:
+                reset_pending(token)
+
+        return await gather_with_concurrency(configs[0].get("max_concurrency"), *(one(i) for i in range(len(inputs))))
+
+
+def _tag(output: Any, record: dict[str, Any]) -> Any:
+    if isinstance(output, BaseMessage):
+        output.response_metadata = {**output.response_metadata, DECISION_KEY: record}
+    return output
+
+
+def _add(final: Any, chunk: Any) -> Any:
+    if isinstance(final, (str, BaseMessageChunk)) and type(chunk) is type(final):
+        return final + chunk
+    if isinstance(final, dict) and isinstance(chunk, dict):
+        return {**final, **chunk}
+    return chunk
