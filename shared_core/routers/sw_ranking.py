@@ -68,6 +68,8 @@ from shared_core.routers._models import (
 )
 
 STORAGE = ("int8", "float16", "float32")
+#: Prompts scored together; larger batches are split so memory stays bounded.
+_CHUNK = 256
 
 
 # Bradley-Terry -------------------------------------------------------------------------
@@ -325,17 +327,20 @@ class SWRankingRouter(Router):
         ts, tw = int(self.tiers_[s]), int(self.tiers_[w])
         if ts == tw:
             return np.full(len(e), 0.5)
-        weights = self.weights(e)
-        theta = fit_bradley_terry(
-            weights @ self.cell_wins_,
-            weights @ self.cell_totals_,
-            self.tier_pairs_,
-            self.n_tiers_,
-            ridge=self.ridge,
-            init=self.tier_init_,
-            max_iter=self.newton_steps,
-        )
-        return _sigmoid(theta[:, ts] - theta[:, tw])
+        out = np.empty(len(e))
+        for start in range(0, len(e), _CHUNK):  # bounds the (chunk x training prompts) weights in memory
+            weights = self.weights(e[start : start + _CHUNK])
+            theta = fit_bradley_terry(
+                weights @ self.cell_wins_,
+                weights @ self.cell_totals_,
+                self.tier_pairs_,
+                self.n_tiers_,
+                ridge=self.ridge,
+                init=self.tier_init_,
+                max_iter=self.newton_steps,
+            )
+            out[start : start + _CHUNK] = _sigmoid(theta[:, ts] - theta[:, tw])
+        return out
 
     def _score(self, prompts: list[str]) -> np.ndarray:
         self._check_fitted()

@@ -1,0 +1,123 @@
+"""Train the routers shipped in the package, with the project's training recipes.
+
+    OPENBLAS_NUM_THREADS=1 python scripts/train_default.py --data-dir ../shared/data
+
+For ``mf`` and ``sw_ranking`` this runs :func:`shared_core.training.recipes.train_recipe`
+(MMLU training half + arena-bench battles of all 15 models; all-MiniLM-L6-v2
+embeddings through the on-disk cache), then
+
+* measures the router on data it never saw: MMLU-test (the hash-split half, minus
+  RouteLLM's contaminated prompts), GSM8K and MT-Bench, with the evaluation's
+  metrics (AUC, APGR, CPT) -- recorded under ``training.held_out`` in the config;
+* computes ``reference_quantiles``: the router's score quantiles (0..100%) on the
+  reference prompt set = MMLU training-half prompts + arena-bench prompts (only
+  the 101 numbers ship, never the prompts);
+* writes ``shared_core/checkpoints/<name>/`` (``config.json`` + ``model.safetensors``,
+  each file under 5 MB).
+
+``shared_core/checkpoints/default/`` becomes a copy of the router with the better
+held-out MMLU-test APGR (``--default NAME`` forces one). The full evaluation
+(``routellm evaluate``) compares more routers, with arena-bench cross-validation.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import shutil  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from shared_core.artifacts import reference_quantiles  # noqa: E402
+from shared_core.training.recipes import RecipeData, default_embedder, train_recipe  # noqa: E402
+
+CHECKPOINTS = REPO / "shared_core" / "checkpoints"
+MAX_FILE_BYTES = 5 * 1024 * 1024
+
+
+def held_out_metrics(router, data_dir) -> dict[str, dict]:
+    """AUC/APGR/CPT of ``router`` on benchmarks it was not trained on."""
+    from shared_core.evaluation import benchmarks
+    from shared_core.evaluation.metrics import curve_metrics, routing_curve
+
+    out = {}
+    for key, load in (("mmlu_test", benchmarks.load_mmlu_test), ("gsm8k", benchmarks.load_gsm8k),
+                      ("mt_bench", benchmarks.load_mt_bench)):
+        bench = load(data_dir)
+        scores = router.score(bench.prompts)
+        curve = routing_curve(scores, bench.strong_quality, bench.weak_quality)
+        metrics = curve_metrics(curve, bench.strong_mean, bench.weak_mean).to_dict()
+        out[key] = {"n": bench.n, **{k: round(float(v), 4) for k, v in metrics.items()}}
+    return out
+
+
+def reference_prompts(data_dir) -> list[str]:
+    """MMLU training-half prompts + arena-bench prompts (the set the quantiles describe)."""
+    data = RecipeData(data_dir)
+    return data.mmlu_train()["prompt"].tolist() + data.arena()["prompt"].tolist()
+
+
+def train_one(name: str, args, embedder, ref_prompts: list[str]) -> dict:
+    started = time.perf_counter()
+    router = train_recipe(name, data_dir=args.data_dir, embedder=embedder, seed=args.seed, progress=not args.quiet)
+    fit_seconds = time.perf_counter() - started
+    router.training_["held_out"] = held_out_metrics(router, args.data_dir)
+    router.training_["recipe_seconds"] = round(fit_seconds, 1)
+    router.reference_quantiles_ = reference_quantiles(router.score(ref_prompts))
+    router.training_["reference_prompts"] = (
+        f"{len(ref_prompts)} prompts: MMLU training half + arena-bench-v1 (quantiles only are shipped)"
+    )
+    path = router.save(args.output_dir / name)
+    for f in path.iterdir():
+        if f.stat().st_size > MAX_FILE_BYTES:
+            raise SystemExit(f"{f} is {f.stat().st_size / 1e6:.1f} MB, over the 5 MB limit for committed files")
+    held = router.training_["held_out"]
+    print(
+        f"{name}: recipe {fit_seconds:.1f} s; held-out APGR mmlu-test {held['mmlu_test']['apgr']:.4f}, "
+        f"gsm8k {held['gsm8k']['apgr']:.4f}, mt-bench {held['mt_bench']['apgr']:.4f} -> {path}",
+        flush=True,
+    )
+    return {"name": name, "path": path, "held_out": held}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", default=None, help="router data directory (default: ../shared/data)")
+    parser.add_argument("--output-dir", type=Path, default=CHECKPOINTS, help="default: shared_core/checkpoints")
+    parser.add_argument("--routers", nargs="+", default=["mf", "sw_ranking"])
+    parser.add_argument("--default", default="auto", help="router copied to default/ (auto: best MMLU-test APGR)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+
+    embedder = default_embedder()
+    ref_prompts = reference_prompts(args.data_dir)
+    results = [train_one(name, args, embedder, ref_prompts) for name in args.routers]
+    if args.default == "auto":
+        best = max(results, key=lambda r: r["held_out"]["mmlu_test"]["apgr"])
+    else:
+        matches = [r for r in results if r["name"] == args.default]
+        if not matches:
+            raise SystemExit(f"--default {args.default!r} is not among the trained routers {args.routers}")
+        best = matches[0]
+    default = args.output_dir / "default"
+    if default.exists():
+        shutil.rmtree(default)
+    shutil.copytree(best["path"], default)
+    print(f"default: copy of {best['name']} (MMLU-test APGR {best['held_out']['mmlu_test']['apgr']:.4f})")
+    print(json.dumps({r["name"]: r["held_out"] for r in results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
