@@ -9,10 +9,14 @@ emits them, once, exactly as if it had been called directly.
 
 from __future__ import annotations
 
+import asyncio
 from collections import ChainMap
 from contextvars import ContextVar
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, AsyncGenerator, Dict, Generator, List, Optional, Sequence, Tuple, Union
+from typing import (
+    TYPE_CHECKING, Any, AsyncGenerator, Awaitable, Callable, Dict, Generator, Iterator, List, Optional,
+    Sequence, Tuple, Union,
+)
 from uuid import uuid4
 
 from llama_index.core.base.llms.types import (
@@ -33,7 +37,7 @@ from llama_index.core.prompts import BasePromptTemplate
 
 from shared_core.engine import RoutingEngine
 from shared_core.errors import ConfigError
-from shared_core.routers import Decision, Router
+from shared_core.routers import Decision, Role, Router
 
 if TYPE_CHECKING:
     from llama_index.core.tools.types import BaseTool
@@ -74,13 +78,14 @@ def to_conversation(messages: Sequence[ChatMessage]) -> List[Tuple[str, Any]]:
 
 def _tools_conversation(
     user_msg: Optional[Union[str, ChatMessage]], chat_history: Optional[Sequence[ChatMessage]]
-) -> List[ChatMessage]:
+) -> List[Tuple[str, Any]]:
+    """The conversation a ``chat_with_tools`` call sends: the history, then the user message."""
     messages = list(chat_history or [])
     if isinstance(user_msg, str):
         messages.append(ChatMessage(role=MessageRole.USER, content=user_msg))
     elif user_msg is not None:
         messages.append(user_msg)
-    return messages
+    return to_conversation(messages)
 
 
 class RouteLLM(FunctionCallingLLM):
@@ -108,6 +113,9 @@ class RouteLLM(FunctionCallingLLM):
             quantiles). Neither given means ``strong_fraction=0.5``.
         calibration_prompts: prompts to calibrate ``strong_fraction`` on.
         on_no_text: ``"strong"`` or ``"weak"``: where calls with no user text go.
+        fallback: if the chosen model raises, call the other one; the response
+            records it (``additional_kwargs["routellm"]["fallback"]``). Off by
+            default. A stream falls back only if the error comes before its first chunk.
 
     Instantiate:
         >>> from llama_index.core.llms import MockLLM
@@ -150,6 +158,7 @@ class RouteLLM(FunctionCallingLLM):
     on_no_text: str = Field(
         default="strong", description="'strong' or 'weak': where a call with no user text goes."
     )
+    fallback: bool = Field(default=False, description="If the chosen model raises, call the other one.")
 
     _engine: RoutingEngine = PrivateAttr()
     _key: str = PrivateAttr(default_factory=lambda: uuid4().hex)
@@ -163,8 +172,11 @@ class RouteLLM(FunctionCallingLLM):
         strong_fraction: Optional[float] = None,
         calibration_prompts: Optional[Sequence[str]] = None,
         on_no_text: str = "strong",
+        fallback: bool = False,
         **kwargs: Any,
     ) -> None:
+        if not isinstance(fallback, bool):
+            raise ConfigError(f"fallback must be True or False, got {fallback!r}")
         for name, model in (("strong", strong), ("weak", weak)):
             if not isinstance(model, LLM):
                 raise ConfigError(f"{name} must be a LlamaIndex LLM, got {type(model).__name__}: {model!r}")
@@ -185,6 +197,7 @@ class RouteLLM(FunctionCallingLLM):
             strong_fraction=strong_fraction,
             calibration_prompts=calibration_prompts,
             on_no_text=on_no_text,
+            fallback=fallback,
             **kwargs,
         )
         self._engine = engine
@@ -215,11 +228,14 @@ class RouteLLM(FunctionCallingLLM):
     # Routing -----------------------------------------------------------------
     @property
     def engine(self) -> RoutingEngine:
+        """The routing engine (router, threshold, message policy) this LLM uses."""
         return self._engine
 
     @property
     def last_decision(self) -> Optional[Decision]:
-        """The decision of the last call made in the current context (thread or task)."""
+        """The router's decision for the last call made in the current context
+        (thread or asyncio task); the one place to read it for calls that return
+        plain text (``predict``, ``stream``, a query engine's answer)."""
         return (_LAST_DECISIONS.get() or {}).get(self._key)
 
     def route(self, prompt: Union[str, Sequence[ChatMessage]]) -> Decision:
@@ -228,121 +244,241 @@ class RouteLLM(FunctionCallingLLM):
             return self._engine.decide_one([("user", prompt)])
         return self._engine.decide_one(to_conversation(list(prompt)))
 
-    def _choose(self, conversation: List[Tuple[str, Any]]) -> Tuple[LLM, Dict[str, Any]]:
-        decision = self._engine.decide_one(conversation)
+    def _remember(self, decision: Decision) -> Decision:
         _LAST_DECISIONS.set({**(_LAST_DECISIONS.get() or {}), self._key: decision})
-        model = self.strong if decision.is_strong else self.weak
-        return model, {**decision.to_dict(), "model": model.metadata.model_name}
+        return decision
 
-    def _choose_messages(self, messages: Sequence[ChatMessage]) -> Tuple[LLM, Dict[str, Any]]:
-        return self._choose(to_conversation(messages))
+    def _decide(self, conversation: List[Tuple[str, Any]]) -> Decision:
+        return self._remember(self._engine.decide_one(conversation))
 
-    def _choose_prompt(self, prompt: str) -> Tuple[LLM, Dict[str, Any]]:
-        if not isinstance(prompt, str):
-            raise ConfigError(f"prompt must be a string, got {type(prompt).__name__}: {prompt!r}")
-        return self._choose([("user", prompt)])
+    async def _adecide(self, conversation: List[Tuple[str, Any]]) -> Decision:
+        # The router may run a model (embeddings); keep it off the event loop.
+        return self._remember(await asyncio.to_thread(self._engine.decide_one, conversation))
 
-    def _choose_template(self, prompt: BasePromptTemplate, prompt_args: Dict[str, Any]) -> LLM:
-        """Route a prompt template on its ``query_str`` (a RAG question) if it has one."""
-        question = ChainMap(prompt_args, getattr(prompt, "kwargs", {}) or {}).get("query_str")
-        if isinstance(question, str):
-            model, _ = self._choose([("user", question)])
-        else:
-            model, _ = self._choose_messages(prompt.format_messages(llm=self, **prompt_args))
-        return model
+    def _model(self, role: Role) -> LLM:
+        return self.strong if role is Role.STRONG else self.weak
 
-    def _tool_model(self, model: LLM) -> FunctionCallingLLM:
-        if not isinstance(model, FunctionCallingLLM):
-            role = "strong" if model is self.strong else "weak"
-            raise ConfigError(
-                f"tool calling needs both models to be function-calling LLMs; the {role} model "
-                f"{type(model).__name__} is not a FunctionCallingLLM"
-            )
-        return model
+    def _plan(self, decision: Decision, tools: bool) -> List[Tuple[Role, LLM]]:
+        """The models to try, in order: the chosen one, then the other with ``fallback``."""
+        roles = [decision.role, _other(decision.role)] if self.fallback else [decision.role]
+        plan = [(role, self._model(role)) for role in roles]
+        if tools:
+            for role, model in plan:
+                if not isinstance(model, FunctionCallingLLM):
+                    raise ConfigError(
+                        f"tool calling needs both models to be function-calling LLMs; the {role.value} model "
+                        f"{type(model).__name__} is not a FunctionCallingLLM"
+                    )
+        return plan
+
+    def _call(
+        self, decision: Decision, call: Callable[[Any], Any], tag: bool = True, tools: bool = False
+    ) -> Any:
+        failure = None
+        plan = self._plan(decision, tools)
+        for attempt, (role, model) in enumerate(plan):
+            try:
+                result = call(model)
+            except Exception as exc:
+                if attempt + 1 == len(plan):
+                    raise
+                failure = (role, model, exc)
+                continue
+            return _tag(result, _record(decision, role, model, failure)) if tag else result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _acall(
+        self, decision: Decision, call: Callable[[Any], Awaitable[Any]], tag: bool = True, tools: bool = False
+    ) -> Any:
+        failure = None
+        plan = self._plan(decision, tools)
+        for attempt, (role, model) in enumerate(plan):
+            try:
+                result = await call(model)
+            except Exception as exc:
+                if attempt + 1 == len(plan):
+                    raise
+                failure = (role, model, exc)
+                continue
+            return _tag(result, _record(decision, role, model, failure)) if tag else result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _stream(
+        self, decision: Decision, call: Callable[[Any], Iterator[Any]], tag: bool = True, tools: bool = False
+    ) -> Generator[Any, None, None]:
+        # The chosen model's call starts now, as a direct call would; a fallback
+        # happens only if the error comes before the first chunk.
+        plan = self._plan(decision, tools)
+        try:
+            first: Any = call(plan[0][1])
+        except Exception as exc:
+            if len(plan) == 1:
+                raise
+            first = exc
+        return self._stream_attempts(decision, plan, call, first, tag)
+
+    def _stream_attempts(
+        self, decision: Decision, plan: List[Tuple[Role, LLM]], call: Callable[[Any], Iterator[Any]],
+        first: Any, tag: bool,
+    ) -> Generator[Any, None, None]:
+        failure = None
+        for attempt, (role, model) in enumerate(plan):
+            try:
+                if isinstance(first, Exception):
+                    raise first
+                stream = first if attempt == 0 else call(model)
+                head = next(stream, _END)
+            except Exception as exc:
+                if attempt + 1 == len(plan):
+                    raise
+                failure, first = (role, model, exc), None
+                continue
+            record = _record(decision, role, model, failure)
+            if head is not _END:
+                yield _tag(head, record) if tag else head
+                for chunk in stream:
+                    yield _tag(chunk, record) if tag else chunk
+            return
+
+    async def _astream(
+        self, decision: Decision, call: Callable[[Any], Awaitable[Any]], tag: bool = True, tools: bool = False
+    ) -> AsyncGenerator[Any, None]:
+        plan = self._plan(decision, tools)
+        try:
+            first: Any = await call(plan[0][1])
+        except Exception as exc:
+            if len(plan) == 1:
+                raise
+            first = exc
+        return self._astream_attempts(decision, plan, call, first, tag)
+
+    async def _astream_attempts(
+        self, decision: Decision, plan: List[Tuple[Role, LLM]], call: Callable[[Any], Awaitable[Any]],
+        first: Any, tag: bool,
+    ) -> AsyncGenerator[Any, None]:
+        failure = None
+        for attempt, (role, model) in enumerate(plan):
+            try:
+                if isinstance(first, Exception):
+                    raise first
+                stream = first if attempt == 0 else await call(model)
+                head = await anext(stream, _END)
+            except Exception as exc:
+                if attempt + 1 == len(plan):
+                    raise
+                failure, first = (role, model, exc), None
+                continue
+            record = _record(decision, role, model, failure)
+            if head is not _END:
+                yield _tag(head, record) if tag else head
+                async for chunk in stream:
+                    yield _tag(chunk, record) if tag else chunk
+            return
 
     # Chat and completion -----------------------------------------------------
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        model, record = self._choose_messages(messages)
-        return _tag(model.chat(messages, **kwargs), record)
+        decision = self._decide(to_conversation(messages))
+        return self._call(decision, lambda m: m.chat(messages, **kwargs))
 
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
-        model, record = self._choose_messages(messages)
-        return _tag_stream(model.stream_chat(messages, **kwargs), record)
+        decision = self._decide(to_conversation(messages))
+        return self._stream(decision, lambda m: m.stream_chat(messages, **kwargs))
 
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        model, record = self._choose_messages(messages)
-        return _tag(await model.achat(messages, **kwargs), record)
+        decision = await self._adecide(to_conversation(messages))
+        return await self._acall(decision, lambda m: m.achat(messages, **kwargs))
 
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
-        model, record = self._choose_messages(messages)
-        return _atag_stream(await model.astream_chat(messages, **kwargs), record)
+        decision = await self._adecide(to_conversation(messages))
+        return await self._astream(decision, lambda m: m.astream_chat(messages, **kwargs))
 
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        model, record = self._choose_prompt(prompt)
-        return _tag(model.complete(prompt, formatted=formatted, **kwargs), record)
+        decision = self._decide(_prompt_conversation(prompt))
+        return self._call(decision, lambda m: m.complete(prompt, formatted=formatted, **kwargs))
 
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
-        model, record = self._choose_prompt(prompt)
-        return _tag_stream(model.stream_complete(prompt, formatted=formatted, **kwargs), record)
+        decision = self._decide(_prompt_conversation(prompt))
+        return self._stream(decision, lambda m: m.stream_complete(prompt, formatted=formatted, **kwargs))
 
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        model, record = self._choose_prompt(prompt)
-        return _tag(await model.acomplete(prompt, formatted=formatted, **kwargs), record)
+        decision = await self._adecide(_prompt_conversation(prompt))
+        return await self._acall(decision, lambda m: m.acomplete(prompt, formatted=formatted, **kwargs))
 
     async def astream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
-        model, record = self._choose_prompt(prompt)
-        return _atag_stream(await model.astream_complete(prompt, formatted=formatted, **kwargs), record)
+        decision = await self._adecide(_prompt_conversation(prompt))
+        return await self._astream(decision, lambda m: m.astream_complete(prompt, formatted=formatted, **kwargs))
 
     # Prompt templates (query engines): route on query_str, the chosen model formats
+    def _template_conversation(
+        self, prompt: BasePromptTemplate, prompt_args: Dict[str, Any]
+    ) -> List[Tuple[str, Any]]:
+        """A RAG template's question (``query_str``) if it has one, else the formatted messages."""
+        question = ChainMap(prompt_args, getattr(prompt, "kwargs", {}) or {}).get("query_str")
+        if isinstance(question, str):
+            return [("user", question)]
+        return to_conversation(prompt.format_messages(llm=self, **prompt_args))
+
     def predict(self, prompt: BasePromptTemplate, **prompt_args: Any) -> str:
-        return self._choose_template(prompt, prompt_args).predict(prompt, **prompt_args)
+        decision = self._decide(self._template_conversation(prompt, prompt_args))
+        return self._call(decision, lambda m: m.predict(prompt, **prompt_args), tag=False)
 
     def stream(self, prompt: BasePromptTemplate, **prompt_args: Any) -> Generator[str, None, None]:
-        return self._choose_template(prompt, prompt_args).stream(prompt, **prompt_args)
+        decision = self._decide(self._template_conversation(prompt, prompt_args))
+        return self._stream(decision, lambda m: m.stream(prompt, **prompt_args), tag=False)
 
     async def apredict(self, prompt: BasePromptTemplate, **prompt_args: Any) -> str:
-        return await self._choose_template(prompt, prompt_args).apredict(prompt, **prompt_args)
+        decision = await self._adecide(self._template_conversation(prompt, prompt_args))
+        return await self._acall(decision, lambda m: m.apredict(prompt, **prompt_args), tag=False)
 
     async def astream(self, prompt: BasePromptTemplate, **prompt_args: Any) -> AsyncGenerator[str, None]:
-        return await self._choose_template(prompt, prompt_args).astream(prompt, **prompt_args)
+        decision = await self._adecide(self._template_conversation(prompt, prompt_args))
+        return await self._astream(decision, lambda m: m.astream(prompt, **prompt_args), tag=False)
 
     def structured_predict(
         self, output_cls: Any, prompt: BasePromptTemplate, llm_kwargs: Optional[Dict[str, Any]] = None,
         **prompt_args: Any,
     ) -> Any:
-        model = self._choose_template(prompt, prompt_args)
-        return model.structured_predict(output_cls, prompt, llm_kwargs=llm_kwargs, **prompt_args)
+        decision = self._decide(self._template_conversation(prompt, prompt_args))
+        return self._call(
+            decision, lambda m: m.structured_predict(output_cls, prompt, llm_kwargs=llm_kwargs, **prompt_args),
+            tag=False,
+        )
 
     async def astructured_predict(
         self, output_cls: Any, prompt: BasePromptTemplate, llm_kwargs: Optional[Dict[str, Any]] = None,
         **prompt_args: Any,
     ) -> Any:
-        model = self._choose_template(prompt, prompt_args)
-        return await model.astructured_predict(output_cls, prompt, llm_kwargs=llm_kwargs, **prompt_args)
+        decision = await self._adecide(self._template_conversation(prompt, prompt_args))
+        return await self._acall(
+            decision, lambda m: m.astructured_predict(output_cls, prompt, llm_kwargs=llm_kwargs, **prompt_args),
+            tag=False,
+        )
 
     def stream_structured_predict(
         self, output_cls: Any, prompt: BasePromptTemplate, llm_kwargs: Optional[Dict[str, Any]] = None,
         **prompt_args: Any,
     ) -> Any:
-        model = self._choose_template(prompt, prompt_args)
-        return model.stream_structured_predict(output_cls, prompt, llm_kwargs=llm_kwargs, **prompt_args)
+        decision = self._decide(self._template_conversation(prompt, prompt_args))
+        return self._stream(
+            decision,
+            lambda m: m.stream_structured_predict(output_cls, prompt, llm_kwargs=llm_kwargs, **prompt_args),
+            tag=False,
+        )
 
     async def astream_structured_predict(
         self, output_cls: Any, prompt: BasePromptTemplate, llm_kwargs: Optional[Dict[str, Any]] = None,
         **prompt_args: Any,
     ) -> Any:
-        model = self._choose_template(prompt, prompt_args)
-        return await model.astream_structured_predict(output_cls, prompt, llm_kwargs=llm_kwargs, **prompt_args)
+        decision = await self._adecide(self._template_conversation(prompt, prompt_args))
+        return await self._astream(
+            decision,
+            lambda m: m.astream_structured_predict(output_cls, prompt, llm_kwargs=llm_kwargs, **prompt_args),
+            tag=False,
+        )
 
     # Function calling: the chosen model formats the tools and parses its calls
-    def _choose_tools(
-        self, user_msg: Optional[Union[str, ChatMessage]], chat_history: Optional[Sequence[ChatMessage]]
-    ) -> Tuple[FunctionCallingLLM, Dict[str, Any]]:
-        model, record = self._choose_messages(_tools_conversation(user_msg, chat_history))
-        return self._tool_model(model), record
-
     def chat_with_tools(
         self,
         tools: Sequence["BaseTool"],
@@ -353,12 +489,9 @@ class RouteLLM(FunctionCallingLLM):
         tool_required: bool = False,
         **kwargs: Any,
     ) -> ChatResponse:
-        model, record = self._choose_tools(user_msg, chat_history)
-        response = model.chat_with_tools(
-            tools, user_msg=user_msg, chat_history=chat_history, verbose=verbose,
-            allow_parallel_tool_calls=allow_parallel_tool_calls, tool_required=tool_required, **kwargs,
-        )
-        return _tag(response, record)
+        args = _tool_args(user_msg, chat_history, verbose, allow_parallel_tool_calls, tool_required, kwargs)
+        decision = self._decide(_tools_conversation(user_msg, chat_history))
+        return self._call(decision, lambda m: m.chat_with_tools(tools, **args), tools=True)
 
     async def achat_with_tools(
         self,
@@ -370,12 +503,9 @@ class RouteLLM(FunctionCallingLLM):
         tool_required: bool = False,
         **kwargs: Any,
     ) -> ChatResponse:
-        model, record = self._choose_tools(user_msg, chat_history)
-        response = await model.achat_with_tools(
-            tools, user_msg=user_msg, chat_history=chat_history, verbose=verbose,
-            allow_parallel_tool_calls=allow_parallel_tool_calls, tool_required=tool_required, **kwargs,
-        )
-        return _tag(response, record)
+        args = _tool_args(user_msg, chat_history, verbose, allow_parallel_tool_calls, tool_required, kwargs)
+        decision = await self._adecide(_tools_conversation(user_msg, chat_history))
+        return await self._acall(decision, lambda m: m.achat_with_tools(tools, **args), tools=True)
 
     def stream_chat_with_tools(
         self,
@@ -387,12 +517,9 @@ class RouteLLM(FunctionCallingLLM):
         tool_required: bool = False,
         **kwargs: Any,
     ) -> ChatResponseGen:
-        model, record = self._choose_tools(user_msg, chat_history)
-        stream = model.stream_chat_with_tools(
-            tools, user_msg=user_msg, chat_history=chat_history, verbose=verbose,
-            allow_parallel_tool_calls=allow_parallel_tool_calls, tool_required=tool_required, **kwargs,
-        )
-        return _tag_stream(stream, record)
+        args = _tool_args(user_msg, chat_history, verbose, allow_parallel_tool_calls, tool_required, kwargs)
+        decision = self._decide(_tools_conversation(user_msg, chat_history))
+        return self._stream(decision, lambda m: m.stream_chat_with_tools(tools, **args), tools=True)
 
     async def astream_chat_with_tools(
         self,
@@ -404,12 +531,9 @@ class RouteLLM(FunctionCallingLLM):
         tool_required: bool = False,
         **kwargs: Any,
     ) -> ChatResponseAsyncGen:
-        model, record = self._choose_tools(user_msg, chat_history)
-        stream = await model.astream_chat_with_tools(
-            tools, user_msg=user_msg, chat_history=chat_history, verbose=verbose,
-            allow_parallel_tool_calls=allow_parallel_tool_calls, tool_required=tool_required, **kwargs,
-        )
-        return _atag_stream(stream, record)
+        args = _tool_args(user_msg, chat_history, verbose, allow_parallel_tool_calls, tool_required, kwargs)
+        decision = await self._adecide(_tools_conversation(user_msg, chat_history))
+        return await self._astream(decision, lambda m: m.astream_chat_with_tools(tools, **args), tools=True)
 
     def _prepare_chat_with_tools(
         self,
@@ -423,11 +547,10 @@ class RouteLLM(FunctionCallingLLM):
     ) -> Dict[str, Any]:
         # The chosen model formats the tools; the same conversation then routes
         # ``chat(**prepared)`` to that same model.
-        model, _ = self._choose_tools(user_msg, chat_history)
-        return model._prepare_chat_with_tools_compat(
-            tools, user_msg=user_msg, chat_history=chat_history, verbose=verbose,
-            allow_parallel_tool_calls=allow_parallel_tool_calls, tool_required=tool_required, **kwargs,
-        )
+        args = _tool_args(user_msg, chat_history, verbose, allow_parallel_tool_calls, tool_required, kwargs)
+        decision = self._decide(_tools_conversation(user_msg, chat_history))
+        model = self._plan(decision, tools=True)[0][1]
+        return model._prepare_chat_with_tools_compat(tools, **args)
 
     def get_tool_calls_from_response(
         self, response: ChatResponse, error_on_no_tool_call: bool = True, **kwargs: Any
@@ -436,22 +559,52 @@ class RouteLLM(FunctionCallingLLM):
         decision record; a response without one, such as an agent's empty
         placeholder, is parsed by the strong model)."""
         record = response.additional_kwargs.get(DECISION_KEY) or {}
-        model = self.weak if record.get("role") == "weak" else self.strong
-        return self._tool_model(model).get_tool_calls_from_response(
-            response, error_on_no_tool_call=error_on_no_tool_call, **kwargs
-        )
+        model = self.weak if record.get("role") == Role.WEAK.value else self.strong
+        if not isinstance(model, FunctionCallingLLM):
+            raise ConfigError(f"the model {type(model).__name__} that wrote this response cannot call tools")
+        return model.get_tool_calls_from_response(response, error_on_no_tool_call=error_on_no_tool_call, **kwargs)
+
+
+_END = object()
+
+
+def _other(role: Role) -> Role:
+    return Role.WEAK if role is Role.STRONG else Role.STRONG
+
+
+def _prompt_conversation(prompt: str) -> List[Tuple[str, Any]]:
+    if not isinstance(prompt, str):
+        raise ConfigError(f"prompt must be a string, got {type(prompt).__name__}: {prompt!r}")
+    return [("user", prompt)]
+
+
+def _tool_args(
+    user_msg: Optional[Union[str, ChatMessage]], chat_history: Optional[List[ChatMessage]], verbose: bool,
+    allow_parallel_tool_calls: bool, tool_required: bool, kwargs: Dict[str, Any],
+) -> Dict[str, Any]:
+    return {
+        "user_msg": user_msg, "chat_history": chat_history, "verbose": verbose,
+        "allow_parallel_tool_calls": allow_parallel_tool_calls, "tool_required": tool_required, **kwargs,
+    }
+
+
+def _record(
+    decision: Decision, role: Role, model: LLM, failure: Optional[Tuple[Role, LLM, BaseException]]
+) -> Dict[str, Any]:
+    """The decision as every response records it (the LangChain wrapper's format):
+    the router's decision, the ``role`` and ``model`` that answered, and
+    ``fallback``: ``None``, or which role failed first and with what error."""
+    record = {**decision.to_dict(), "role": role.value, "model": model.metadata.model_name, "fallback": None}
+    if failure is not None:
+        failed_role, failed_model, error = failure
+        record["fallback"] = {
+            "from": failed_role.value,
+            "model": failed_model.metadata.model_name,
+            "error": f"{type(error).__name__}: {error}",
+        }
+    return record
 
 
 def _tag(response: Any, record: Dict[str, Any]) -> Any:
     response.additional_kwargs[DECISION_KEY] = dict(record)
     return response
-
-
-def _tag_stream(stream: Any, record: Dict[str, Any]) -> Generator[Any, None, None]:
-    for chunk in stream:
-        yield _tag(chunk, record)
-
-
-async def _atag_stream(stream: Any, record: Dict[str, Any]) -> AsyncGenerator[Any, None]:
-    async for chunk in stream:
-        yield _tag(chunk, record)

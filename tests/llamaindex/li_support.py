@@ -11,7 +11,9 @@ import numpy as np
 
 from llama_index.core.base.llms.types import ChatMessage, LLMMetadata, MessageRole, ToolCallBlock
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+from llama_index.core.base.llms.types import CompletionResponse
 from llama_index.core.llms import MockLLM
+from llama_index.core.llms.callbacks import llm_completion_callback
 from llama_index.core.llms.mock import MockFunctionCallingLLM
 
 from shared_core.routers import Router
@@ -35,6 +37,26 @@ class NamedMockLLM(MockLLM):
             context_window=self.window, num_output=self.max_tokens or -1,
             is_chat_model=bool(self.is_chat_model), model_name=self.name,
         )
+
+
+class FailingMockLLM(NamedMockLLM):
+    """A NamedMockLLM whose provider is down: every call raises (a stream raises
+    before its first chunk, or after it with ``fail_after_first_chunk``)."""
+
+    fail_after_first_chunk: bool = False
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        raise RuntimeError(f"{self.name} is down")
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any):
+        def gen():
+            if self.fail_after_first_chunk:
+                yield CompletionResponse(text="partial", delta="partial")
+            raise RuntimeError(f"{self.name} is down")
+
+        return gen()
 
 
 class NamedMockFunctionCallingLLM(MockFunctionCallingLLM):

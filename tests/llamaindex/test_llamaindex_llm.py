@@ -344,3 +344,65 @@ def test_copies_and_pickles_route_the_same(models):
     for clone in (copy.deepcopy(llm), pickle.loads(pickle.dumps(llm))):
         for q in (EASY_Q, HARD_Q, "third question"):
             assert clone.route(q) == llm.route(q)
+
+
+# Fallback ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", CHAT + COMPLETE)
+def test_without_fallback_the_chosen_models_error_propagates(models, method):
+    from li_support import FailingMockLLM
+
+    llm = RouteLLM(strong=FailingMockLLM(name="strong-down"), weak=models["weak"], router=KeywordRouter(),
+                   threshold=0.5)
+    with pytest.raises(RuntimeError, match="strong-down is down"):
+        _consume(_call(llm, method, HARD_Q))
+
+
+@pytest.mark.parametrize("method", CHAT + COMPLETE)
+def test_fallback_answers_with_the_other_model_and_says_so(models, events, method):
+    from li_support import FailingMockLLM
+
+    llm = RouteLLM(strong=FailingMockLLM(name="strong-down"), weak=models["weak"], router=KeywordRouter(),
+                   threshold=0.5, fallback=True)
+    result = _consume(_call(llm, method, HARD_Q))
+    record = _last(result).additional_kwargs[DECISION_KEY]
+    assert record["role"] == "weak" and record["model"] == "weak-mock"
+    assert record["score"] == pytest.approx(0.9)  # the router still chose strong
+    assert record["fallback"] == {"from": "strong", "model": "strong-down", "error": "RuntimeError: strong-down is down"}
+    assert HARD_Q in str(_last(result))
+    assert events.models()[0] == "strong-down" and events.models()[-1] == "weak-mock"
+    # A model that works is not retried: the record says no fallback.
+    ok = _last(_consume(_call(llm, method, EASY_Q))).additional_kwargs[DECISION_KEY]
+    assert (ok["role"], ok["fallback"]) == ("weak", None)
+
+
+@pytest.mark.parametrize("method", ["stream_complete", "astream_complete", "stream_chat", "astream_chat"])
+def test_a_stream_that_fails_after_its_first_chunk_does_not_fall_back(models, method):
+    from li_support import FailingMockLLM
+
+    strong = FailingMockLLM(name="strong-down")
+    strong.fail_after_first_chunk = True
+    llm = RouteLLM(strong=strong, weak=models["weak"], router=KeywordRouter(), threshold=0.5, fallback=True)
+    with pytest.raises(RuntimeError, match="strong-down is down"):
+        _consume(_call(llm, method, HARD_Q))
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_fallback_in_a_query_engine_template_call(models, use_async):
+    from llama_index.core.prompts import PromptTemplate
+
+    from li_support import FailingMockLLM
+
+    llm = RouteLLM(strong=FailingMockLLM(name="strong-down"), weak=models["weak"], router=KeywordRouter(),
+                   threshold=0.5, fallback=True)
+    prompt = PromptTemplate("Context: {context_str}\nQuestion: {query_str}")
+    args = {"context_str": "notes", "query_str": HARD_Q}
+    out = asyncio.run(llm.apredict(prompt, **args)) if use_async else llm.predict(prompt, **args)
+    assert out == f"Context: notes\nQuestion: {HARD_Q}"
+    if not use_async:  # asyncio.run keeps its context to itself
+        assert llm.last_decision.role is Role.STRONG  # the router's decision, before the fallback
+
+
+def test_fallback_must_be_a_bool(models):
+    with pytest.raises(ConfigError, match="fallback must be True or False"):
+        RouteLLM(strong=models["strong"], weak=models["weak"], router="random", threshold=0.5, fallback="yes")
