@@ -49,15 +49,16 @@ DECISION_KEY = "routellm"
 #: Module level and copied on write, so instances stay deep-copyable and picklable.
 _LAST_DECISIONS: ContextVar[Optional[Dict[str, Decision]]] = ContextVar("routellm_last_decisions", default=None)
 
+#: LlamaIndex role values to the roles of :mod:`shared_core.policy`.
 _ROLES = {
-    MessageRole.USER: "user",
-    MessageRole.ASSISTANT: "assistant",
-    MessageRole.CHATBOT: "assistant",
-    MessageRole.MODEL: "assistant",
-    MessageRole.SYSTEM: "system",
-    MessageRole.DEVELOPER: "system",
-    MessageRole.TOOL: "tool",
-    MessageRole.FUNCTION: "tool",
+    "user": "user",
+    "assistant": "assistant",
+    "chatbot": "assistant",
+    "model": "assistant",
+    "system": "system",
+    "developer": "system",
+    "tool": "tool",
+    "function": "tool",
 }
 
 
@@ -72,7 +73,8 @@ def to_conversation(messages: Sequence[ChatMessage]) -> List[Tuple[str, Any]]:
             raise ConfigError(
                 f"messages[{i}] must be a llama_index ChatMessage, got {type(message).__name__}"
             )
-        pairs.append((_ROLES.get(MessageRole(message.role), str(message.role)), message.blocks))
+        role = MessageRole(message.role).value
+        pairs.append((_ROLES.get(role, role), message.blocks))
     return pairs
 
 
