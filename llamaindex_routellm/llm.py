@@ -203,6 +203,19 @@ class RouteLLM(FunctionCallingLLM):
             **kwargs,
         )
         self._engine = engine
+        if "callback_manager" in kwargs:
+            self._share_callback_manager()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if name == "callback_manager":
+            self._share_callback_manager()
+
+    def _share_callback_manager(self) -> None:
+        # Query engines and Settings hand their callback manager to the LLM they
+        # are given; the model that answers is the one whose events it must see.
+        for model in (self.strong, self.weak):
+            model.callback_manager = self.callback_manager
 
     @classmethod
     def class_name(cls) -> str:

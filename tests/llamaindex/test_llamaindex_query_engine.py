@@ -108,3 +108,23 @@ def test_predict_emits_the_chosen_models_events_once(events):
         assert routed_counts == events.counts()
         assert routed_counts["LLMPredictStartEvent"] == 1
         assert routed_counts["LLMPredictEndEvent"] == 1
+
+
+@pytest.mark.parametrize("question, role", [(EASY_Q, "weak"), (HARD_Q, "strong")])
+def test_legacy_callback_handlers_see_one_llm_call_from_the_chosen_model(index, question, role):
+    from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayload, LlamaDebugHandler
+
+    debug = LlamaDebugHandler()
+    manager = CallbackManager([debug])
+    llm, _ = _routed(chat_models=False)
+    from llama_index.core import get_response_synthesizer
+    from llama_index.core.query_engine import RetrieverQueryEngine
+
+    # A synthesizer given a callback manager hands it to its LLM (here: RouteLLM).
+    synthesizer = get_response_synthesizer(llm=llm, callback_manager=manager)
+    engine = RetrieverQueryEngine(index.as_retriever(similarity_top_k=3), synthesizer, callback_manager=manager)
+    assert llm.strong.callback_manager is manager and llm.weak.callback_manager is manager
+    engine.query(question)
+    pairs = debug.get_event_pairs(CBEventType.LLM)
+    assert len(pairs) == 1
+    assert pairs[0][0].payload[EventPayload.SERIALIZED]["model_name"] == f"{role}-mock"
