@@ -119,27 +119,41 @@ class RouteLLM(FunctionCallingLLM):
             records it (``additional_kwargs["routellm"]["fallback"]``). Off by
             default. A stream falls back only if the error comes before its first chunk.
 
-    Instantiate:
+    Instantiate (any LlamaIndex LLMs: ``OpenAI``, ``Anthropic``, ``OpenAILike``, ...;
+    LlamaIndex's offline ``MockLLM`` here, which echoes its prompt):
         >>> from llama_index.core.llms import MockLLM
         >>> llm = RouteLLM(strong=MockLLM(), weak=MockLLM(), router="random", threshold=0.5)
 
-    Route without calling a model:
-        >>> llm.route("What is 2 + 2?").role.value in ("strong", "weak")
-        True
+    Route without calling a model (the seeded random router; use the shipped
+    default, ``router=None``, for learned decisions):
+        >>> decision = llm.route("Prove that there are infinitely many primes.")
+        >>> decision.role.value, round(decision.score, 3), decision.threshold
+        ('weak', 0.221, 0.5)
 
-    Invoke (the decision is on every response):
+    Invoke (every response records its decision):
         >>> response = llm.complete("What is 2 + 2?")
-        >>> response.additional_kwargs["routellm"]["role"] == llm.route("What is 2 + 2?").role.value
-        True
-
-    Stream:
-        >>> "".join(r.delta for r in llm.stream_complete("What is 2 + 2?"))
+        >>> response.text
         'What is 2 + 2?'
+        >>> record = response.additional_kwargs["routellm"]
+        >>> record["role"], record["router"], record["fallback"]
+        ('strong', 'random', None)
+
+    Chat and stream:
+        >>> from llama_index.core.llms import ChatMessage
+        >>> llm.chat([ChatMessage(role="user", content="Say hi")]).additional_kwargs["routellm"]["role"]
+        'weak'
+        >>> "".join(r.delta for r in llm.stream_complete("Say hi"))
+        'Say hi'
 
     Async:
         >>> import asyncio
-        >>> asyncio.run(llm.acomplete("hi")).text
-        'hi'
+        >>> asyncio.run(llm.acomplete("Say hi")).additional_kwargs["routellm"]["role"]
+        'weak'
+
+    In a query engine (``index.as_query_engine(llm=llm)``) the decision is made
+    on the question; read it from :attr:`last_decision`. Tool calling
+    (``chat_with_tools``, ``FunctionAgent``) works when both models are
+    function-calling LLMs; the chosen model formats the tools and parses its calls.
     """
 
     strong: LLM = Field(description="LLM for the calls the router sends to the strong model.")
