@@ -56,6 +56,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="retrain a shipped router's recipe without the test prompts: when its training record shows "
         "(or cannot rule out) that it saw them (auto), never, or always",
     )
+    p.add_argument(
+        "--no-model-cache", action="store_true",
+        help="retrain routers even when a router retrained from the same code and data is cached "
+        "(cache: $ROUTELLM_CACHE_DIR/eval-routers or ~/.cache/routellm/eval-routers)",
+    )
     p.set_defaults(func=run)
     return p
 
@@ -83,7 +88,10 @@ def run(args: argparse.Namespace) -> int:
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    evaluator = Evaluator(data_dir, retrain=args.retrain, log=log)
+    from shared_core.evaluation.runner import default_model_cache
+
+    model_cache = None if args.no_model_cache else default_model_cache()
+    evaluator = Evaluator(data_dir, retrain=args.retrain, model_cache=model_cache, log=log)
     out = Path(args.out)
     results = []
     for name in benchmarks:
@@ -128,4 +136,6 @@ def _command(args: argparse.Namespace) -> str:
             parts += [flag, value]
     if args.no_plot:
         parts.append("--no-plot")
+    if args.no_model_cache:
+        parts.append("--no-model-cache")
     return " ".join(shlex.quote(str(x)) for x in parts)

@@ -16,6 +16,8 @@ through a *trainer*, by default :func:`shared_core.training.recipes.train_recipe
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -191,6 +193,28 @@ def router_label(spec: str | Path | Router) -> str:
     return text
 
 
+def code_fingerprint() -> str:
+    """SHA-256 over the source of the modules that decide what a retrained router is."""
+    root = Path(__file__).resolve().parent.parent
+    files = sorted(
+        [*root.glob("training/*.py"), *root.glob("routers/*.py"), root / "embeddings.py", root / "datasets.py",
+         root / "artifacts.py"]
+    )
+    h = hashlib.sha256()
+    for f in files:
+        if f.is_file():
+            h.update(f.name.encode("utf-8"))
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def default_model_cache() -> Path:
+    """``<embedding cache dir>/eval-routers``: retrained routers kept between evaluations."""
+    from shared_core.cache import default_cache_dir
+
+    return default_cache_dir() / "eval-routers"
+
+
 # ---------------------------------------------------------------------------
 # The evaluator
 # ---------------------------------------------------------------------------
@@ -200,7 +224,9 @@ class Evaluator:
     ``loader`` turns a router setting into a router (default: the shipped
     checkpoints, registry names and paths of :func:`load_router_for_eval`);
     ``trainer`` retrains a recipe by name when a shipped router saw the test
-    prompts; ``retrain`` chooses when: ``"auto"`` (when the training record shows
+    prompts (``model_cache``, a directory, keeps retrained routers between runs,
+    keyed by recipe, excluded questions, data directory and the source code of
+    the training and router modules, so that a code change retrains); ``retrain`` chooses when: ``"auto"`` (when the training record shows
     or does not rule out that it saw them), ``"never"`` (mark the row instead)
     or ``"always"``.
     """
@@ -215,6 +241,7 @@ class Evaluator:
         random_seeds: Sequence[int] = RANDOM_SEEDS,
         n_bins: int = M.N_BINS,
         retrain: str = "auto",
+        model_cache: str | Path | None = None,
         log: Log | None = None,
     ) -> None:
         if retrain not in ("auto", "never", "always"):
@@ -229,6 +256,7 @@ class Evaluator:
         self.n_bins = n_bins
         self.retrain = retrain
         self.log = log or (lambda message: None)
+        self.model_cache = Path(model_cache) if model_cache is not None else None
         self._routers: dict[str, Router] = {}
         self._retrained: dict[tuple, Router] = {}
 
@@ -303,16 +331,42 @@ class Evaluator:
             started = time.perf_counter()
             kwargs = dict(data_dir=self.data_dir, exclude_arena_questions=list(exclude),
                           include_mmlu_train=include_mmlu_train)
-            try:
-                router = self.trainer(recipe, **kwargs)
-            except ConfigError as exc:
-                if fallback is None or fallback == recipe or "no training recipe" not in str(exc):
-                    raise
-                self.log(f"  no recipe named {recipe!r}; retraining with the {fallback!r} recipe")
-                router = self.trainer(fallback, **kwargs)
+            cached = self._cache_path(recipe, exclude, include_mmlu_train)
+            router = None
+            if cached is not None and (cached / "config.json").is_file():
+                from shared_core.routers import load_router
+
+                router = load_router(cached)
+                self.log(f"  loaded retrained {recipe} (without {len(exclude)} arena questions) from {cached}")
+            if router is None:
+                try:
+                    router = self.trainer(recipe, **kwargs)
+                except ConfigError as exc:
+                    if fallback is None or fallback == recipe or "no training recipe" not in str(exc):
+                        raise
+                    self.log(f"  no recipe named {recipe!r}; retraining with the {fallback!r} recipe")
+                    router = self.trainer(fallback, **kwargs)
+                if cached is not None:
+                    try:
+                        router.save(cached)
+                    except NotImplementedError:
+                        pass
             self._retrained[key] = _with_embedding_cache(router) if self.cache_embeddings else router
             self.log(f"  retrained {recipe} without {len(exclude)} arena questions in {time.perf_counter() - started:.1f}s")
         return self._retrained[key]
+
+    def _cache_path(self, recipe: str, exclude: tuple, include_mmlu_train: bool) -> Path | None:
+        if self.model_cache is None:
+            return None
+        key = {
+            "recipe": recipe,
+            "exclude": sorted(map(str, exclude)),
+            "include_mmlu_train": include_mmlu_train,
+            "data_dir": str(Path(self.data_dir).resolve()) if self.data_dir is not None else None,
+            "code": code_fingerprint(),
+        }
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode("utf-8")).hexdigest()[:24]
+        return self.model_cache / f"{recipe}-{digest}"
 
     def router_row(self, bench: Benchmark, spec: str | Path | Router) -> RouterResult:
         label = router_label(spec)

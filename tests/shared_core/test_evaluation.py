@@ -209,3 +209,31 @@ def test_mt_bench_comparison_with_commercial_routers():
     # the oracle reaches Unify's score with far fewer strong calls than random
     need = comps["unify"]["strong_share_needed"]
     assert need["oracle"] < need["random"]
+
+
+def test_retrained_routers_are_cached_between_runs(tmp_path):
+    import pandas as pd
+
+    from shared_core.embeddings import HashEmbedder
+    from shared_core.routers.mf import MatrixFactorizationRouter
+
+    folds = [[f"id{i}" for i in range(k, 20, 2)] for k in range(2)]
+    bench = toy_bench(folds)
+    calls = []
+
+    def trainer(recipe, *, data_dir, exclude_arena_questions, include_mmlu_train):
+        calls.append(recipe)
+        battles = pd.DataFrame({"prompt": bench.prompts, "model_a": "big", "model_b": "small",
+                                "winner": ["tie"] * 10 + ["model_a"] * 10})
+        router = MatrixFactorizationRouter(HashEmbedder(), strong="big", weak="small", epochs=2, progress=False)
+        router = router.fit(battles)
+        router.training_ = {"data": "toy arena-bench", "excluded_arena_questions": len(exclude_arena_questions)}
+        return router
+
+    shipped = LengthRouter({"data": ["arena-bench-v1 battles"]})
+    first = Evaluator(loader=lambda s: shipped, trainer=trainer, model_cache=tmp_path).evaluate(bench, ["mf"])
+    assert calls == ["mf", "mf"]
+    second = Evaluator(loader=lambda s: shipped, trainer=trainer, model_cache=tmp_path).evaluate(bench, ["mf"])
+    assert calls == ["mf", "mf"]  # both fold routers came from the cache
+    assert second.row("mf").metrics.apgr == pytest.approx(first.row("mf").metrics.apgr, abs=1e-6)
+    assert len(list(tmp_path.iterdir())) == 2
