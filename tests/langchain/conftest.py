@@ -10,6 +10,7 @@ pytest.importorskip("langchain_core")
 from pytest_socket import disable_socket, enable_socket  # noqa: E402
 
 from langchain_routellm.fakes import FakeToolChatModel  # noqa: E402
+from lc_support import KeywordRouter  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -32,27 +33,6 @@ def strong():
 @pytest.fixture
 def weak():
     return FakeToolChatModel(model_name="weak-fake")
-
-
-import numpy as np  # noqa: E402
-
-from shared_core.routers import Router  # noqa: E402
-
-#: Texts containing this word score 0.9 (strong), others 0.1 (weak).
-HARD = "prove"
-
-
-class KeywordRouter(Router):
-    """Win rate 0.9 for texts containing ``HARD``, else 0.1; counts its calls."""
-
-    name = "keyword"
-
-    def __init__(self) -> None:
-        self.calls: list[list[str]] = []
-
-    def _score(self, prompts: list[str]) -> np.ndarray:
-        self.calls.append(list(prompts))
-        return np.array([0.9 if HARD in p.lower() else 0.1 for p in prompts])
 
 
 @pytest.fixture

@@ -34,9 +34,8 @@ from langchain_core.callbacks import get_usage_metadata_callback  # noqa: E402
 from langchain_core.output_parsers import StrOutputParser  # noqa: E402
 from langchain_core.prompts import ChatPromptTemplate  # noqa: E402
 
-from conftest import HARD, KeywordRouter  # noqa: E402
+from lc_support import HARD, KeywordRouter, Recorder, merge_chunks  # noqa: E402
 from langchain_routellm import DECISION_KEY, RouteLLMChat  # noqa: E402
-from test_chat_model import Recorder, _merge  # noqa: E402
 
 EASY = "Say hello in one short sentence."
 HARD_Q = f"In one sentence, {HARD} that 2 + 2 = 4."
@@ -85,11 +84,11 @@ def test_ainvoke(llm):
 
 
 def test_stream(llm):
-    direct = _merge(list(llm.weak.stream(EASY)))
+    direct = merge_chunks(list(llm.weak.stream(EASY)))
     recorder = Recorder()
     with get_usage_metadata_callback() as usage:
         chunks = list(llm.stream(EASY, {"callbacks": [recorder]}))
-    full = _merge(chunks)
+    full = merge_chunks(chunks)
     assert len(chunks) > 2 and full.text.strip()
     assert chunks[0].response_metadata[DECISION_KEY]["role"] == "weak"
     assert "".join(recorder.tokens) == full.text
@@ -103,7 +102,7 @@ def test_astream(llm):
 
     with get_usage_metadata_callback() as usage:
         chunks = asyncio.run(collect())
-    full = _merge(chunks)
+    full = merge_chunks(chunks)
     assert len(chunks) > 2 and full.text.strip()
     assert full.response_metadata[DECISION_KEY]["role"] == "strong"
     assert usage.usage_metadata == ({"smollm2-as-strong": full.usage_metadata} if full.usage_metadata else {})

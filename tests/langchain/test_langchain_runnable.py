@@ -9,7 +9,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.runnables import RunnableLambda
 
-from conftest import HARD
+from lc_support import HARD
 from langchain_routellm import DECISION_KEY, RouteLLMChat, RouteLLMRunnable
 from shared_core.errors import ConfigError
 

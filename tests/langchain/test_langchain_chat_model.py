@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import doctest
-from typing import Any
 
 import pytest
-from langchain_core.callbacks import BaseCallbackHandler, get_usage_metadata_callback
+from langchain_core.callbacks import get_usage_metadata_callback
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.output_parsers import StrOutputParser
@@ -17,7 +16,7 @@ from pydantic import BaseModel, Field
 
 import langchain_routellm.chat_models
 import langchain_routellm.runnables
-from conftest import HARD, KeywordRouter
+from lc_support import HARD, Recorder, merge_chunks
 from langchain_routellm import DECISION_KEY, RouteLLMChat, to_conversation
 from langchain_routellm.chat_models import PER_MODEL_KWARGS
 from langchain_routellm.fakes import FakeToolChatModel
@@ -28,32 +27,9 @@ EASY = "What is the capital of France?"
 HARD_Q = f"Please {HARD} that there are infinitely many primes."
 
 
-class Recorder(BaseCallbackHandler):
-    def __init__(self) -> None:
-        self.starts = 0
-        self.ends: list[Any] = []
-        self.tokens: list[str] = []
-
-    def on_chat_model_start(self, serialized, messages, **kwargs) -> None:
-        self.starts += 1
-
-    def on_llm_new_token(self, token, **kwargs) -> None:
-        self.tokens.append(token)
-
-    def on_llm_end(self, response, **kwargs) -> None:
-        self.ends.append(response)
-
-
 @pytest.fixture
 def llm(strong, weak, keyword_router):
     return RouteLLMChat(strong=strong, weak=weak, router=keyword_router, threshold=0.5)
-
-
-def _merge(chunks):
-    full = None
-    for c in chunks:
-        full = c if full is None else full + c
-    return full
 
 
 async def _acollect(aiter):
@@ -70,9 +46,9 @@ def _call(llm, entry: str, prompt: str, config: dict) -> AIMessage:
     if entry == "ainvoke":
         return asyncio.run(llm.ainvoke(prompt, config))
     if entry == "stream":
-        return _merge(list(llm.stream(prompt, config)))
+        return merge_chunks(list(llm.stream(prompt, config)))
     if entry == "astream":
-        return _merge(asyncio.run(_acollect(llm.astream(prompt, config))))
+        return merge_chunks(asyncio.run(_acollect(llm.astream(prompt, config))))
     if entry == "batch":
         return llm.batch([prompt], config)[0]
     return asyncio.run(llm.abatch([prompt], config))[0]
@@ -132,7 +108,7 @@ def test_metadata_on_every_response(llm):
     chunks = list(llm.stream(EASY))
     assert DECISION_KEY in chunks[0].response_metadata
     assert sum(DECISION_KEY in c.response_metadata for c in chunks) == 1  # merged chunks keep one record
-    assert _merge(chunks).response_metadata[DECISION_KEY]["role"] == "weak"
+    assert merge_chunks(chunks).response_metadata[DECISION_KEY]["role"] == "weak"
 
 
 def test_route_calls_no_model(keyword_router):
