@@ -120,6 +120,13 @@ class RouteLLMChat(BaseChatModel):
 
     Tool calling and structured output bind on both models, so whichever is
     chosen can answer: ``llm.bind_tools([...])``, ``llm.with_structured_output(Schema)``.
+    Structured output binds the schema as a tool (as ``BaseChatModel`` does; a
+    ``method`` argument is ignored), so both models need tool calling.
+
+    Accounting: the chosen model's ``_generate``/``_stream`` runs inside this
+    model's run, so callbacks and tracing see one chat-model run per call and
+    token usage is counted once. The chosen model's own ``callbacks`` and
+    ``cache`` are not consulted (this model's are); its rate limiter is.
     """
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)

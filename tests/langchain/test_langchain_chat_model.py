@@ -343,9 +343,9 @@ def test_bound_model_is_rejected_with_a_hint(strong, weak):
 def test_default_router_loads_or_says_it_is_missing(strong, weak):
     if "default" not in shipped_router_names():
         with pytest.raises(ConfigError, match="default router is missing"):
-            RouteLLMChat(strong=strong, weak=weak)
+            RouteLLMChat(strong=strong, weak=weak, threshold=0.5)
         return
-    llm = RouteLLMChat(strong=strong, weak=weak)
+    llm = RouteLLMChat(strong=strong, weak=weak, threshold=0.5)
     record = llm.invoke(EASY).response_metadata[DECISION_KEY]
     assert 0.0 <= record["score"] <= 1.0 and record["router"] == llm.engine.router.name
 
