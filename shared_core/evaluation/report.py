@@ -100,19 +100,17 @@ def markdown_table(results: Sequence[BenchmarkResult], command: str | None = Non
             f"vs weak {r.benchmark.weak_mean:.2f}" for r in results
         ) + "."
     )
-    lines += ["", "What each router row was trained on:", ""]
-    for name in names:
-        if name in ("random", "oracle"):
-            continue
-        seen = {}
-        for res in results:
-            try:
-                row = res.row(name)
-            except KeyError:
+    lines += ["", "What the router rows were trained on:", ""]
+    groups: dict[str, dict[str, list[str]]] = {}
+    for res in results:
+        for row in res.rows:
+            if row.router in ("random", "oracle"):
                 continue
-            seen.setdefault(row.trained_on, []).append(TITLES.get(res.benchmark.name, res.benchmark.name))
-        for trained_on, benches in seen.items():
-            lines.append(f"- {name} ({', '.join(benches)}): {trained_on}")
+            title = TITLES.get(res.benchmark.name, res.benchmark.name)
+            groups.setdefault(row.trained_on, {}).setdefault(row.router, []).append(title)
+    for trained_on, by_router in groups.items():
+        where = "; ".join(f"{name} on {', '.join(benches)}" for name, benches in by_router.items())
+        lines.append(f"- {where}: {trained_on}")
     for res in results:
         for comp in res.comparisons:
             needed = comp["strong_share_needed"]

@@ -161,7 +161,9 @@ def test_cli_evaluates_a_labelled_file(tmp_path, capsys):
     assert bench["rows"][0]["apgr"] == pytest.approx(0.5, abs=0.1)
     assert bench["rows"][1]["apgr"] == pytest.approx(0.75, abs=0.01)
     assert (out / "mine.png").stat().st_size > 1000
-    assert "routellm evaluate --benchmark" in (out / "table.md").read_text()
+    table = (out / "table.md").read_text()
+    assert "routellm evaluate --benchmark" in table
+    assert "| random | 0." in table and "| oracle | 0.75" in table
 
 
 def test_cli_requires_a_benchmark():
