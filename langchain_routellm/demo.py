@@ -33,8 +33,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "demo",
         help="route a handful of prompts between a strong endpoint and local SmolLM2 through LangChain",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "A handful of prompts through an LCEL chain with RouteLLMChat: each decision, score and answer, "
+            "then the strong share. Weak model: SmolLM2-135M-Instruct, local (llama-cpp-python). Strong model: "
+            "an OpenAI-compatible endpoint (--strong-base-url/--strong-model, or ROUTELLM_STRONG_BASE_URL/"
+            "ROUTELLM_STRONG_MODEL, API key from ROUTELLM_STRONG_API_KEY); with none, the demo runs offline "
+            "with the local model on both sides and says so."
+        ),
     )
     parser.add_argument("--router", default=None,
                         help="registry name, saved router directory or RouteLLM model string "
