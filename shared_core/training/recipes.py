@@ -187,11 +187,17 @@ def _mf(data: RecipeData) -> Router:
     return MatrixFactorizationRouter(data.embedder, **settings).fit(data.battles())
 
 
+#: sw_ranking's similarity weighting in the recipe. RouteLLM uses 10; with MiniLM
+#: embeddings a sharper weighting was better on a validation quarter of the MMLU
+#: training half (APGR 0.555 / 0.577 / 0.600 / 0.603 for gamma 10 / 100 / 1000 / 10000).
+SW_RANKING_GAMMA = 1000.0
+
+
 @register_recipe("sw_ranking")
 def _sw_ranking(data: RecipeData) -> Router:
     from shared_core.routers.sw_ranking import SWRankingRouter
 
-    settings = {"progress": data.progress, **data.options}
+    settings = {"progress": data.progress, "gamma": SW_RANKING_GAMMA, **data.options}
     settings.pop("seed", None)  # deterministic: nothing to seed
     return SWRankingRouter(data.embedder, **settings).fit(data.battles())
 
