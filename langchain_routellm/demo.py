@@ -131,17 +131,26 @@ def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
         answer=StrOutputParser(), decision=RunnableLambda(lambda m: m.response_metadata["routellm"])
     )
     start = time.perf_counter()
-    results = chain.batch([{"question": p} for p in prompts])  # one router call for all prompts
-    strong = 0
+    # One router call for all prompts; a failing endpoint is reported per prompt, not as a traceback.
+    results = chain.batch([{"question": p} for p in prompts], return_exceptions=True)
+    strong = failed = 0
     for prompt, result in zip(prompts, results):
-        d = result["decision"]
+        if isinstance(result, Exception):
+            failed += 1
+            d = {**llm.route(prompt).to_dict(), "model": "?"}
+            answer = f"ERROR {type(result).__name__}: {result}"
+        else:
+            d, answer = result["decision"], " ".join(result["answer"].split())
         strong += d["role"] == "strong"
         score = "n/a " if d["score"] is None else f"{d['score']:.3f}"
         cmp = ">=" if d["role"] == "strong" else "< "
         out.write(f"[{d['role']:6}] score {score} {cmp} {d['threshold']:.3f}  {d['model']}\n")
-        out.write(f"  Q: {prompt}\n  A: {' '.join(result['answer'].split())}\n\n")
+        out.write(f"  Q: {prompt}\n  A: {answer}\n\n")
     out.write(f"strong share: {strong}/{len(prompts)} ({strong / len(prompts):.0%}) "
               f"in {time.perf_counter() - start:.1f} s\n")
+    if failed:
+        out.write(f"{failed} call(s) failed; see the errors above\n")
+        return 1
     return 0
 
 

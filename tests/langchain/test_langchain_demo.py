@@ -81,3 +81,15 @@ def test_demo_with_a_strong_endpoint(monkeypatch):
     assert code == 0, out
     assert "OFFLINE" not in out and "strong: smollm2-at-server at http://127.0.0.1" in out
     assert "[strong] score 0.706 >= 0.500  smollm2-at-server" in out
+
+
+@pytest.mark.slow
+@pytest.mark.enable_socket  # connects to a closed local port, on purpose
+def test_unreachable_strong_endpoint_is_reported_per_prompt(monkeypatch):
+    monkeypatch.setenv("ROUTELLM_STRONG_MODEL", "nowhere")
+    code, out = _run(["--router", "random", "--threshold", "0.5", "--max-tokens", "4",
+                      "--strong-base-url", "http://127.0.0.1:9/v1", *TWO])
+    assert code == 1
+    assert "[strong] score 0.706 >= 0.500  ?" in out and "ERROR OpenAIConnectionError: Connection error." in out
+    assert "[weak  ] score 0.209 <  0.500  smollm2-135m-instruct" in out  # the weak call still answered
+    assert "1 call(s) failed" in out
