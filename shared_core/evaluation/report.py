@@ -109,7 +109,10 @@ def markdown_table(results: Sequence[BenchmarkResult], command: str | None = Non
             title = TITLES.get(res.benchmark.name, res.benchmark.name)
             groups.setdefault(row.trained_on, {}).setdefault(row.router, []).append(title)
     for trained_on, by_router in groups.items():
-        where = "; ".join(f"{name} on {', '.join(benches)}" for name, benches in by_router.items())
+        by_benches: dict[str, list[str]] = {}
+        for name, benches in by_router.items():
+            by_benches.setdefault(", ".join(benches), []).append(name)
+        where = "; ".join(f"{', '.join(names)} on {benches}" for benches, names in by_benches.items())
         lines.append(f"- {where}: {trained_on}")
     for res in results:
         for comp in res.comparisons:
