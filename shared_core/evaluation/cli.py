@@ -14,12 +14,25 @@ DEFAULT_OUT = Path("results") / "evaluation"
 
 
 def all_routers() -> list[str]:
-    """random, mf, sw_ranking, the other shipped routers, default, oracle."""
+    """random, mf, sw_ranking, the other shipped routers, routers with a recipe but no
+    checkpoint (as ``recipe:<name>``), default, oracle."""
     from shared_core.engine import DEFAULT_ROUTER, shipped_router_names
+    from shared_core.routers import BUILTIN_MODULES
 
     shipped = [n for n in shipped_router_names() if n != DEFAULT_ROUTER]
     first = [n for n in ("mf", "sw_ranking") if n in shipped]
-    return ["random", *first, *[n for n in shipped if n not in first], DEFAULT_ROUTER, "oracle"]
+    unshipped = [f"recipe:{n}" for n in BUILTIN_MODULES if n not in shipped and _has_recipe(n)]
+    return ["random", *first, *[n for n in shipped if n not in first], *unshipped, DEFAULT_ROUTER, "oracle"]
+
+
+def _has_recipe(name: str) -> bool:
+    try:
+        from shared_core.training.recipes import get_recipe
+
+        get_recipe(name)
+    except (ImportError, ConfigError):
+        return False
+    return True
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -39,8 +52,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument(
         "--routers", "-r", nargs="+", metavar="ROUTER",
-        help="registry names of shipped routers (mf, sw_ranking, ...), 'default', 'random', or saved router "
-        "directories (default: default)",
+        help="registry names of shipped routers (mf, sw_ranking, ...), 'default', 'random', saved router "
+        "directories, or recipe:<name> (train that recipe on the data the protocol allows) (default: default)",
     )
     p.add_argument("--all", action="store_true",
                    help="all four benchmarks and all shipped routers (the README results table)")

@@ -184,10 +184,16 @@ def default_trainer(recipe: str, **kwargs: Any) -> Router:
     return train_recipe(recipe, **{"progress": False, **kwargs})
 
 
+#: Prefix of a router setting that means "train this recipe on all the data the protocol allows".
+RECIPE_PREFIX = "recipe:"
+
+
 def router_label(spec: str | Path | Router) -> str:
     if isinstance(spec, Router):
         return spec.name
     text = str(spec)
+    if text.startswith(RECIPE_PREFIX):
+        return text[len(RECIPE_PREFIX):]
     if "/" in text or text.startswith("."):
         return Path(text).name or text
     return text
@@ -222,7 +228,8 @@ class Evaluator:
     """Runs routers over benchmarks and returns result rows.
 
     ``loader`` turns a router setting into a router (default: the shipped
-    checkpoints, registry names and paths of :func:`load_router_for_eval`);
+    checkpoints, registry names and paths of :func:`load_router_for_eval`;
+    ``"recipe:<name>"`` trains recipe ``name`` on all the data the protocol allows);
     ``trainer`` retrains a recipe by name when a shipped router saw the test
     prompts (``model_cache``, a directory, keeps retrained routers between runs,
     keyed by recipe, excluded questions, data directory and the source code of
@@ -317,7 +324,10 @@ class Evaluator:
             return _with_embedding_cache(spec) if self.cache_embeddings else spec
         key = str(spec)
         if key not in self._routers:
-            if self.loader is not None:
+            if key.startswith(RECIPE_PREFIX):
+                # A router that ships no checkpoint: its recipe on everything the protocol allows.
+                self._routers[key] = self._trained(key[len(RECIPE_PREFIX):], (), True)
+            elif self.loader is not None:
                 self._routers[key] = self.loader(spec)
             else:
                 self._routers[key] = load_router_for_eval(spec, self.cache_embeddings)
@@ -374,7 +384,9 @@ class Evaluator:
         shipped = self._router(spec)
         record = training_record(shipped)
         seen = saw_test_prompts(record, bench.name)
-        recipe = spec if isinstance(spec, str) and "/" not in spec and not spec.startswith(".") else None
+        recipe = None
+        if isinstance(spec, str) and "/" not in spec and not spec.startswith("."):
+            recipe = spec[len(RECIPE_PREFIX):] if spec.startswith(RECIPE_PREFIX) else spec
         must_retrain = self.retrain == "always" or (self.retrain == "auto" and seen is not False and bool(bench.folds))
         if bench.name == "mmlu" and self.retrain == "auto" and seen is not False:
             must_retrain = True  # it saw MMLU-test, or its record cannot rule it out

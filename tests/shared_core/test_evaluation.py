@@ -239,3 +239,35 @@ def test_retrained_routers_are_cached_between_runs(tmp_path):
     assert calls == ["mf", "mf"]  # both fold routers came from the cache
     assert second.row("mf").metrics.apgr == pytest.approx(first.row("mf").metrics.apgr, abs=1e-6)
     assert len(list(tmp_path.iterdir())) == 2
+
+
+def test_recipe_router_is_trained_on_allowed_data_then_cross_validated():
+    folds = [[f"id{i}" for i in range(k, 20, 2)] for k in range(2)]
+    calls = []
+
+    def trainer(recipe, *, data_dir, exclude_arena_questions, include_mmlu_train):
+        calls.append((recipe, len(exclude_arena_questions)))
+        return LengthRouter({"data": "arena-bench-v1 battles", "excluded_arena_questions": len(exclude_arena_questions)})
+
+    ev = Evaluator(trainer=trainer)
+    res = ev.evaluate(toy_bench(folds), ["recipe:knn"])
+    assert [r.router for r in res.rows] == ["random", "knn", "oracle"]
+    assert calls == [("knn", 0), ("knn", 10), ("knn", 10)]  # full data once, then once per fold
+    assert res.row("knn").retrained
+
+
+@needs_data
+@pytest.mark.slow
+def test_oracle_is_above_the_shipped_routers_on_mmlu_test():
+    from shared_core.engine import shipped_router_names
+
+    names = shipped_router_names()
+    if not names:
+        pytest.skip("no shipped router checkpoints")
+    res = Evaluator(DATA_DIR).evaluate(B.load_benchmark("mmlu", DATA_DIR), names)
+    oracle = res.row("oracle").metrics.apgr
+    assert res.row("random").metrics.apgr == pytest.approx(0.50, abs=0.03)
+    for row in res.rows:
+        if row.router != "oracle":
+            assert row.metrics.apgr < oracle
+            assert not row.retrained  # the shipped routers trained on MMLU-train only
