@@ -92,6 +92,8 @@ def markdown_table(results: Sequence[BenchmarkResult], command: str | None = Non
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     refs = [f"{ROUTELLM_BEST_APGR[r.benchmark.name]:.2f}" if r.benchmark.name in ROUTELLM_BEST_APGR else "" for r in results]
     lines.append("| *RouteLLM best published* | " + " | ".join(refs) + " |")
+    targets = [f">= {TARGET_APGR[r.benchmark.name]:.2f}" if r.benchmark.name in TARGET_APGR else "" for r in results]
+    lines.append("| *target* | " + " | ".join(targets) + " |")
     lines.append("")
     lines.append(
         "APGR: average performance gap recovered (random about 0.5); CPT50: strong-call share needed for 50% of "
