@@ -228,10 +228,12 @@ class MatrixFactorizationRouter(Router):
 
         # The model is tiny: extra torch threads only add synchronisation (10x slower
         # on a busy 2-core machine), so train on one and restore the setting after.
+        # fork_rng: seeding here must not change the caller's global torch RNG.
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            P, proj, classifier, epoch_loss = self._train(torch, emb, a, b, prompt_idx, target, len(models), show)
+            with torch.random.fork_rng(devices=[]):
+                P, proj, classifier, epoch_loss = self._train(torch, emb, a, b, prompt_idx, target, len(models), show)
         finally:
             torch.set_num_threads(threads)
         n = len(target)

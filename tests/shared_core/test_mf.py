@@ -177,3 +177,24 @@ def test_routellm_checkpoint_errors(tmp_path):
     (tmp_path / "ckpt" / "config.json").write_text(json.dumps({**config, "dim": 9}))
     with pytest.raises(ArtifactError, match=r"tensor 'P.weight' .* has shape \(64, 8\), expected \(64, 9\)"):
         load_router(tmp_path / "ckpt", embedder=HashEmbedder(16))
+
+
+def test_class_docstring_example_runs():
+    import doctest
+
+    import shared_core.routers.mf as module
+
+    result = doctest.testmod(module)
+    assert result.attempted >= 3 and result.failed == 0
+
+
+def test_fit_leaves_global_torch_state_alone():
+    import torch
+
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    threads = torch.get_num_threads()
+    torch.manual_seed(123)
+    MatrixFactorizationRouter(HashEmbedder(8), dim=4, epochs=1, progress=False).fit(planted_battles())
+    assert torch.equal(torch.rand(3), expected)
+    assert torch.get_num_threads() == threads

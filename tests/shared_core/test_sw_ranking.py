@@ -144,3 +144,12 @@ def test_settings_are_checked():
         SWRankingRouter(HashEmbedder(8), storage="int4")
     with pytest.raises(ConfigError, match="strong model 'gpt-4-1106-preview' is not in the router's model table"):
         SWRankingRouter(HashEmbedder(8), progress=False).fit(battles().replace({MODELS[0]: "gpt-3"}))
+
+
+def test_class_docstring_example_runs():
+    import doctest
+
+    import shared_core.routers.sw_ranking as module
+
+    result = doctest.testmod(module)
+    assert result.attempted >= 3 and result.failed == 0
