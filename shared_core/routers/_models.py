@@ -51,6 +51,11 @@ def same_model(a: str, b: str) -> bool:
     return model_key(a) == model_key(b)
 
 
+def same_pair(pair: tuple[str, str], other: tuple[str, str]) -> bool:
+    """Whether two (strong, weak) pairs name the same models in the same roles."""
+    return all(model_key(a) == model_key(b) for a, b in zip(pair, other))
+
+
 def model_table(names: Iterable[Any], *, error: type[Exception] = ConfigError) -> list[str]:
     """Check a model table: non-empty strings, no two naming the same model."""
     table: list[str] = []

@@ -53,6 +53,7 @@ from shared_core.routers._models import (
     ROUTELLM_MF_MODELS,
     check_pair_config,
     model_key,
+    same_pair,
     scoring_pair,
     unique_models,
 )
@@ -315,7 +316,7 @@ class MatrixFactorizationRouter(Router):
             "text_dim": int(self.text_proj_.shape[1]) if self.text_proj_ is not None else int(self.P_.shape[1]),
             "use_proj": self.text_proj_ is not None,
             "training": dict(getattr(self, "training_", None) or {}),
-            "reference_quantiles": None if self.reference_quantiles is None else list(map(float, self.reference_quantiles)),
+            "reference_quantiles": None if self.reference_quantiles is None else np.asarray(self.reference_quantiles, float).tolist(),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -362,8 +363,8 @@ class MatrixFactorizationRouter(Router):
         scoring_pair(router.models_, router.strong, router.weak)  # an overridden pair must be in the table
         router.training_ = config.get("training") or {}
         quantiles = quantiles_from_config(config, path)
-        same_pair = model_key(router.strong) == model_key(saved_strong) and model_key(router.weak) == model_key(saved_weak)
-        router.reference_quantiles_ = quantiles if same_pair else None
+        saved_pair = same_pair((router.strong, router.weak), (saved_strong, saved_weak))
+        router.reference_quantiles_ = quantiles if saved_pair else None
         return router
 
     @classmethod
@@ -412,7 +413,7 @@ class MatrixFactorizationRouter(Router):
             self.text_proj_ = require_tensor(tensors, "text_proj.0.weight", (dim, text_dim), path).astype(np.float32)
         else:
             if text_dim != dim:
-                raise ArtifactError(f"{str(path)!r}: use_proj is false, so text_dim ({text_dim}) must equal dim ({dim})")
+                raise ArtifactError(f"{str(path)!r}: use_proj is false, so text_dim ({text_dim}) must be dim ({dim})")
             self.text_proj_ = None
         for name, value in (("P.weight", self.P_), ("classifier.0.weight", self.classifier_)):
             if not np.isfinite(value).all():

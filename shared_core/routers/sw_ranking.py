@@ -56,13 +56,14 @@ from shared_core.artifacts import (
     resolve_embedder,
     write_artifact,
 )
-from shared_core.errors import ArtifactError, ConfigError, DataError
+from shared_core.errors import ArtifactError, ConfigError
 from shared_core.routers import Router, register_router
 from shared_core.routers._models import (
     DEFAULT_STRONG,
     DEFAULT_WEAK,
     check_pair_config,
     model_key,
+    same_pair,
     scoring_pair,
     unique_models,
 )
@@ -363,7 +364,7 @@ class SWRankingRouter(Router):
             "newton_steps": self.newton_steps,
             "storage": self.storage,
             "training": dict(getattr(self, "training_", None) or {}),
-            "reference_quantiles": None if self.reference_quantiles is None else list(map(float, self.reference_quantiles)),
+            "reference_quantiles": None if self.reference_quantiles is None else np.asarray(self.reference_quantiles, float).tolist(),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -434,6 +435,6 @@ class SWRankingRouter(Router):
         router._build_cells()
         router.training_ = config.get("training") or {}
         quantiles = quantiles_from_config(config, path)
-        same = model_key(router.strong) == model_key(saved_strong) and model_key(router.weak) == model_key(saved_weak)
-        router.reference_quantiles_ = quantiles if same else None
+        saved_pair = same_pair((router.strong, router.weak), (saved_strong, saved_weak))
+        router.reference_quantiles_ = quantiles if saved_pair else None
         return router

@@ -76,7 +76,8 @@ def _options(cls: type, args: argparse.Namespace) -> dict[str, Any]:
         if key not in accepted:
             if key == "seed":
                 continue  # routers without randomness ignore the seed
-            raise ConfigError(f"router {cls.name!r} has no option --{key} (it takes: {', '.join(p for p in accepted if p not in ('self', 'embedder'))})")
+            takes = ", ".join(p for p in accepted if p not in ("self", "embedder"))
+            raise ConfigError(f"router {cls.name!r} has no option --{key} (it takes: {takes})")
         options[key] = value
     if args.epochs is not None and args.epochs < 1:
         raise ConfigError(f"--epochs must be a positive integer, got {args.epochs}")

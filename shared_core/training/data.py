@@ -275,9 +275,9 @@ def outcomes_to_battles(df: pd.DataFrame, models: Sequence[str] | None = None) -
         if not keep.any():
             continue
         winner = np.where(a[keep] > b[keep], "model_a", np.where(a[keep] < b[keep], "model_b", "tie"))
-        frame = pd.DataFrame(
-            {"prompt": outcomes["prompt"].to_numpy()[keep], "model_a": models[i], "model_b": models[j], "winner": winner}
-        )
+        frame = pd.DataFrame({"prompt": outcomes["prompt"].to_numpy()[keep], "winner": winner})
+        frame.insert(1, "model_a", models[i])
+        frame.insert(2, "model_b", models[j])
         for c in ids:
             frame[c] = outcomes[c].to_numpy()[keep]
         frames.append(frame)

@@ -100,7 +100,7 @@ class RecipeData:
         return self._cache["mmlu"].copy()
 
     def arena(self) -> pd.DataFrame:
-        """arena-bench outcomes without the excluded questions: ``question_id``, ``prompt``, a score column per model."""
+        """arena-bench outcomes minus the excluded questions: ``question_id``, ``prompt``, a grade column per model."""
         from shared_core.datasets import load_arena_bench
 
         if "arena" not in self._cache:
