@@ -171,6 +171,11 @@ def reference_quantiles(scores: np.ndarray) -> np.ndarray:
     return np.quantile(scores, np.linspace(0.0, 1.0, N_QUANTILES))
 
 
+def quantiles_to_config(quantiles: Any) -> list[float] | None:
+    """``reference_quantiles`` as stored in ``config.json`` (``None`` when absent)."""
+    return None if quantiles is None else check_reference_quantiles(quantiles).tolist()
+
+
 def quantiles_from_config(config: dict[str, Any], path: str | Path) -> np.ndarray | None:
     values = config.get("reference_quantiles")
     if values is None:

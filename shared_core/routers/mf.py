@@ -40,6 +40,7 @@ from shared_core.artifacts import (
     FORMAT_VERSION,
     check_router_config,
     quantiles_from_config,
+    quantiles_to_config,
     read_artifact,
     require_tensor,
     resolve_embedder,
@@ -316,7 +317,7 @@ class MatrixFactorizationRouter(Router):
             "text_dim": int(self.text_proj_.shape[1]) if self.text_proj_ is not None else int(self.P_.shape[1]),
             "use_proj": self.text_proj_ is not None,
             "training": dict(getattr(self, "training_", None) or {}),
-            "reference_quantiles": None if self.reference_quantiles is None else np.asarray(self.reference_quantiles, float).tolist(),
+            "reference_quantiles": quantiles_to_config(self.reference_quantiles),
         }
 
     def save(self, path: str | Path) -> Path:

@@ -51,6 +51,7 @@ from shared_core.artifacts import (
     FORMAT_VERSION,
     check_router_config,
     quantiles_from_config,
+    quantiles_to_config,
     read_artifact,
     require_tensor,
     resolve_embedder,
@@ -364,7 +365,7 @@ class SWRankingRouter(Router):
             "newton_steps": self.newton_steps,
             "storage": self.storage,
             "training": dict(getattr(self, "training_", None) or {}),
-            "reference_quantiles": None if self.reference_quantiles is None else np.asarray(self.reference_quantiles, float).tolist(),
+            "reference_quantiles": quantiles_to_config(self.reference_quantiles),
         }
 
     def save(self, path: str | Path) -> Path:
