@@ -84,7 +84,7 @@ def test_recipe_registry(data_dir):
         assert isinstance(train_recipe("toy_h2_test", data_dir=data_dir, embedder=HashEmbedder(8)), SWRankingRouter)
     finally:
         RECIPES.pop("toy_h2_test")
-    with pytest.raises(ConfigError, match="no training recipe for router 'nope'; expected one of: mf, sw_ranking"):
+    with pytest.raises(ConfigError, match=r"no training recipe for router .nope.; expected one of: .*mf, sw_ranking"):
         get_recipe("nope")
     with pytest.raises(ConfigError, match="not one string"):
         train_recipe("mf", data_dir=data_dir, exclude_arena_questions="q1")
