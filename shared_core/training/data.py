@@ -37,6 +37,7 @@ ARENA_COLUMNS = ("prompt", "model_a", "model_b", "winner_model_a", "winner_model
 #: Columns of an outcomes table that are neither the prompt nor a model.
 ID_COLUMNS = ("question_id", "prompt_id", "id")
 SCORE_RANGE = (1.0, 10.0)
+_TEXT_COLUMNS = ("prompt", "model_a", "model_b", "winner", "question_id")
 FORMATS = ("battles", "arena", "outcomes")
 
 
@@ -48,8 +49,8 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise DataError(f"data file {str(p)!r} does not exist")
     suffix = p.suffix.lower()
     try:
-        if suffix == ".csv":
-            return pd.read_csv(p)
+        if suffix == ".csv":  # text columns stay text ("42" is a prompt, not a number)
+            return pd.read_csv(p, dtype={c: str for c in _TEXT_COLUMNS})
         if suffix == ".jsonl":
             return pd.read_json(p, lines=True, dtype=False)
         if suffix == ".json":

@@ -173,3 +173,8 @@ def test_outcomes_need_two_models_and_known_columns(tmp_path):
     pd.DataFrame({"prompt": ["a"], "m1": [1], "m2": [0]}).to_csv(tmp_path / "o.csv", index=False)
     assert read_outcomes(tmp_path / "o.csv")[["m1", "m2"]].values.tolist() == [[1.0, 0.0]]
     assert read_training_data([tmp_path / "o.csv"], "outcomes")["winner"].tolist() == ["model_a"]
+
+
+def test_numeric_looking_prompts_stay_text(tmp_path):
+    (tmp_path / "b.csv").write_text("prompt,model_a,model_b,winner\n42,a,b,tie\n")
+    assert read_battles(tmp_path / "b.csv")["prompt"].tolist() == ["42"]
