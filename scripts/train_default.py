@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from shared_core.artifacts import reference_quantiles  # noqa: E402
-from shared_core.training.recipes import RecipeData, default_embedder, train_recipe  # noqa: E402
+from shared_core.training.recipes import default_embedder, reference_prompts, train_recipe  # noqa: E402
 
 CHECKPOINTS = REPO / "shared_core" / "checkpoints"
 MAX_FILE_BYTES = 5 * 1024 * 1024
@@ -57,12 +57,6 @@ def held_out_metrics(router, data_dir) -> dict[str, dict]:
         metrics = curve_metrics(curve, bench.strong_mean, bench.weak_mean).to_dict()
         out[key] = {"n": bench.n, **{k: round(float(v), 4) for k, v in metrics.items()}}
     return out
-
-
-def reference_prompts(data_dir) -> list[str]:
-    """MMLU training-half prompts + arena-bench prompts (the set the quantiles describe)."""
-    data = RecipeData(data_dir)
-    return data.mmlu_train()["prompt"].tolist() + data.arena()["prompt"].tolist()
 
 
 def train_one(name: str, args, embedder, ref_prompts: list[str]) -> dict:

@@ -27,7 +27,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "train",
         help="train a router (mf, sw_ranking, ...) on battles or per-model outcomes",
-        description=__doc__.split("\n\n")[0],
+        description="Fit a router on battle or outcome files, or with the project's recipe, and save it to a directory.",
     )
     p.add_argument("router", help="router to train: mf, sw_ranking, or another registered recipe")
     src = p.add_mutually_exclusive_group(required=True)
@@ -58,7 +58,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--reference-prompts",
         default=None,
         metavar="FILE",
-        help="prompts whose score quantiles ship with the router (enables --strong-fraction without calibration)",
+        help="prompts whose score quantiles ship with the router (enables --strong-fraction without calibration); "
+        "default with --recipe: its MMLU training-half + arena-bench prompts",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -131,6 +132,10 @@ def run(args: argparse.Namespace) -> int:
         from shared_core.cli import read_prompts
 
         router.reference_quantiles_ = reference_quantiles(router.score(read_prompts(args.reference_prompts)))
+    elif args.recipe:  # the recipe's reference set: MMLU training half + arena-bench
+        from shared_core.training.recipes import reference_prompts
+
+        router.reference_quantiles_ = reference_quantiles(router.score(reference_prompts(args.data_dir)))
     path = router.save(out)
     info = getattr(router, "training_", {}) or {}
     summary = {

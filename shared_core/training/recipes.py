@@ -142,6 +142,12 @@ class RecipeData:
         }
 
 
+def reference_prompts(data_dir: str | Path | None = None) -> list[str]:
+    """The reference prompt set of shipped score quantiles: MMLU training half + arena-bench prompts."""
+    data = RecipeData(data_dir)
+    return data.mmlu_train()["prompt"].tolist() + data.arena()["prompt"].tolist()
+
+
 def train_recipe(
     router: str,
     *,
@@ -202,4 +208,12 @@ def _sw_ranking(data: RecipeData) -> Router:
     return SWRankingRouter(data.embedder, **settings).fit(data.battles())
 
 
-__all__ = ["RECIPES", "RecipeData", "default_embedder", "get_recipe", "register_recipe", "train_recipe"]
+__all__ = [
+    "RECIPES",
+    "RecipeData",
+    "default_embedder",
+    "get_recipe",
+    "reference_prompts",
+    "register_recipe",
+    "train_recipe",
+]

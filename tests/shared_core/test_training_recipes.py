@@ -141,3 +141,16 @@ def test_cli_train_missing_file_and_format(tmp_path, capsys):
         main(["train", "mf", "--data", "x.csv", "--format", "parquet", "--output", "r"])
     code = main(["train", "knn_h2_missing", "--recipe", "--output", str(tmp_path / "r")])
     assert code == 2 and "unknown router 'knn_h2_missing'" in capsys.readouterr().err
+
+
+def test_cli_recipe_ships_quantiles_of_the_reference_set(tmp_path, data_dir):
+    from shared_core.artifacts import reference_quantiles
+    from shared_core.training.recipes import reference_prompts
+
+    code = main(["train", "sw_ranking", "--recipe", "--data-dir", str(data_dir), "--output", str(tmp_path / "r"),
+                 "--embedder", "hash-16-0", "--no-cache", "--no-progress"])
+    assert code == 0
+    router = load_router(tmp_path / "r")
+    prompts = reference_prompts(data_dir)
+    assert len(prompts) == len(RecipeData(data_dir).mmlu_train()) + 20
+    assert np.allclose(router.reference_quantiles, reference_quantiles(router.score(prompts)))
