@@ -107,6 +107,8 @@ def labelled_prompts(data: RecipeData, strong: str, weak: str) -> tuple[pd.DataF
             labels, fit = difficulty_labels(arena.drop(columns=["question_id"], errors="ignore"), strong, weak)
             frames.append(pd.DataFrame({"prompt": arena["prompt"], "label": labels, "source": "arena"}))
             info["arena_difficulty_calibration"] = fit
+        else:
+            info["arena_skipped"] = f"{len(arena)} prompts, fewer than {MIN_CALIBRATION_PROMPTS} to calibrate labels on"
     if not frames:
         raise DataError("the recipe has no training data: include_mmlu_train and include_arena are both off")
     df = pd.concat(frames, ignore_index=True)
@@ -116,10 +118,14 @@ def labelled_prompts(data: RecipeData, strong: str, weak: str) -> tuple[pd.DataF
 
 
 def _train(cls, data: RecipeData) -> Router:
+    """Label the recipe's data for the scoring pair and fit ``cls``; ``data.options`` go to ``cls``."""
     from shared_core.datasets import STRONG_MODEL, WEAK_MODEL
 
-    labelled, info = labelled_prompts(data, STRONG_MODEL, WEAK_MODEL)
-    router = cls(data.embedder, strong=STRONG_MODEL, weak=WEAK_MODEL, progress=data.progress).fit(labelled)
+    settings = {"strong": STRONG_MODEL, "weak": WEAK_MODEL, "progress": data.progress,
+                **(getattr(data, "options", None) or {})}
+    settings.pop("seed", None)  # deterministic: nothing to seed
+    labelled, info = labelled_prompts(data, settings["strong"], settings["weak"])
+    router = cls(data.embedder, **settings).fit(labelled)
     router.training_.update(info)
     return router
 

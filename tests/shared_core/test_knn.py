@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -124,3 +125,54 @@ def test_logistic_1d_recovers_parameters():
     y = 1 / (1 + np.exp(-(0.5 + 2.0 * x)))
     a, b = fit_logistic_1d(x, y, ridge=1e-9)
     assert a == pytest.approx(0.5, abs=1e-4) and b == pytest.approx(2.0, abs=1e-4)
+
+
+# Recipes on a tiny data directory in the layout of ../shared/data --------------------
+STRONG, WEAK = "gpt-4-1106-preview", "mistralai/Mixtral-8x7B-Instruct-v0.1"
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    mmlu = root / "routellm" / "mmlu" / "responses"
+    mmlu.mkdir(parents=True)
+    prompts = [f"{'hard proof' if i % 2 else 'easy fact'} question {i}" for i in range(80)]
+    pd.DataFrame({"prompt": prompts, WEAK: [i % 2 == 0 for i in range(80)], STRONG: [True] * 80}).to_csv(
+        mmlu / "mmlu_toy.csv", index=False)
+    arena = root / "arena-bench-v1" / "model_judgment"
+    arena.mkdir(parents=True)
+    questions = [{"question_id": f"q{i}", "turns": [f"{'hard proof' if i % 2 else 'easy chat'} task {i}"]}
+                 for i in range(30)]
+    (root / "arena-bench-v1" / "question.jsonl").write_text("\n".join(json.dumps(q) for q in questions) + "\n")
+    for model, grade in ((STRONG, lambda i: 9), (WEAK, lambda i: 3 if i % 2 else 9), ("claude-2.1", lambda i: 2 if i % 2 else 8)):
+        rows = [{"question_id": f"q{i}", "model": model, "score": grade(i)} for i in range(30)]
+        (arena / f"{model.split('/')[-1]}.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("name, cls", [("knn", KNNRouter), ("ensemble", EnsembleRouter)])
+def test_recipe_trains_on_allowed_data(data_dir, name, cls):
+    from shared_core.training.recipes import train_recipe
+
+    router = train_recipe(name, data_dir=data_dir, embedder=HashEmbedder(32), progress=False,
+                          exclude_arena_questions=["q0", "q1"])
+    assert isinstance(router, cls)
+    assert router.sources_ == ["arena", "mmlu"]
+    n_train = sum(hashlib.sha256(f"{'hard proof' if i % 2 else 'easy fact'} question {i}".encode()).hexdigest()[0]
+                  in "89abcdef" for i in range(80))
+    assert router.training_["prompts"] == {"arena": 28, "mmlu": n_train}
+    assert router.training_["excluded_arena_questions"] == 2
+    assert router.training_["arena_difficulty_calibration"]["slope"] > 0  # harder prompts: strong wins more
+    hard, easy = router.score(["hard proof task 99", "easy chat task 98"])
+    assert hard > easy
+
+
+def test_recipe_options_reach_the_router(data_dir):
+    from shared_core.training.recipes import train_recipe
+
+    router = train_recipe("ensemble", data_dir=data_dir, embedder=HashEmbedder(32), progress=False,
+                          options={"head_weight": 0.2})
+    assert router.head_weight == 0.2
+    small = train_recipe("knn", data_dir=data_dir, embedder=HashEmbedder(32), progress=False,
+                         exclude_arena_questions=[f"q{i}" for i in range(15)])
+    assert small.sources_ == ["mmlu"] and "arena_skipped" in small.training_
