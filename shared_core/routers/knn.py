@@ -123,21 +123,31 @@ def dequantize_rows(stored: np.ndarray, scales: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
+def top_k(sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(indices, similarities)`` of the ``k`` most similar columns per row, most similar first."""
+    k = min(k, sims.shape[1])
+    idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    top = np.take_along_axis(sims, idx, axis=1)
+    order = np.argsort(-top, axis=1, kind="stable")
+    return np.take_along_axis(idx, order, axis=1), np.take_along_axis(top, order, axis=1)
+
+
 def neighbour_mean(
     sims: np.ndarray, labels: np.ndarray, *, k: int, temperature: float, prior: float, prior_weight: float
 ) -> np.ndarray:
     """Similarity-weighted mean label of the ``k`` most similar rows, smoothed toward ``prior``."""
-    k = min(k, sims.shape[1])
-    idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-    top = np.take_along_axis(sims, idx, axis=1)
-    w = np.exp((top - top.max(axis=1, keepdims=True)) / temperature)
+    idx, top = top_k(sims, k)
+    return _weighted_mean(idx, top, labels, temperature, prior, prior_weight)
+
+
+def _weighted_mean(idx, top, labels, temperature, prior, prior_weight) -> np.ndarray:
+    w = np.exp((top - top[:, :1]) / temperature)
     return ((w * labels[idx]).sum(axis=1) + prior_weight * prior) / (w.sum(axis=1) + prior_weight)
 
 
 def top_mean(sims: np.ndarray, k: int) -> np.ndarray:
     """Mean of the ``k`` largest similarities per row."""
-    k = min(k, sims.shape[1])
-    return np.partition(sims, sims.shape[1] - k, axis=1)[:, -k:].mean(axis=1)
+    return top_k(sims, k)[1].mean(axis=1)
 
 
 @register_router
@@ -234,12 +244,14 @@ class KNNRouter(Router):
         scores = np.empty((len(e), len(self.sources_)))
         logits = np.empty_like(scores)
         for j, cfg in enumerate(self.settings_):
-            s = sims[:, self.offsets_[j] : self.offsets_[j + 1]]
-            scores[:, j] = neighbour_mean(
-                s, self.labels_[self.offsets_[j] : self.offsets_[j + 1]], k=cfg["k"],
-                temperature=cfg["temperature"], prior=self.priors_[j], prior_weight=cfg["prior_weight"],
+            # one partial sort per bank serves both the neighbours and the gate
+            idx, top = top_k(sims[:, self.offsets_[j] : self.offsets_[j + 1]], max(cfg["k"], self.gate_k))
+            kk = min(cfg["k"], idx.shape[1])
+            scores[:, j] = _weighted_mean(
+                idx[:, :kk], top[:, :kk], self.labels_[self.offsets_[j] : self.offsets_[j + 1]],
+                cfg["temperature"], self.priors_[j], cfg["prior_weight"],
             )
-            logits[:, j] = (top_mean(s, self.gate_k) + cfg["gate_bias"]) / self.gate_temperature
+            logits[:, j] = (top[:, : self.gate_k].mean(axis=1) + cfg["gate_bias"]) / self.gate_temperature
         gates = np.exp(logits - logits.max(axis=1, keepdims=True))
         return scores, gates / gates.sum(axis=1, keepdims=True)
 
