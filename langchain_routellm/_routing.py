@@ -8,7 +8,6 @@ engine reads and writes the decision that every response carries.
 
 from __future__ import annotations
 
-import functools
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,7 +24,8 @@ from langchain_core.messages import (
 )
 from langchain_core.runnables import Runnable
 
-from shared_core.engine import RoutingEngine, is_model_string, resolve_router
+from shared_core.engine import RoutingEngine
+from shared_core.engine import decision_record as shared_decision_record
 from shared_core.errors import ConfigError
 from shared_core.routers import Decision, Role, Router
 
@@ -85,31 +85,13 @@ def model_name(model: Runnable) -> str:
 def decision_record(
     decision: Decision, role: Role, model: Runnable, failure: tuple[Role, Runnable, BaseException] | None = None
 ) -> dict[str, Any]:
-    """The decision as recorded on a response.
-
-    ``role`` and ``model`` name what answered; ``score``, ``threshold``,
-    ``router`` and ``reason`` are the router's decision; ``fallback`` is ``None``
-    or says which role failed first and with what error.
-    """
-    record = {**decision.to_dict(), "role": role.value, "model": model_name(model), "fallback": None}
-    if failure is not None:
-        failed_role, failed_model, error = failure
-        record["fallback"] = {
-            "from": failed_role.value,
-            "model": model_name(failed_model),
-            "error": f"{type(error).__name__}: {error}",
-        }
-    return record
+    """The shared record (:func:`shared_core.engine.decision_record`) with LangChain model names."""
+    named = None if failure is None else (failure[0], model_name(failure[1]), failure[2])
+    return shared_decision_record(decision, role, model_name(model), named)
 
 
 def other(role: Role) -> Role:
     return Role.WEAK if role is Role.STRONG else Role.STRONG
-
-
-@functools.lru_cache(maxsize=8)
-def _shipped_router(name: str) -> Router:
-    # Shipped checkpoints are read-only artifacts: load each once per process.
-    return resolve_router(name)
 
 
 def build_engine(
@@ -119,13 +101,9 @@ def build_engine(
     calibration_prompts: Sequence[str] | None,
     on_no_text: str,
 ) -> RoutingEngine:
-    """A :class:`RoutingEngine` from a wrapper's settings, loading shipped routers once."""
-    spec: Any = router
-    if spec is None or (isinstance(spec, str) and not is_model_string(spec) and "/" not in spec
-                        and not spec.startswith(".") and spec != "random"):
-        spec = _shipped_router("default" if spec is None else spec)
+    """A :class:`RoutingEngine` from a wrapper's settings (shipped routers load once per process)."""
     return RoutingEngine.from_settings(
-        router=spec,
+        router=router,
         threshold=threshold,
         strong_fraction=strong_fraction,
         calibration_prompts=list(calibration_prompts) if calibration_prompts is not None else None,

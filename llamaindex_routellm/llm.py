@@ -35,7 +35,7 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import LLM, ToolSelection
 from llama_index.core.prompts import BasePromptTemplate
 
-from shared_core.engine import RoutingEngine
+from shared_core.engine import RoutingEngine, decision_record
 from shared_core.errors import ConfigError
 from shared_core.routers import Decision, Role, Router
 
@@ -620,18 +620,10 @@ def _tool_args(
 def _record(
     decision: Decision, role: Role, model: LLM, failure: Optional[Tuple[Role, LLM, BaseException]]
 ) -> Dict[str, Any]:
-    """The decision as every response records it (the LangChain wrapper's format):
-    the router's decision, the ``role`` and ``model`` that answered, and
-    ``fallback``: ``None``, or which role failed first and with what error."""
-    record = {**decision.to_dict(), "role": role.value, "model": model.metadata.model_name, "fallback": None}
-    if failure is not None:
-        failed_role, failed_model, error = failure
-        record["fallback"] = {
-            "from": failed_role.value,
-            "model": failed_model.metadata.model_name,
-            "error": f"{type(error).__name__}: {error}",
-        }
-    return record
+    """The shared record (:func:`shared_core.engine.decision_record`, the LangChain
+    wrapper's format too) with LlamaIndex model names."""
+    named = None if failure is None else (failure[0], failure[1].metadata.model_name, failure[2])
+    return decision_record(decision, role, model.metadata.model_name, named)
 
 
 def _tag(response: Any, record: Dict[str, Any]) -> Any:

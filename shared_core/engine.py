@@ -8,6 +8,7 @@ LlamaIndex make the same decision for the same question and configuration.
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from typing import Any, Sequence
@@ -73,7 +74,7 @@ def resolve_router(spec: str | Path | Router | None = None, **kwargs: Any) -> Ro
         return get_router_class("random")(**kwargs)
     shipped = CHECKPOINTS / spec
     if (shipped / "config.json").is_file():
-        return load_router(shipped, **kwargs)
+        return _load_shipped(spec) if not kwargs else load_router(shipped, **kwargs)
     if spec != DEFAULT_ROUTER:
         get_router_class(spec)  # raises for unknown names
         raise ConfigError(
@@ -82,6 +83,37 @@ def resolve_router(spec: str | Path | Router | None = None, **kwargs: Any) -> Ro
             "'routellm train' and pass its directory"
         )
     raise ConfigError(f"the package's default router is missing from {str(shipped)!r}; reinstall the package")
+
+
+@functools.lru_cache(maxsize=8)
+def _load_shipped(name: str) -> Router:
+    # Shipped checkpoints are read-only package files: load each once per process,
+    # so that building many wrappers (or one per request) costs no reload.
+    return load_router(CHECKPOINTS / name)
+
+
+def decision_record(
+    decision: Decision,
+    role: Role,
+    model: str,
+    failure: tuple[Role, str, BaseException] | None = None,
+) -> dict[str, Any]:
+    """The decision as both integrations record it on a response.
+
+    ``role`` and ``model`` name what answered (they differ from the router's
+    choice only after a fallback); ``score``, ``threshold``, ``router`` and
+    ``reason`` are the router's decision; ``fallback`` is ``None`` or says which
+    role failed first, its model and the error.
+    """
+    record = {**decision.to_dict(), "role": role.value, "model": model, "fallback": None}
+    if failure is not None:
+        failed_role, failed_model, error = failure
+        record["fallback"] = {
+            "from": failed_role.value,
+            "model": failed_model,
+            "error": f"{type(error).__name__}: {error}",
+        }
+    return record
 
 
 class RoutingEngine:
