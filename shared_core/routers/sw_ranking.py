@@ -11,7 +11,8 @@ prompt, and reports the strong model's win probability over the weak one:
   embeddings) is ``gamma ** (1 + sim / max_sim)``, ``max_sim`` the largest
   similarity of the new prompt to any training prompt and ``gamma = 10``
   (RouteLLM's ``10 * 10 ** (sim / max_sim)``): most similar battles count up to
-  10x more than unrelated ones;
+  10x more than unrelated ones (the project's recipe uses ``gamma=1000``, chosen
+  on validation data, see :mod:`shared_core.training.recipes`);
 * ties count as half a win for each side.
 
 RouteLLM runs a scikit-learn logistic regression over all battles for every
