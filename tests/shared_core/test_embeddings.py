@@ -19,6 +19,7 @@ from shared_core.embeddings import (
     CachedEmbedder,
     Embedder,
     HashEmbedder,
+    OnnxEmbedder,
     OpenAICompatibleEmbedder,
     SentenceTransformerEmbedder,
     embedder_from_config,
@@ -150,6 +151,9 @@ def test_default_embedder_is_lazy() -> None:
     "cfg",
     [
         HashEmbedder(12, 4).to_config(),
+        {"type": "sentence-transformers", "name": DEFAULT_MODEL + ":max128", "dim": 384, "max_seq_length": 128},
+        {"type": "onnx", "name": DEFAULT_MODEL, "dim": 384},
+        {"type": "onnx", "name": DEFAULT_MODEL + ":onnx-int8", "dim": 384, "quantize": "int8"},
         {"type": "sentence-transformers", "name": DEFAULT_MODEL, "dim": 384},
         {"type": "openai", "name": "openai:text-embedding-3-large", "dim": 3072, "model": "text-embedding-3-large",
          "base_url": "https://api.openai.com/v1"},
@@ -389,3 +393,51 @@ def test_minilm_through_cache(minilm: SentenceTransformerEmbedder, tmp_path: Pat
     first = cached.embed(["cached text", "another"])
     np.testing.assert_array_equal(cached.embed(["another", "cached text"]), first[[1, 0]])
     assert cached.cache.count(cached.space) == 2
+
+
+# --- ONNX Runtime ------------------------------------------------------------------
+
+
+def test_onnx_settings_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="'int4'"):
+        OnnxEmbedder(quantize="int4", cache_dir=tmp_path)
+    with pytest.raises(ConfigError, match="inside the installed package"):
+        OnnxEmbedder(cache_dir=Path(shared_core.__file__).parent / "onnx")
+    assert OnnxEmbedder(cache_dir=tmp_path).name == DEFAULT_MODEL  # fp32: the same space
+    assert get_embedder("minilm-onnx-int8").name == DEFAULT_MODEL + ":onnx-int8"  # int8: its own
+
+
+@pytest.fixture(scope="module")
+def onnx_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("onnx-cache")
+    OnnxEmbedder(quantize="int8", cache_dir=directory).export()  # writes fp32 and int8
+    return directory
+
+
+@pytest.mark.slow
+def test_onnx_fp32_equals_torch(onnx_dir: Path, minilm: SentenceTransformerEmbedder) -> None:
+    texts = ["short", "Which of these is a prime number? A) 4 B) 6 C) 7 D) 9", "word " * 400, "a b"]
+    emb = OnnxEmbedder(cache_dir=onnx_dir, batch_size=2)
+    out = emb.embed(texts)
+    assert out.shape == (4, 384)
+    np.testing.assert_allclose(out, minilm.embed(texts), atol=1e-5)  # incl. truncation at 256 tokens
+
+
+@pytest.mark.slow
+def test_onnx_int8_close_to_fp32(onnx_dir: Path, minilm: SentenceTransformerEmbedder) -> None:
+    texts = [f"Question {i}: what is {i} times {i + 3}, and why does it matter for algebra?" for i in range(20)]
+    emb = OnnxEmbedder(quantize="int8", cache_dir=onnx_dir)
+    cos = np.sum(emb.embed(texts) * minilm.embed(texts), axis=1)
+    assert float(cos.mean()) == pytest.approx(0.99, abs=0.01)
+    assert emb.to_config() == {"type": "onnx", "name": DEFAULT_MODEL + ":onnx-int8", "dim": 384, "quantize": "int8"}
+
+
+@pytest.mark.slow
+def test_onnx_reuses_export(onnx_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shared_core.embeddings as module
+
+    def no_export(*args: Any) -> None:
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(module, "_export_onnx", no_export)
+    assert OnnxEmbedder(quantize="int8", cache_dir=onnx_dir).embed(["reused"]).shape == (1, 384)
