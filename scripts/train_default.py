@@ -36,8 +36,12 @@ from pathlib import Path  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from shared_core.artifacts import reference_quantiles  # noqa: E402
-from shared_core.training.recipes import default_embedder, reference_prompts, train_recipe  # noqa: E402
+from shared_core.training.recipes import (  # noqa: E402
+    default_embedder,
+    reference_prompt_sets,
+    router_reference_quantiles,
+    train_recipe,
+)
 
 CHECKPOINTS = REPO / "shared_core" / "checkpoints"
 MAX_FILE_BYTES = 5 * 1024 * 1024
@@ -59,15 +63,16 @@ def held_out_metrics(router, data_dir) -> dict[str, dict]:
     return out
 
 
-def train_one(name: str, args, embedder, ref_prompts: list[str]) -> dict:
+def train_one(name: str, args, embedder, ref_sizes: dict[str, int]) -> dict:
     started = time.perf_counter()
     router = train_recipe(name, data_dir=args.data_dir, embedder=embedder, seed=args.seed, progress=not args.quiet)
     fit_seconds = time.perf_counter() - started
     router.training_["held_out"] = held_out_metrics(router, args.data_dir)
     router.training_["recipe_seconds"] = round(fit_seconds, 1)
-    router.reference_quantiles_ = reference_quantiles(router.score(ref_prompts))
+    router.reference_quantiles_ = router_reference_quantiles(router, args.data_dir)
     router.training_["reference_prompts"] = (
-        f"{len(ref_prompts)} prompts: MMLU training half + arena-bench-v1 (quantiles only are shipped)"
+        f"MMLU training half ({ref_sizes['mmlu_train']} prompts) + arena-bench-v1 ({ref_sizes['arena_bench']}), "
+        "each source weighted equally; only the quantiles are shipped"
     )
     path = router.save(args.output_dir / name)
     for f in path.iterdir():
@@ -93,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     embedder = default_embedder()
-    ref_prompts = reference_prompts(args.data_dir)
-    results = [train_one(name, args, embedder, ref_prompts) for name in args.routers]
+    ref_sizes = {source: len(prompts) for source, prompts in reference_prompt_sets(args.data_dir).items()}
+    results = [train_one(name, args, embedder, ref_sizes) for name in args.routers]
     if args.default == "auto":
         best = max(results, key=lambda r: r["held_out"]["mmlu_test"]["apgr"])
     else:

@@ -133,9 +133,9 @@ def run(args: argparse.Namespace) -> int:
 
         router.reference_quantiles_ = reference_quantiles(router.score(read_prompts(args.reference_prompts)))
     elif args.recipe:  # the recipe's reference set: MMLU training half + arena-bench
-        from shared_core.training.recipes import reference_prompts
+        from shared_core.training.recipes import router_reference_quantiles
 
-        router.reference_quantiles_ = reference_quantiles(router.score(reference_prompts(args.data_dir)))
+        router.reference_quantiles_ = router_reference_quantiles(router, args.data_dir)
     path = router.save(out)
     info = getattr(router, "training_", {}) or {}
     summary = {

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import numpy as np
 import pandas as pd
 
 from shared_core.errors import ConfigError, DataError
@@ -142,10 +143,32 @@ class RecipeData:
         }
 
 
+def reference_prompt_sets(data_dir: str | Path | None = None) -> dict[str, list[str]]:
+    """The reference prompt set of shipped score quantiles, by source."""
+    data = RecipeData(data_dir)
+    return {"mmlu_train": data.mmlu_train()["prompt"].tolist(), "arena_bench": data.arena()["prompt"].tolist()}
+
+
 def reference_prompts(data_dir: str | Path | None = None) -> list[str]:
     """The reference prompt set of shipped score quantiles: MMLU training half + arena-bench prompts."""
-    data = RecipeData(data_dir)
-    return data.mmlu_train()["prompt"].tolist() + data.arena()["prompt"].tolist()
+    return [p for prompts in reference_prompt_sets(data_dir).values() for p in prompts]
+
+
+def router_reference_quantiles(router: Router, data_dir: str | Path | None = None) -> np.ndarray:
+    """``router``'s score quantiles on the reference set, each source weighted equally.
+
+    The MMLU training half has ~7,000 multiple-choice questions and arena-bench 300
+    open chat prompts; unweighted, the quantiles would describe multiple-choice
+    exams, and a ``strong_fraction`` would send almost every chat prompt to the
+    strong model. Equal source weights make the quantiles describe a half-exam,
+    half-chat mix.
+    """
+    from shared_core.artifacts import reference_quantiles
+
+    sets = reference_prompt_sets(data_dir)
+    prompts = [p for ps in sets.values() for p in ps]
+    weights = np.concatenate([np.full(len(ps), 1.0 / len(ps)) for ps in sets.values() if ps])
+    return reference_quantiles(router.score(prompts), weights)
 
 
 def train_recipe(
@@ -213,7 +236,9 @@ __all__ = [
     "RecipeData",
     "default_embedder",
     "get_recipe",
+    "reference_prompt_sets",
     "reference_prompts",
+    "router_reference_quantiles",
     "register_recipe",
     "train_recipe",
 ]

@@ -145,7 +145,7 @@ def test_cli_train_missing_file_and_format(tmp_path, capsys):
 
 def test_cli_recipe_ships_quantiles_of_the_reference_set(tmp_path, data_dir):
     from shared_core.artifacts import reference_quantiles
-    from shared_core.training.recipes import reference_prompts
+    from shared_core.training.recipes import reference_prompts, router_reference_quantiles
 
     code = main(["train", "sw_ranking", "--recipe", "--data-dir", str(data_dir), "--output", str(tmp_path / "r"),
                  "--embedder", "hash-16-0", "--no-cache", "--no-progress"])
@@ -153,4 +153,8 @@ def test_cli_recipe_ships_quantiles_of_the_reference_set(tmp_path, data_dir):
     router = load_router(tmp_path / "r")
     prompts = reference_prompts(data_dir)
     assert len(prompts) == len(RecipeData(data_dir).mmlu_train()) + 20
-    assert np.allclose(router.reference_quantiles, reference_quantiles(router.score(prompts)))
+    assert np.allclose(router.reference_quantiles, router_reference_quantiles(router, data_dir))
+    # Equal weight per source: the 20 arena prompts count as much as all MMLU-train ones.
+    n_mmlu = len(prompts) - 20
+    weights = np.r_[np.full(n_mmlu, 0.5 / n_mmlu), np.full(20, 0.5 / 20)]
+    assert np.allclose(router.reference_quantiles, reference_quantiles(router.score(prompts), weights))
