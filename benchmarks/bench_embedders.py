@@ -17,9 +17,8 @@ Variants (all all-MiniLM-L6-v2 from the packaged weights unless noted):
   of 1/8/16/64 (on a batch of 64 texts, ``fp32-b64`` is one padded batch);
 * ``int8``: torch dynamic int8 quantization of the Linear layers (per-channel weights;
   per-tensor weights moved the vectors 3x more: mean cosine 0.934 vs 0.979);
-* ``onnx``, ``onnx-int8``: ONNX Runtime on a local ``torch.onnx`` export (int8:
-  ``onnxruntime.quantization.quantize_dynamic``, per-channel: mean cosine 0.994 vs 0.952
-  per-tensor), exported once into ``--work-dir``;
+* ``onnx``, ``onnx-int8``: :class:`shared_core.embeddings.OnnxEmbedder` (ONNX Runtime on a
+  local ``torch.onnx`` export; int8 weights per channel: mean cosine 0.994 vs 0.952 per tensor);
 * ``static``: a model2vec static model given with ``--static-model``.
 
 ``--torch-threads`` sets torch's (and ONNX Runtime's) intra-op threads.
@@ -58,46 +57,6 @@ def _sorted_batches(embed_batch: Embed, batch_size: int) -> Embed:
     return embed
 
 
-def export_onnx(work_dir: Path) -> tuple[Path, Path]:
-    """fp32 and int8 ONNX files of MiniLM with mean pooling and normalisation inside."""
-    fp32, int8 = work_dir / "minilm.onnx", work_dir / "minilm-int8-pc.onnx"
-    if fp32.is_file() and int8.is_file():
-        return fp32, int8
-    import torch
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from transformers import AutoModel, AutoTokenizer
-
-    from shared_core.embeddings import default_model_path
-
-    path = default_model_path()
-    tok = AutoTokenizer.from_pretrained(path)
-    bert = AutoModel.from_pretrained(path).eval()
-
-    class Pooled(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.bert = bert
-
-        def forward(self, input_ids, attention_mask, token_type_ids):  # type: ignore[no-untyped-def]
-            h = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)[0]
-            mask = attention_mask.unsqueeze(-1).to(h.dtype)
-            pooled = (h * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            return torch.nn.functional.normalize(pooled, dim=-1)
-
-    enc = tok(["hello world", "a longer sentence for export"], padding=True, return_tensors="pt")
-    names = ["input_ids", "attention_mask", "token_type_ids"]
-    work_dir.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
-        torch.onnx.export(
-            Pooled().eval(), tuple(enc[k] for k in names), str(fp32), input_names=names,
-            output_names=["sentence_embedding"],
-            dynamic_axes={**{k: {0: "batch", 1: "seq"} for k in names}, "sentence_embedding": {0: "batch"}},
-            opset_version=17, dynamo=False,
-        )
-    quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True)
-    return fp32, int8
-
-
 def build_variants(names: list[str], args: argparse.Namespace) -> dict[str, Embed]:
     import torch
 
@@ -107,7 +66,6 @@ def build_variants(names: list[str], args: argparse.Namespace) -> dict[str, Embe
         torch.set_num_threads(args.torch_threads)
     st = SentenceTransformerEmbedder(batch_size=8).load()
     model = st.model
-    max_len = model.max_seq_length
 
     def st_batch(m: Any) -> Embed:
         return lambda batch: m.encode(batch, batch_size=len(batch), show_progress_bar=False, convert_to_numpy=True)
@@ -129,21 +87,10 @@ def build_variants(names: list[str], args: argparse.Namespace) -> dict[str, Embe
             qmodel = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), qconfig, dtype=torch.qint8)
             out[name] = _sorted_batches(st_batch(qmodel), 8)
         elif name in ("onnx", "onnx-int8"):
-            import onnxruntime as ort
+            from shared_core.embeddings import OnnxEmbedder
 
-            fp32, int8 = export_onnx(Path(args.work_dir))
-            so = ort.SessionOptions()
-            so.intra_op_num_threads = args.torch_threads or torch.get_num_threads()
-            so.inter_op_num_threads = 1
-            sess = ort.InferenceSession(str(fp32 if name == "onnx" else int8), so, providers=["CPUExecutionProvider"])
-            tok = model.tokenizer
-
-            def onnx_batch(batch: list[str], sess: Any = sess, tok: Any = tok) -> np.ndarray:
-                enc = tok(batch, padding=True, truncation=True, max_length=max_len, return_tensors="np")
-                feed = {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")}
-                return sess.run(None, feed)[0]
-
-            out[name] = _sorted_batches(onnx_batch, 8)
+            onnx = OnnxEmbedder(quantize="int8" if name == "onnx-int8" else None, threads=args.torch_threads).load()
+            out[name] = onnx.embed
         elif name == "static":
             if not args.static_model:
                 raise SystemExit("variant 'static' needs --static-model DIR (a model2vec directory)")
@@ -213,8 +160,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--quality", type=int, default=500, help="prompts for the closeness numbers (default: 500)")
     parser.add_argument("--torch-threads", type=int, default=None)
-    parser.add_argument("--work-dir", default=str(Path.home() / ".cache" / "routellm" / "onnx"),
-                        help="where the ONNX export is written (default: ~/.cache/routellm/onnx)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)

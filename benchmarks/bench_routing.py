@@ -3,6 +3,7 @@
     python benchmarks/bench_routing.py                      # the shipped default router
     python benchmarks/bench_routing.py --router mf          # a shipped checkpoint by name
     python benchmarks/bench_routing.py --router path/to/router --json results/bench.json
+    python benchmarks/bench_routing.py --embedder minilm-onnx        # same vectors, ONNX Runtime
 
 What it measures, on MMLU prompts from the router data (a fixed seeded sample):
 
@@ -70,7 +71,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from shared_core.embeddings import CachedEmbedder, SentenceTransformerEmbedder
+    from shared_core.embeddings import CachedEmbedder, OnnxEmbedder, SentenceTransformerEmbedder, get_embedder
     from shared_core.engine import RoutingEngine, resolve_router
 
     prompts = mmlu_sample(args.data_dir, args.warmup + args.single + args.batches * args.batch_size, args.seed)
@@ -86,11 +87,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     embedder = getattr(router, "embedder", None)
     if isinstance(embedder, CachedEmbedder):  # serving does not cache; measure the embedder itself
         embedder = router.embedder = embedder.inner
+    if args.embedder is not None:  # speed of another embedder under the same router
+        embedder = router.embedder = get_embedder(args.embedder)
     if isinstance(embedder, SentenceTransformerEmbedder):
         if args.torch_threads is not None:
             embedder.torch_threads = args.torch_threads
         if args.no_blas_limit:
             embedder.blas_threads = None
+    if isinstance(embedder, OnnxEmbedder) and args.torch_threads is not None:
+        embedder.threads = args.torch_threads
     start = time.perf_counter()
     if embedder is not None:
         embedder.load()
@@ -132,9 +137,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "router": getattr(router, "name", type(router).__name__),
         "router_spec": str(args.router) if args.router is not None else "default",
         "embedder": getattr(embedder, "name", None),
+        "embedder_type": type(embedder).__name__ if embedder is not None else None,
         "machine": {
             "cpus": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
+            "onnx_threads": (embedder.threads or "default") if isinstance(embedder, OnnxEmbedder) else None,
             "blas_limit": None if args.no_blas_limit else getattr(embedder, "blas_threads", None),
             "load_average": [round(x, 2) for x in os.getloadavg()],
             "python": platform.python_version(),
@@ -166,7 +173,7 @@ def format_table(r: dict[str, Any]) -> str:
     ok = lambda good: "ok" if good else "MISSED"  # noqa: E731
     rows = [
         ("router", f"{r['router']} ({r['router_spec']})", ""),
-        ("embedder", str(r["embedder"]), ""),
+        ("embedder", f"{r['embedder']} ({r['embedder_type']})", ""),
         ("load: resolve_router", f"{r['load_s']['router']:.2f} s", ""),
         ("load: embedder (import + model)", f"{r['load_s']['embedder']:.2f} s", ""),
         (f"single prompt p50 ({s['n']} prompts)", f"{s['p50_ms']:.1f} ms", f"target <= {TARGET_P50_MS:g} ms: {ok(s['p50_ms'] <= TARGET_P50_MS)}"),
@@ -175,7 +182,8 @@ def format_table(r: dict[str, Any]) -> str:
         (f"batched, {b['batch_size']} a batch ({b['n']} prompts)", f"{b['decisions_per_s']:.0f} decisions/s",
          f"target >= {TARGET_BATCHED_PER_S:g}/s: {ok(b['decisions_per_s'] >= TARGET_BATCHED_PER_S)}"),
         ("batched embedding share", share(b["embedding_share"]), ""),
-        ("machine", f"{m['cpus']} CPUs, torch {m['torch_threads']} threads, BLAS limit {m['blas_limit']}",
+        ("machine", f"{m['cpus']} CPUs, torch {m['torch_threads']} threads, BLAS limit {m['blas_limit']}"
+         + (f", ONNX Runtime threads {m['onnx_threads']}" if m["onnx_threads"] is not None else ""),
          f"load average {m['load_average'][0]:.2f}"),
     ]
     w0 = max(len(a) for a, _, _ in rows)
@@ -193,7 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, default=5, help="batches timed (default: 5)")
     parser.add_argument("--batch-size", type=int, default=64, help="prompts a batch (default: 64)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the prompt sample (default: 0)")
-    parser.add_argument("--torch-threads", type=int, default=None, help="torch.set_num_threads for the embedder")
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="torch.set_num_threads for the embedder (ONNX Runtime intra-op threads for an onnx one)")
+    parser.add_argument("--embedder", default=None,
+                        help="swap in another embedder (e.g. minilm-onnx, minilm-onnx-int8) to time it; the "
+                        "scores are the router's own only when the embedder names match")
     parser.add_argument("--no-blas-limit", action="store_true", help="do not cap NumPy's BLAS threads (to measure the cap)")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON ('-' for stdout)")
     args = parser.parse_args(argv)
