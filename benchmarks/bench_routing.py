@@ -94,8 +94,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             embedder.torch_threads = args.torch_threads
         if args.no_blas_limit:
             embedder.blas_threads = None
-    if isinstance(embedder, OnnxEmbedder) and args.torch_threads is not None:
-        embedder.threads = args.torch_threads
+    if isinstance(embedder, OnnxEmbedder):
+        if args.torch_threads is not None:
+            embedder.threads = args.torch_threads
+        if args.no_blas_limit:
+            embedder.blas_threads = None
+        if args.workers is not None:
+            embedder.workers = args.workers
     start = time.perf_counter()
     if embedder is not None:
         embedder.load()
@@ -142,6 +147,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "cpus": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
             "onnx_threads": (embedder.threads or "default") if isinstance(embedder, OnnxEmbedder) else None,
+            "onnx_workers": embedder.workers if isinstance(embedder, OnnxEmbedder) else None,
             "blas_limit": None if args.no_blas_limit else getattr(embedder, "blas_threads", None),
             "load_average": [round(x, 2) for x in os.getloadavg()],
             "python": platform.python_version(),
@@ -183,7 +189,8 @@ def format_table(r: dict[str, Any]) -> str:
          f"target >= {TARGET_BATCHED_PER_S:g}/s: {ok(b['decisions_per_s'] >= TARGET_BATCHED_PER_S)}"),
         ("batched embedding share", share(b["embedding_share"]), ""),
         ("machine", f"{m['cpus']} CPUs, torch {m['torch_threads']} threads, BLAS limit {m['blas_limit']}"
-         + (f", ONNX Runtime threads {m['onnx_threads']}" if m["onnx_threads"] is not None else ""),
+         + (f", ONNX Runtime threads {m['onnx_threads']} x {m['onnx_workers']} workers"
+            if m["onnx_threads"] is not None else ""),
          f"load average {m['load_average'][0]:.2f}"),
     ]
     w0 = max(len(a) for a, _, _ in rows)
@@ -203,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the prompt sample (default: 0)")
     parser.add_argument("--torch-threads", type=int, default=None,
                         help="torch.set_num_threads for the embedder (ONNX Runtime intra-op threads for an onnx one)")
+    parser.add_argument("--workers", type=int, default=None, help="batches run side by side (onnx embedders)")
     parser.add_argument("--embedder", default=None,
                         help="swap in another embedder (e.g. minilm-onnx, minilm-onnx-int8) to time it; the "
                         "scores are the router's own only when the embedder names match")
