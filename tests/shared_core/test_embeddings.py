@@ -447,7 +447,7 @@ def test_onnx_reuses_export(onnx_dir: Path, monkeypatch: pytest.MonkeyPatch) -> 
 def test_onnx_workers_keep_order(onnx_dir: Path) -> None:
     texts = [f"{'word ' * (i % 7)}text number {i}" for i in range(12)]
     one = OnnxEmbedder(quantize="int8", cache_dir=onnx_dir, threads=1).embed(texts)
-    two = OnnxEmbedder(quantize="int8", cache_dir=onnx_dir, threads=1, workers=2, batch_size=2).embed(texts)
+    two = OnnxEmbedder(quantize="int8", cache_dir=onnx_dir, threads=1, workers=2).embed(texts)
     np.testing.assert_allclose(two, one, atol=1e-5)
     with pytest.raises(ConfigError, match="workers must be a positive integer, got 0"):
         OnnxEmbedder(workers=0, cache_dir=onnx_dir)
