@@ -19,6 +19,7 @@ from shared_core.embeddings import (
     CachedEmbedder,
     Embedder,
     HashEmbedder,
+    Model2VecEmbedder,
     OnnxEmbedder,
     OpenAICompatibleEmbedder,
     SentenceTransformerEmbedder,
@@ -451,3 +452,34 @@ def test_onnx_workers_keep_order(onnx_dir: Path) -> None:
     np.testing.assert_allclose(two, one, atol=1e-5)
     with pytest.raises(ConfigError, match="workers must be a positive integer, got 0"):
         OnnxEmbedder(workers=0, cache_dir=onnx_dir)
+
+
+# --- model2vec static embeddings ---------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_static(tmp_path: Path) -> Path:
+    """A 6-word model2vec model built in place (a distilled one takes minutes)."""
+    from model2vec import StaticModel
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {"[UNK]": 0, "[PAD]": 1, "cat": 2, "dog": 3, "math": 4, "proof": 5}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    vectors = np.random.default_rng(0).standard_normal((len(vocab), 6)).astype(np.float32)
+    StaticModel(vectors=vectors, tokenizer=tokenizer, normalize=True).save_pretrained(str(tmp_path / "tiny"))
+    return tmp_path / "tiny"
+
+
+def test_model2vec_embedder(tiny_static: Path) -> None:
+    emb = get_embedder(str(tiny_static))  # a model2vec directory is recognised by its config
+    assert isinstance(emb, Model2VecEmbedder) and emb.name == "model2vec:tiny" and emb.dim == 6
+    out = emb.embed(["cat dog", "math proof", "cat dog"])
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(out[0], out[2])
+    assert embedder_from_config(emb.to_config()).to_config() == emb.to_config()
+
+
+def test_model2vec_missing_dir_named(tmp_path: Path) -> None:
+    with pytest.raises(EmbeddingError, match="no-model-here"):
+        Model2VecEmbedder(tmp_path / "no-model-here")
