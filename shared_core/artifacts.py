@@ -13,6 +13,11 @@ holds:
   reference prompt set, which let a strong fraction become a threshold without
   the user's own prompts.
 
+:func:`router_config`, :func:`save_router` and :func:`saved_quantiles` are the
+parts every router writes and reads the same way; each router adds its own keys
+and tensors. Routers that keep training prompts store their embeddings with
+:func:`quantize_rows`.
+
 Every problem at load time raises :class:`~shared_core.errors.ArtifactError` naming
 the file and the bad value.
 """
@@ -28,11 +33,14 @@ import numpy as np
 
 from shared_core.errors import ArtifactError, ConfigError
 from shared_core.routers import read_config
+from shared_core.routers._models import same_pair
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 N_QUANTILES = 101
+#: How a router may store its training prompts' embeddings (see :func:`quantize_rows`).
+STORAGE = ("int8", "float16", "float32")
 
 
 # Writing ---------------------------------------------------------------------------
@@ -49,6 +57,23 @@ def write_artifact(path: str | Path, config: dict[str, Any], tensors: dict[str, 
     text = json.dumps(_jsonable(config), indent=2, ensure_ascii=False, allow_nan=False)
     (directory / CONFIG_NAME).write_text(text + "\n", encoding="utf-8")
     return directory
+
+
+def router_config(router: Any, **fields: Any) -> dict[str, Any]:
+    """``config.json`` of a fitted router: the keys every router writes, with its own ``fields`` in the middle."""
+    return {
+        "router": router.name,
+        "format_version": FORMAT_VERSION,
+        "embedder": router.embedder.to_config(),
+        **fields,
+        "training": dict(getattr(router, "training_", None) or {}),
+        "reference_quantiles": quantiles_to_config(router.reference_quantiles),
+    }
+
+
+def save_router(path: str | Path, config: dict[str, Any], tensors: dict[str, np.ndarray]) -> Path:
+    """:func:`write_artifact` without the config's ``None`` values (an optional key left out)."""
+    return write_artifact(path, {k: v for k, v in config.items() if v is not None}, tensors)
 
 
 def _jsonable(value: Any) -> Any:
@@ -109,6 +134,31 @@ def require_tensor(
             f"tensor {name!r} in {str(Path(path) / WEIGHTS_NAME)!r} has shape {tuple(value.shape)}, expected {want}"
         )
     return value
+
+
+def saved_quantiles(
+    config: dict[str, Any], path: str | Path, pair: tuple[str, str], saved_pair: tuple[str, str]
+) -> np.ndarray | None:
+    """The config's reference quantiles (checked) if the router scores the ``saved_pair``
+    (strong, weak); ``None`` if it scores another ``pair``: they belong to the saved one."""
+    quantiles = quantiles_from_config(config, path)
+    return quantiles if same_pair(pair, saved_pair) else None
+
+
+# Embedding storage -------------------------------------------------------------------
+def quantize_rows(x: np.ndarray, storage: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(stored, scales)``: int8 with a per-row scale, or float16/float32 with scale 1."""
+    x = np.asarray(x, dtype=np.float32)
+    if storage == "int8":
+        scale = np.maximum(np.abs(x).max(axis=1), 1e-12) / 127.0
+        return np.round(x / scale[:, None]).astype(np.int8), scale.astype(np.float32)
+    return x.astype(np.float16 if storage == "float16" else np.float32), np.ones(len(x), dtype=np.float32)
+
+
+def dequantize_rows(stored: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """Unit-norm float32 rows from :func:`quantize_rows`' output."""
+    x = stored.astype(np.float32) * scales.astype(np.float32)[:, None]
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 # Embedders -------------------------------------------------------------------------

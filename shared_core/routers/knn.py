@@ -36,19 +36,21 @@ import numpy as np
 import pandas as pd
 
 from shared_core.artifacts import (
-    FORMAT_VERSION,
+    STORAGE,
     check_router_config,
+    dequantize_rows,
     quantiles_from_config,
+    quantize_rows,
     read_artifact,
     require_tensor,
     resolve_embedder,
-    write_artifact,
+    router_config,
+    save_router,
 )
 from shared_core.errors import ArtifactError, ConfigError, DataError
 from shared_core.routers import Router, register_router
 from shared_core.routers._models import DEFAULT_STRONG, DEFAULT_WEAK
 
-STORAGE = ("int8", "float16", "float32")
 LABELLED_COLUMNS = ("prompt", "label", "source")
 
 #: Bank settings chosen by cross-validation on the MMLU training half and arena-bench
@@ -106,21 +108,6 @@ def validate_labelled(df: Any) -> pd.DataFrame:
     if bad.size:
         raise DataError(f"column 'label' row {bad[0]} must be a number in [0, 1], got {out['label'][bad[0]]!r}")
     return out.assign(label=labels)
-
-
-def quantize_rows(x: np.ndarray, storage: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(stored, scales)``: int8 with a per-row scale, or float16/float32 with scale 1."""
-    x = np.asarray(x, dtype=np.float32)
-    if storage == "int8":
-        scale = np.maximum(np.abs(x).max(axis=1), 1e-12) / 127.0
-        return np.round(x / scale[:, None]).astype(np.int8), scale.astype(np.float32)
-    return x.astype(np.float16 if storage == "float16" else np.float32), np.ones(len(x), dtype=np.float32)
-
-
-def dequantize_rows(stored: np.ndarray, scales: np.ndarray) -> np.ndarray:
-    """Unit-norm float32 rows from :func:`quantize_rows`' output."""
-    x = stored.astype(np.float32) * scales.astype(np.float32)[:, None]
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def top_k(sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -267,20 +254,16 @@ class KNNRouter(Router):
     # Artifacts -------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         self._check_fitted()
-        return {
-            "router": self.name,
-            "format_version": FORMAT_VERSION,
-            "embedder": self.embedder.to_config(),
-            "scoring_pair": {"strong": self.strong, "weak": self.weak},
-            "sources": list(self.sources_),
-            "bank_sizes": [int(n) for n in self.bank_sizes_],
-            "banks": {s: cfg for s, cfg in zip(self.sources_, self.settings_)},
-            "gate_temperature": self.gate_temperature,
-            "gate_k": self.gate_k,
-            "storage": self.storage,
-            "training": dict(getattr(self, "training_", None) or {}),
-            "reference_quantiles": None if self.reference_quantiles is None else list(map(float, self.reference_quantiles)),
-        }
+        return router_config(
+            self,
+            scoring_pair={"strong": self.strong, "weak": self.weak},
+            sources=list(self.sources_),
+            bank_sizes=[int(n) for n in self.bank_sizes_],
+            banks={s: cfg for s, cfg in zip(self.sources_, self.settings_)},
+            gate_temperature=self.gate_temperature,
+            gate_k=self.gate_k,
+            storage=self.storage,
+        )
 
     def tensors(self) -> dict[str, np.ndarray]:
         return {
@@ -290,8 +273,7 @@ class KNNRouter(Router):
         }
 
     def save(self, path: str | Path) -> Path:
-        config = {k: v for k, v in self.config().items() if v is not None}
-        return write_artifact(path, config, self.tensors())
+        return save_router(path, self.config(), self.tensors())
 
     @classmethod
     def _init_kwargs(cls, config: dict[str, Any]) -> dict[str, Any]:

@@ -38,14 +38,13 @@ from typing import Any
 import numpy as np
 
 from shared_core.artifacts import (
-    FORMAT_VERSION,
     check_router_config,
-    quantiles_from_config,
-    quantiles_to_config,
     read_artifact,
     require_tensor,
     resolve_embedder,
-    write_artifact,
+    router_config,
+    save_router,
+    saved_quantiles,
 )
 from shared_core.errors import ArtifactError, ConfigError, DataError
 from shared_core.routers import Router, register_router
@@ -55,7 +54,6 @@ from shared_core.routers._models import (
     ROUTELLM_MF_MODELS,
     check_pair_config,
     model_key,
-    same_pair,
     scoring_pair,
     unique_models,
 )
@@ -307,27 +305,22 @@ class MatrixFactorizationRouter(Router):
     # Artifacts -------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         self._check_fitted()
-        return {
-            "router": self.name,
-            "format_version": FORMAT_VERSION,
-            "embedder": self.embedder.to_config(),
-            "models": list(self.models_),
-            "scoring_pair": {"strong": self.strong, "weak": self.weak},
-            "num_models": len(self.models_),
-            "dim": int(self.P_.shape[1]),
-            "text_dim": int(self.text_proj_.shape[1]) if self.text_proj_ is not None else int(self.P_.shape[1]),
-            "use_proj": self.text_proj_ is not None,
-            "training": dict(getattr(self, "training_", None) or {}),
-            "reference_quantiles": quantiles_to_config(self.reference_quantiles),
-        }
+        return router_config(
+            self,
+            models=list(self.models_),
+            scoring_pair={"strong": self.strong, "weak": self.weak},
+            num_models=len(self.models_),
+            dim=int(self.P_.shape[1]),
+            text_dim=int(self.text_proj_.shape[1]) if self.text_proj_ is not None else int(self.P_.shape[1]),
+            use_proj=self.text_proj_ is not None,
+        )
 
     def save(self, path: str | Path) -> Path:
         """Write ``config.json`` and ``model.safetensors`` (RouteLLM's tensor names)."""
-        config = {k: v for k, v in self.config().items() if v is not None}
         tensors = {"P.weight": self.P_, "classifier.0.weight": self.classifier_}
         if self.text_proj_ is not None:
             tensors["text_proj.0.weight"] = self.text_proj_
-        return write_artifact(path, config, tensors)
+        return save_router(path, self.config(), tensors)
 
     @classmethod
     def from_pretrained(
@@ -364,9 +357,7 @@ class MatrixFactorizationRouter(Router):
         router._set_weights(path, tensors, models, text_dim, bool(config.get("use_proj", True)))
         scoring_pair(router.models_, router.strong, router.weak)  # an overridden pair must be in the table
         router.training_ = config.get("training") or {}
-        quantiles = quantiles_from_config(config, path)
-        saved_pair = same_pair((router.strong, router.weak), (saved_strong, saved_weak))
-        router.reference_quantiles_ = quantiles if saved_pair else None
+        router.reference_quantiles_ = saved_quantiles(config, path, (router.strong, router.weak), (saved_strong, saved_weak))
         return router
 
     @classmethod

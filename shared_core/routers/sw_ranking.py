@@ -49,14 +49,16 @@ from typing import Any
 import numpy as np
 
 from shared_core.artifacts import (
-    FORMAT_VERSION,
+    STORAGE,
     check_router_config,
-    quantiles_from_config,
-    quantiles_to_config,
+    dequantize_rows,
+    quantize_rows,
     read_artifact,
     require_tensor,
     resolve_embedder,
-    write_artifact,
+    router_config,
+    save_router,
+    saved_quantiles,
 )
 from shared_core.errors import ArtifactError, ConfigError
 from shared_core.routers import Router, register_router
@@ -65,12 +67,10 @@ from shared_core.routers._models import (
     DEFAULT_WEAK,
     check_pair_config,
     model_key,
-    same_pair,
     scoring_pair,
     unique_models,
 )
 
-STORAGE = ("int8", "float16", "float32")
 #: Prompts scored together; larger batches are split so memory stays bounded.
 _CHUNK = 256
 
@@ -156,22 +156,6 @@ def compute_tiers(ratings: np.ndarray, num_tiers: int) -> np.ndarray:
         tiers[order[i:j]] = t - 1
         j = i
     return tiers
-
-
-# Embedding storage ---------------------------------------------------------------------
-def quantize_rows(x: np.ndarray, storage: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(stored, scales)``: int8 with a per-row scale, or float16/float32 with scale 1."""
-    x = np.asarray(x, dtype=np.float32)
-    if storage == "int8":
-        scale = np.maximum(np.abs(x).max(axis=1), 1e-12) / 127.0
-        return np.round(x / scale[:, None]).astype(np.int8), scale.astype(np.float32)
-    return x.astype(np.float16 if storage == "float16" else np.float32), np.ones(len(x), dtype=np.float32)
-
-
-def dequantize_rows(stored: np.ndarray, scales: np.ndarray) -> np.ndarray:
-    """Unit-norm float32 rows from :func:`quantize_rows`' output."""
-    x = stored.astype(np.float32) * scales.astype(np.float32)[:, None]
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 @register_router
@@ -352,25 +336,20 @@ class SWRankingRouter(Router):
     # Artifacts -------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         self._check_fitted()
-        return {
-            "router": self.name,
-            "format_version": FORMAT_VERSION,
-            "embedder": self.embedder.to_config(),
-            "models": list(self.models_),
-            "scoring_pair": {"strong": self.strong, "weak": self.weak},
-            "num_tiers": self.num_tiers,
-            "tiers": {m: int(t) for m, t in zip(self.models_, self.tiers_)},
-            "ratings": {m: round(float(r), 6) for m, r in zip(self.models_, self.ratings_)},
-            "gamma": self.gamma,
-            "ridge": self.ridge,
-            "newton_steps": self.newton_steps,
-            "storage": self.storage,
-            "training": dict(getattr(self, "training_", None) or {}),
-            "reference_quantiles": quantiles_to_config(self.reference_quantiles),
-        }
+        return router_config(
+            self,
+            models=list(self.models_),
+            scoring_pair={"strong": self.strong, "weak": self.weak},
+            num_tiers=self.num_tiers,
+            tiers={m: int(t) for m, t in zip(self.models_, self.tiers_)},
+            ratings={m: round(float(r), 6) for m, r in zip(self.models_, self.ratings_)},
+            gamma=self.gamma,
+            ridge=self.ridge,
+            newton_steps=self.newton_steps,
+            storage=self.storage,
+        )
 
     def save(self, path: str | Path) -> Path:
-        config = {k: v for k, v in self.config().items() if v is not None}
         tensors = {
             "prompt_embeddings": self.stored_embeddings_,
             "prompt_embedding_scales": self.embedding_scales_,
@@ -379,7 +358,7 @@ class SWRankingRouter(Router):
             "battle_model_b": self.battle_b_,
             "battle_outcome": self.battle_outcome_,
         }
-        return write_artifact(path, config, tensors)
+        return save_router(path, self.config(), tensors)
 
     @classmethod
     def from_pretrained(
@@ -436,7 +415,5 @@ class SWRankingRouter(Router):
         router.ratings_ = np.array([float(ratings.get(m, np.nan)) for m in models])
         router._build_cells()
         router.training_ = config.get("training") or {}
-        quantiles = quantiles_from_config(config, path)
-        saved_pair = same_pair((router.strong, router.weak), (saved_strong, saved_weak))
-        router.reference_quantiles_ = quantiles if saved_pair else None
+        router.reference_quantiles_ = saved_quantiles(config, path, (router.strong, router.weak), (saved_strong, saved_weak))
         return router
