@@ -3,14 +3,15 @@
 Routing policy (which text is scored, what happens without one) is not here: it
 lives in :mod:`shared_core.policy` and :class:`shared_core.engine.RoutingEngine`.
 This module only turns LangChain messages into the ``(role, content)`` pairs the
-engine reads and writes the decision that every response carries.
+engine reads, writes the decision that every response carries, and runs a batch
+on decisions made in one router call.
 """
 
 from __future__ import annotations
 
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Awaitable, Callable, Sequence, Union
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import (
@@ -22,7 +23,9 @@ from langchain_core.messages import (
     SystemMessage,
     ToolMessage,
 )
-from langchain_core.runnables import Runnable
+from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables.config import get_config_list, get_executor_for_config
+from langchain_core.runnables.utils import gather_with_concurrency
 
 from shared_core.engine import RoutingEngine
 from shared_core.engine import decision_record as shared_decision_record
@@ -126,3 +129,70 @@ def set_pending(owner: object, decision: Decision | None):
 
 def reset_pending(token) -> None:
     _PENDING.reset(token)
+
+
+# Batches: one router call, then each input's own call ---------------------------------
+def decide_each(
+    engine: RoutingEngine, inputs: Sequence[Any], convert: Callable[[Any], Any], errors: Any
+) -> list[Decision | None]:
+    """Decisions for all ``inputs`` in one router call. An input that ``convert``
+    rejects (raising one of ``errors``) gets ``None``: its own call raises the
+    error where it belongs."""
+    conversations: list[Any] = []
+    for item in inputs:
+        try:
+            conversations.append(convert(item))
+        except errors:
+            conversations.append(None)
+    index = [i for i, c in enumerate(conversations) if c is not None]
+    decided = engine.decide([conversations[i] for i in index]) if index else []
+    out: list[Decision | None] = [None] * len(inputs)
+    for i, d in zip(index, decided):
+        out[i] = d
+    return out
+
+
+def run_batch(
+    owner: object, inputs: list[Any], config: Union[RunnableConfig, list[RunnableConfig], None],
+    decisions: list[Decision | None], invoke: Callable[..., Any], return_exceptions: bool, kwargs: dict[str, Any],
+) -> list[Any]:
+    """``invoke`` each input (in the config's executor) with its decision made ahead."""
+    configs = get_config_list(config, len(inputs))
+
+    def one(i: int) -> Any:
+        token = set_pending(owner, decisions[i])
+        try:
+            return invoke(inputs[i], configs[i], **kwargs)
+        except Exception as exc:
+            if return_exceptions:
+                return exc
+            raise
+        finally:
+            reset_pending(token)
+
+    if len(inputs) == 1:
+        return [one(0)]
+    with get_executor_for_config(configs[0]) as executor:
+        return list(executor.map(one, range(len(inputs))))
+
+
+async def arun_batch(
+    owner: object, inputs: list[Any], config: Union[RunnableConfig, list[RunnableConfig], None],
+    decisions: list[Decision | None], ainvoke: Callable[..., Awaitable[Any]], return_exceptions: bool,
+    kwargs: dict[str, Any],
+) -> list[Any]:
+    """Async :func:`run_batch`, at most the config's ``max_concurrency`` calls at a time."""
+    configs = get_config_list(config, len(inputs))
+
+    async def one(i: int) -> Any:
+        token = set_pending(owner, decisions[i])
+        try:
+            return await ainvoke(inputs[i], configs[i], **kwargs)
+        except Exception as exc:
+            if return_exceptions:
+                return exc
+            raise
+        finally:
+            reset_pending(token)
+
+    return await gather_with_concurrency(configs[0].get("max_concurrency"), *(one(i) for i in range(len(inputs))))

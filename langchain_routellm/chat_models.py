@@ -12,18 +12,18 @@ from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig
-from langchain_core.runnables.config import get_config_list, get_executor_for_config, run_in_executor
-from langchain_core.runnables.utils import gather_with_concurrency
+from langchain_core.runnables.config import run_in_executor
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from langchain_routellm._routing import (
     DECISION_KEY,
+    arun_batch,
     build_engine,
+    decide_each,
     decision_record,
     model_name,
     other,
-    reset_pending,
-    set_pending,
+    run_batch,
     take_pending,
     to_conversation,
 )
@@ -245,20 +245,10 @@ class RouteLLMChat(BaseChatModel):
         return await run_in_executor(None, self.route, input)
 
     def _decide_many(self, inputs: Sequence[LanguageModelInput]) -> list[Optional[Decision]]:
-        # One router call for all inputs; an input that does not convert is left to
-        # its own call, which raises the conversion error where it belongs.
-        conversations: list[Any] = []
-        for item in inputs:
-            try:
-                conversations.append(to_conversation(self._convert_input(item).to_messages()))
-            except (ValueError, TypeError):
-                conversations.append(None)
-        index = [i for i, c in enumerate(conversations) if c is not None]
-        decided = self._engine.decide([conversations[i] for i in index]) if index else []
-        out: list[Optional[Decision]] = [None] * len(inputs)
-        for i, d in zip(index, decided):
-            out[i] = d
-        return out
+        return decide_each(
+            self._engine, inputs, lambda item: to_conversation(self._convert_input(item).to_messages()),
+            (ValueError, TypeError),
+        )
 
     def _decide(self, messages: list[BaseMessage]) -> Decision:
         pending = take_pending(self)
@@ -378,24 +368,7 @@ class RouteLLMChat(BaseChatModel):
     ) -> list[Any]:
         if not inputs:
             return []
-        decisions = self._decide_many(inputs)
-        configs = get_config_list(config, len(inputs))
-
-        def one(i: int) -> Any:
-            token = set_pending(self, decisions[i])
-            try:
-                return self.invoke(inputs[i], configs[i], **kwargs)
-            except Exception as exc:
-                if return_exceptions:
-                    return exc
-                raise
-            finally:
-                reset_pending(token)
-
-        if len(inputs) == 1:
-            return [one(0)]
-        with get_executor_for_config(configs[0]) as executor:
-            return list(executor.map(one, range(len(inputs))))
+        return run_batch(self, inputs, config, self._decide_many(inputs), self.invoke, return_exceptions, kwargs)
 
     async def abatch(
         self,
@@ -408,20 +381,7 @@ class RouteLLMChat(BaseChatModel):
         if not inputs:
             return []
         decisions = await run_in_executor(None, self._decide_many, inputs)
-        configs = get_config_list(config, len(inputs))
-
-        async def one(i: int) -> Any:
-            token = set_pending(self, decisions[i])
-            try:
-                return await self.ainvoke(inputs[i], configs[i], **kwargs)
-            except Exception as exc:
-                if return_exceptions:
-                    return exc
-                raise
-            finally:
-                reset_pending(token)
-
-        return await gather_with_concurrency(configs[0].get("max_concurrency"), *(one(i) for i in range(len(inputs))))
+        return await arun_batch(self, inputs, config, decisions, self.ainvoke, return_exceptions, kwargs)
 
     # Tools and structured output -------------------------------------------------
     def bind_tools(

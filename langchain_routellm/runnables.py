@@ -20,21 +20,19 @@ from langchain_core.runnables.config import (
     ensure_config,
     get_async_callback_manager_for_config,
     get_callback_manager_for_config,
-    get_config_list,
-    get_executor_for_config,
     patch_config,
     run_in_executor,
 )
-from langchain_core.runnables.utils import gather_with_concurrency
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from langchain_routellm._routing import (
     DECISION_KEY,
+    arun_batch,
     build_engine,
+    decide_each,
     decision_record,
     other,
-    reset_pending,
-    set_pending,
+    run_batch,
     take_pending,
     to_conversation,
 )
@@ -268,61 +266,20 @@ class RouteLLMRunnable(RunnableSerializable[Any, Any]):
 
     # Batches: one router call ----------------------------------------------------
     def _decide_many(self, inputs: Sequence[Any]) -> list[Optional[Decision]]:
-        conversations: list[Any] = []
-        for item in inputs:
-            try:
-                conversations.append(self._conversation(item))
-            except ConfigError:
-                conversations.append(None)  # its own call raises the error
-        index = [i for i, c in enumerate(conversations) if c is not None]
-        decided = self._engine.decide([conversations[i] for i in index]) if index else []
-        out: list[Optional[Decision]] = [None] * len(inputs)
-        for i, d in zip(index, decided):
-            out[i] = d
-        return out
+        return decide_each(self._engine, inputs, self._conversation, ConfigError)
 
     def batch(self, inputs: list[Any], config: Union[RunnableConfig, list[RunnableConfig], None] = None, *,
               return_exceptions: bool = False, **kwargs: Any) -> list[Any]:
         if not inputs:
             return []
-        decisions = self._decide_many(inputs)
-        configs = get_config_list(config, len(inputs))
-
-        def one(i: int) -> Any:
-            token = set_pending(self, decisions[i])
-            try:
-                return self.invoke(inputs[i], configs[i], **kwargs)
-            except Exception as exc:
-                if return_exceptions:
-                    return exc
-                raise
-            finally:
-                reset_pending(token)
-
-        if len(inputs) == 1:
-            return [one(0)]
-        with get_executor_for_config(configs[0]) as executor:
-            return list(executor.map(one, range(len(inputs))))
+        return run_batch(self, inputs, config, self._decide_many(inputs), self.invoke, return_exceptions, kwargs)
 
     async def abatch(self, inputs: list[Any], config: Union[RunnableConfig, list[RunnableConfig], None] = None, *,
                      return_exceptions: bool = False, **kwargs: Any) -> list[Any]:
         if not inputs:
             return []
         decisions = await run_in_executor(None, self._decide_many, inputs)
-        configs = get_config_list(config, len(inputs))
-
-        async def one(i: int) -> Any:
-            token = set_pending(self, decisions[i])
-            try:
-                return await self.ainvoke(inputs[i], configs[i], **kwargs)
-            except Exception as exc:
-                if return_exceptions:
-                    return exc
-                raise
-            finally:
-                reset_pending(token)
-
-        return await gather_with_concurrency(configs[0].get("max_concurrency"), *(one(i) for i in range(len(inputs))))
+        return await arun_batch(self, inputs, config, decisions, self.ainvoke, return_exceptions, kwargs)
 
 
 def _tag(output: Any, record: dict[str, Any]) -> Any:
