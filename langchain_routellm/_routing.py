@@ -93,10 +93,6 @@ def decision_record(
     return shared_decision_record(decision, role, model_name(model), named)
 
 
-def other(role: Role) -> Role:
-    return Role.WEAK if role is Role.STRONG else Role.STRONG
-
-
 def build_engine(
     router: str | Path | Router | None,
     threshold: float | None,

@@ -22,12 +22,11 @@ from langchain_routellm._routing import (
     decide_each,
     decision_record,
     model_name,
-    other,
     run_batch,
     take_pending,
     to_conversation,
 )
-from shared_core.engine import RoutingEngine
+from shared_core.engine import RoutingEngine, attempt_order
 from shared_core.errors import ConfigError
 from shared_core.routers import Decision, Role, Router
 
@@ -259,7 +258,7 @@ class RouteLLMChat(BaseChatModel):
         per_model = kwargs.pop(PER_MODEL_KWARGS, None) or {}
         defaults = {k: v for k, v in (("temperature", self.temperature), ("max_tokens", self.max_tokens))
                     if v is not None}
-        roles = [decision.role, other(decision.role)] if self.fallback else [decision.role]
+        roles = attempt_order(decision, self.fallback)
         return [(r, self._model(r), {**defaults, **kwargs, **per_model.get(r.value, {})}) for r in roles]
 
     def _model(self, role: Role) -> BaseChatModel:

@@ -31,12 +31,11 @@ from langchain_routellm._routing import (
     build_engine,
     decide_each,
     decision_record,
-    other,
     run_batch,
     take_pending,
     to_conversation,
 )
-from shared_core.engine import RoutingEngine
+from shared_core.engine import RoutingEngine, attempt_order
 from shared_core.errors import ConfigError
 from shared_core.routers import Decision, Role, Router
 
@@ -149,7 +148,7 @@ class RouteLLMRunnable(RunnableSerializable[Any, Any]):
         return pending if pending is not None else self.route(input)
 
     def _plan(self, decision: Decision) -> list[tuple[Role, Runnable]]:
-        roles = [decision.role, other(decision.role)] if self.fallback else [decision.role]
+        roles = attempt_order(decision, self.fallback)
         return [(r, self.strong if r is Role.STRONG else self.weak) for r in roles]
 
     @staticmethod

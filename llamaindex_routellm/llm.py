@@ -35,7 +35,7 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import LLM, ToolSelection
 from llama_index.core.prompts import BasePromptTemplate
 
-from shared_core.engine import RoutingEngine, decision_record
+from shared_core.engine import RoutingEngine, attempt_order, decision_record
 from shared_core.errors import ConfigError
 from shared_core.routers import Decision, Role, Router
 
@@ -289,7 +289,7 @@ class RouteLLM(FunctionCallingLLM):
 
     def _plan(self, decision: Decision, tools: bool) -> List[Tuple[Role, LLM]]:
         """The models to try, in order: the chosen one, then the other with ``fallback``."""
-        roles = [decision.role, _other(decision.role)] if self.fallback else [decision.role]
+        roles = attempt_order(decision, self.fallback)
         plan = [(role, self._model(role)) for role in roles]
         if tools:
             for role, model in plan:
@@ -595,10 +595,6 @@ class RouteLLM(FunctionCallingLLM):
 
 
 _END = object()
-
-
-def _other(role: Role) -> Role:
-    return Role.WEAK if role is Role.STRONG else Role.STRONG
 
 
 def _prompt_conversation(prompt: str) -> List[Tuple[str, Any]]:

@@ -92,6 +92,12 @@ def _load_shipped(name: str) -> Router:
     return load_router(CHECKPOINTS / name)
 
 
+def attempt_order(decision: Decision, fallback: bool) -> list[Role]:
+    """The roles to try for a decision: the chosen one, then the other if ``fallback``."""
+    other = Role.WEAK if decision.role is Role.STRONG else Role.STRONG
+    return [decision.role, other] if fallback else [decision.role]
+
+
 def decision_record(
     decision: Decision,
     role: Role,
