@@ -1,0 +1,295 @@
+"""``ensemble`` whose neighbour weight follows how close the nearest training prompts are (``adaptive_ensemble``).
+
+The ``ensemble`` router (:mod:`shared_core.routers.ensemble`) averages gated
+neighbours and a linear head with a fixed weight (0.3 / 0.7). The neighbours
+are the better predictor *inside* a training source and a poor one outside it
+(trained on MMLU, scored on arena-bench: APGR 0.51; the reverse 0.48), while
+the head transfers (0.57 / 0.55). So here the neighbours' weight depends on the
+prompt's mean cosine similarity ``s`` to its ``sim_k`` nearest training prompts:
+
+    w = knn_weight * clip((s - sim_low) / (sim_high - sim_low), 0, 1)
+    score = w * knn_score + (1 - w) * linear_score
+
+A prompt with close neighbours (most MMLU questions: median ``s`` 0.48) gets up to
+weight ``knn_weight`` (0.7) on the neighbours; a prompt unlike anything trained on
+(median 0.21 for MMLU questions against the arena-bench bank) the head alone.
+
+Because far-away prompts no longer see the neighbours, the neighbour part can be
+made more source-specific without hurting transfer: a softmax classifier from
+embedding to MMLU subject (``group``) predicts each prompt's expected subject
+label, mixed 50/50 into the MMLU bank's neighbour score (on its own this lifted
+MMLU but lowered transfer in ``ensemble``; /work/notes/quality.md #22).
+
+The head also gets two prompt features more than ``ensemble``'s (count of
+arithmetic-quantity words such as *total, each, per, percent, cost*, and of
+programming words such as *python, function, implement*); of ten candidate
+features these were the ones whose correlation with the label had the same
+sign on MMLU and on arena-bench.
+
+Dev numbers (MMLU-train 5-fold CV / arena-bench 5-fold CV / MMLU->arena /
+arena->MMLU; /work/notes/quality.md, section H7): ``ensemble`` 0.671 / 0.561 /
+0.556 / 0.530 (mean 0.580); this router 0.678 / 0.570 / 0.569 / 0.539 (mean 0.589).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from shared_core.artifacts import require_tensor
+from shared_core.errors import ArtifactError, ConfigError
+from shared_core.routers import register_router
+from shared_core.routers.ensemble import FEATURE_NAMES as BASE_FEATURE_NAMES
+from shared_core.routers.ensemble import EnsembleRouter, fit_weighted_ridge, prompt_features
+from shared_core.routers.knn import KNNRouter, _number, top_k, validate_labelled
+
+#: Version of :func:`adaptive_features`; a saved head needs the same features.
+FEATURES_VERSION = 1
+FEATURE_NAMES = (*BASE_FEATURE_NAMES, "log_quantity_words", "log_code_words")
+_QUANTITY = re.compile(
+    r"\b(total|each|per|times|twice|half|double|triple|percent|more than|less than|fewer|left|remain\w*|"
+    r"spend|spent|cost\w*|pay\w*|earn\w*|buy\w*|bought|sell\w*|sold|save\w*|split|share|every|average|"
+    r"rate|profit|discount|hours?|minutes?|days?|weeks?|miles?|dollars?|cents?)\b",
+    re.I,
+)
+_CODE_WORDS = re.compile(
+    r"\b(python|javascript|java|c\+\+|sql|code|function|program|script|algorithm|implement)\b", re.I
+)
+
+
+def adaptive_features(prompts: Sequence[str]) -> np.ndarray:
+    """``ensemble``'s prompt features plus the two of :data:`FEATURE_NAMES` it lacks, ``(n, 12)``."""
+    extra = np.array([[np.log1p(len(_QUANTITY.findall(p))), np.log1p(len(_CODE_WORDS.findall(p)))] for p in prompts])
+    return np.hstack([prompt_features(prompts), extra.reshape(len(prompts), 2)])
+
+
+def fit_softmax(x: np.ndarray, classes: np.ndarray, n_classes: int, c: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(coef (dim, n_classes), intercept (n_classes,))`` of an L2 multinomial logistic regression.
+
+    Minimises ``sum cross-entropy + |coef|^2 / (2 c)`` (scikit-learn's ``LogisticRegression(C=c)``) with
+    full-batch L-BFGS from zeros, so the result is deterministic.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        xt = torch.as_tensor(np.asarray(x, dtype=np.float64))
+        yt = torch.as_tensor(np.asarray(classes, dtype=np.int64))
+        coef = torch.zeros((x.shape[1], n_classes), dtype=torch.float64, requires_grad=True)
+        bias = torch.zeros(n_classes, dtype=torch.float64, requires_grad=True)
+        opt = torch.optim.LBFGS([coef, bias], lr=1.0, max_iter=500, tolerance_grad=1e-6,
+                                tolerance_change=1e-10, history_size=20, line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(xt @ coef + bias, yt, reduction="sum")
+            loss = (loss + (coef**2).sum() / (2.0 * c)) / len(x)
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        return coef.detach().numpy(), bias.detach().numpy()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+@register_router
+class AdaptiveEnsembleRouter(EnsembleRouter):
+    """``ensemble`` with a neighbour weight that shrinks to 0 for prompts far from the training data.
+
+    Labelled prompts may carry a ``group`` column (MMLU: the subject). A softmax
+    classifier from embedding to group then predicts each prompt's expected
+    group label, which is mixed into the neighbour score of the groups' bank
+    with weight ``group_mix`` (groups must all come from one source).
+
+    >>> import pandas as pd
+    >>> from shared_core.embeddings import HashEmbedder
+    >>> labelled = pd.DataFrame({"prompt": ["prove the theorem 12 + 7", "say hi"] * 5,
+    ...     "label": [1.0, 0.0] * 5, "source": "demo", "group": ["maths", "chat"] * 5})
+    >>> router = AdaptiveEnsembleRouter(HashEmbedder(), banks={"demo": {"k": 3}}).fit(labelled)
+    >>> scores = router.score(["prove the theorem 12 + 7", "say hi"])
+    >>> bool(scores[0] > scores[1])
+    True
+    """
+
+    name = "adaptive_ensemble"
+
+    def __init__(
+        self,
+        embedder,
+        *,
+        knn_weight: float = 0.7,
+        sim_low: float = 0.35,
+        sim_high: float = 0.5,
+        sim_k: int = 10,
+        group_mix: float = 0.5,
+        group_c: float = 10.0,
+        group_prior_weight: float = 5.0,
+        **ensemble_kwargs: Any,
+    ) -> None:
+        weight = _number(knn_weight, "knn_weight", low=0)
+        mix = _number(group_mix, "group_mix", low=0)
+        for value, name, given in ((weight, "knn_weight", knn_weight), (mix, "group_mix", group_mix)):
+            if value > 1:
+                raise ConfigError(f"{name} must be in [0, 1], got {given!r}")
+        ensemble_kwargs.pop("head_weight", None)  # the weight is per prompt here
+        super().__init__(embedder, head_weight=1.0 - weight, **ensemble_kwargs)
+        self.knn_weight = weight
+        self.sim_low = _number(sim_low, "sim_low", low=-1)
+        self.sim_high = _number(sim_high, "sim_high", low=-1)
+        if not self.sim_low < self.sim_high <= 1:
+            raise ConfigError(f"need -1 <= sim_low < sim_high <= 1, got sim_low={sim_low!r}, sim_high={sim_high!r}")
+        self.sim_k = int(_number(sim_k, "sim_k", low=1, integer=True))
+        self.group_mix = mix
+        self.group_c = _number(group_c, "group_c", low=0, strict=True)
+        self.group_prior_weight = _number(group_prior_weight, "group_prior_weight", low=0)
+
+    # Training --------------------------------------------------------------------
+    def fit(self, labelled: pd.DataFrame, *, progress: bool | None = None) -> "AdaptiveEnsembleRouter":
+        """Fit the kNN banks, the group classifier (if ``group`` is given) and the linear head."""
+        df = validate_labelled(labelled)
+        KNNRouter.fit(self, df, progress=progress)
+        order = np.concatenate([np.flatnonzero(df["source"].to_numpy() == s) for s in self.sources_])
+        self._fit_groups(df.iloc[order].reset_index(drop=True))
+        feats = adaptive_features(list(df["prompt"].to_numpy()[order]))
+        self.feature_mean_ = feats.mean(axis=0)
+        self.feature_scale_ = np.maximum(feats.std(axis=0), 1e-6)
+        x = np.hstack([self.embeddings_, (feats - self.feature_mean_) / self.feature_scale_])
+        weights = np.array([self.source_weights.get(s, 1.0) for s in df["source"].to_numpy()[order]])
+        coef, intercept = fit_weighted_ridge(x, self.labels_.astype(np.float64), weights, self.ridge_alpha)
+        self.coef_ = coef.astype(np.float32)
+        self.intercept_ = float(intercept)
+        self.training_["head"] = {"ridge_alpha": self.ridge_alpha, "source_weights": self.source_weights}
+        return self
+
+    def _fit_groups(self, df: pd.DataFrame) -> None:
+        """Classifier from embedding to group over the rows with a group; rows are in bank order."""
+        self.groups_, self.group_source_ = [], None
+        if "group" not in df.columns or self.group_mix == 0:
+            return
+        has = df["group"].notna().to_numpy() & (df["group"].astype(str).str.strip() != "").to_numpy()
+        if has.sum() == 0:
+            return
+        sources = sorted(set(df["source"][has]))
+        if len(sources) > 1:
+            raise ConfigError(f"groups must all come from one source, got groups in sources {sources}")
+        groups = df["group"][has].astype(str).to_numpy()
+        self.groups_ = sorted(set(groups))
+        if len(self.groups_) < 2:
+            self.groups_ = []
+            return
+        self.group_source_ = sources[0]
+        idx = np.searchsorted(np.array(self.groups_), groups)
+        labels = self.labels_[has].astype(np.float64)
+        counts = np.bincount(idx, minlength=len(self.groups_))
+        sums = np.bincount(idx, weights=labels, minlength=len(self.groups_))
+        self.group_value_ = (sums + self.group_prior_weight * labels.mean()) / (counts + self.group_prior_weight)
+        coef, bias = fit_softmax(self.embeddings_[has], idx, len(self.groups_), self.group_c)
+        self.group_coef_, self.group_intercept_ = coef.astype(np.float32), bias.astype(np.float64)
+        self.training_["groups"] = {
+            "source": self.group_source_, "groups": len(self.groups_), "prompts": int(has.sum())
+        }
+
+    # Scoring ---------------------------------------------------------------------
+    def group_scores(self, embeddings: np.ndarray) -> np.ndarray:
+        """Expected label of each prompt's predicted group (probability-weighted group means)."""
+        logits = np.asarray(embeddings, dtype=np.float64) @ self.group_coef_.astype(np.float64) + self.group_intercept_
+        return _softmax(logits) @ self.group_value_
+
+    def score_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
+        """The gated neighbour win rates, the groups' bank mixed with :meth:`group_scores`."""
+        scores, gates = self.bank_scores(embeddings)
+        if self.groups_ and self.group_source_ in self.sources_:
+            j = self.sources_.index(self.group_source_)
+            scores[:, j] = (1 - self.group_mix) * scores[:, j] + self.group_mix * self.group_scores(embeddings)
+        return (scores * gates).sum(axis=1)
+
+    def head_scores(self, prompts: Sequence[str], embeddings: np.ndarray) -> np.ndarray:
+        """The linear head's win rates (clipped to [0, 1])."""
+        feats = (adaptive_features(prompts) - self.feature_mean_) / self.feature_scale_
+        x = np.hstack([np.asarray(embeddings, dtype=np.float64), feats])
+        return np.clip(x @ self.coef_.astype(np.float64) + self.intercept_, 0.0, 1.0)
+
+    def knn_weights(self, embeddings: np.ndarray) -> np.ndarray:
+        """Per-prompt weight of the neighbours, from the mean similarity of the ``sim_k`` nearest training prompts."""
+        self._check_fitted()
+        sims = np.asarray(embeddings, dtype=np.float32) @ self.embeddings_.T
+        _, top = top_k(sims, self.sim_k)
+        closeness = (top.mean(axis=1) - self.sim_low) / (self.sim_high - self.sim_low)
+        return self.knn_weight * np.clip(closeness, 0.0, 1.0)
+
+    def _score(self, prompts: list[str]) -> np.ndarray:
+        self._check_fitted()
+        emb = self.embedder.embed(prompts)
+        w = self.knn_weights(emb)
+        return w * self.score_embeddings(emb) + (1.0 - w) * self.head_scores(prompts, emb)
+
+    # Artifacts -------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        config = super().config()
+        config.pop("head_weight", None)
+        return {
+            **config,
+            "knn_weight": self.knn_weight,
+            "sim_low": self.sim_low,
+            "sim_high": self.sim_high,
+            "sim_k": self.sim_k,
+            "group_mix": self.group_mix,
+            "group_c": self.group_c,
+            "group_prior_weight": self.group_prior_weight,
+            "group_source": self.group_source_,
+            "groups": list(self.groups_),
+            "features": {"version": FEATURES_VERSION, "names": list(FEATURE_NAMES)},
+        }
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        out = super().tensors()
+        if self.groups_:
+            out.update(group_coef=self.group_coef_, group_intercept=self.group_intercept_,
+                       group_value=self.group_value_.astype(np.float64))
+        return out
+
+    @classmethod
+    def _init_kwargs(cls, config: dict[str, Any]) -> dict[str, Any]:
+        kwargs = super()._init_kwargs(config)
+        kwargs.pop("head_weight", None)
+        defaults = {"knn_weight": 0.7, "sim_low": 0.35, "sim_high": 0.5, "sim_k": 10, "group_mix": 0.5,
+                    "group_c": 10.0, "group_prior_weight": 5.0}
+        return {**kwargs, **{k: config.get(k, v) for k, v in defaults.items()}}
+
+    def _load_extra(self, config: dict[str, Any], tensors: dict[str, np.ndarray], path: str | Path) -> None:
+        feats = config.get("features") or {}
+        if feats.get("version") != FEATURES_VERSION or list(feats.get("names") or []) != list(FEATURE_NAMES):
+            raise ArtifactError(
+                f"{str(path)!r} was trained on prompt features {feats!r}; this version computes "
+                f"version {FEATURES_VERSION} {list(FEATURE_NAMES)}"
+            )
+        dim, nf = self.embedder.dim, len(FEATURE_NAMES)
+        self.coef_ = require_tensor(tensors, "head_coef", (dim + nf,), path).astype(np.float32)
+        self.feature_mean_ = require_tensor(tensors, "feature_mean", (nf,), path).astype(np.float64)
+        self.feature_scale_ = require_tensor(tensors, "feature_scale", (nf,), path).astype(np.float64)
+        intercept = config.get("intercept")
+        if isinstance(intercept, bool) or not isinstance(intercept, (int, float)):
+            raise ArtifactError(f"{str(path)!r}: config 'intercept' must be a number, got {intercept!r}")
+        self.intercept_ = float(intercept)
+        groups, source = config.get("groups") or [], config.get("group_source")
+        if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+            raise ArtifactError(f"{str(path)!r}: config 'groups' must be a list of names, got {groups!r}")
+        self.groups_, self.group_source_ = list(groups), source
+        if groups:
+            if source not in self.sources_:
+                raise ArtifactError(f"{str(path)!r}: config 'group_source' {source!r} is not one of {self.sources_}")
+            g = len(groups)
+            self.group_coef_ = require_tensor(tensors, "group_coef", (dim, g), path).astype(np.float32)
+            self.group_intercept_ = require_tensor(tensors, "group_intercept", (g,), path).astype(np.float64)
+            self.group_value_ = require_tensor(tensors, "group_value", (g,), path).astype(np.float64)

@@ -1,0 +1,126 @@
+"""The adaptive_ensemble router and its recipe (fast: HashEmbedder, tiny data)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shared_core.embeddings import HashEmbedder
+from shared_core.errors import ArtifactError, ConfigError
+from shared_core.routers import load_router
+from shared_core.routers.adaptive_ensemble import (
+    FEATURE_NAMES,
+    AdaptiveEnsembleRouter,
+    adaptive_features,
+    fit_softmax,
+)
+from shared_core.routers.ensemble import EnsembleRouter
+from shared_core.training.recipes import get_recipe
+
+HARD = ["prove the theorem about primes", "solve the integral of x squared", "derive the proof by induction"]
+EASY = ["say hello to my friend", "write a short greeting", "say hi politely"]
+LABELLED = pd.DataFrame({"prompt": HARD + EASY, "label": [1.0] * 3 + [0.0] * 3, "source": "demo"})
+
+
+def fitted(**kw) -> AdaptiveEnsembleRouter:
+    return AdaptiveEnsembleRouter(HashEmbedder(32), banks={"demo": {"k": 2}}, **kw).fit(LABELLED)
+
+
+def test_scores_follow_labels_and_round_trip(tmp_path):
+    router = fitted()
+    scores = router.score(HARD + EASY)
+    assert scores[:3].min() > scores[3:].max()
+    assert ((scores >= 0) & (scores <= 1)).all()
+    router.save(tmp_path / "r")
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert config["router"] == "adaptive_ensemble" and config["features"]["names"] == list(FEATURE_NAMES)
+    again = load_router(tmp_path / "r")
+    assert type(again) is AdaptiveEnsembleRouter and again.sim_low == pytest.approx(0.35)
+    np.testing.assert_allclose(again.score(HARD + EASY), scores, rtol=0, atol=1e-6)
+
+
+def test_knn_weight_follows_similarity():
+    router = fitted(sim_low=0.0, sim_high=0.5, sim_k=1)
+    emb = router.embedder.embed(HARD + ["completely unrelated words zebra quantum"])
+    w = router.knn_weights(emb)
+    # a training prompt is its own nearest neighbour (cosine ~1): full knn weight
+    assert w[:3] == pytest.approx([0.7] * 3, abs=1e-6)
+    assert ((w >= 0) & (w <= 0.7 + 1e-9)).all()
+
+
+def test_close_prompts_score_like_ensemble_far_ones_like_the_head():
+    router = fitted(knn_weight=0.3, sim_low=-1.0, sim_high=-0.999)  # every prompt is close: fixed weight 0.3
+    ens = EnsembleRouter(HashEmbedder(32), banks={"demo": {"k": 2}}, head_weight=0.7).fit(LABELLED)
+    emb = router.embedder.embed(HARD)
+    knn = router.score_embeddings(emb)
+    np.testing.assert_allclose(knn, ens.score_embeddings(emb), atol=1e-9)
+    np.testing.assert_allclose(router.score(HARD), 0.3 * knn + 0.7 * router.head_scores(HARD, emb), atol=1e-9)
+    far = fitted(sim_low=0.999, sim_high=1.0, sim_k=6)  # no prompt is close: head alone
+    emb = far.embedder.embed(EASY)
+    np.testing.assert_allclose(far.score(EASY), far.head_scores(EASY, emb), atol=1e-9)
+
+
+def test_features_extend_ensemble_features():
+    feats = adaptive_features(["Each apple costs 3 dollars; what is the total?", "Write a python function"])
+    assert feats.shape == (2, len(FEATURE_NAMES)) == (2, 12)
+    assert feats[0, -2] == pytest.approx(np.log1p(4))  # each, costs, dollars, total
+    assert feats[1, -1] == pytest.approx(np.log1p(2))  # python, function
+
+
+@pytest.mark.parametrize(
+    "kw", [{"knn_weight": 1.5}, {"knn_weight": -0.1}, {"sim_low": 0.5, "sim_high": 0.4}, {"sim_k": 0}, {"sim_high": 2}]
+)
+def test_bad_settings_raise_early(kw):
+    with pytest.raises(ConfigError):
+        AdaptiveEnsembleRouter(HashEmbedder(32), **kw)
+
+
+def test_artifact_with_other_features_is_rejected(tmp_path):
+    fitted().save(tmp_path / "r")
+    path = tmp_path / "r" / "config.json"
+    config = json.loads(path.read_text())
+    config["features"]["names"] = config["features"]["names"][:-1]
+    path.write_text(json.dumps(config))
+    with pytest.raises(ArtifactError, match="prompt features"):
+        load_router(tmp_path / "r")
+
+
+def test_recipe_is_registered():
+    assert get_recipe("adaptive_ensemble").__name__ == "train_adaptive_ensemble"
+
+
+GROUPED = LABELLED.assign(group=["maths", "maths", "logic", "chat", "chat", "greeting"])
+
+
+def test_group_classifier_mixes_into_its_bank_and_round_trips(tmp_path):
+    router = AdaptiveEnsembleRouter(HashEmbedder(32), banks={"demo": {"k": 2}}, group_mix=1.0,
+                                    group_prior_weight=0.0).fit(GROUPED)
+    assert router.groups_ == ["chat", "greeting", "logic", "maths"] and router.group_source_ == "demo"
+    np.testing.assert_allclose(router.group_value_, [0.0, 0.0, 1.0, 1.0])
+    emb = router.embedder.embed(HARD + EASY)
+    g = router.group_scores(emb)
+    assert g[:3].min() > 0.5 > g[3:].max()  # the classifier fits its six training prompts
+    # one bank and group_mix 1: the neighbour score is the group score
+    np.testing.assert_allclose(router.score_embeddings(emb), g, atol=1e-9)
+    router.save(tmp_path / "r")
+    again = load_router(tmp_path / "r")
+    np.testing.assert_allclose(again.score(HARD + EASY), router.score(HARD + EASY), atol=1e-6)
+
+
+def test_fit_softmax_matches_separable_classes():
+    x = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    coef, bias = fit_softmax(x, np.array([0, 0, 1, 1]), 2, c=1.0)
+    p = np.exp(x @ coef + bias)
+    p /= p.sum(axis=1, keepdims=True)
+    assert (p[:2, 0] > 0.5).all() and (p[2:, 1] > 0.5).all()
+    # the L2 penalty is symmetric in the two classes: the optimum has coef[:, 0] == -coef[:, 1]
+    np.testing.assert_allclose(coef[:, 0], -coef[:, 1], atol=1e-5)
+
+
+def test_groups_from_two_sources_raise():
+    data = pd.concat([GROUPED, GROUPED.assign(source="other")], ignore_index=True)
+    with pytest.raises(ConfigError, match="one source"):
+        AdaptiveEnsembleRouter(HashEmbedder(32)).fit(data)
