@@ -408,9 +408,12 @@ class OnnxEmbedder(Embedder):
     texts of its batch. Measured CPU time per MMLU prompt, one
     thread: fp32 20.8 ms at batch 1, 25.8 ms at 8; int8 8.9 ms at 1, 14.9 ms at 8
     (torch fp32: 21.9 ms at its best batch, 8). ``threads`` sets ONNX Runtime's
-    intra-op threads (default: one per core); ``workers > 1`` runs that many batches
-    side by side (best with ``threads=1``: throughput on many texts, not the latency
-    of one). NumPy's BLAS threads are capped at
+    intra-op threads (``None``: one per core) and ``workers`` runs that many batches
+    side by side. The defaults, one thread and one worker per core (at most 4), were
+    the fastest measured on 2 cores (``benchmarks/bench_routing.py``, shipped default
+    router: p50 7.0 ms a prompt and 219 decisions/s in batches of 64, against 5.9 ms
+    and 140/s with two intra-op threads and one worker); a single prompt still runs
+    on one session. NumPy's BLAS threads are capped at
     ``blas_threads`` on load, as in :class:`SentenceTransformerEmbedder`.
 
     Needs ``onnxruntime`` (and ``onnx`` plus torch for the export).
@@ -421,15 +424,17 @@ class OnnxEmbedder(Embedder):
         model_name_or_path: str | Path | None = None,
         quantize: str | None = None,
         batch_size: int = 1,
-        threads: int | None = None,
+        threads: int | None = 1,
         *,
         cache_dir: str | Path | None = None,
         max_seq_length: int | None = None,
         blas_threads: int | None = 1,
-        workers: int = 1,
+        workers: int | None = None,
     ) -> None:
         from shared_core.cache import check_cache_dir
 
+        if workers is None:
+            workers = max(1, min(os.cpu_count() or 1, 4))
         self.workers = _check_positive_int(workers, "workers")
         if blas_threads is not None:
             _check_positive_int(blas_threads, "blas_threads")

@@ -1,4 +1,4 @@
-"""The shipped checkpoints, loaded as a user would, scoring real prompts with the real MiniLM."""
+"""The shipped checkpoints, loaded as a user would, scoring real prompts with the real MiniLM (ONNX, int8)."""
 
 import json
 from pathlib import Path
@@ -18,9 +18,13 @@ PROMPTS = [
 ]
 #: Scores recorded when scripts/train_default.py wrote the checkpoints (seed 0).
 GOLDEN = {
-    "mf": [0.57317, 0.61145, 0.55269, 0.55206],
-    "sw_ranking": [0.92227, 0.50558, 0.66366, 0.62963],
+    "mf": [0.56534, 0.61437, 0.55214, 0.55808],
+    "sw_ranking": [0.92735, 0.50535, 0.66146, 0.63665],
+    "knn": [0.80501, 0.7615, 0.64646, 0.55054],
+    "ensemble": [0.7704, 0.77675, 0.7391, 0.70619],
+    "adaptive_ensemble": [0.76788, 0.78024, 0.78067, 0.77558],
 }
+EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2:onnx-int8"
 
 
 @pytest.mark.parametrize("name", sorted(GOLDEN))
@@ -29,7 +33,7 @@ def test_shipped_configs_record_training(name):
     training = config["training"]
     assert "MMLU train half" in training["data"] and training["seed"] == 0
     assert set(training["held_out"]) == {"mmlu_test", "gsm8k", "mt_bench"}
-    assert config["embedder"]["name"] == "sentence-transformers/all-MiniLM-L6-v2" and config["embedder"]["dim"] == 384
+    assert config["embedder"]["name"] == EMBEDDER and config["embedder"]["dim"] == 384
     check_reference_quantiles(config["reference_quantiles"])
     for f in (CHECKPOINTS / name).iterdir():
         assert f.stat().st_size < 5 * 1024 * 1024, f
@@ -39,7 +43,7 @@ def test_shipped_configs_record_training(name):
 @pytest.mark.parametrize("name", sorted(GOLDEN))
 def test_shipped_routers_score_real_prompts(name):
     router = load_router(CHECKPOINTS / name)
-    assert router.embedder.name == "sentence-transformers/all-MiniLM-L6-v2"
+    assert router.embedder.name == EMBEDDER
     assert router.score(PROMPTS) == pytest.approx(GOLDEN[name], abs=2e-4)
 
 
