@@ -10,7 +10,7 @@ embeddings through the on-disk cache), then
   RouteLLM's contaminated prompts), GSM8K and MT-Bench, with the evaluation's
   metrics (AUC, APGR, CPT) -- recorded under ``training.held_out`` in the config;
 * computes ``reference_quantiles``: the router's score quantiles (0..100%) on the
-  reference prompt set = MMLU training-half prompts + arena-bench prompts (only
+  reference prompt set = the arena-bench-v1 open chat prompts (only
   the 101 numbers ship, never the prompts);
 * writes ``shared_core/checkpoints/<name>/`` (``config.json`` + ``model.safetensors``,
   each file under 5 MB).
@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 
 from shared_core.training.recipes import (  # noqa: E402
     default_embedder,
-    reference_prompt_sets,
+    reference_prompts,
     router_reference_quantiles,
     train_recipe,
 )
@@ -63,7 +63,7 @@ def held_out_metrics(router, data_dir) -> dict[str, dict]:
     return out
 
 
-def train_one(name: str, args, embedder, ref_sizes: dict[str, int]) -> dict:
+def train_one(name: str, args, embedder, n_reference: int) -> dict:
     started = time.perf_counter()
     router = train_recipe(name, data_dir=args.data_dir, embedder=embedder, seed=args.seed, progress=not args.quiet)
     fit_seconds = time.perf_counter() - started
@@ -71,8 +71,7 @@ def train_one(name: str, args, embedder, ref_sizes: dict[str, int]) -> dict:
     router.training_["recipe_seconds"] = round(fit_seconds, 1)
     router.reference_quantiles_ = router_reference_quantiles(router, args.data_dir)
     router.training_["reference_prompts"] = (
-        f"MMLU training half ({ref_sizes['mmlu_train']} prompts) + arena-bench-v1 ({ref_sizes['arena_bench']}), "
-        "each source weighted equally; only the quantiles are shipped"
+        f"arena-bench-v1 ({n_reference} open chat prompts); only the quantiles are shipped"
     )
     path = router.save(args.output_dir / name)
     for f in path.iterdir():
@@ -98,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     embedder = default_embedder()
-    ref_sizes = {source: len(prompts) for source, prompts in reference_prompt_sets(args.data_dir).items()}
-    results = [train_one(name, args, embedder, ref_sizes) for name in args.routers]
+    n_reference = len(reference_prompts(args.data_dir))
+    results = [train_one(name, args, embedder, n_reference) for name in args.routers]
     if args.default == "auto":
         best = max(results, key=lambda r: r["held_out"]["mmlu_test"]["apgr"])
     else:

@@ -213,30 +213,12 @@ def check_reference_quantiles(values: Iterable[Any], where: str = "reference_qua
     return q
 
 
-def reference_quantiles(scores: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-    """The 101 quantiles (0%, 1%, ..., 100%) of ``scores``, optionally weighted.
-
-    With ``weights``, the quantiles are those of the weighted empirical
-    distribution (each score at the midpoint of its cumulative weight, linear in
-    between), so that a small prompt source can count as much as a large one.
-    """
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+def reference_quantiles(scores: np.ndarray) -> np.ndarray:
+    """The 101 quantiles (0%, 1%, ..., 100%) of ``scores``."""
+    scores = np.asarray(scores, dtype=np.float64)
     if scores.size == 0:
         raise ConfigError("reference quantiles need at least one score")
-    levels = np.linspace(0.0, 1.0, N_QUANTILES)
-    if weights is None:
-        return np.quantile(scores, levels)
-    w = np.asarray(weights, dtype=np.float64).reshape(-1)
-    if w.shape != scores.shape or np.any(w < 0) or not np.isfinite(w).all() or w.sum() <= 0:
-        raise ConfigError(
-            f"weights must be {scores.size} non-negative finite numbers with a positive sum, got shape {w.shape}"
-        )
-    order = np.argsort(scores, kind="stable")
-    s, w = scores[order], w[order]
-    keep = w > 0
-    s, w = s[keep], w[keep]
-    mid = (np.cumsum(w) - 0.5 * w) / w.sum()
-    return np.interp(levels, mid, s)
+    return np.quantile(scores, np.linspace(0.0, 1.0, N_QUANTILES))
 
 
 def quantiles_to_config(quantiles: Any) -> list[float] | None:

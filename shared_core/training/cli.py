@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         from shared_core.cli import read_prompts
 
         router.reference_quantiles_ = reference_quantiles(router.score(read_prompts(args.reference_prompts)))
-    elif args.recipe:  # the recipe's reference set: MMLU training half + arena-bench
+    elif args.recipe:  # the recipe's reference set: the arena-bench chat prompts
         from shared_core.training.recipes import router_reference_quantiles
 
         router.reference_quantiles_ = router_reference_quantiles(router, args.data_dir)

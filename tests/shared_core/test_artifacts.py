@@ -139,19 +139,3 @@ def test_reference_quantiles_checks():
     with pytest.raises(ArtifactError, match=r"numbers in \[0, 1\]"):
         check_reference_quantiles([2.0] * 101)
 
-
-def test_weighted_reference_quantiles_known_values():
-    from shared_core.artifacts import reference_quantiles
-
-    scores = np.array([0.0, 1.0, 1.0, 1.0])
-    # Unweighted: the median is 1.0. Weighted 3:1:1:1 (total 6), the scores sit at the
-    # midpoints of their cumulative weight: 0.0 at 1.5/6 = 0.25, the first 1.0 at 3.5/6;
-    # the median (0.5) interpolates between them: (0.5 - 0.25) / (3.5/6 - 0.25) = 0.75.
-    assert reference_quantiles(scores)[50] == pytest.approx(1.0)
-    weighted = reference_quantiles(scores, np.array([3.0, 1.0, 1.0, 1.0]))
-    assert weighted[50] == pytest.approx(0.75)
-    assert reference_quantiles(np.array([0.0, 1.0]), np.array([1.0, 1.0]))[50] == pytest.approx(0.5)
-    assert weighted[0] == pytest.approx(0.0) and weighted[100] == pytest.approx(1.0)
-    assert np.all(np.diff(weighted) >= 0)
-    with pytest.raises(ValueError, match="non-negative"):
-        reference_quantiles(scores, np.array([1.0, -1.0, 1.0, 1.0]))
