@@ -46,7 +46,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--data-dir", default=None, help="router data directory for --recipe (default: ../shared/data)")
     p.add_argument(
-        "--embedder", default=None, help="embedder: minilm (default), openai:<model>, a sentence-transformers path"
+        "--embedder",
+        default="minilm-onnx-int8",
+        help="embedder: minilm-onnx-int8 (default, as the shipped routers), minilm (torch), openai:<model>, "
+        "a sentence-transformers name or path",
     )
     p.add_argument("--no-cache", action="store_true", help="do not use the on-disk embedding cache")
     p.add_argument("--output", "-o", required=True, help="directory to write config.json + model.safetensors to")
@@ -97,6 +100,11 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--output {str(out)!r} exists and is not a directory")
     options = _options(cls, args)
+    reference = None
+    if args.reference_prompts is not None:  # read before training, so a bad file fails fast
+        from shared_core.cli import read_prompts
+
+        reference = read_prompts(args.reference_prompts)
     embedder = get_embedder(args.embedder)
     if not args.no_cache:
         embedder = CachedEmbedder(embedder)
@@ -128,10 +136,8 @@ def run(args: argparse.Namespace) -> int:
             "seed": args.seed,
             **(getattr(router, "training_", None) or {}),
         }
-    if args.reference_prompts is not None:
-        from shared_core.cli import read_prompts
-
-        router.reference_quantiles_ = reference_quantiles(router.score(read_prompts(args.reference_prompts)))
+    if reference is not None:
+        router.reference_quantiles_ = reference_quantiles(router.score(reference))
     elif args.recipe:  # the recipe's reference set: the arena-bench chat prompts
         from shared_core.training.recipes import router_reference_quantiles
 
