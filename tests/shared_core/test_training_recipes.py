@@ -155,3 +155,19 @@ def test_cli_recipe_ships_quantiles_of_the_reference_set(tmp_path, data_dir):
     assert len(prompts) == 20  # the arena-bench prompts of the tiny data folder
     assert np.allclose(router.reference_quantiles, router_reference_quantiles(router, data_dir))
     assert np.allclose(router.reference_quantiles, reference_quantiles(router.score(prompts)))
+
+
+def test_cli_train_checks_reference_file_before_training(tmp_path, capsys, monkeypatch):
+    battles = tmp_path / "b.csv"
+    battles.write_text("prompt,model_a,model_b,winner\nhi,big,small,model_a\n")
+
+    def never(*args, **kwargs):
+        raise AssertionError("training data was read although the reference file is missing")
+
+    monkeypatch.setattr("shared_core.training.data.read_training_data", never)
+    code = main(["train", "sw_ranking", "--data", str(battles), "--strong", "big", "--weak", "small",
+                 "--embedder", "hash-16-0", "--output", str(tmp_path / "r"),
+                 "--reference-prompts", str(tmp_path / "missing.txt")])
+    assert code == 2
+    assert "missing.txt' does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
