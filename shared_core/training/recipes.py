@@ -140,7 +140,10 @@ class RecipeData:
         if self.include_mmlu_train:
             parts.append(MMLU_SPLIT_RULE)
         if self.include_arena:
-            parts.append("arena-bench-v1 battles of all 15 models from GPT-4 judge grades (higher wins, equal ties)")
+            parts.append(
+                "arena-bench-v1 GPT-4 judge grades of all 15 models (mf, sw_ranking: as pairwise battles, higher "
+                "grade wins, equal grades tie; knn family: as per-prompt difficulty)"
+            )
         return {
             "data": " + ".join(parts),
             "split": "MMLU test half (hex digest 0-7), GSM8K and MT-Bench are never trained on",
