@@ -10,7 +10,6 @@ on decisions made in one router call.
 from __future__ import annotations
 
 from contextvars import ContextVar
-from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence, Union
 
 from langchain_core.language_models import BaseChatModel
@@ -30,7 +29,7 @@ from langchain_core.runnables.utils import gather_with_concurrency
 from shared_core.engine import RoutingEngine
 from shared_core.engine import decision_record as shared_decision_record
 from shared_core.errors import ConfigError
-from shared_core.routers import Decision, Role, Router
+from shared_core.routers import Decision, Role
 
 #: Key of ``response_metadata`` (chat model) under which each answer records its decision.
 DECISION_KEY = "routellm"
@@ -91,23 +90,6 @@ def decision_record(
     """The shared record (:func:`shared_core.engine.decision_record`) with LangChain model names."""
     named = None if failure is None else (failure[0], model_name(failure[1]), failure[2])
     return shared_decision_record(decision, role, model_name(model), named)
-
-
-def build_engine(
-    router: str | Path | Router | None,
-    threshold: float | None,
-    strong_fraction: float | None,
-    calibration_prompts: Sequence[str] | None,
-    on_no_text: str,
-) -> RoutingEngine:
-    """A :class:`RoutingEngine` from a wrapper's settings (shipped routers load once per process)."""
-    return RoutingEngine.from_settings(
-        router=router,
-        threshold=threshold,
-        strong_fraction=strong_fraction,
-        calibration_prompts=list(calibration_prompts) if calibration_prompts is not None else None,
-        on_no_text=on_no_text,
-    )
 
 
 def take_pending(owner: object) -> Decision | None:

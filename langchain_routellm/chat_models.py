@@ -18,7 +18,6 @@ from pydantic import ConfigDict, Field, PrivateAttr
 from langchain_routellm._routing import (
     DECISION_KEY,
     arun_batch,
-    build_engine,
     decide_each,
     decision_record,
     model_name,
@@ -176,11 +175,15 @@ class RouteLLMChat(BaseChatModel):
                 raise ConfigError(
                     f"{name} must be a LangChain BaseChatModel, got {type(model).__name__}: {model!r}{hint}"
                 )
-        engine = build_engine(router, threshold, strong_fraction, calibration_prompts, on_no_text)
+        if calibration_prompts is not None:  # once: an iterator would be empty the second time
+            calibration_prompts = list(calibration_prompts)
+        engine = RoutingEngine.from_settings(
+            router=router, threshold=threshold, strong_fraction=strong_fraction,
+            calibration_prompts=calibration_prompts, on_no_text=on_no_text,
+        )
         super().__init__(
             strong=strong, weak=weak, router=router, threshold=threshold, strong_fraction=strong_fraction,
-            calibration_prompts=list(calibration_prompts) if calibration_prompts is not None else None,
-            on_no_text=on_no_text, **kwargs,
+            calibration_prompts=calibration_prompts, on_no_text=on_no_text, **kwargs,
         )
         self._engine = engine
 

@@ -28,7 +28,6 @@ from pydantic import ConfigDict, Field, PrivateAttr
 from langchain_routellm._routing import (
     DECISION_KEY,
     arun_batch,
-    build_engine,
     decide_each,
     decision_record,
     run_batch,
@@ -98,11 +97,15 @@ class RouteLLMRunnable(RunnableSerializable[Any, Any]):
         for name, runnable in (("strong", strong), ("weak", weak)):
             if not isinstance(runnable, Runnable):
                 raise ConfigError(f"{name} must be a LangChain Runnable, got {type(runnable).__name__}: {runnable!r}")
-        engine = build_engine(router, threshold, strong_fraction, calibration_prompts, on_no_text)
+        if calibration_prompts is not None:  # once: an iterator would be empty the second time
+            calibration_prompts = list(calibration_prompts)
+        engine = RoutingEngine.from_settings(
+            router=router, threshold=threshold, strong_fraction=strong_fraction,
+            calibration_prompts=calibration_prompts, on_no_text=on_no_text,
+        )
         super().__init__(
             strong=strong, weak=weak, router=router, threshold=threshold, strong_fraction=strong_fraction,
-            calibration_prompts=list(calibration_prompts) if calibration_prompts is not None else None,
-            on_no_text=on_no_text, **kwargs,
+            calibration_prompts=calibration_prompts, on_no_text=on_no_text, **kwargs,
         )
         self._engine = engine
 

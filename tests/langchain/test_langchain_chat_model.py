@@ -312,6 +312,15 @@ def test_model_string_and_strong_fraction(strong, weak):
     assert share == pytest.approx(0.25, abs=0.01)
 
 
+def test_calibration_prompts_from_an_iterator_are_kept(strong, weak):
+    prompts = [f"question number {i}" for i in range(20)]
+    llm = RouteLLMChat(strong=strong, weak=weak, router="random", strong_fraction=0.5,
+                       calibration_prompts=iter(prompts))
+    assert llm.calibration_prompts == prompts
+    by_list = RouteLLMChat(strong=strong, weak=weak, router="random", strong_fraction=0.5, calibration_prompts=prompts)
+    assert llm.engine.threshold == by_list.engine.threshold
+
+
 @pytest.mark.parametrize(
     "overrides, match",
     [
