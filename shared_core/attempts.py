@@ -299,6 +299,8 @@ class Attempts(Generic[M]):
         fallback_on: which errors move on to the next model (see :func:`fallback_predicate`).
         timeout: seconds each attempt may take (``None``: no limit).
         name: how to name a model in failures and outcomes (default :func:`model_label`).
+        on_failure: called with each :class:`Failure` the loop moves on from,
+            before the next model is tried (to say so in that call's metadata).
     """
 
     def __init__(
@@ -308,6 +310,7 @@ class Attempts(Generic[M]):
         fallback_on: FallbackOn = None,
         timeout: Optional[float] = None,
         name: Callable[[M], str] = model_label,
+        on_failure: Optional[Callable[[Failure], None]] = None,
     ) -> None:
         self.plan: Tuple[Tuple[Role, M], ...] = tuple(plan)
         if not self.plan:
@@ -318,6 +321,7 @@ class Attempts(Generic[M]):
         self.timeout = check_timeout(timeout)
         self._should_fall_back = fallback_predicate(fallback_on)
         self._name = name
+        self._on_failure = on_failure
 
     # Shared by every path -------------------------------------------------------------------
     def _falls_back(self, exc: BaseException) -> bool:
@@ -336,6 +340,8 @@ class Attempts(Generic[M]):
             if len(failures) == 1:
                 raise exc
             raise AllModelsFailedError(failures) from exc
+        if self._on_failure is not None:
+            self._on_failure(failures[-1])
 
     def _timeout_error(self, role: Role, model: M, what: str = "answer") -> Callable[[], BaseException]:
         return lambda: ModelTimeoutError(role, self._name(model), self.timeout or 0.0, what)

@@ -9,7 +9,7 @@ pytest.importorskip("langchain_core")
 
 from pytest_socket import disable_socket, enable_socket  # noqa: E402
 
-from langchain_routellm.fakes import FakeToolChatModel  # noqa: E402
+from langchain_routellm.testing import FakeToolChatModel  # noqa: E402
 from lc_support import KeywordRouter  # noqa: E402
 
 

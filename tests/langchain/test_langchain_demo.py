@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from langchain_routellm import demo
+from langchain_routellm.examples import demo
 
 TWO = ["--prompt", "What is the capital of France?", "--prompt", "Say hello to a new colleague in one sentence."]
 

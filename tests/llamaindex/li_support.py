@@ -40,21 +40,26 @@ class NamedMockLLM(MockLLM):
 
 
 class FailingMockLLM(NamedMockLLM):
-    """A NamedMockLLM whose provider is down: every call raises (a stream raises
-    before its first chunk, or after it with ``fail_after_first_chunk``)."""
+    """A NamedMockLLM whose provider is down: every call raises ``ConnectionError``
+    (or ``error`` when set; a stream raises before its first chunk, or after it
+    with ``fail_after_first_chunk``)."""
 
     fail_after_first_chunk: bool = False
+    error: Any = None
+
+    def _error(self) -> BaseException:
+        return self.error if self.error is not None else ConnectionError(f"{self.name} is down")
 
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        raise RuntimeError(f"{self.name} is down")
+        raise self._error()
 
     @llm_completion_callback()
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any):
         def gen():
             if self.fail_after_first_chunk:
                 yield CompletionResponse(text="partial", delta="partial")
-            raise RuntimeError(f"{self.name} is down")
+            raise self._error()
 
         return gen()
 

@@ -354,7 +354,7 @@ def test_without_fallback_the_chosen_models_error_propagates(models, method):
 
     llm = RouteLLM(strong=FailingMockLLM(name="strong-down"), weak=models["weak"], router=KeywordRouter(),
                    threshold=0.5)
-    with pytest.raises(RuntimeError, match="strong-down is down"):
+    with pytest.raises(ConnectionError, match="strong-down is down"):
         _consume(_call(llm, method, HARD_Q))
 
 
@@ -368,7 +368,8 @@ def test_fallback_answers_with_the_other_model_and_says_so(models, events, metho
     record = _last(result).additional_kwargs[DECISION_KEY]
     assert record["role"] == "weak" and record["model"] == "weak-mock"
     assert record["score"] == pytest.approx(0.9)  # the router still chose strong
-    assert record["fallback"] == {"from": "strong", "model": "strong-down", "error": "RuntimeError: strong-down is down"}
+    assert record["fallback"] == {"from": "strong", "model": "strong-down", "error": "ConnectionError: strong-down is down"}
+    assert record["failures"] == [{"role": "strong", "model": "strong-down", "error": "ConnectionError: strong-down is down"}]
     assert HARD_Q in str(_last(result))
     assert events.models()[0] == "strong-down" and events.models()[-1] == "weak-mock"
     # A model that works is not retried: the record says no fallback.
@@ -383,7 +384,7 @@ def test_a_stream_that_fails_after_its_first_chunk_does_not_fall_back(models, me
     strong = FailingMockLLM(name="strong-down")
     strong.fail_after_first_chunk = True
     llm = RouteLLM(strong=strong, weak=models["weak"], router=KeywordRouter(), threshold=0.5, fallback=True)
-    with pytest.raises(RuntimeError, match="strong-down is down"):
+    with pytest.raises(ConnectionError, match="strong-down is down"):
         _consume(_call(llm, method, HARD_Q))
 
 

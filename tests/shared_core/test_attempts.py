@@ -452,3 +452,14 @@ def test_decision_record_lists_the_failures_before_the_answer():
     }
     assert decision_record(decision, Role.STRONG, "big")["failures"] == []
     assert decision_record(decision, Role.STRONG, "big")["fallback"] is None
+
+
+def test_on_failure_hears_each_failure_before_the_next_attempt():
+    heard = []
+    call, calls = failing({"big": ConnectionError("big is down")})
+
+    def hear(failure):
+        heard.append((failure.model, len(calls)))
+
+    Attempts(PLAN, on_failure=hear).run(call)
+    assert heard == [("big", 1)]  # after the first call, before the second
