@@ -27,7 +27,7 @@ from shared_core.attempts import Attempts
 from shared_core.engine import outcome_record
 from shared_core.errors import ConfigError
 from shared_core.routers import Decision, Role
-from shared_core.settings import RoutedModel, config_errors, pop_timeout
+from shared_core.settings import RoutedModel, pop_timeout
 
 #: ``bind_tools`` stores each model's own tool keyword arguments under this call keyword.
 PER_MODEL_KWARGS = "routellm_per_model"
@@ -156,8 +156,7 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
                 raise ConfigError(
                     f"{name} must be a LangChain BaseChatModel, got {type(model).__name__}: {model!r}{hint}"
                 )
-        with config_errors(type(self)):
-            super().__init__(strong=strong, weak=weak, **kwargs)
+        super().__init__(strong=strong, weak=weak, **kwargs)
 
     # Description ---------------------------------------------------------------
     @property

@@ -37,7 +37,7 @@ from shared_core.attempts import Attempts, Failure
 from shared_core.engine import decision_record, outcome_record
 from shared_core.errors import ConfigError
 from shared_core.routers import Decision, Role
-from shared_core.settings import RoutedModel, config_errors, pop_timeout
+from shared_core.settings import RoutedModel, pop_timeout
 
 #: One attempt: the role and the runnable that plays it.
 _Entry = tuple[Role, Runnable]
@@ -84,8 +84,7 @@ class RouteLLMRunnable(RoutedModel, RunnableSerializable[Any, Any]):
         for name, runnable in (("strong", strong), ("weak", weak)):
             if not isinstance(runnable, Runnable):
                 raise ConfigError(f"{name} must be a LangChain Runnable, got {type(runnable).__name__}: {runnable!r}")
-        with config_errors(type(self)):
-            super().__init__(strong=strong, weak=weak, **kwargs)
+        super().__init__(strong=strong, weak=weak, **kwargs)
 
     # Routing -------------------------------------------------------------------
     def _conversation(self, value: Any) -> list[tuple[str, Any]]:

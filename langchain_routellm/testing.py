@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
@@ -43,6 +44,7 @@ class FakeToolChatModel(BaseChatModel):
         description="Raise on every call, to exercise fallbacks: True raises ConnectionError('<model_name> is "
         "down'), as a provider that cannot be reached; an exception instance is raised as it is.",
     )
+    delay: float = Field(default=0.0, description="Seconds to wait before answering (to exercise timeouts).")
 
     @property
     def _llm_type(self) -> str:
@@ -69,6 +71,8 @@ class FakeToolChatModel(BaseChatModel):
 
     # The answer ------------------------------------------------------------------
     def _answer(self, messages: list[BaseMessage], stop: Optional[list[str]], kwargs: dict[str, Any]) -> AIMessage:
+        if self.delay:
+            time.sleep(self.delay)
         if isinstance(self.fail, BaseException):
             raise self.fail
         if self.fail:

@@ -39,7 +39,7 @@ from shared_core.attempts import Attempts
 from shared_core.engine import outcome_record
 from shared_core.errors import ConfigError
 from shared_core.routers import Decision, Role
-from shared_core.settings import RoutedModel, config_errors, pop_timeout
+from shared_core.settings import RoutedModel, pop_timeout
 
 if TYPE_CHECKING:
     from llama_index.core.tools.types import BaseTool
@@ -184,8 +184,7 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         for name, model in (("strong", strong), ("weak", weak)):
             if not isinstance(model, LLM):
                 raise ConfigError(f"{name} must be a LlamaIndex LLM, got {type(model).__name__}: {model!r}")
-        with config_errors(type(self)):
-            super().__init__(strong=strong, weak=weak, **kwargs)
+        super().__init__(strong=strong, weak=weak, **kwargs)
 
     @classmethod
     def class_name(cls) -> str:

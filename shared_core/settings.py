@@ -86,6 +86,11 @@ class RoutingSettings(BaseModel):
         "ModelTimeoutError, which falls back when fallback is on. None: no limit.",
     )
 
+    def __init__(self, **data: Any) -> None:
+        # Our validators raise ConfigError; pydantic would wrap it in a ValidationError.
+        with config_errors(type(self)):
+            super().__init__(**data)
+
     # One validator a field ---------------------------------------------------------------
     @field_validator("router", mode="before")
     @classmethod
