@@ -136,3 +136,14 @@ def test_attempts_follow_the_settings():
     assert wrapper._attempts(decision, str, timeout=2).timeout == 2.0  # noqa: SLF001 - a per-call override
     wrapper.fallback = False
     assert len(wrapper._attempts(decision, str).plan) == 1  # noqa: SLF001
+
+
+@pytest.mark.slow  # loads the shipped default router
+def test_an_engine_pickles_its_router_by_name():
+    # Before: pickling an engine with a shipped router failed on the embedder's lock.
+    engine = RoutingEngine.from_settings(threshold=0.5)
+    restored = pickle.loads(pickle.dumps(engine))
+    assert restored.router is engine.router  # the process's cached shipped router
+    assert (restored.threshold, restored.on_no_text, restored.router_spec) == (0.5, Role.STRONG, "default")
+    by_object = pickle.loads(pickle.dumps(RoutingEngine(LengthRouter(), 0.3, "weak")))
+    assert (by_object.router.name, by_object.threshold, by_object.router_spec) == ("length", 0.3, None)
