@@ -166,3 +166,12 @@ def test_runnable_timeout_is_recorded_in_the_fallback_child_run():
     handler = ChainMeta()
     assert llm.invoke(HARD_Q, {"callbacks": [handler]}) == "direct"
     assert handler.records[-1]["fallback"]["error"].startswith("ModelTimeoutError: the strong model 'rag'")
+
+
+@pytest.mark.slow  # loads the shipped default router
+def test_pickles_with_the_shipped_router_passed_as_an_object():
+    from shared_core.engine import resolve_router
+
+    llm = _make(RouteLLMChat, router=resolve_router(None))
+    clone = pickle.loads(pickle.dumps(llm))
+    assert clone.route(EASY_Q).score == pytest.approx(llm.route(EASY_Q).score, abs=1e-6)
