@@ -126,6 +126,15 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
             >>> asyncio.run(llm.ainvoke("What is 2 + 2?")).response_metadata["routellm"]["role"]
             'strong'
 
+    Change a setting (the routing follows; a bad value raises and changes nothing):
+        .. code-block:: python
+
+            >>> llm.threshold = 0.1
+            >>> llm.route("Prove that there are infinitely many primes.").role.value
+            'strong'
+            >>> llm.model_copy(update={"threshold": 0.9}).route("What is 2 + 2?").role.value
+            'weak'
+
     Tool calling and structured output bind on both models, so whichever is
     chosen can answer: ``llm.bind_tools([...])``, ``llm.with_structured_output(Schema)``.
     Structured output binds the schema as a tool (as ``BaseChatModel`` does; a

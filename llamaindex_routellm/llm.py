@@ -167,6 +167,11 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         >>> asyncio.run(llm.acomplete("Say hi")).additional_kwargs["routellm"]["role"]
         'weak'
 
+    Change a setting (the routing follows; a bad value raises and changes nothing):
+        >>> llm.threshold = 0.1
+        >>> llm.route("Prove that there are infinitely many primes.").role.value
+        'strong'
+
     In a query engine (``index.as_query_engine(llm=llm)``) the decision is made
     on the question; read it from :attr:`last_decision`. Tool calling
     (``chat_with_tools``, ``FunctionAgent``) works when both models are

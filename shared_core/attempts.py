@@ -91,7 +91,7 @@ _PROVIDER_ERROR_NAMES = frozenset({
     "APIConnectionError", "APITimeoutError", "RateLimitError", "InternalServerError", "ServiceUnavailableError",
     "OverloadedError", "Timeout", "ConnectionError", "ChunkedEncodingError",
     "ClientConnectionError", "ClientConnectorError", "ServerDisconnectedError", "ServerTimeoutError",
-    "ServiceUnavailable", "ResourceExhausted", "DeadlineExceeded", "TooManyRequests", "InternalServerError",
+    "ServiceUnavailable", "ResourceExhausted", "DeadlineExceeded", "TooManyRequests",
     "BadGateway", "GatewayTimeout",
 })
 #: Errors that are never retried on another model: the call itself is wrong.

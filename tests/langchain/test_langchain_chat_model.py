@@ -21,7 +21,7 @@ from langchain_routellm import DECISION_KEY, RouteLLMChat, to_conversation
 from langchain_routellm.chat_models import PER_MODEL_KWARGS
 from langchain_routellm.testing import FakeToolChatModel
 from shared_core.engine import shipped_router_names
-from shared_core.attempts import AllModelsFailedError, ModelTimeoutError
+from shared_core.attempts import AllModelsFailedError
 from shared_core.errors import ConfigError
 
 EASY = "What is the capital of France?"

@@ -1,6 +1,5 @@
-"""Tests allowed sockets (a local server, a notebook kernel) reach loopback only.
-
-(That unit tests cannot open one at all is checked by a socket test in most tests here.)"""
+"""Tests allowed sockets (a local server, a notebook kernel) reach loopback only;
+other tests get none (conftest.py's ``_no_network``)."""
 
 from __future__ import annotations
 
