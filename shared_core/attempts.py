@@ -280,7 +280,11 @@ async def _await_within(
     if timeout is None:
         return await awaitable
     task = _task(awaitable, ctx)
-    done, _ = await asyncio.wait({task}, timeout=timeout)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+    except asyncio.CancelledError:  # the caller gave up: so does the call
+        task.cancel()
+        raise
     if not done:
         task.cancel()
         raise on_timeout()

@@ -463,3 +463,25 @@ def test_on_failure_hears_each_failure_before_the_next_attempt():
 
     Attempts(PLAN, on_failure=hear).run(call)
     assert heard == [("big", 1)]  # after the first call, before the second
+
+
+def test_cancelling_a_timed_call_cancels_the_model_call():
+    cancelled = []
+
+    async def call(model):
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            cancelled.append(model)
+            raise
+
+    async def main():
+        outer = asyncio.ensure_future(Attempts(PLAN, timeout=10).arun(call))
+        await asyncio.sleep(0.05)
+        outer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await outer
+        await asyncio.sleep(0.01)
+        assert cancelled == ["big"]  # before asyncio.run would cancel leftovers itself
+
+    asyncio.run(main())
