@@ -485,3 +485,27 @@ def test_cancelling_a_timed_call_cancels_the_model_call():
         assert cancelled == ["big"]  # before asyncio.run would cancel leftovers itself
 
     asyncio.run(main())
+
+
+def test_real_httpx_and_openai_errors_are_recognised():
+    httpx = pytest.importorskip("httpx")
+    openai = pytest.importorskip("openai")
+    request = httpx.Request("POST", "http://127.0.0.1:9/v1/chat/completions")
+
+    def response(status):
+        return httpx.Response(status, request=request)
+
+    falls_back = [
+        httpx.ConnectError("refused", request=request), httpx.ReadTimeout("slow", request=request),
+        httpx.HTTPStatusError("busy", request=request, response=response(503)),
+        openai.APIConnectionError(request=request), openai.APITimeoutError(request=request),
+        openai.RateLimitError("slow down", response=response(429), body=None),
+        openai.InternalServerError("oops", response=response(500), body=None),
+    ]
+    raised = [
+        openai.BadRequestError("bad", response=response(400), body=None),
+        openai.AuthenticationError("key", response=response(401), body=None),
+        httpx.HTTPStatusError("missing", request=request, response=response(404)),
+    ]
+    assert [type(e).__name__ for e in falls_back if not is_provider_error(e)] == []
+    assert [type(e).__name__ for e in raised if is_provider_error(e)] == []
