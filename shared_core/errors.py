@@ -26,3 +26,7 @@ class DataError(RouteLLMError, ValueError):
 
 class EmbeddingError(RouteLLMError, RuntimeError):
     """An embedder could not be loaded or did not return what was expected."""
+
+
+class CacheError(RouteLLMError, OSError):
+    """The embedding cache cannot be read or written where that was asked for explicitly."""
