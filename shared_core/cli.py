@@ -104,7 +104,7 @@ def _cmd_route(args: argparse.Namespace) -> int:
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     from shared_core.engine import resolve_router, threshold_for_fraction
-    from shared_core.thresholds import NEVER_STRONG, calibrate, check_fraction, format_threshold
+    from shared_core.thresholds import NEVER_STRONG, calibrate, check_fraction, end_threshold, format_threshold
 
     fraction = check_fraction(args.strong_fraction)
     router = resolve_router(args.router)
@@ -113,15 +113,16 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         result = calibrate(router.score(prompts), fraction).to_dict()
         result["source"] = str(args.prompts_file)
     else:
-        if router.reference_quantiles is None and fraction not in (0.0, 1.0):
+        at_end = end_threshold(fraction) is not None
+        if router.reference_quantiles is None and not at_end:
             raise ConfigError(
                 f"router {router.name!r} ships no reference score quantiles; give --prompts-file with your own prompts"
             )
         result = {
             "threshold": threshold_for_fraction(router, fraction),
             "target_fraction": fraction,
-            "source": "reference quantiles shipped with the router" if fraction not in (0.0, 1.0)
-            else "the end of the range (no scores needed)",
+            "source": "the end of the range (no scores needed)" if at_end
+            else "reference quantiles shipped with the router",
         }
     result["router"] = router.name
     if args.json:

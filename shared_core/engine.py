@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from shared_core.errors import ConfigError
 from shared_core.policy import routing_text
 from shared_core.routers import Decision, Role, Router, check_prompts, check_threshold, get_router_class, load_router
-from shared_core.thresholds import ALWAYS_STRONG, NEVER_STRONG, calibrate, check_fraction, threshold_from_quantiles
+from shared_core.thresholds import calibrate, check_fraction, end_threshold, threshold_from_quantiles
 
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 DEFAULT_ROUTER = "default"
@@ -209,10 +209,9 @@ def threshold_for_fraction(
     fraction = check_fraction(strong_fraction)
     if prompts is not None:
         prompts = check_prompts(prompts)  # checked even where the ends do not need them
-    if fraction == 1.0:
-        return ALWAYS_STRONG
-    if fraction == 0.0:
-        return NEVER_STRONG
+    end = end_threshold(fraction)
+    if end is not None:
+        return end
     if prompts is not None:
         return calibrate(router.score(prompts), fraction).threshold
     quantiles = router.reference_quantiles

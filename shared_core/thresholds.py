@@ -26,7 +26,7 @@ from shared_core.errors import ConfigError
 from shared_core.routers.base import ALWAYS_STRONG, NEVER_STRONG
 
 __all__ = [
-    "ALWAYS_STRONG", "NEVER_STRONG", "Calibration", "calibrate", "check_fraction", "format_threshold",
+    "ALWAYS_STRONG", "NEVER_STRONG", "Calibration", "calibrate", "check_fraction", "end_threshold", "format_threshold",
     "threshold_from_quantiles",
 ]
 
@@ -56,6 +56,12 @@ def check_fraction(strong_fraction: Any) -> float:
     return value
 
 
+def end_threshold(strong_fraction: float) -> float | None:
+    """The threshold of a strong fraction at an end of the range, which needs no scores:
+    :data:`ALWAYS_STRONG` for 1, :data:`NEVER_STRONG` for 0, ``None`` in between."""
+    return {1.0: ALWAYS_STRONG, 0.0: NEVER_STRONG}.get(float(strong_fraction))
+
+
 def calibrate(scores: Any, strong_fraction: float) -> Calibration:
     """Threshold sending as close as possible to ``strong_fraction`` of ``scores`` to strong.
 
@@ -81,10 +87,9 @@ def calibrate(scores: Any, strong_fraction: float) -> Calibration:
     if np.isnan(arr).any():
         raise ConfigError("scores contain NaN; cannot calibrate a threshold")
     n = arr.size
-    if target == 1.0:
-        return Calibration(ALWAYS_STRONG, target, 1.0, n)
-    if target == 0.0:
-        return Calibration(NEVER_STRONG, target, 0.0, n)
+    end = end_threshold(target)
+    if end is not None:
+        return Calibration(end, target, target, n)
     uniq = np.unique(arr)  # ascending
     # fraction of scores >= each unique value
     achieved = (n - np.searchsorted(np.sort(arr), uniq, side="left")) / n
@@ -119,10 +124,9 @@ def threshold_from_quantiles(quantiles: Any, strong_fraction: float) -> float:
     q = np.asarray(quantiles, dtype=np.float64).reshape(-1)
     if q.size < 2 or np.isnan(q).any() or np.any(np.diff(q) < 0):
         raise ConfigError("reference quantiles must be at least two non-decreasing numbers")
-    if target == 1.0:
-        return ALWAYS_STRONG
-    if target == 0.0:
-        return NEVER_STRONG
+    end = end_threshold(target)
+    if end is not None:
+        return end
     levels = np.linspace(0.0, 1.0, q.size)
     return float(np.clip(np.interp(1.0 - target, levels, q), 0.0, 1.0))
 

@@ -38,7 +38,5 @@ def _no_network(request: pytest.FixtureRequest):
         yield  # pytest-socket restricts connect() to these hosts for this test
         return
     disable_socket(allow_unix_socket=True)
-    try:
-        yield
-    finally:
-        enable_socket()
+    yield  # teardown runs whatever the outcome
+    enable_socket()
