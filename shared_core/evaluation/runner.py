@@ -218,8 +218,8 @@ def code_fingerprint() -> str:
     """SHA-256 over the source of the modules that decide what a retrained router is."""
     root = Path(__file__).resolve().parent.parent
     files = sorted(
-        [*root.glob("training/*.py"), *root.glob("routers/*.py"), root / "embeddings.py",
-         *root.glob("embeddings/*.py"), root / "datasets.py", root / "artifacts.py"]
+        [*root.glob("training/*.py"), *root.glob("routers/*.py"), *root.glob("embeddings/*.py"),
+         root / "datasets.py", root / "artifacts.py"]
     )
     h = hashlib.sha256()
     for f in files:

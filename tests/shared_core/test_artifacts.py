@@ -169,7 +169,7 @@ def test_non_finite_weights_of_the_shipped_default_router_are_refused(tmp_path, 
 
     from shared_core.engine import CHECKPOINTS
 
-    broken = shutil.copytree(CHECKPOINTS / "default", tmp_path / "default")
+    broken = shutil.copytree(CHECKPOINTS / "adaptive_ensemble", tmp_path / "default")  
     poison(broken, tensor, float("nan"))
     with pytest.raises(ArtifactError, match=rf"{tmp_path}/default/model.safetensors'.*tensor '{tensor}'"):
         load_router(broken)
