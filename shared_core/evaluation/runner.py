@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from shared_core.errors import ConfigError
+from shared_core.errors import ArtifactError, ConfigError
 from shared_core.evaluation import metrics as M
 from shared_core.evaluation.benchmarks import Benchmark
 from shared_core.routers import Router
@@ -361,8 +361,11 @@ class Evaluator:
             if cached is not None and (cached / "config.json").is_file():
                 from shared_core.routers import load_router
 
-                router = load_router(cached)
-                self.log(f"  loaded retrained {recipe} (without {len(exclude)} arena questions) from {cached}")
+                try:
+                    router = load_router(cached)
+                    self.log(f"  loaded retrained {recipe} (without {len(exclude)} arena questions) from {cached}")
+                except (ArtifactError, ConfigError, OSError) as exc:  # the cache only saves time
+                    self.log(f"  warning: cannot read the cached router {str(cached)!r} ({exc}); retraining")
             if router is None:
                 try:
                     router = self.trainer(recipe, **kwargs)
@@ -376,6 +379,8 @@ class Evaluator:
                         router.save(cached)
                     except NotImplementedError:
                         pass
+                    except (ArtifactError, OSError) as exc:  # a read-only cache: go on without it
+                        self.log(f"  warning: cannot cache the retrained router in {str(cached)!r}: {exc}")
             self._retrained[key] = _with_embedding_cache(router) if self.cache_embeddings else router
             self.log(f"  retrained {recipe} without {len(exclude)} arena questions in {time.perf_counter() - started:.1f}s")
         return self._retrained[key]

@@ -213,15 +213,12 @@ def test_mt_bench_comparison_with_commercial_routers():
     assert need["oracle"] < need["random"]
 
 
-def test_retrained_routers_are_cached_between_runs(tmp_path):
+def mf_trainer(bench, calls):
+    """A trainer of toy mf routers on ``bench``'s prompts, recording each call in ``calls``."""
     import pandas as pd
 
     from shared_core.embeddings import HashEmbedder
     from shared_core.routers.mf import MatrixFactorizationRouter
-
-    folds = [[f"id{i}" for i in range(k, 20, 2)] for k in range(2)]
-    bench = toy_bench(folds)
-    calls = []
 
     def trainer(recipe, *, data_dir, exclude_arena_questions, include_mmlu_train):
         calls.append(recipe)
@@ -232,13 +229,40 @@ def test_retrained_routers_are_cached_between_runs(tmp_path):
         router.training_ = {"data": "toy arena-bench", "excluded_arena_questions": len(exclude_arena_questions)}
         return router
 
-    shipped = LengthRouter({"data": ["arena-bench-v1 battles"]})
-    first = Evaluator(loader=lambda s: shipped, trainer=trainer, model_cache=tmp_path).evaluate(bench, ["mf"])
+    return trainer
+
+
+TWO_FOLDS = [[f"id{i}" for i in range(k, 20, 2)] for k in range(2)]
+ARENA_TRAINED = LengthRouter({"data": ["arena-bench-v1 battles"]})
+
+
+def test_retrained_routers_are_cached_between_runs(tmp_path):
+    bench, calls = toy_bench(TWO_FOLDS), []
+    trainer = mf_trainer(bench, calls)
+    first = Evaluator(loader=lambda s: ARENA_TRAINED, trainer=trainer, model_cache=tmp_path).evaluate(bench, ["mf"])
     assert calls == ["mf", "mf"]
-    second = Evaluator(loader=lambda s: shipped, trainer=trainer, model_cache=tmp_path).evaluate(bench, ["mf"])
+    second = Evaluator(loader=lambda s: ARENA_TRAINED, trainer=trainer, model_cache=tmp_path).evaluate(bench, ["mf"])
     assert calls == ["mf", "mf"]  # both fold routers came from the cache
     assert second.row("mf").metrics.apgr == pytest.approx(first.row("mf").metrics.apgr, abs=1e-6)
     assert len(list(tmp_path.iterdir())) == 2
+
+
+def test_a_corrupt_or_unwritable_router_cache_does_not_stop_evaluation(tmp_path):
+    bench, calls, logs = toy_bench(TWO_FOLDS), [], []
+    trainer = mf_trainer(bench, calls)
+    cache = tmp_path / "cache"
+    first = Evaluator(loader=lambda s: ARENA_TRAINED, trainer=trainer, model_cache=cache).evaluate(bench, ["mf"])
+    for directory in cache.iterdir():
+        (directory / "model.safetensors").write_bytes(b"garbage")
+    again = Evaluator(loader=lambda s: ARENA_TRAINED, trainer=trainer, model_cache=cache, log=logs.append)
+    assert again.evaluate(bench, ["mf"]).row("mf").metrics.apgr == pytest.approx(first.row("mf").metrics.apgr, abs=1e-6)
+    assert calls == ["mf"] * 4 and sum("cannot read the cached router" in line for line in logs) == 2
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache directory should be")
+    logs.clear()
+    Evaluator(loader=lambda s: ARENA_TRAINED, trainer=trainer, model_cache=blocker / "cache",
+              log=logs.append).evaluate(bench, ["mf"])
+    assert calls == ["mf"] * 6 and sum("cannot cache the retrained router" in line for line in logs) == 2
 
 
 def test_recipe_router_is_trained_on_allowed_data_then_cross_validated():
