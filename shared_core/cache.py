@@ -118,7 +118,7 @@ _warned_lock = threading.Lock()
 
 
 def _warn_once(path: Path, kind: str, message: str) -> None:
-    """Warn about ``path`` once per process for each ``kind`` of problem ("read", "write")."""
+    """Warn about ``path`` once per process for each ``kind`` of problem ("read", "written")."""
     with _warned_lock:
         if (str(path), kind) in _warned:
             return

@@ -150,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     group = route.add_mutually_exclusive_group()
     group.add_argument("--threshold", type=float, help="strong when score >= threshold, in [0, 1]")
     group.add_argument(
-        "--strong-fraction", type=float, help="target share of strong calls, via the router's reference quantiles"
+        "--strong-fraction", type=float,
+        help="target share of strong calls, via the router's reference quantiles (0: never strong, 1: always)"
     )
     route.add_argument(
         "--on-no-text", choices=("strong", "weak"), default="strong",
@@ -161,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cal = sub.add_parser("calibrate", help="threshold that sends a target fraction of prompts to the strong model")
     _add_router_args(cal)
-    cal.add_argument("--strong-fraction", type=float, required=True, help="target share of strong calls in [0, 1]")
+    cal.add_argument("--strong-fraction", type=float, required=True, help="target share of strong calls in [0, 1] (0: never strong, 1: always)")
     cal.add_argument(
         "--prompts-file", help="your own prompts (.txt/.jsonl/.csv); default: the router's shipped reference set"
     )
