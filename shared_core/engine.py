@@ -17,8 +17,8 @@ from typing import Any, Sequence
 from shared_core.attempts import Failure, Outcome
 from shared_core.errors import ConfigError
 from shared_core.policy import routing_text
-from shared_core.routers import Decision, Role, Router, check_threshold, get_router_class, load_router
-from shared_core.thresholds import calibrate, check_fraction, threshold_from_quantiles
+from shared_core.routers import Decision, Role, Router, check_prompts, check_threshold, get_router_class, load_router
+from shared_core.thresholds import calibrate, check_fraction, end_threshold, threshold_from_quantiles
 
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 DEFAULT_ROUTER = "default"
@@ -247,9 +247,16 @@ def threshold_for_fraction(
     """Threshold that sends ``strong_fraction`` of prompts to the strong model.
 
     Calibrated on ``prompts`` when given, else on the router's shipped reference
-    quantiles; a router with neither (a freshly trained one) needs prompts.
+    quantiles; a router with neither (a freshly trained one) needs prompts. The
+    ends need neither: 1 is ``ALWAYS_STRONG`` (0.0) and 0 is ``NEVER_STRONG``
+    (just above 1.0, above every score), see :mod:`shared_core.thresholds`.
     """
     fraction = check_fraction(strong_fraction)
+    if prompts is not None:
+        prompts = check_prompts(prompts)  # checked even where the ends do not need them
+    end = end_threshold(fraction)
+    if end is not None:
+        return end
     if prompts is not None:
         return calibrate(router.score(prompts), fraction).threshold
     quantiles = router.reference_quantiles
