@@ -297,7 +297,7 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         self, decision: Decision, call: Callable[[Any], Awaitable[Any]], tag: bool = True, tools: bool = False,
         timeout: Optional[float] = None,
     ) -> AsyncGenerator[Any, None]:
-        chunks = self._plan(decision, tools, timeout).astream(call)
+        chunks = await self._plan(decision, tools, timeout).astream(call).open_first()
 
         async def tagged() -> AsyncGenerator[Any, None]:
             record = None

@@ -395,7 +395,8 @@ class Attempts(Generic[M]):
 
     def astream(self, open_stream: Callable[[M], Any]) -> "AsyncAttemptStream[M, T]":
         """Async :meth:`stream`; ``open_stream(model)`` returns an async iterable or
-        an awaitable of one (LlamaIndex's ``astream_chat``)."""
+        an awaitable of one (LlamaIndex's ``astream_chat``). To open the first
+        model's stream at once, ``await stream.open_first()``."""
         return AsyncAttemptStream(self, open_stream)
 
 
@@ -416,10 +417,17 @@ class AttemptStream(Generic[M, T]):
 
     def __post_init__(self) -> None:
         if self.eager:
+            role, model = self.attempts.plan[0]
             try:
-                self._opened = iter(self.open_stream(self.attempts.plan[0][1]))
+                self._opened = self._open(model, role)
             except Exception as exc:
                 self._opened = exc
+
+    def _open(self, model: M, role: Role) -> Iterator[T]:
+        if self.attempts.timeout is None:
+            return iter(self.open_stream(model))
+        return _in_thread(lambda: iter(self.open_stream(model)), self.attempts.timeout, self._ctx,
+                          self.attempts._timeout_error(role, model))  # noqa: SLF001
 
     def __iter__(self) -> "AttemptStream[M, T]":
         return self
@@ -442,11 +450,8 @@ class AttemptStream(Generic[M, T]):
                     if isinstance(opened, BaseException):
                         raise opened
                     chunks = opened
-                elif attempts.timeout is None:
-                    chunks = iter(self.open_stream(model))
                 else:
-                    chunks = _in_thread(lambda: iter(self.open_stream(model)), attempts.timeout, self._ctx,
-                                        attempts._timeout_error(role, model))  # noqa: SLF001
+                    chunks = self._open(model, role)
                 head = self._next_of(chunks, role, model, "first chunk")
             except Exception as exc:
                 attempts._failed(failures, attempt, role, model, exc)  # noqa: SLF001
@@ -490,8 +495,21 @@ class AsyncAttemptStream(Generic[M, T]):
     _head: Any = field(default=_END, repr=False)
     _ctx: contextvars.Context = field(default_factory=contextvars.copy_context, repr=False)
     _stalled: bool = field(default=False, repr=False)
+    _opened: Any = field(default=None, repr=False)
 
     def __aiter__(self) -> "AsyncAttemptStream[M, T]":
+        return self
+
+    async def open_first(self) -> "AsyncAttemptStream[M, T]":
+        """Open the first model's stream now, as a direct call of a framework that
+        starts the request at once would (the async form of ``stream(eager=True)``);
+        an error it raises is handled at the first ``anext``. Returns the stream."""
+        if self._opened is None and self.outcome is None:
+            role, model = self.attempts.plan[0]
+            try:
+                self._opened = await self._open(model, role)
+            except Exception as exc:
+                self._opened = exc
         return self
 
     async def _anext_of(self, chunks: AsyncIterator[T], role: Role, model: M, what: str) -> Any:
@@ -519,7 +537,13 @@ class AsyncAttemptStream(Generic[M, T]):
         for attempt, (role, model) in enumerate(attempts.plan):
             self._ctx = base.copy()
             try:
-                chunks = await self._open(model, role)
+                if attempt == 0 and self._opened is not None:
+                    opened, self._opened = self._opened, None
+                    if isinstance(opened, BaseException):
+                        raise opened
+                    chunks = opened
+                else:
+                    chunks = await self._open(model, role)
                 head = await self._anext_of(chunks, role, model, "first chunk")
             except Exception as exc:
                 attempts._failed(failures, attempt, role, model, exc)  # noqa: SLF001

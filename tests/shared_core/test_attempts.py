@@ -509,3 +509,20 @@ def test_real_httpx_and_openai_errors_are_recognised():
     ]
     assert [type(e).__name__ for e in falls_back if not is_provider_error(e)] == []
     assert [type(e).__name__ for e in raised if is_provider_error(e)] == []
+
+
+def test_open_first_opens_the_first_async_stream_at_once():
+    opened = []
+
+    async def open_stream(model):
+        opened.append(model)
+        if model == "big":
+            raise ConnectionError("down")
+        return agen(model)
+
+    async def main():
+        stream = await Attempts(PLAN).astream(open_stream).open_first()
+        assert opened == ["big"]
+        return await _collect(stream)
+
+    assert asyncio.run(main()) == ["small-0", "small-1"] and opened == ["big", "small"]
