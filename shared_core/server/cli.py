@@ -7,12 +7,15 @@ demo``; ``python -m shared_core.server ...`` runs the same command.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
 import sys
 import tempfile
 from typing import Any, Sequence
+
+from shared_core.errors import ConfigError
 
 #: Environment variable through which the parent hands its flags to uvicorn worker processes.
 _FLAGS_ENV = "ROUTELLM_SERVE_FLAGS_JSON"
@@ -86,7 +89,19 @@ def app_from_env():
     return create_app(load_config(flags, config_file=config_file))
 
 
+def _require_server_extra() -> None:
+    for module in ("fastapi", "uvicorn", "prometheus_client"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            raise ConfigError(
+                f"'routellm serve' needs {module!r}, which is not installed: "
+                'pip install "routellm-integrations[server]"'
+            ) from exc
+
+
 def run(args: argparse.Namespace) -> int:
+    _require_server_extra()
     import uvicorn
 
     from shared_core.server.app import build_engines, create_app
