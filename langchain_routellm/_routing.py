@@ -26,6 +26,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import get_config_list, get_executor_for_config
 from langchain_core.runnables.utils import gather_with_concurrency
 
+from shared_core.attempts import Failure
 from shared_core.engine import RoutingEngine
 from shared_core.engine import decision_record as shared_decision_record
 from shared_core.errors import ConfigError
@@ -88,7 +89,7 @@ def decision_record(
     decision: Decision, role: Role, model: Runnable, failure: tuple[Role, Runnable, BaseException] | None = None
 ) -> dict[str, Any]:
     """The shared record (:func:`shared_core.engine.decision_record`) with LangChain model names."""
-    named = None if failure is None else (failure[0], model_name(failure[1]), failure[2])
+    named = () if failure is None else (Failure(failure[0], model_name(failure[1]), failure[2]),)
     return shared_decision_record(decision, role, model_name(model), named)
 
 

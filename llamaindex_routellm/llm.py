@@ -35,6 +35,7 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import LLM, ToolSelection
 from llama_index.core.prompts import BasePromptTemplate
 
+from shared_core.attempts import Failure
 from shared_core.engine import RoutingEngine, attempt_order, decision_record
 from shared_core.errors import ConfigError
 from shared_core.routers import Decision, Role, Router
@@ -618,7 +619,7 @@ def _record(
 ) -> Dict[str, Any]:
     """The shared record (:func:`shared_core.engine.decision_record`, the LangChain
     wrapper's format too) with LlamaIndex model names."""
-    named = None if failure is None else (failure[0], failure[1].metadata.model_name, failure[2])
+    named = () if failure is None else (Failure(failure[0], failure[1].metadata.model_name, failure[2]),)
     return decision_record(decision, role, model.metadata.model_name, named)
 
 

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
+from shared_core.attempts import Failure, Outcome
 from shared_core.errors import ConfigError
 from shared_core.policy import routing_text
 from shared_core.routers import Decision, Role, Router, check_threshold, get_router_class, load_router
@@ -102,24 +103,28 @@ def decision_record(
     decision: Decision,
     role: Role,
     model: str,
-    failure: tuple[Role, str, BaseException] | None = None,
+    failures: Sequence[Failure] = (),
 ) -> dict[str, Any]:
-    """The decision as both integrations record it on a response.
+    """The decision as every integration records it on a response.
 
     ``role`` and ``model`` name what answered (they differ from the router's
     choice only after a fallback); ``score``, ``threshold``, ``router`` and
-    ``reason`` are the router's decision; ``fallback`` is ``None`` or says which
-    role failed first, its model and the error.
+    ``reason`` are the router's decision; ``failures`` lists each model that
+    failed before the answer (``role``, ``model``, ``error``), in the order
+    tried (an :class:`~shared_core.attempts.Outcome`'s ``failures``), and
+    ``fallback`` is ``None`` or the first of them as ``from``/``model``/``error``.
     """
-    record = {**decision.to_dict(), "role": role.value, "model": model, "fallback": None}
-    if failure is not None:
-        failed_role, failed_model, error = failure
-        record["fallback"] = {
-            "from": failed_role.value,
-            "model": failed_model,
-            "error": f"{type(error).__name__}: {error}",
-        }
+    failed = [f.to_dict() for f in failures]
+    record = {**decision.to_dict(), "role": role.value, "model": model, "fallback": None, "failures": failed}
+    if failed:
+        first = failed[0]
+        record["fallback"] = {"from": first["role"], "model": first["model"], "error": first["error"]}
     return record
+
+
+def outcome_record(decision: Decision, outcome: Outcome[Any]) -> dict[str, Any]:
+    """:func:`decision_record` for what an :class:`~shared_core.attempts.Attempts` loop returned."""
+    return decision_record(decision, outcome.role, outcome.model_name, outcome.failures)
 
 
 class RoutingEngine:

@@ -103,7 +103,7 @@ def test_metadata_on_every_response(llm):
     record = llm.invoke(HARD_Q).response_metadata[DECISION_KEY]
     assert record == {
         "role": "strong", "model": "strong-fake", "score": pytest.approx(0.9), "threshold": 0.5,
-        "router": "keyword", "reason": "score", "fallback": None,
+        "router": "keyword", "reason": "score", "fallback": None, "failures": [],
     }
     chunks = list(llm.stream(EASY))
     assert DECISION_KEY in chunks[0].response_metadata
