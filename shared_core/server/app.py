@@ -32,7 +32,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared_core.attempts import AllModelsFailedError, Attempts, Outcome
-from shared_core.engine import RoutingEngine, attempt_order, decision_record
+from shared_core.engine import RoutingEngine, attempt_order, decision_record, outcome_record
 from shared_core.routers import Decision, Role
 from shared_core.server.config import ServerConfig, is_loopback
 from shared_core.server.metrics import Metrics
@@ -331,12 +331,9 @@ class _Server:
 
     # Bookkeeping ---------------------------------------------------------------------------
     def _answered(self, decision: Decision, outcome: Outcome, entry: dict[str, Any], stream: bool) -> dict[str, Any]:
-        failure = None
         if outcome.failures:
-            first = outcome.failures[0]
-            failure = (first.role, first.model, first.error)
-            self.metrics.fallbacks.labels(first.role.value).inc()
-        record = decision_record(decision, outcome.role, outcome.model_name, failure)
+            self.metrics.fallbacks.labels(outcome.failures[0].role.value).inc()
+        record = outcome_record(decision, outcome)
         self.metrics.answers.labels(outcome.role.value, str(stream).lower()).inc()
         entry.update(role=record["role"], model=record["model"],
                      fallback_from=record["fallback"]["from"] if record["fallback"] else None)

@@ -46,7 +46,8 @@ def test_routes_and_forwards_every_field_unchanged(make_server, strong, weak):
     data = r.json()
     assert data["choices"][0]["message"]["content"] == "weak answers"
     assert data["routellm"] == {"role": "weak", "model": "weak-model", "score": pytest.approx(0.1, abs=1e-9),
-                                "threshold": 0.5, "router": "keyword", "reason": "score", "fallback": None}
+                                "threshold": 0.5, "router": "keyword", "reason": "score", "fallback": None,
+                                "failures": []}
     assert strong.requests == []
     assert weak.requests == [{**body, "model": "weak-model"}]  # only model differs
 
@@ -222,6 +223,7 @@ def test_fallback_to_the_other_model(make_server, strong, weak):
     record = r.json()["routellm"]
     assert record["role"] == "weak" and record["score"] == pytest.approx(0.9, abs=1e-9)
     assert record["fallback"]["from"] == "strong" and "HTTP 503" in record["fallback"]["error"]
+    assert [f["role"] for f in record["failures"]] == ["strong"]
     assert len(strong.requests) == 1 and len(weak.requests) == 1
 
 
