@@ -74,6 +74,7 @@ def create_app(config: ServerConfig, engine: Optional[RoutingEngine] = None,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await server.warm_up()
         yield
         await server.aclose()
 
@@ -168,6 +169,12 @@ class _Server:
         self.tokens = [t.get_secret_value().encode() for t in config.auth_tokens]
         self.metrics = Metrics()
         self.access = logging.getLogger(ACCESS_LOGGER)
+
+    async def warm_up(self) -> None:
+        """One decision per engine before serving, so that no client waits for lazy loading."""
+        for name in self.resolver.names:
+            batcher = await self.resolver.resolve(name)
+            await batcher.decide([("user", "warm-up")])
 
     async def aclose(self) -> None:
         for upstream in self.upstreams.values():

@@ -304,6 +304,8 @@ def test_one_bad_request_in_a_batch_fails_alone(make_server):
 def test_concurrent_requests_share_router_calls(make_server):
     router = KeywordRouter()
     server = make_server(engine=RoutingEngine(router, 0.5))
+    assert router.calls == [["warm-up"]]  # one decision at start-up, before any client
+    router.calls.clear()
 
     async def many():
         async with httpx.AsyncClient(timeout=30) as client:
