@@ -4,4 +4,5 @@ import sys
 
 from shared_core.server.cli import main
 
-sys.exit(main(["serve", *sys.argv[1:]]))
+if __name__ == "__main__":
+    sys.exit(main(["serve", *sys.argv[1:]]))

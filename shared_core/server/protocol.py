@@ -34,7 +34,17 @@ class APIError(Exception):
 
 
 def parse_chat_request(raw: bytes, max_messages: int) -> dict[str, Any]:
-    """The request body as a dict, or :class:`APIError` (400) naming what is wrong."""
+    """The request body as a dict, or :class:`APIError` (400) naming what is wrong.
+
+    Example:
+        >>> parse_chat_request(b'{"messages": [{"role": "user", "content": "Hi"}], "seed": 1}', 10)["seed"]
+        1
+        >>> try:
+        ...     parse_chat_request(b'{"model": "routellm"}', 10)
+        ... except APIError as exc:
+        ...     print(exc.status, exc.message)
+        400 missing required parameter: 'messages'
+    """
     try:
         payload = json.loads(raw)
     except UnicodeDecodeError:
@@ -74,6 +84,15 @@ def decision_headers(record: dict[str, Any]) -> dict[str, str]:
     """``x-routellm-*`` headers for a decision record (:func:`shared_core.engine.decision_record`).
 
     ``score`` is left out when there was no text to score; ``reason`` then says why.
+
+    Example:
+        >>> from shared_core.engine import decision_record
+        >>> from shared_core.routers import Decision, Role
+        >>> record = decision_record(Decision(Role.WEAK, 0.25, 0.5, "mf"), Role.WEAK, "small-model")
+        >>> decision_headers(record)["x-routellm-score"], decision_headers(record)["x-routellm-model"]
+        ('0.25', 'small-model')
+        >>> "x-routellm-score" in decision_headers({**record, "score": None, "reason": "no_text"})
+        False
     """
     headers = {
         HEADER_PREFIX + "role": record["role"],

@@ -10,14 +10,10 @@ pytest.importorskip("prometheus_client")
 
 from pytest_socket import enable_socket, socket_allow_hosts  # noqa: E402
 
-from server_support import KeywordRouter, ServerThread, StandIn  # noqa: E402
+from server_support import STRONG_KEY, WEAK_KEY, KeywordRouter, ServerThread, StandIn  # noqa: E402
 from shared_core.engine import RoutingEngine  # noqa: E402
 from shared_core.server.app import create_app  # noqa: E402
 from shared_core.server.config import load_config  # noqa: E402
-
-STRONG_KEY = "sk-strong-secret-1111"
-WEAK_KEY = "sk-weak-secret-2222"
-
 
 @pytest.fixture(autouse=True)
 def _loopback_only():

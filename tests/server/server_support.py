@@ -27,6 +27,9 @@ from starlette.routing import Route
 from shared_core.routers import Router
 
 HARD = "prove"
+#: Upstream keys the tests configure (and look for where they must not be).
+STRONG_KEY = "sk-strong-secret-1111"
+WEAK_KEY = "sk-weak-secret-2222"
 
 
 class KeywordRouter(Router):

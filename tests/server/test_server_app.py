@@ -11,8 +11,7 @@ import time
 import httpx
 import pytest
 
-from conftest import STRONG_KEY, WEAK_KEY
-from server_support import KeywordRouter, closed_port, sse_chunks
+from server_support import STRONG_KEY, WEAK_KEY, KeywordRouter, closed_port, sse_chunks
 from shared_core.engine import RoutingEngine
 
 HARD_Q = "Please prove that there are infinitely many primes."

@@ -14,8 +14,7 @@ from importlib.metadata import entry_points
 import httpx
 import pytest
 
-from conftest import STRONG_KEY, WEAK_KEY
-from server_support import closed_port
+from server_support import STRONG_KEY, WEAK_KEY, closed_port
 
 
 def start_serve(strong, weak, *extra, env=None):
