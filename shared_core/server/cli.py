@@ -58,6 +58,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--max-messages", type=int, help="most messages per request (default 1024)")
     parser.add_argument("--log-prompts", action="store_true", default=None,
                         help="include the request messages in the access log (off by default)")
+    parser.add_argument("--ray", action="store_true",
+                        help="deploy the same app on Ray Serve (a running cluster, else a local one) instead of uvicorn")
+    parser.add_argument("--replicas", type=int, default=None, help="with --ray: Ray Serve replicas (default 1)")
     parser.set_defaults(func=run)
     return parser
 
@@ -110,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(_flags(args), config_file=args.config)
     configure_logging()
     log = logging.getLogger("shared_core.server")
+    if args.replicas is not None and not args.ray:
+        raise ConfigError("--replicas is for --ray; without Ray, use --workers N")
     default, aliases = build_engines(config)  # fail here, before binding, on a bad router
     log.info("routellm serve: router %s, threshold %.6f; strong %r at %s, weak %r at %s; listening on http://%s:%d/v1",
              default.router.name, default.threshold, config.strong_model, config.strong_base_url,
@@ -117,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
     if not config.auth_tokens:
         log.info("routellm serve: no client tokens configured, so this server accepts loopback clients only "
                  "(set ROUTELLM_SERVE_AUTH_TOKENS or auth_tokens in the config file to serve other hosts)")
+    if args.ray:
+        return _run_ray(args, config)
     common = dict(host=config.host, port=config.port, access_log=False, log_level="info",
                   timeout_graceful_shutdown=config.shutdown_timeout)
     if config.workers == 1:
@@ -128,6 +135,20 @@ def run(args: argparse.Namespace) -> int:
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="routellm-metrics-")
     uvicorn.run("shared_core.server.cli:app_from_env", factory=True, workers=config.workers, **common)
+    return 0
+
+
+def _run_ray(args: argparse.Namespace, config) -> int:
+    from shared_core.server import ray_serve
+
+    if args.workers not in (None, 1):
+        raise ConfigError(f"--workers {args.workers} is for uvicorn; with --ray, use --replicas N")
+    replicas = 1 if args.replicas is None else args.replicas
+    log = logging.getLogger("shared_core.server")
+    log.info("routellm serve --ray: %d replica(s) on Ray Serve, listening on http://%s:%d/v1",
+             replicas, config.host, config.port)
+    flags = {k: v for k, v in _flags(args).items() if v is not None}
+    ray_serve.run(flags, args.config, config.host, config.port, replicas)
     return 0
 
 
