@@ -11,6 +11,11 @@ turn 2, arena-bench ``turns[0]``.
 
 The cache lives in ``$ROUTELLM_CACHE_DIR`` or ``~/.cache/routellm``; several
 processes may warm or read it at the same time.
+
+Needs the router data (not shipped with the package): RouteLLM's public
+evaluation files (lm-sys/RouteLLM: MMLU, GSM8K, MT-Bench) and arena-hard-auto's
+arena prompts (lmarena/arena-hard-auto), read from ``--data-dir``, else
+``$ROUTELLM_DATA_DIR``, else ``../shared/data``.
 """
 
 from __future__ import annotations

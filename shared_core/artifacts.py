@@ -53,6 +53,7 @@ def write_artifact(path: str | Path, config: dict[str, Any], tensors: dict[str, 
         raise ArtifactError(f"cannot save a router to {str(directory)!r}: it exists and is not a directory")
     directory.mkdir(parents=True, exist_ok=True)
     arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+    check_finite(arrays, directory / WEIGHTS_NAME, "cannot save")
     save_file(arrays, str(directory / WEIGHTS_NAME), metadata={"format": "np"})
     text = json.dumps(_jsonable(config), indent=2, ensure_ascii=False, allow_nan=False)
     (directory / CONFIG_NAME).write_text(text + "\n", encoding="utf-8")
@@ -92,7 +93,12 @@ def _jsonable(value: Any) -> Any:
 
 # Reading ---------------------------------------------------------------------------
 def read_artifact(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """``(config, tensors)`` of a saved router directory; raises ArtifactError."""
+    """``(config, tensors)`` of a saved router directory; raises ArtifactError.
+
+    A tensor holding NaN or an infinity is refused here, naming the file and the
+    tensor: such weights load, but every score computed with them is NaN, so
+    each call would fail instead of the load.
+    """
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
@@ -104,7 +110,23 @@ def read_artifact(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarra
         tensors = load_file(str(weights))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise ArtifactError(f"{str(weights)!r} is not a readable safetensors file: {exc}") from None
+    check_finite(tensors, weights, "refusing to load")
     return config, tensors
+
+
+def check_finite(tensors: dict[str, np.ndarray], weights: str | Path, action: str) -> None:
+    """Raise ArtifactError naming ``weights`` and the first tensor with a NaN or infinite value."""
+    for name in sorted(tensors):
+        value = tensors[name]
+        if value.dtype.kind not in "fc":
+            continue
+        bad = ~np.isfinite(value)
+        if bad.any():
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ArtifactError(
+                f"{action} {str(weights)!r}: tensor {name!r} holds {int(bad.sum())} NaN or infinite "
+                f"value(s) of {value.size} (first at index {first}: {value[first]!r}); weights must be finite"
+            )
 
 
 def check_router_config(config: dict[str, Any], router: str, path: str | Path) -> None:
@@ -165,11 +187,14 @@ def dequantize_rows(stored: np.ndarray, scales: np.ndarray) -> np.ndarray:
 def resolve_embedder(config: dict[str, Any], path: str | Path, embedder=None, *, cache: bool = False):
     """The embedder a saved router needs.
 
-    ``embedder`` is checked against the config's embedder name and dimension;
-    without one, the embedder is rebuilt from the config with
-    :func:`shared_core.embeddings.embedder_from_config`. ``cache=True`` wraps it in
-    the on-disk :class:`~shared_core.embeddings.CachedEmbedder` (serving does not
-    cache by default: every prompt is new).
+    ``embedder`` is checked against the config's embedder name and dimension (and,
+    for an ONNX embedder, the SHA-256 of its model file when the config records
+    one); without one, the embedder is rebuilt from the config with
+    :func:`shared_core.embeddings.embedder_from_config`, which checks that hash when
+    it loads. A config naming a remote embeddings endpoint is never followed: the
+    caller must pass that embedder (a saved file never chooses where prompts go).
+    ``cache=True`` wraps it in the on-disk :class:`~shared_core.embeddings.CachedEmbedder`
+    (serving does not cache by default: every prompt is new).
     """
     from shared_core.embeddings import CachedEmbedder, embedder_from_config
 
@@ -190,6 +215,13 @@ def resolve_embedder(config: dict[str, Any], path: str | Path, embedder=None, *,
         if embedder.dim != spec["dim"]:
             raise ArtifactError(
                 f"embedder {embedder.name!r} has dimension {embedder.dim}, but router {str(path)!r} needs {spec['dim']}"
+            )
+        inner = embedder.inner if isinstance(embedder, CachedEmbedder) else embedder
+        given_sha = getattr(inner, "sha256", None) if spec.get("sha256") else None
+        if given_sha is not None and given_sha != spec["sha256"]:
+            raise ArtifactError(
+                f"embedder {embedder.name!r} runs a model file of SHA-256 {given_sha}, but router {str(path)!r} "
+                f"was trained with SHA-256 {spec['sha256']}: its vectors would differ"
             )
     if cache and not isinstance(embedder, CachedEmbedder):
         embedder = CachedEmbedder(embedder)

@@ -9,6 +9,7 @@ LlamaIndex make the same decision for the same question and configuration.
 from __future__ import annotations
 
 import functools
+import json
 import re
 from pathlib import Path
 from typing import Any, Sequence
@@ -16,8 +17,8 @@ from typing import Any, Sequence
 from shared_core.attempts import Failure, Outcome
 from shared_core.errors import ConfigError
 from shared_core.policy import routing_text
-from shared_core.routers import Decision, Role, Router, check_threshold, get_router_class, load_router
-from shared_core.thresholds import calibrate, check_fraction, threshold_from_quantiles
+from shared_core.routers import Decision, Role, Router, check_prompts, check_threshold, get_router_class, load_router
+from shared_core.thresholds import calibrate, check_fraction, end_threshold, threshold_from_quantiles
 
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 DEFAULT_ROUTER = "default"
@@ -44,17 +45,38 @@ def is_model_string(value: Any) -> bool:
     return isinstance(value, str) and value.startswith("router-") and bool(_MODEL_STRING.match(value.strip()))
 
 
+#: ``{"default": "<shipped router>"}``: names that stand for a shipped router (not copies of it).
+ALIASES_FILE = "aliases.json"
+
+
+def shipped_aliases() -> dict[str, str]:
+    """Alias -> shipped router name, from ``checkpoints/aliases.json`` (targets that exist only)."""
+    path = CHECKPOINTS / ALIASES_FILE
+    try:
+        aliases = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(aliases, dict):
+        return {}
+    return {
+        str(k): v for k, v in aliases.items()
+        if isinstance(v, str) and (CHECKPOINTS / v / "config.json").is_file()
+    }
+
+
 def shipped_router_names() -> list[str]:
-    """Names of the router checkpoints shipped inside the package."""
+    """Names of the router checkpoints shipped inside the package, aliases (``default``) included."""
     if not CHECKPOINTS.is_dir():
         return []
-    return sorted(p.name for p in CHECKPOINTS.iterdir() if (p / "config.json").is_file())
+    names = {p.name for p in CHECKPOINTS.iterdir() if (p / "config.json").is_file()}
+    return sorted(names | set(shipped_aliases()))
 
 
 def resolve_router(spec: str | Path | Router | None = None, **kwargs: Any) -> Router:
     """Turn a router setting into a router object.
 
-    * ``None`` or ``"default"``: the router shipped as the package default;
+    * ``None`` or ``"default"``: the router shipped as the package default (an alias of
+      one of the shipped routers, named in ``checkpoints/aliases.json``);
     * a :class:`Router`: used as it is;
     * ``"random"``: a seeded random router;
     * another registry name (``"mf"``, ``"sw_ranking"``, ...): the checkpoint of
@@ -73,6 +95,7 @@ def resolve_router(spec: str | Path | Router | None = None, **kwargs: Any) -> Ro
         )
     if spec == "random":
         return get_router_class("random")(**kwargs)
+    spec = shipped_aliases().get(spec, spec)
     shipped = CHECKPOINTS / spec
     if (shipped / "config.json").is_file():
         return _load_shipped(spec) if not kwargs else load_router(shipped, **kwargs)
@@ -207,9 +230,16 @@ def threshold_for_fraction(
     """Threshold that sends ``strong_fraction`` of prompts to the strong model.
 
     Calibrated on ``prompts`` when given, else on the router's shipped reference
-    quantiles; a router with neither (a freshly trained one) needs prompts.
+    quantiles; a router with neither (a freshly trained one) needs prompts. The
+    ends need neither: 1 is ``ALWAYS_STRONG`` (0.0) and 0 is ``NEVER_STRONG``
+    (just above 1.0, above every score), see :mod:`shared_core.thresholds`.
     """
     fraction = check_fraction(strong_fraction)
+    if prompts is not None:
+        prompts = check_prompts(prompts)  # checked even where the ends do not need them
+    end = end_threshold(fraction)
+    if end is not None:
+        return end
     if prompts is not None:
         return calibrate(router.score(prompts), fraction).threshold
     quantiles = router.reference_quantiles

@@ -26,3 +26,18 @@ class DataError(RouteLLMError, ValueError):
 
 class EmbeddingError(RouteLLMError, RuntimeError):
     """An embedder could not be loaded or did not return what was expected."""
+
+
+class CacheError(RouteLLMError, OSError):
+    """The embedding cache cannot be read or written where that was asked for explicitly."""
+
+
+class PromptError(ConfigError):
+    """One prompt of a batch cannot be routed (not a string, not valid Unicode text).
+
+    ``index`` is its position in the batch, so a batch can fail that item alone.
+    """
+
+    def __init__(self, message: str, *, index: int | None = None) -> None:
+        super().__init__(message)
+        self.index = index

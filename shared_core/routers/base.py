@@ -17,7 +17,12 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from shared_core.errors import ConfigError
+from shared_core.embeddings.base import MAX_TEXT_CHARS, blas_limit, check_text
+from shared_core.errors import ConfigError, PromptError
+
+
+#: Characters of a prompt a router reads (the embedders read no more either).
+MAX_PROMPT_CHARS = MAX_TEXT_CHARS
 
 
 class Role(str, enum.Enum):
@@ -56,11 +61,24 @@ class Decision:
         }
 
 
+#: The threshold of ``strong_fraction=1``: every score (clipped to [0, 1]) reaches it.
+ALWAYS_STRONG = 0.0
+#: The threshold of ``strong_fraction=0``: the float just above 1.0, so that no
+#: score reaches it (a threshold of 1.0 would still send a score of 1.0 strong).
+NEVER_STRONG = math.nextafter(1.0, math.inf)
+
+
 def check_threshold(threshold: Any) -> float:
-    """Return ``threshold`` as a float, or raise if it is not a number in [0, 1]."""
+    """Return ``threshold`` as a float, or raise if it is not a number in [0, 1].
+
+    The one value above 1 accepted is :data:`NEVER_STRONG`, the threshold that
+    ``strong_fraction=0`` turns into, so that it can be passed on and recorded.
+    """
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)):
         raise ConfigError(f"threshold must be a number in [0, 1], got {threshold!r}")
     value = float(threshold)
+    if value == NEVER_STRONG:
+        return value
     if math.isnan(value) or not 0.0 <= value <= 1.0:
         raise ConfigError(f"threshold must be in [0, 1], got {threshold!r}")
     return value
@@ -79,10 +97,15 @@ def check_prompts(prompts: Any) -> list[str]:
         raise ConfigError(f"prompts must be a list of strings, got {type(prompts).__name__}") from None
     if not items:
         raise ConfigError("prompts must be a non-empty list of strings, got an empty list")
-    for i, p in enumerate(items):
-        if not isinstance(p, str):
-            raise ConfigError(f"prompts[{i}] must be a string, got {type(p).__name__}: {p!r}")
-    return items
+    return [check_prompt(p, i) for i, p in enumerate(items)]
+
+
+def check_prompt(prompt: Any, index: int = 0) -> str:
+    """``prompt`` if it is a string of valid Unicode text, else :class:`PromptError` naming ``index``."""
+    try:
+        return check_text(prompt, index)
+    except PromptError as exc:
+        raise PromptError(str(exc).replace("texts[", "prompts[", 1), index=index) from None
 
 
 class Router(ABC):
@@ -102,9 +125,16 @@ class Router(ABC):
         """Win rates for ``prompts`` (already validated, non-empty)."""
 
     def score(self, prompts: Sequence[str]) -> np.ndarray:
-        """Strong model's predicted win rate for each prompt, shape ``(len(prompts),)``."""
-        items = check_prompts(prompts)
-        scores = np.asarray(self._score(items), dtype=np.float64).reshape(-1)
+        """Strong model's predicted win rate for each prompt, shape ``(len(prompts),)``.
+
+        Every prompt is checked first (:class:`~shared_core.errors.PromptError` names
+        the first bad one and its index). A router reads at most the first
+        :data:`MAX_PROMPT_CHARS` characters of a prompt (a 10 MB prompt costs what a
+        16 KB one does); NumPy's BLAS threads are capped at one during the call only.
+        """
+        items = [p[:MAX_PROMPT_CHARS] for p in check_prompts(prompts)]
+        with blas_limit(1):
+            scores = np.asarray(self._score(items), dtype=np.float64).reshape(-1)
         if scores.shape[0] != len(items):
             raise RuntimeError(
                 f"router {self.name!r} returned {scores.shape[0]} scores for {len(items)} prompts"

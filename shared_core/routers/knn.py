@@ -18,7 +18,7 @@ A new prompt is scored in three steps, for a whole batch at once:
 
 Without the gate a prompt's neighbours would mix sources by raw similarity, and
 arena-bench's 300 chat prompts would be swamped by thousands of MMLU questions
-(measured in /work/notes/quality.md: arena-bench APGR 0.51 mixed, 0.54 gated).
+(measured in docs/quality.md: arena-bench APGR 0.51 mixed, 0.54 gated).
 
 The artifact stores the banks' embeddings (int8 with a per-row scale, as
 ``sw_ranking`` does; the quantised vectors are used from training on, so a saved
@@ -30,10 +30,9 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
-import pandas as pd
 
 from shared_core.artifacts import (
     STORAGE,
@@ -51,10 +50,13 @@ from shared_core.errors import ArtifactError, ConfigError, DataError
 from shared_core.routers import Router, register_router
 from shared_core.routers._models import DEFAULT_STRONG, DEFAULT_WEAK
 
+if TYPE_CHECKING:  # pandas is needed to fit, not to route
+    import pandas as pd
+
 LABELLED_COLUMNS = ("prompt", "label", "source")
 
 #: Bank settings chosen by cross-validation on the MMLU training half and arena-bench
-#: (notes/quality.md); a source without an entry uses ``"*"``.
+#: (docs/quality.md); a source without an entry uses ``"*"``.
 DEFAULT_BANKS: dict[str, dict[str, float]] = {
     "mmlu": {"k": 100, "temperature": 0.2, "prior_weight": 1.0, "gate_bias": 0.0},
     "arena": {"k": 30, "temperature": 0.05, "prior_weight": 1.0, "gate_bias": 0.05},
@@ -91,6 +93,8 @@ def bank_settings(source: str, overrides: Mapping[str, Mapping[str, Any]] | None
 
 def validate_labelled(df: Any) -> pd.DataFrame:
     """Check a table of labelled prompts (``prompt``, ``label`` in [0, 1], ``source``)."""
+    import pandas as pd
+
     if not isinstance(df, pd.DataFrame):
         raise DataError(f"labelled prompts must be a pandas DataFrame, got {type(df).__name__}")
     missing = [c for c in LABELLED_COLUMNS if c not in df.columns]
