@@ -19,8 +19,9 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from shared_core.engine import RoutingEngine
+from shared_core.engine import RoutingEngine, is_model_string, parse_model_string, resolve_router
 from shared_core.errors import ConfigError
+from shared_core.policy import routing_text
 from shared_core.routers import Decision, Role, Router
 from shared_core.routers.base import check_prompts
 
@@ -28,12 +29,11 @@ from shared_core.routers.base import check_prompts
 class _Scorer:
     """A Ray Data map-batches actor: loads the router once, scores each batch."""
 
-    def __init__(self, router: Any, threshold: float) -> None:
-        self.engine = RoutingEngine.from_settings(router=router, threshold=threshold)
+    def __init__(self, router: Any) -> None:
+        self.router = resolve_router(router)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        decisions = self.engine.decide_texts([str(p) for p in batch["prompt"]])
-        return {"i": batch["i"], "score": np.array([d.score for d in decisions], dtype=np.float64)}
+        return {"i": batch["i"], "score": self.router.score([str(p) for p in batch["prompt"]])}
 
 
 def _ensure_ray():
@@ -53,36 +53,48 @@ def decide_texts_on_ray(
     router: str | Path | Router | None = None,
     threshold: Optional[float] = None,
     strong_fraction: Optional[float] = None,
+    on_no_text: str = "strong",
     *,
     batch_size: int = 256,
     concurrency: Optional[int] = None,
 ) -> list[Decision]:
     """Decisions for ``texts`` in input order, scored on Ray Data.
 
-    ``router``, ``threshold`` and ``strong_fraction`` mean what they mean for
-    :meth:`RoutingEngine.from_settings`; ``concurrency`` is the number of scoring
-    actors (default: the cluster's CPUs, at most 8).
+    Each text is routed as a one-message conversation, as ``routellm route`` does
+    (:mod:`shared_core.policy`: a text that is empty or only whitespace is not
+    scored and goes to ``on_no_text``). ``router``, ``threshold`` and
+    ``strong_fraction`` mean what they mean for :meth:`RoutingEngine.from_settings`;
+    ``concurrency`` is the number of scoring actors (default: the cluster's CPUs,
+    at most 8).
     """
     items = check_prompts(texts)
     for name, value in (("batch_size", batch_size), ("concurrency", concurrency)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-    driver = RoutingEngine.from_settings(router=router, threshold=threshold, strong_fraction=strong_fraction)
+    driver = RoutingEngine.from_settings(router=router, threshold=threshold, strong_fraction=strong_fraction,
+                                         on_no_text=on_no_text)
+    policy = [routing_text([("user", t)]) for t in items]
+    scored_idx = [i for i, (text, _) in enumerate(policy) if text is not None]
     spec = router  # each actor loads its own copy (a Router object is pickled to it)
-    if isinstance(router, str) and router.startswith("router-"):
-        spec = driver.router.name  # the model string's threshold is settled in ``driver``
+    if is_model_string(router):
+        spec = parse_model_string(router)[0]  # its threshold is settled in ``driver``
     ray = _ensure_ray()
     actors = concurrency or max(1, min(int(ray.cluster_resources().get("CPU", 1)), 8))
-    dataset = ray.data.from_items([{"i": i, "prompt": p} for i, p in enumerate(items)])
+    dataset = ray.data.from_items([{"i": i, "prompt": policy[i][0]} for i in scored_idx])
     scored = dataset.map_batches(
-        _Scorer, fn_constructor_kwargs={"router": spec, "threshold": driver.threshold},
+        _Scorer, fn_constructor_kwargs={"router": spec},
         batch_size=batch_size, concurrency=actors, batch_format="numpy",
     )
     scores = np.full(len(items), np.nan)
-    for batch in scored.iter_batches(batch_format="numpy", batch_size=None):
-        scores[batch["i"]] = batch["score"]  # placed by index: input order whatever order batches finish in
-    if np.isnan(scores).any():
-        missing = int(np.isnan(scores).sum())
-        raise RuntimeError(f"Ray Data returned no score for {missing} of {len(items)} prompts")
+    if scored_idx:
+        for batch in scored.iter_batches(batch_format="numpy", batch_size=None):
+            scores[batch["i"]] = batch["score"]  # placed by index: input order whatever order batches finish in
+    missing = int(np.isnan(scores[scored_idx]).sum())
+    if missing:
+        raise RuntimeError(f"Ray Data returned no score for {missing} of {len(scored_idx)} prompts")
     thr, name = driver.threshold, driver.router.name
-    return [Decision(Role.STRONG if s >= thr else Role.WEAK, float(s), thr, name) for s in scores]
+    return [
+        Decision(Role.STRONG if scores[i] >= thr else Role.WEAK, float(scores[i]), thr, name)
+        if text is not None else Decision(driver.on_no_text, None, thr, name, reason)
+        for i, (text, reason) in enumerate(policy)
+    ]

@@ -35,10 +35,13 @@ def prompts(n):
 
 def test_same_decisions_in_input_order(local_ray):
     texts = prompts(300)
-    expected = RoutingEngine.from_settings(strong_fraction=0.3).decide_texts(texts)
-    got = decide_texts_on_ray(texts, strong_fraction=0.3, batch_size=64, concurrency=2)
-    assert [d.role for d in got] == [d.role for d in expected]
-    assert [d.score for d in got] == pytest.approx([d.score for d in expected], abs=1e-6)
+    texts[7], texts[150] = "", "   "  # no text: not scored, sent to on_no_text as routellm route does
+    expected = RoutingEngine.from_settings(strong_fraction=0.3, on_no_text="weak").decide([[("user", t)] for t in texts])
+    got = decide_texts_on_ray(texts, strong_fraction=0.3, on_no_text="weak", batch_size=64, concurrency=2)
+    assert [(d.role, d.reason) for d in got] == [(d.role, d.reason) for d in expected]
+    assert got[7].score is None and got[150].score is None and got[7].role.value == "weak"
+    scored = [i for i in range(len(texts)) if i not in (7, 150)]
+    assert [got[i].score for i in scored] == pytest.approx([expected[i].score for i in scored], abs=1e-6)
     assert {d.threshold for d in got} == {expected[0].threshold} and got[0].router == expected[0].router
     assert 0 < sum(d.is_strong for d in got) < len(got)
 
@@ -50,7 +53,7 @@ def test_route_file_with_ray_writes_decisions_in_order(local_ray, tmp_path, caps
     out = tmp_path / "decisions.jsonl"
     assert main(["route", "--file", str(src), "--ray", "--out", str(out), "--router", "router-mf-0.5"]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    expected = RoutingEngine.from_settings(router="router-mf-0.5").decide_texts(texts)
+    expected = RoutingEngine.from_settings(router="router-mf-0.5").decide([[("user", t)] for t in texts])
     assert [r["prompt"] for r in rows] == texts
     assert [r["role"] for r in rows] == [d.role.value for d in expected]
     assert [r["score"] for r in rows] == pytest.approx([d.score for d in expected], abs=1e-6)
