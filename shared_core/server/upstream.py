@@ -38,6 +38,9 @@ class UpstreamError(RouteLLMError):
 
 def _error_from_body(role: Role, model: str, status: int, body: bytes) -> UpstreamError:
     """An :class:`UpstreamError` from an error response, reading OpenAI's ``{"error": {...}}`` if there."""
+    if not 400 <= status <= 599:  # a redirect: not followed, so that the key stays with its URL
+        return UpstreamError(role, model, 502, f"answered HTTP {status}, which is not an answer (redirects are "
+                             "not followed)")
     try:
         data = json.loads(body)
     except ValueError:
@@ -90,7 +93,7 @@ class Upstream:
             response = await self._client.post(CHAT_PATH, json=self.body_for(request))
         except httpx.TransportError as exc:
             raise _transport_error(self.role, self.model, exc) from exc
-        if response.status_code >= 400:
+        if not response.is_success:
             raise _error_from_body(self.role, self.model, response.status_code, response.content)
         try:
             data = response.json()
@@ -123,7 +126,7 @@ class Upstream:
         except httpx.TransportError as exc:
             raise _transport_error(self.role, self.model, exc) from exc
         try:
-            if response.status_code >= 400:
+            if not response.is_success:
                 try:
                     body = await response.aread()
                 except httpx.TransportError as exc:

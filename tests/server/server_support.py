@@ -107,6 +107,8 @@ class StandIn:
             if isinstance(self.error_body, (dict, list)):
                 return JSONResponse(self.error_body, status_code=self.status)
             return Response(str(self.error_body), status_code=self.status, media_type="text/plain")
+        if self.mode == "redirect":  # to wherever ``error_body`` says
+            return Response(status_code=307, headers={"location": str(self.error_body)})
         if self.mode == "stall":
             await asyncio.sleep(self.delay)
         text = f"{self.name} answers"

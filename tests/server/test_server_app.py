@@ -63,6 +63,14 @@ def test_each_key_goes_only_to_its_own_upstream(make_server, strong, weak):
     assert [h["authorization"] for h in weak.headers] == [f"Bearer {WEAK_KEY}"]
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_redirect_is_not_followed_so_no_key_leaves_its_url(make_server, strong, weak, stream):
+    strong.mode, strong.error_body = "redirect", f"{weak.url}/chat/completions"
+    r = chat(make_server(fallback=False), {"messages": [{"role": "user", "content": HARD_Q}], "stream": stream})
+    assert r.status_code == 502 and "HTTP 307" in r.json()["error"]["message"]
+    assert weak.requests == []
+
+
 def test_no_text_goes_to_on_no_text_without_score(make_server):
     server = make_server()
     r = chat(server, {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]})
