@@ -268,7 +268,7 @@ class _Server:
             chosen = self.upstreams[decision.role]
             record = decision_record(decision, decision.role, chosen.model)
             error = upstream_api_error(exc, decision_headers(record), {DECISION_FIELD: record})
-            entry.update(status=error.status, error=error.code or error.error_type, role=None, model=None)
+            entry.update(status=error.status, error=error.code or error.error_type, model=None)  # nobody answered
             raise error from None
         finally:
             if not streaming:
