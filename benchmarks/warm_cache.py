@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     inner = get_embedder(args.embedder)
     if isinstance(inner, SentenceTransformerEmbedder):
         inner.torch_threads = args.torch_threads  # a setting, applied when the model loads
-    embedder = CachedEmbedder(inner, args.cache_dir)
+    embedder = CachedEmbedder(inner, args.cache_dir, strict=True)  # warming a cache that cannot be written is an error
     print(
         ", ".join(f"{k}: {len(v)}" for k, v in sources.items()) + f"; {len(texts)} unique texts",
         f"-> {embedder.name} cache in {embedder.cache.path}",

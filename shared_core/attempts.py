@@ -91,7 +91,7 @@ _PROVIDER_ERROR_NAMES = frozenset({
     "APIConnectionError", "APITimeoutError", "RateLimitError", "InternalServerError", "ServiceUnavailableError",
     "OverloadedError", "Timeout", "ConnectionError", "ChunkedEncodingError",
     "ClientConnectionError", "ClientConnectorError", "ServerDisconnectedError", "ServerTimeoutError",
-    "ServiceUnavailable", "ResourceExhausted", "DeadlineExceeded", "TooManyRequests", "InternalServerError",
+    "ServiceUnavailable", "ResourceExhausted", "DeadlineExceeded", "TooManyRequests",
     "BadGateway", "GatewayTimeout",
 })
 #: Errors that are never retried on another model: the call itself is wrong.
@@ -280,7 +280,11 @@ async def _await_within(
     if timeout is None:
         return await awaitable
     task = _task(awaitable, ctx)
-    done, _ = await asyncio.wait({task}, timeout=timeout)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+    except asyncio.CancelledError:  # the caller gave up: so does the call
+        task.cancel()
+        raise
     if not done:
         task.cancel()
         raise on_timeout()
@@ -299,6 +303,8 @@ class Attempts(Generic[M]):
         fallback_on: which errors move on to the next model (see :func:`fallback_predicate`).
         timeout: seconds each attempt may take (``None``: no limit).
         name: how to name a model in failures and outcomes (default :func:`model_label`).
+        on_failure: called with each :class:`Failure` the loop moves on from,
+            before the next model is tried (to say so in that call's metadata).
     """
 
     def __init__(
@@ -308,6 +314,7 @@ class Attempts(Generic[M]):
         fallback_on: FallbackOn = None,
         timeout: Optional[float] = None,
         name: Callable[[M], str] = model_label,
+        on_failure: Optional[Callable[[Failure], None]] = None,
     ) -> None:
         self.plan: Tuple[Tuple[Role, M], ...] = tuple(plan)
         if not self.plan:
@@ -318,6 +325,7 @@ class Attempts(Generic[M]):
         self.timeout = check_timeout(timeout)
         self._should_fall_back = fallback_predicate(fallback_on)
         self._name = name
+        self._on_failure = on_failure
 
     # Shared by every path -------------------------------------------------------------------
     def _falls_back(self, exc: BaseException) -> bool:
@@ -336,6 +344,8 @@ class Attempts(Generic[M]):
             if len(failures) == 1:
                 raise exc
             raise AllModelsFailedError(failures) from exc
+        if self._on_failure is not None:
+            self._on_failure(failures[-1])
 
     def _timeout_error(self, role: Role, model: M, what: str = "answer") -> Callable[[], BaseException]:
         return lambda: ModelTimeoutError(role, self._name(model), self.timeout or 0.0, what)
@@ -385,7 +395,8 @@ class Attempts(Generic[M]):
 
     def astream(self, open_stream: Callable[[M], Any]) -> "AsyncAttemptStream[M, T]":
         """Async :meth:`stream`; ``open_stream(model)`` returns an async iterable or
-        an awaitable of one (LlamaIndex's ``astream_chat``)."""
+        an awaitable of one (LlamaIndex's ``astream_chat``). To open the first
+        model's stream at once, ``await stream.open_first()``."""
         return AsyncAttemptStream(self, open_stream)
 
 
@@ -406,10 +417,17 @@ class AttemptStream(Generic[M, T]):
 
     def __post_init__(self) -> None:
         if self.eager:
+            role, model = self.attempts.plan[0]
             try:
-                self._opened = iter(self.open_stream(self.attempts.plan[0][1]))
+                self._opened = self._open(model, role)
             except Exception as exc:
                 self._opened = exc
+
+    def _open(self, model: M, role: Role) -> Iterator[T]:
+        if self.attempts.timeout is None:
+            return iter(self.open_stream(model))
+        return _in_thread(lambda: iter(self.open_stream(model)), self.attempts.timeout, self._ctx,
+                          self.attempts._timeout_error(role, model))  # noqa: SLF001
 
     def __iter__(self) -> "AttemptStream[M, T]":
         return self
@@ -432,11 +450,8 @@ class AttemptStream(Generic[M, T]):
                     if isinstance(opened, BaseException):
                         raise opened
                     chunks = opened
-                elif attempts.timeout is None:
-                    chunks = iter(self.open_stream(model))
                 else:
-                    chunks = _in_thread(lambda: iter(self.open_stream(model)), attempts.timeout, self._ctx,
-                                        attempts._timeout_error(role, model))  # noqa: SLF001
+                    chunks = self._open(model, role)
                 head = self._next_of(chunks, role, model, "first chunk")
             except Exception as exc:
                 attempts._failed(failures, attempt, role, model, exc)  # noqa: SLF001
@@ -480,8 +495,21 @@ class AsyncAttemptStream(Generic[M, T]):
     _head: Any = field(default=_END, repr=False)
     _ctx: contextvars.Context = field(default_factory=contextvars.copy_context, repr=False)
     _stalled: bool = field(default=False, repr=False)
+    _opened: Any = field(default=None, repr=False)
 
     def __aiter__(self) -> "AsyncAttemptStream[M, T]":
+        return self
+
+    async def open_first(self) -> "AsyncAttemptStream[M, T]":
+        """Open the first model's stream now, as a direct call of a framework that
+        starts the request at once would (the async form of ``stream(eager=True)``);
+        an error it raises is handled at the first ``anext``. Returns the stream."""
+        if self._opened is None and self.outcome is None:
+            role, model = self.attempts.plan[0]
+            try:
+                self._opened = await self._open(model, role)
+            except Exception as exc:
+                self._opened = exc
         return self
 
     async def _anext_of(self, chunks: AsyncIterator[T], role: Role, model: M, what: str) -> Any:
@@ -509,7 +537,13 @@ class AsyncAttemptStream(Generic[M, T]):
         for attempt, (role, model) in enumerate(attempts.plan):
             self._ctx = base.copy()
             try:
-                chunks = await self._open(model, role)
+                if attempt == 0 and self._opened is not None:
+                    opened, self._opened = self._opened, None
+                    if isinstance(opened, BaseException):
+                        raise opened
+                    chunks = opened
+                else:
+                    chunks = await self._open(model, role)
                 head = await self._anext_of(chunks, role, model, "first chunk")
             except Exception as exc:
                 attempts._failed(failures, attempt, role, model, exc)  # noqa: SLF001

@@ -158,12 +158,23 @@ class RoutingEngine:
     model string as ``router`` (``"router-mf-0.11593"``), which carries both.
     """
 
-    def __init__(self, router: Router, threshold: float, on_no_text: str = "strong") -> None:
+    def __init__(
+        self, router: Router, threshold: float, on_no_text: str = "strong", *, router_spec: str | Path | None = None
+    ) -> None:
         self.router = router
         self.threshold = check_threshold(threshold)
         if on_no_text not in ("strong", "weak"):
             raise ConfigError(f"on_no_text must be 'strong' or 'weak', got {on_no_text!r}")
         self.on_no_text = Role(on_no_text)
+        #: The name or path the router was loaded from (``None``: a Router object was given).
+        self.router_spec = router_spec
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A router loaded by name or path pickles as that name or path (a loaded
+        # embedder holds sessions and locks); a Router object given pickles itself.
+        if self.router_spec is not None:
+            return (_engine_from_spec, (self.router_spec, self.threshold, self.on_no_text.value))
+        return (type(self), (self.router, self.threshold, self.on_no_text.value))
 
     @classmethod
     def from_settings(
@@ -186,12 +197,14 @@ class RoutingEngine:
                     "threshold or strong_fraction"
                 )
             router, threshold = name, model_thr
+        spec = None if isinstance(router, Router) else (DEFAULT_ROUTER if router is None else router)
         if threshold is not None:
             thr = check_threshold(threshold)
-            return cls(resolve_router(router), thr, on_no_text)
+            return cls(resolve_router(router), thr, on_no_text, router_spec=spec)
         fraction = check_fraction(DEFAULT_STRONG_FRACTION if strong_fraction is None else strong_fraction)
         router_obj = resolve_router(router)
-        return cls(router_obj, threshold_for_fraction(router_obj, fraction, calibration_prompts), on_no_text)
+        return cls(router_obj, threshold_for_fraction(router_obj, fraction, calibration_prompts), on_no_text,
+                   router_spec=spec)
 
     # Decisions -------------------------------------------------------------
     def decide_texts(self, texts: Sequence[str | None], reasons: Sequence[str] | None = None) -> list[Decision]:
@@ -222,6 +235,10 @@ class RoutingEngine:
 
     def describe(self) -> dict[str, Any]:
         return {"router": self.router.name, "threshold": self.threshold}
+
+
+def _engine_from_spec(router_spec: str | Path, threshold: float, on_no_text: str) -> RoutingEngine:
+    return RoutingEngine(resolve_router(router_spec), threshold, on_no_text, router_spec=router_spec)
 
 
 def threshold_for_fraction(

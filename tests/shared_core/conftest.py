@@ -13,20 +13,6 @@ from pytest_socket import disable_socket, enable_socket
 
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
-#: Tests that use a stand-in server on 127.0.0.1 but live in a file that does not mark them
-#: (test_embeddings.py, whose owner should move these to ``allow_hosts`` marks): the tests
-#: that take the ``stand_in`` fixture, and these by name.
-_UNMARKED_LOOPBACK_TESTS = frozenset({"test_openai_unreachable_server_names_url"})
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.get_closest_marker("allow_hosts"):
-            continue
-        if "stand_in" in getattr(item, "fixturenames", ()) or item.originalname in _UNMARKED_LOOPBACK_TESTS:
-            item.add_marker(pytest.mark.allow_hosts(["127.0.0.1"]))
-
-
 @pytest.fixture(autouse=True)
 def _no_network(request: pytest.FixtureRequest):
     marker = request.node.get_closest_marker("allow_hosts")

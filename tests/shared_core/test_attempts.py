@@ -452,3 +452,77 @@ def test_decision_record_lists_the_failures_before_the_answer():
     }
     assert decision_record(decision, Role.STRONG, "big")["failures"] == []
     assert decision_record(decision, Role.STRONG, "big")["fallback"] is None
+
+
+def test_on_failure_hears_each_failure_before_the_next_attempt():
+    heard = []
+    call, calls = failing({"big": ConnectionError("big is down")})
+
+    def hear(failure):
+        heard.append((failure.model, len(calls)))
+
+    Attempts(PLAN, on_failure=hear).run(call)
+    assert heard == [("big", 1)]  # after the first call, before the second
+
+
+def test_cancelling_a_timed_call_cancels_the_model_call():
+    cancelled = []
+
+    async def call(model):
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            cancelled.append(model)
+            raise
+
+    async def main():
+        outer = asyncio.ensure_future(Attempts(PLAN, timeout=10).arun(call))
+        await asyncio.sleep(0.05)
+        outer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await outer
+        await asyncio.sleep(0.01)
+        assert cancelled == ["big"]  # before asyncio.run would cancel leftovers itself
+
+    asyncio.run(main())
+
+
+def test_real_httpx_and_openai_errors_are_recognised():
+    httpx = pytest.importorskip("httpx")
+    openai = pytest.importorskip("openai")
+    request = httpx.Request("POST", "http://127.0.0.1:9/v1/chat/completions")
+
+    def response(status):
+        return httpx.Response(status, request=request)
+
+    falls_back = [
+        httpx.ConnectError("refused", request=request), httpx.ReadTimeout("slow", request=request),
+        httpx.HTTPStatusError("busy", request=request, response=response(503)),
+        openai.APIConnectionError(request=request), openai.APITimeoutError(request=request),
+        openai.RateLimitError("slow down", response=response(429), body=None),
+        openai.InternalServerError("oops", response=response(500), body=None),
+    ]
+    raised = [
+        openai.BadRequestError("bad", response=response(400), body=None),
+        openai.AuthenticationError("key", response=response(401), body=None),
+        httpx.HTTPStatusError("missing", request=request, response=response(404)),
+    ]
+    assert [type(e).__name__ for e in falls_back if not is_provider_error(e)] == []
+    assert [type(e).__name__ for e in raised if is_provider_error(e)] == []
+
+
+def test_open_first_opens_the_first_async_stream_at_once():
+    opened = []
+
+    async def open_stream(model):
+        opened.append(model)
+        if model == "big":
+            raise ConnectionError("down")
+        return agen(model)
+
+    async def main():
+        stream = await Attempts(PLAN).astream(open_stream).open_first()
+        assert opened == ["big"]
+        return await _collect(stream)
+
+    assert asyncio.run(main()) == ["small-0", "small-1"] and opened == ["big", "small"]
