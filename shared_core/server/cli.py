@@ -11,6 +11,7 @@ import importlib
 import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
 from typing import Any, Sequence
@@ -132,9 +133,14 @@ def run(args: argparse.Namespace) -> int:
     flags = {k: v for k, v in _flags(args).items() if v is not None}
     flags["config"] = args.config
     os.environ[_FLAGS_ENV] = json.dumps(flags)
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="routellm-metrics-")
-    uvicorn.run("shared_core.server.cli:app_from_env", factory=True, workers=config.workers, **common)
+    made = None
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # the workers' metrics, summed at /metrics
+        made = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="routellm-metrics-")
+    try:
+        uvicorn.run("shared_core.server.cli:app_from_env", factory=True, workers=config.workers, **common)
+    finally:
+        if made:
+            shutil.rmtree(made, ignore_errors=True)
     return 0
 
 

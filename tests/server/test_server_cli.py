@@ -103,8 +103,8 @@ def test_serve_is_a_routellm_command():
 
 
 @pytest.mark.slow
-def test_two_workers_share_the_metrics(strong, weak):
-    proc, url = start_serve(strong, weak, "--workers", "2", env={"PROMETHEUS_MULTIPROC_DIR": ""})
+def test_two_workers_share_the_metrics(strong, weak, tmp_path):
+    proc, url = start_serve(strong, weak, "--workers", "2", env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)})
     try:
         for i in range(6):
             r = httpx.post(f"{url}/v1/chat/completions", json={"messages": [{"role": "user", "content": f"q{i}"}]})
@@ -115,3 +115,4 @@ def test_two_workers_share_the_metrics(strong, weak):
     total = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                 if line.startswith('routellm_requests_total{path="/v1/chat/completions"'))
     assert total == 6.0
+    assert len({f.stem.rsplit("_", 1)[-1] for f in tmp_path.glob("*.db")}) == 2  # each worker wrote its own values
