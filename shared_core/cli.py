@@ -80,14 +80,22 @@ def _cmd_route(args: argparse.Namespace) -> int:
     if (args.prompt is None) == (args.file is None):
         raise ConfigError("give either one prompt or --file PATH, not both and not neither")
     prompts = [args.prompt] if args.prompt is not None else read_prompts(args.file)
-    engine = RoutingEngine.from_settings(
-        router=args.router, threshold=args.threshold, strong_fraction=args.strong_fraction,
-        on_no_text=args.on_no_text,
-    )
-    # Each prompt is a one-message conversation, so that the routing policy of the
-    # wrappers applies here too: an empty prompt has no text and goes to on_no_text.
-    decisions = engine.decide([[("user", prompt)] for prompt in prompts])
-    if args.json:
+    settings = dict(router=args.router, threshold=args.threshold, strong_fraction=args.strong_fraction,
+                    on_no_text=args.on_no_text)
+    if args.ray:
+        from shared_core.ray_batch import decide_texts_on_ray
+
+        decisions = decide_texts_on_ray(prompts, **settings)
+    else:
+        # Each prompt is a one-message conversation, so that the routing policy of the
+        # wrappers applies here too: an empty prompt has no text and goes to on_no_text.
+        decisions = RoutingEngine.from_settings(**settings).decide([[("user", prompt)] for prompt in prompts])
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as fh:
+            for prompt, d in zip(prompts, decisions):
+                fh.write(json.dumps({"prompt": prompt, **d.to_dict()}, ensure_ascii=False) + "\n")
+        print(f"{len(decisions)} decisions written to {args.out}; strong: {sum(d.is_strong for d in decisions)}")
+    elif args.json:
         for prompt, d in zip(prompts, decisions):
             print(json.dumps({"prompt": prompt, **d.to_dict()}, ensure_ascii=False))
     else:
@@ -158,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="where a prompt with no text (empty or only whitespace) goes, as in the wrappers (default: strong)",
     )
     route.add_argument("--json", action="store_true", help="one JSON object per prompt")
+    route.add_argument("--out", help="write the decisions as JSON lines to this file, in input order")
+    route.add_argument("--ray", action="store_true", help="score on Ray Data in parallel map batches (extra 'ray')")
     route.set_defaults(func=_cmd_route)
 
     cal = sub.add_parser("calibrate", help="threshold that sends a target fraction of prompts to the strong model")
