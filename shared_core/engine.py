@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from shared_core.attempts import Failure, Outcome
+from shared_core.controller import Controller
 from shared_core.errors import ConfigError
 from shared_core.policy import routing_text
 from shared_core.routers import Decision, Role, Router, check_prompts, check_threshold, get_router_class, load_router
@@ -159,7 +160,8 @@ class RoutingEngine:
     """
 
     def __init__(
-        self, router: Router, threshold: float, on_no_text: str = "strong", *, router_spec: str | Path | None = None
+        self, router: Router, threshold: float, on_no_text: str = "strong", *, router_spec: str | Path | None = None,
+        controller: Controller | None = None,
     ) -> None:
         self.router = router
         self.threshold = check_threshold(threshold)
@@ -168,13 +170,15 @@ class RoutingEngine:
         self.on_no_text = Role(on_no_text)
         #: The name or path the router was loaded from (``None``: a Router object was given).
         self.router_spec = router_spec
+        #: Moves the threshold online (:mod:`shared_core.controller`); ``None``: the threshold is fixed.
+        self.controller = check_controller(controller)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # A router loaded by name or path pickles as that name or path (a loaded
         # embedder holds sessions and locks); a Router object given pickles itself.
         if self.router_spec is not None:
-            return (_engine_from_spec, (self.router_spec, self.threshold, self.on_no_text.value))
-        return (type(self), (self.router, self.threshold, self.on_no_text.value))
+            return (_engine_from_spec, (self.router_spec, self.threshold, self.on_no_text.value, self.controller))
+        return (_engine_from_router, (self.router, self.threshold, self.on_no_text.value, self.controller))
 
     @classmethod
     def from_settings(
@@ -184,6 +188,7 @@ class RoutingEngine:
         strong_fraction: float | None = None,
         calibration_prompts: Sequence[str] | None = None,
         on_no_text: str = "strong",
+        controller: Controller | None = None,
     ) -> "RoutingEngine":
         if threshold is not None and strong_fraction is not None:
             raise ConfigError(
@@ -200,11 +205,11 @@ class RoutingEngine:
         spec = None if isinstance(router, Router) else (DEFAULT_ROUTER if router is None else router)
         if threshold is not None:
             thr = check_threshold(threshold)
-            return cls(resolve_router(router), thr, on_no_text, router_spec=spec)
+            return cls(resolve_router(router), thr, on_no_text, router_spec=spec, controller=controller)
         fraction = check_fraction(DEFAULT_STRONG_FRACTION if strong_fraction is None else strong_fraction)
         router_obj = resolve_router(router)
         return cls(router_obj, threshold_for_fraction(router_obj, fraction, calibration_prompts), on_no_text,
-                   router_spec=spec)
+                   router_spec=spec, controller=controller)
 
     # Decisions -------------------------------------------------------------
     def decide_texts(self, texts: Sequence[str | None], reasons: Sequence[str] | None = None) -> list[Decision]:
@@ -216,6 +221,8 @@ class RoutingEngine:
         reasons = list(reasons) if reasons is not None else ["score" if t is not None else "no_text" for t in texts]
         idx = [i for i, t in enumerate(texts) if t is not None]
         scores = self.router.score([texts[i] for i in idx]) if idx else []
+        if self.controller is not None:
+            return self._controlled(texts, reasons, dict(zip(idx, scores)))
         out: list[Decision | None] = [None] * len(texts)
         for i, s in zip(idx, scores):
             role = Role.STRONG if s >= self.threshold else Role.WEAK
@@ -224,6 +231,15 @@ class RoutingEngine:
             if t is None:
                 out[i] = Decision(self.on_no_text, None, self.threshold, self.router.name, reasons[i])
         return out  # type: ignore[return-value]
+
+    def _controlled(self, texts: list[str | None], reasons: list[str], scores: dict[int, float]) -> list[Decision]:
+        """Decisions by the controller, which observes each one in the order given."""
+        out = []
+        for i in range(len(texts)):
+            score = float(scores[i]) if i in scores else None
+            c = self.controller.decide(score, self.threshold, self.on_no_text, reasons[i])  # type: ignore[union-attr]
+            out.append(Decision(c.role, score, c.threshold, self.router.name, c.reason))
+        return out
 
     def decide(self, conversations: Sequence[Sequence[tuple[str, Any]]]) -> list[Decision]:
         """Decide for each conversation of ``(role, content)`` pairs, in one router call."""
@@ -237,8 +253,25 @@ class RoutingEngine:
         return {"router": self.router.name, "threshold": self.threshold}
 
 
-def _engine_from_spec(router_spec: str | Path, threshold: float, on_no_text: str) -> RoutingEngine:
-    return RoutingEngine(resolve_router(router_spec), threshold, on_no_text, router_spec=router_spec)
+def _engine_from_spec(router_spec: str | Path, threshold: float, on_no_text: str,
+                      controller: Controller | None = None) -> RoutingEngine:
+    return RoutingEngine(resolve_router(router_spec), threshold, on_no_text, router_spec=router_spec,
+                         controller=controller)
+
+
+def _engine_from_router(router: Router, threshold: float, on_no_text: str,
+                        controller: Controller | None = None) -> RoutingEngine:
+    return RoutingEngine(router, threshold, on_no_text, controller=controller)
+
+
+def check_controller(controller: Any) -> Controller | None:
+    """``controller`` if it is ``None`` or a :class:`~shared_core.controller.Controller`, else raise."""
+    if controller is None or isinstance(controller, Controller):
+        return controller
+    raise ConfigError(
+        f"controller must be a ShareController, a BudgetController or None, got {type(controller).__name__}: "
+        f"{controller!r}"
+    )
 
 
 def threshold_for_fraction(

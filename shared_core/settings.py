@@ -30,7 +30,8 @@ from typing import Any, Callable, Dict, Iterator, List, Literal, Mapping, Option
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from shared_core.attempts import Attempts, FallbackOn, Failure, check_timeout, fallback_predicate, model_label
-from shared_core.engine import RoutingEngine, attempt_order
+from shared_core.controller import Controller
+from shared_core.engine import RoutingEngine, attempt_order, check_controller
 from shared_core.errors import ConfigError
 from shared_core.routers import Decision, Role, Router, check_prompts, check_threshold
 from shared_core.thresholds import check_fraction
@@ -40,7 +41,7 @@ __all__ = ["ENGINE_FIELDS", "ROUTING_FIELDS", "RoutedModel", "RoutingSettings", 
 M = TypeVar("M")
 
 #: The fields the routing engine is built from.
-ENGINE_FIELDS = ("router", "threshold", "strong_fraction", "calibration_prompts", "on_no_text")
+ENGINE_FIELDS = ("router", "threshold", "strong_fraction", "calibration_prompts", "on_no_text", "controller")
 #: Every shared routing field.
 ROUTING_FIELDS = ENGINE_FIELDS + ("fallback", "fallback_on", "timeout")
 
@@ -69,6 +70,12 @@ class RoutingSettings(BaseModel):
     )
     on_no_text: Literal["strong", "weak"] = Field(
         default="strong", description="Where a call with no text to score goes: 'strong' or 'weak'."
+    )
+    controller: Any = Field(
+        default=None,
+        description="A shared_core.controller ShareController (keeps the strong share at a target by moving the "
+        "threshold online; it starts from threshold or strong_fraction) or BudgetController (caps the strong "
+        "model's spend per period); None: the threshold is fixed. Copies of this object share it.",
     )
     fallback: bool = Field(
         default=False,
@@ -131,6 +138,11 @@ class RoutingSettings(BaseModel):
             raise ConfigError(f"on_no_text must be 'strong' or 'weak', got {value!r}")
         return value
 
+    @field_validator("controller", mode="before")
+    @classmethod
+    def _check_controller(cls, value: Any) -> Any:
+        return check_controller(value)
+
     @field_validator("fallback", mode="before")
     @classmethod
     def _check_fallback(cls, value: Any) -> bool:
@@ -161,7 +173,7 @@ class RoutingSettings(BaseModel):
         threshold and strong_fraction exclude each other and a model string)."""
         return RoutingEngine.from_settings(
             router=self.router, threshold=self.threshold, strong_fraction=self.strong_fraction,
-            calibration_prompts=self.calibration_prompts, on_no_text=self.on_no_text,
+            calibration_prompts=self.calibration_prompts, on_no_text=self.on_no_text, controller=self.controller,
         )
 
 
@@ -242,8 +254,8 @@ class RoutedModel(RoutingSettings):
     # Copies and pickles -------------------------------------------------------------------------
     def __deepcopy__(self, memo: Optional[Dict[int, Any]] = None) -> Any:
         memo = {} if memo is None else memo
-        for shared in (self._engine, self.router):
-            if isinstance(shared, (RoutingEngine, Router)):
+        for shared in (self._engine, self.router, self.controller):
+            if isinstance(shared, (RoutingEngine, Router, Controller)):
                 memo[id(shared)] = shared  # read-only: shared, not copied (a loaded model holds locks)
         return super().__deepcopy__(memo)
 
