@@ -26,7 +26,8 @@ measures (``docs/costs.md``).
 A :class:`~shared_core.ledger.Ledger` built with ``budget=`` charges it the cost
 of each strong call. A call is sent strong only if ``spent + reserve`` (the
 reserve of calls admitted but not charged yet included) stays within the
-budget; otherwise it goes weak with the reason ``"budget_exhausted"``. With
+budget; otherwise it goes weak, with the reason ``"budget_exhausted"`` where it
+would have gone strong. With
 ``reserve`` at least the cost of one strong call, the strong spend of a period
 never exceeds the budget. Weak calls are never refused (the router cannot
 refuse a call), so they are not capped. ``inner`` (a ShareController) decides
@@ -279,10 +280,13 @@ class BudgetController(Controller):
                reason: str = "score") -> Control:
         with self._lock:
             self._roll()
-            exhausted = self._spent + (self._pending + 1) * self.reserve > self.budget
-            if exhausted:
-                used = threshold if self.inner is None else (getattr(self.inner, "threshold", None) or threshold)
-                return Control(Role.WEAK, used, BUDGET_EXHAUSTED)
+            if self._spent + (self._pending + 1) * self.reserve > self.budget:
+                # Spent: weak. The reason says so where the call would have gone strong; the
+                # inner controller is not asked (it would count a decision it did not make).
+                inner = None if self.inner is None else getattr(self.inner, "threshold", None)
+                used = threshold if inner is None else inner
+                would = default is Role.STRONG if score is None else score >= used
+                return Control(Role.WEAK, used, BUDGET_EXHAUSTED if would else reason)
             if self.inner is not None:
                 control = self.inner.decide(score, threshold, default, reason)
             elif score is None:
