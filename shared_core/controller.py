@@ -61,6 +61,7 @@ import numpy as np
 
 from shared_core.errors import ConfigError
 from shared_core.routers import Role, check_threshold
+from shared_core.routers.base import NEVER_STRONG
 from shared_core.thresholds import check_fraction
 
 __all__ = [
@@ -194,10 +195,13 @@ class ShareController(Controller):
             return
         realised = sum(self._strong) / len(self._strong)
         wanted = min(1.0, max(0.0, self.target + self.gain * (self.target - realised)))
-        # Strong when score >= threshold: the (1 - wanted) quantile sends ``wanted`` of the window strong.
-        goal = float(np.quantile(np.fromiter(self._scores, float, len(self._scores)), 1.0 - wanted))
+        window = np.fromiter(self._scores, float, len(self._scores))
+        if wanted <= 0.0:  # none strong: just above the highest score (ties at the top too)
+            goal = min(NEVER_STRONG, math.nextafter(float(window.max()), math.inf))
+        else:  # strong when score >= threshold: the (1 - wanted) quantile sends ``wanted`` of them strong
+            goal = float(np.quantile(window, 1.0 - wanted))
         step = min(self.max_step, max(-self.max_step, goal - self._threshold))
-        self._threshold = min(1.0, max(0.0, self._threshold + step))
+        self._threshold = min(NEVER_STRONG, max(0.0, self._threshold + step))
 
     def to_state(self) -> dict[str, Any]:
         with self._lock:
