@@ -16,9 +16,10 @@ from typing import Any, Sequence
 
 from shared_core.attempts import Failure, Outcome
 from shared_core.controller import Controller
-from shared_core.errors import ConfigError
+from shared_core.errors import ConfigError, PromptError
 from shared_core.policy import routing_text
 from shared_core.routers import Decision, Role, Router, check_prompts, check_threshold, get_router_class, load_router
+from shared_core.routers.base import check_prompt
 from shared_core.thresholds import calibrate, check_fraction, end_threshold, threshold_from_quantiles
 
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
@@ -212,17 +213,32 @@ class RoutingEngine:
                    router_spec=spec, controller=controller)
 
     # Decisions -------------------------------------------------------------
-    def decide_texts(self, texts: Sequence[str | None], reasons: Sequence[str] | None = None) -> list[Decision]:
+    def decide_texts(
+        self, texts: Sequence[str | None], reasons: Sequence[str] | None = None, *, skip_invalid: bool = False
+    ) -> list[Decision]:
         """Decide for each text; ``None`` entries (nothing to score) go to ``on_no_text``.
 
-        All texts are scored in one router call.
+        All texts are scored in one router call. A text the router cannot read (not
+        valid Unicode) raises :class:`~shared_core.errors.PromptError` naming it; with
+        ``skip_invalid`` it gets ``None`` instead, so a batch can fail that item alone.
         """
         texts = list(texts)
         reasons = list(reasons) if reasons is not None else ["score" if t is not None else "no_text" for t in texts]
-        idx = [i for i, t in enumerate(texts) if t is not None]
+        invalid: set[int] = set()
+        for i, t in enumerate(texts):
+            if t is not None:
+                try:
+                    check_prompt(t, i)
+                except PromptError as exc:
+                    if not skip_invalid:
+                        if len(texts) == 1:  # one call's prompt: no batch index to name
+                            raise PromptError(str(exc).replace("prompts[0]", "the prompt", 1), index=0) from None
+                        raise
+                    invalid.add(i)
+        idx = [i for i, t in enumerate(texts) if t is not None and i not in invalid]
         scores = self.router.score([texts[i] for i in idx]) if idx else []
         if self.controller is not None:
-            return self._controlled(texts, reasons, dict(zip(idx, scores)))
+            return self._controlled(texts, reasons, dict(zip(idx, scores)), invalid)  # type: ignore[return-value]
         out: list[Decision | None] = [None] * len(texts)
         for i, s in zip(idx, scores):
             role = Role.STRONG if s >= self.threshold else Role.WEAK
@@ -232,19 +248,26 @@ class RoutingEngine:
                 out[i] = Decision(self.on_no_text, None, self.threshold, self.router.name, reasons[i])
         return out  # type: ignore[return-value]
 
-    def _controlled(self, texts: list[str | None], reasons: list[str], scores: dict[int, float]) -> list[Decision]:
-        """Decisions by the controller, which observes each one in the order given."""
-        out = []
+    def _controlled(self, texts: list[str | None], reasons: list[str], scores: dict[int, float],
+                    invalid: set[int]) -> list[Decision | None]:
+        """Decisions by the controller, which observes each one in the order given
+        (an invalid item, skipped, gets ``None`` and is not observed)."""
+        out: list[Decision | None] = []
         for i in range(len(texts)):
+            if i in invalid:
+                out.append(None)
+                continue
             score = float(scores[i]) if i in scores else None
             c = self.controller.decide(score, self.threshold, self.on_no_text, reasons[i])  # type: ignore[union-attr]
             out.append(Decision(c.role, score, c.threshold, self.router.name, c.reason))
         return out
 
-    def decide(self, conversations: Sequence[Sequence[tuple[str, Any]]]) -> list[Decision]:
+    def decide(
+        self, conversations: Sequence[Sequence[tuple[str, Any]]], *, skip_invalid: bool = False
+    ) -> list[Decision]:
         """Decide for each conversation of ``(role, content)`` pairs, in one router call."""
         pairs = [routing_text(c) for c in conversations]
-        return self.decide_texts([t for t, _ in pairs], [r for _, r in pairs])
+        return self.decide_texts([t for t, _ in pairs], [r for _, r in pairs], skip_invalid=skip_invalid)
 
     def decide_one(self, conversation: Sequence[tuple[str, Any]]) -> Decision:
         return self.decide([conversation])[0]
