@@ -224,3 +224,10 @@ def test_settings_take_a_controller_and_refuse_anything_else():
         RoutingSettings(router="random", controller="share")
     engine = pickle.loads(pickle.dumps(settings.build_engine()))
     assert engine.controller.to_state() == controller.to_state()
+
+
+def test_a_skipped_invalid_batch_item_is_not_observed():
+    engine = RoutingEngine(ListRouter(), 0.5, controller=ShareController(0.5, window=10, min_scores=2))
+    decisions = engine.decide_texts(["q 0.9", "bad \ud800 0.5", "q 0.2"], skip_invalid=True)
+    assert decisions[1] is None and [d.score for d in (decisions[0], decisions[2])] == [0.9, 0.2]
+    assert engine.controller.to_state()["observed"] == 2
