@@ -139,7 +139,6 @@ def share_table(scores_all: np.ndarray, order_ix: dict[str, np.ndarray], targets
 def budget_run(prompts_all: list[str], scores_all: np.ndarray, ix: np.ndarray, budget: float, period: float,
                output_tokens: int) -> tuple[list[dict[str, Any]], float]:
     from shared_core.controller import BudgetController, ShareController
-    from shared_core.engine import RoutingEngine  # noqa: F401  (the engine makes the same decide call)
     from shared_core.ledger import Ledger, PriceTable
 
     prices = PriceTable(PRICES)

@@ -30,8 +30,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.outputs import LLMResult
 
 from langchain_routellm._routing import DECISION_KEY
-from shared_core.errors import ConfigError
-from shared_core.ledger import CallRecord, Ledger, PriceTable
+from shared_core.ledger import CallRecord, Ledger, PriceTable, ledger_from
 
 __all__ = ["LedgerCallbackHandler"]
 
@@ -48,15 +47,7 @@ class LedgerCallbackHandler(BaseCallbackHandler):
 
     def __init__(self, ledger: Optional[Ledger] = None, *, prices: PriceTable | Mapping[str, Any] | None = None,
                  strong_model: Optional[str] = None, budget: Any = None) -> None:
-        if ledger is not None and (prices is not None or strong_model is not None or budget is not None):
-            raise ConfigError("give either ledger or prices/strong_model/budget, not both")
-        if ledger is None:
-            if prices is None or strong_model is None:
-                raise ConfigError("LedgerCallbackHandler needs a ledger, or prices and strong_model")
-            ledger = Ledger(prices, strong_model, budget=budget)
-        elif not isinstance(ledger, Ledger):
-            raise ConfigError(f"ledger must be a shared_core.ledger.Ledger, got {type(ledger).__name__}: {ledger!r}")
-        self.ledger = ledger
+        self.ledger = ledger_from(ledger, prices, strong_model, budget, "LedgerCallbackHandler")
         self._lock = threading.Lock()
         self.unrouted = 0
 

@@ -53,7 +53,7 @@ from shared_core.routers import Role
 if TYPE_CHECKING:
     from shared_core.controller import BudgetController
 
-__all__ = ["CallRecord", "Ledger", "Price", "PriceError", "PriceTable", "UsageError", "check_tokens"]
+__all__ = ["CallRecord", "Ledger", "Price", "PriceError", "PriceTable", "UsageError", "check_tokens", "ledger_from"]
 
 PER = 1_000_000  # prices are per million tokens
 
@@ -291,3 +291,18 @@ class Ledger:
     def reset(self) -> None:
         with self._lock:
             self._calls.clear()
+
+
+def ledger_from(ledger: Optional[Ledger], prices: PriceTable | Mapping[str, Any] | None, strong_model: Optional[str],
+                budget: "BudgetController | None", owner: str) -> Ledger:
+    """The ledger a handler (``owner``) was given, or one built from ``prices`` and ``strong_model``."""
+    if ledger is not None:
+        if prices is not None or strong_model is not None or budget is not None:
+            raise ConfigError(f"{owner}: give either ledger or prices/strong_model/budget, not both")
+        if not isinstance(ledger, Ledger):
+            raise ConfigError(f"{owner}: ledger must be a shared_core.ledger.Ledger, got {type(ledger).__name__}: "
+                              f"{ledger!r}")
+        return ledger
+    if prices is None or strong_model is None:
+        raise ConfigError(f"{owner} needs a ledger, or prices and strong_model")
+    return Ledger(prices, strong_model, budget=budget)

@@ -10,7 +10,6 @@ from langchain_core.messages import AIMessage, HumanMessage
 
 from langchain_routellm import LedgerCallbackHandler, RouteLLMChat
 from langchain_routellm.testing import FakeToolChatModel
-from lc_support import KeywordRouter
 from shared_core.controller import BUDGET_EXHAUSTED, BudgetController, ShareController
 from shared_core.errors import ConfigError
 from shared_core.ledger import Ledger, PriceError, UsageError
