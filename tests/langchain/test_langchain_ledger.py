@@ -141,3 +141,12 @@ def test_budget_controller_charged_by_the_ledger_goes_weak_when_spent(strong, we
 def test_invoke_with_messages_records_input_tokens_of_the_whole_conversation(llm, handler):
     llm.invoke([HumanMessage("one two"), AIMessage("three"), HumanMessage("prove four")], config=cfg(handler))
     assert handler.ledger.calls[0].input_tokens == (2 + 1) + (1 + 1) + (2 + 1)
+
+
+def test_module_example_runs():
+    import doctest
+
+    import langchain_routellm.ledger
+
+    result = doctest.testmod(langchain_routellm.ledger, raise_on_error=False)
+    assert result.attempted > 0 and result.failed == 0
