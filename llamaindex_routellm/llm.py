@@ -31,6 +31,7 @@ from llama_index.core.base.llms.types import (
 )
 from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
 from llama_index.core.callbacks import CallbackManager
+from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import LLM, ToolSelection
 from llama_index.core.prompts import BasePromptTemplate
@@ -43,6 +44,10 @@ from shared_core.settings import RoutedModel, pop_timeout
 
 if TYPE_CHECKING:
     from llama_index.core.tools.types import BaseTool
+
+#: Spans for the tool calls too (LlamaIndex spans chat and complete itself), so that
+#: an instrumentation handler (the ledger) sees every tagged response.
+dispatcher = get_dispatcher(__name__)
 
 #: Key under which every response's ``additional_kwargs`` records the decision.
 DECISION_KEY = "routellm"
@@ -416,6 +421,7 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         )
 
     # Function calling: the chosen model formats the tools and parses its calls
+    @dispatcher.span
     def chat_with_tools(
         self,
         tools: Sequence["BaseTool"],
@@ -431,6 +437,7 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         decision = self._decide(_tools_conversation(user_msg, chat_history))
         return self._call(decision, lambda m: m.chat_with_tools(tools, **args), tools=True, timeout=timeout)
 
+    @dispatcher.span
     async def achat_with_tools(
         self,
         tools: Sequence["BaseTool"],

@@ -220,3 +220,22 @@ def test_budget_controller_through_routellm_and_the_ledger():
     assert [(r["role"], r["reason"]) for r in records] == [("strong", "score")] * 2 + [("weak", BUDGET_EXHAUSTED)] * 3
     assert budget.spent == pytest.approx(handler.totals()["by_role"]["strong"]["cost"], abs=1e-15)
     assert budget.spent <= 0.0005
+
+
+def test_tool_calls_are_recorded(fc_models):
+    from llama_index.core.tools import FunctionTool
+
+    def multiply(a: int, b: int) -> int:
+        """Multiply two integers."""
+        return a * b
+
+    for model in fc_models.values():
+        model.name = {"strong-fc": "strong-m", "weak-fc": "weak-m"}[model.name]
+    llm = RouteLLM(strong=fc_models["strong"], weak=fc_models["weak"], router=KeywordRouter(), threshold=0.5)
+    tool = FunctionTool.from_defaults(multiply)
+    with LedgerHandler(prices=PRICES, strong_model="strong-m") as handler:
+        response = llm.chat_with_tools([tool], user_msg="multiply 3 and 4")
+        response.raw = None  # MockFunctionCallingLLM reports no usage: the error is kept, not a zero
+        asyncio.run(llm.achat_with_tools([tool], user_msg="prove: multiply 5 and 6"))
+    assert len(handler.errors) == 2 and all("reported no token usage" in str(e) for e in handler.errors)
+    assert "'weak-m' (weak)" in str(handler.errors[0]) and "'strong-m' (strong)" in str(handler.errors[1])
