@@ -150,3 +150,25 @@ def test_module_example_runs():
 
     result = doctest.testmod(langchain_routellm.ledger, raise_on_error=False)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_a_price_error_reaches_an_async_caller_too(strong, keyword_router):
+    llm = RouteLLMChat(strong=strong, weak=FakeToolChatModel(model_name="unpriced"), router=keyword_router,
+                       threshold=0.5)
+    handler = LedgerCallbackHandler(prices=PRICES, strong_model="strong-fake")
+    with pytest.raises(PriceError, match="'unpriced'"):
+        asyncio.run(llm.ainvoke("hi", config=cfg(handler)))
+
+
+def test_a_pickled_chat_model_carries_its_controllers_state(strong, weak):
+    import pickle
+
+    llm = RouteLLMChat(strong=strong, weak=weak, router="random", threshold=0.5,
+                       controller=ShareController(0.3, window=20, min_scores=5))
+    llm.batch([f"question {i}" for i in range(30)])
+    again = pickle.loads(pickle.dumps(llm))
+    assert again.engine.controller.to_state() == llm.controller.to_state()
+    assert again.engine.controller is not llm.controller
+    later = [f"more {i}" for i in range(10)]
+    assert ([m.response_metadata["routellm"]["threshold"] for m in again.batch(later)]
+            == [m.response_metadata["routellm"]["threshold"] for m in llm.batch(later)])
