@@ -231,3 +231,47 @@ def test_a_skipped_invalid_batch_item_is_not_observed():
     decisions = engine.decide_texts(["q 0.9", "bad \ud800 0.5", "q 0.2"], skip_invalid=True)
     assert decisions[1] is None and [d.score for d in (decisions[0], decisions[2])] == [0.9, 0.2]
     assert engine.controller.to_state()["observed"] == 2
+
+
+@pytest.mark.slow
+def test_the_shipped_default_router_under_a_share_controller():
+    """The real router and embedder: 300 varied prompts, the last window near the target."""
+    topics = ["the French revolution", "quantum tunnelling", "a haiku about rain", "sorting a list in Python",
+              "the derivative of x^3", "a polite email declining a meeting", "the capital of Peru",
+              "proof that sqrt(2) is irrational", "photosynthesis", "a SQL join"]
+    verbs = ["Explain", "Summarise", "Write", "Prove or refute a claim about", "Give three facts on"]
+    prompts = [f"{verbs[i % 5]} {topics[(i * 7) % 10]} (case {i})." for i in range(300)]
+    engine = RoutingEngine.from_settings(router=None, strong_fraction=0.3,
+                                         controller=ShareController(0.3, window=100, score_window=50))
+    decisions = engine.decide_texts(prompts[:150]) + [engine.decide_texts([p])[0] for p in prompts[150:]]
+    strong = np.array([d.role is Role.STRONG for d in decisions], float)
+    assert strong[-100:].mean() == pytest.approx(0.3, abs=0.05)
+    assert engine.controller.to_state()["observed"] == 300
+
+
+def _simulation():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "simulate_controller.py"
+    spec = importlib.util.spec_from_file_location("simulate_controller", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_simulation_measures():
+    sim = _simulation()
+    assert sim.windowed_share(np.array([1, 0, 0, 1, 1], float), 2).tolist() == [0.5, 0.0, 0.5, 1.0]
+    sizes = {"mmlu": 4, "gsm8k": 3, "mt-bench": 1, "arena-bench": 2}
+    orders = sim.orders(sizes, seed=0)
+    assert sorted(orders["shuffled"].tolist()) == list(range(10)) == sorted(orders["drifting"].tolist())
+    assert set(orders["drifting"][:3].tolist()) == {7, 8, 9}  # chat first: arena-bench and MT-Bench
+    assert set(orders["drifting"][3:6].tolist()) == {4, 5, 6} and orders["drifting"].tolist() == \
+        sim.orders(sizes, seed=0)["drifting"].tolist()
+    gain = np.array([1.0, 1.0, 2.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    bench_of = np.array([0, 0, 0, 0, 1, 1, 1, 2, 3, 3])
+    ix = np.arange(10)
+    assert sim.gap_recovered(np.ones(10), ix, gain, bench_of) == pytest.approx(1.0, abs=1e-12)
+    half = np.array([0, 0, 1, 0, 1, 0, 0, 1, 1, 0], float)  # mmlu 2/4, gsm8k 1/3, mt 1/1, arena 1/2
+    assert sim.gap_recovered(half, ix, gain, bench_of) == pytest.approx((0.5 + 1 / 3 + 1 + 0.5) / 4, abs=1e-12)
