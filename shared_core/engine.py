@@ -225,7 +225,7 @@ class RoutingEngine:
         for i, s in zip(idx, scores):
             role = Role.STRONG if s >= self.threshold else Role.WEAK
             out[i] = Decision(role, float(s), self.threshold, self.router.name)
-            self.recent.add(out[i].id, texts[i])
+            self.recent.add(out[i].id, texts[i], float(s))
         for i, t in enumerate(texts):
             if t is None:
                 out[i] = Decision(self.on_no_text, None, self.threshold, self.router.name, reasons[i])

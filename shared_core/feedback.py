@@ -188,22 +188,23 @@ class FeedbackStore:
 
 
 class DecisionLog:
-    """The routing texts of the latest ``maxlen`` decisions by id (thread-safe, in memory only)."""
+    """The routing text and score of the latest ``maxlen`` decisions by id (thread-safe, in memory only)."""
 
     def __init__(self, maxlen: int = RECENT_DECISIONS) -> None:
         self.maxlen = maxlen
-        self._texts: OrderedDict[str, str] = OrderedDict()
+        self._items: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def add(self, decision_id: str, text: str) -> None:
+    def add(self, decision_id: str, text: str, score: float) -> None:
         with self._lock:
-            self._texts[decision_id] = text
-            while len(self._texts) > self.maxlen:
-                self._texts.popitem(last=False)
+            self._items[decision_id] = (text, score)
+            while len(self._items) > self.maxlen:
+                self._items.popitem(last=False)
 
-    def get(self, decision_id: str) -> str | None:
+    def get(self, decision_id: str) -> tuple[str, float] | None:
+        """``(text, score)`` of the decision, or ``None`` if it is not (or no longer) here."""
         with self._lock:
-            return self._texts.get(decision_id)
+            return self._items.get(decision_id)
 
 
 def append_feedback(store: FeedbackStore, prompt: Any, outcome: Any, *, decision_id: str | None = None,
@@ -240,12 +241,13 @@ def record_feedback(engine: Any, target: Decision | str, outcome: Any, *, store:
     elif is_decision_id(target):
         decision_id = target
     if decision_id is not None:
-        prompt = engine.recent.get(decision_id)
-        if prompt is None:
+        found = engine.recent.get(decision_id)
+        if found is None:
             raise ConfigError(
                 f"decision {decision_id!r} is not among this engine's latest {engine.recent.maxlen} scored "
                 "decisions (a decision without text to score cannot be learned from); pass the prompt instead"
             )
+        prompt, score = found
     else:
         prompt = target
     router = engine.router

@@ -12,8 +12,13 @@ scored as
 where ``h(x)`` is the base router's score (plus, with ``head_alpha`` set, a ridge
 regression of the feedback's residuals ``y - base`` on the embedding). The base
 score counts as ``prior_weight`` pseudo-neighbours at similarity 1: a prompt
-near much feedback follows its labels, a prompt far from all of it (similarity
-0.5 weighs ``exp(-10)`` at the default temperature) keeps the base score.
+near much feedback follows its labels, a prompt far from all of it keeps about
+the base score (at the default temperature 0.2 a neighbour at similarity 0.5
+weighs ``exp(-2.5) = 0.08``, at 0.2 ``exp(-4) = 0.02``; the base weighs 2).
+
+The defaults (``k=20, temperature=0.2, prior_weight=2``, no head) were chosen on
+MMLU-Pro *physics* (``python benchmarks/feedback_curve.py --domain physics --grid``),
+not on the domains the learning curve reports (docs/feedback.md).
 
 Both parts update online (:meth:`FeedbackRouter.add`: one embedding, one base
 score and a rank-one update of the head's sums per prompt); :meth:`refit`
@@ -122,8 +127,8 @@ class FeedbackRouter(Router):
         *,
         embedder: Any = None,
         k: int = 20,
-        temperature: float = 0.05,
-        prior_weight: float = 1.0,
+        temperature: float = 0.2,
+        prior_weight: float = 2.0,
         head_alpha: float | None = None,
     ) -> None:
         if not isinstance(base, Router):
