@@ -140,7 +140,11 @@ def plot(rows: dict, ns, title: str, path: Path) -> None:
     ax.axhline(base.mean(), color="grey", linestyle="--", label="shipped default (no feedback)")
     ax.axhspan(base.mean() - base.std(), base.mean() + base.std(), color="grey", alpha=0.15)
     ax.errorbar(ns, means, yerr=stds, marker="o", capsize=3, label="FeedbackRouter over the default")
+    control = [rows[f"shuffled {n}"] for n in ns]
+    ax.errorbar(ns, [np.mean(c) for c in control], yerr=[np.std(c) for c in control], marker="s", capsize=3,
+                linestyle=":", alpha=0.7, label="same prompts, outcomes shuffled (control)")
     ax.set_xscale("log")
+    ax.minorticks_off()
     ax.set_xticks(ns, [str(n) for n in ns])
     ax.set_xlabel("feedback outcomes learned (N)")
     ax.set_ylabel("APGR on held-out prompts")
