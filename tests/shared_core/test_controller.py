@@ -275,3 +275,9 @@ def test_simulation_measures():
     assert sim.gap_recovered(np.ones(10), ix, gain, bench_of) == pytest.approx(1.0, abs=1e-12)
     half = np.array([0, 0, 1, 0, 1, 0, 0, 1, 1, 0], float)  # mmlu 2/4, gsm8k 1/3, mt 1/1, arena 1/2
     assert sim.gap_recovered(half, ix, gain, bench_of) == pytest.approx((0.5 + 1 / 3 + 1 + 0.5) / 4, abs=1e-12)
+
+
+def test_controlled_decisions_can_take_feedback():
+    engine = RoutingEngine(ListRouter(), 0.5, controller=ShareController(0.5, window=10, min_scores=2))
+    decision = engine.decide_texts(["q 0.7"])[0]
+    assert engine.recent.get(decision.id) is not None
