@@ -1,6 +1,6 @@
 """Train the routers shipped in the package, with the project's training recipes.
 
-    OPENBLAS_NUM_THREADS=1 python scripts/train_default.py --data-dir ../shared/data
+    python scripts/train_default.py --data-dir ../shared/data
 
 For ``mf`` and ``sw_ranking`` this runs :func:`shared_core.training.recipes.train_recipe`
 (MMLU training half + arena-bench battles of all 15 models; all-MiniLM-L6-v2
@@ -15,23 +15,19 @@ embeddings through the on-disk cache), then
 * writes ``shared_core/checkpoints/<name>/`` (``config.json`` + ``model.safetensors``,
   each file under 5 MB).
 
-``shared_core/checkpoints/default/`` becomes a copy of the router with the better
-held-out MMLU-test APGR (``--default NAME`` forces one). The full evaluation
+``default`` becomes an alias (``shared_core/checkpoints/aliases.json``) of the router
+with the better held-out MMLU-test APGR (``--default NAME`` forces one). The full evaluation
 (``routellm evaluate``) compares more routers, with arena-bench cross-validation.
 """
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import shutil  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -91,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=None, help="router data directory (default: ../shared/data)")
     parser.add_argument("--output-dir", type=Path, default=CHECKPOINTS, help="default: shared_core/checkpoints")
     parser.add_argument("--routers", nargs="+", default=["mf", "sw_ranking"])
-    parser.add_argument("--default", default="auto", help="router copied to default/ (auto: best MMLU-test APGR)")
+    parser.add_argument("--default", default="auto", help="router that 'default' names (auto: best MMLU-test APGR)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
@@ -106,11 +102,12 @@ def main(argv: list[str] | None = None) -> int:
         if not matches:
             raise SystemExit(f"--default {args.default!r} is not among the trained routers {args.routers}")
         best = matches[0]
-    default = args.output_dir / "default"
-    if default.exists():
-        shutil.rmtree(default)
-    shutil.copytree(best["path"], default)
-    print(f"default: copy of {best['name']} (MMLU-test APGR {best['held_out']['mmlu_test']['apgr']:.4f})")
+    stale = args.output_dir / "default"
+    if (stale / "config.json").is_file():  # an old byte-for-byte copy: the alias replaces it
+        shutil.rmtree(stale)
+    aliases = args.output_dir / "aliases.json"
+    aliases.write_text(json.dumps({"default": best["name"]}, indent=2) + "\n", encoding="utf-8")
+    print(f"default: alias of {best['name']} (MMLU-test APGR {best['held_out']['mmlu_test']['apgr']:.4f}) in {aliases}")
     print(json.dumps({r["name"]: r["held_out"] for r in results}, indent=1))
     return 0
 

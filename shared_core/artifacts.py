@@ -165,11 +165,14 @@ def dequantize_rows(stored: np.ndarray, scales: np.ndarray) -> np.ndarray:
 def resolve_embedder(config: dict[str, Any], path: str | Path, embedder=None, *, cache: bool = False):
     """The embedder a saved router needs.
 
-    ``embedder`` is checked against the config's embedder name and dimension;
-    without one, the embedder is rebuilt from the config with
-    :func:`shared_core.embeddings.embedder_from_config`. ``cache=True`` wraps it in
-    the on-disk :class:`~shared_core.embeddings.CachedEmbedder` (serving does not
-    cache by default: every prompt is new).
+    ``embedder`` is checked against the config's embedder name and dimension (and,
+    for an ONNX embedder, the SHA-256 of its model file when the config records
+    one); without one, the embedder is rebuilt from the config with
+    :func:`shared_core.embeddings.embedder_from_config`, which checks that hash when
+    it loads. A config naming a remote embeddings endpoint is never followed: the
+    caller must pass that embedder (a saved file never chooses where prompts go).
+    ``cache=True`` wraps it in the on-disk :class:`~shared_core.embeddings.CachedEmbedder`
+    (serving does not cache by default: every prompt is new).
     """
     from shared_core.embeddings import CachedEmbedder, embedder_from_config
 
@@ -190,6 +193,13 @@ def resolve_embedder(config: dict[str, Any], path: str | Path, embedder=None, *,
         if embedder.dim != spec["dim"]:
             raise ArtifactError(
                 f"embedder {embedder.name!r} has dimension {embedder.dim}, but router {str(path)!r} needs {spec['dim']}"
+            )
+        inner = embedder.inner if isinstance(embedder, CachedEmbedder) else embedder
+        given_sha = getattr(inner, "sha256", None) if spec.get("sha256") else None
+        if given_sha is not None and given_sha != spec["sha256"]:
+            raise ArtifactError(
+                f"embedder {embedder.name!r} runs a model file of SHA-256 {given_sha}, but router {str(path)!r} "
+                f"was trained with SHA-256 {spec['sha256']}: its vectors would differ"
             )
     if cache and not isinstance(embedder, CachedEmbedder):
         embedder = CachedEmbedder(embedder)

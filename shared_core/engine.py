@@ -9,6 +9,7 @@ LlamaIndex make the same decision for the same question and configuration.
 from __future__ import annotations
 
 import functools
+import json
 import re
 from pathlib import Path
 from typing import Any, Sequence
@@ -43,17 +44,38 @@ def is_model_string(value: Any) -> bool:
     return isinstance(value, str) and value.startswith("router-") and bool(_MODEL_STRING.match(value.strip()))
 
 
+#: ``{"default": "<shipped router>"}``: names that stand for a shipped router (not copies of it).
+ALIASES_FILE = "aliases.json"
+
+
+def shipped_aliases() -> dict[str, str]:
+    """Alias -> shipped router name, from ``checkpoints/aliases.json`` (targets that exist only)."""
+    path = CHECKPOINTS / ALIASES_FILE
+    try:
+        aliases = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(aliases, dict):
+        return {}
+    return {
+        str(k): v for k, v in aliases.items()
+        if isinstance(v, str) and (CHECKPOINTS / v / "config.json").is_file()
+    }
+
+
 def shipped_router_names() -> list[str]:
-    """Names of the router checkpoints shipped inside the package."""
+    """Names of the router checkpoints shipped inside the package, aliases (``default``) included."""
     if not CHECKPOINTS.is_dir():
         return []
-    return sorted(p.name for p in CHECKPOINTS.iterdir() if (p / "config.json").is_file())
+    names = {p.name for p in CHECKPOINTS.iterdir() if (p / "config.json").is_file()}
+    return sorted(names | set(shipped_aliases()))
 
 
 def resolve_router(spec: str | Path | Router | None = None, **kwargs: Any) -> Router:
     """Turn a router setting into a router object.
 
-    * ``None`` or ``"default"``: the router shipped as the package default;
+    * ``None`` or ``"default"``: the router shipped as the package default (an alias of
+      one of the shipped routers, named in ``checkpoints/aliases.json``);
     * a :class:`Router`: used as it is;
     * ``"random"``: a seeded random router;
     * another registry name (``"mf"``, ``"sw_ranking"``, ...): the checkpoint of
@@ -72,6 +94,7 @@ def resolve_router(spec: str | Path | Router | None = None, **kwargs: Any) -> Ro
         )
     if spec == "random":
         return get_router_class("random")(**kwargs)
+    spec = shipped_aliases().get(spec, spec)
     shipped = CHECKPOINTS / spec
     if (shipped / "config.json").is_file():
         return _load_shipped(spec) if not kwargs else load_router(shipped, **kwargs)

@@ -26,3 +26,14 @@ class DataError(RouteLLMError, ValueError):
 
 class EmbeddingError(RouteLLMError, RuntimeError):
     """An embedder could not be loaded or did not return what was expected."""
+
+
+class PromptError(ConfigError):
+    """One prompt of a batch cannot be routed (not a string, not valid Unicode text).
+
+    ``index`` is its position in the batch, so a batch can fail that item alone.
+    """
+
+    def __init__(self, message: str, *, index: int | None = None) -> None:
+        super().__init__(message)
+        self.index = index

@@ -35,10 +35,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-import pandas as pd
 
 from shared_core.artifacts import require_tensor
 from shared_core.errors import ArtifactError, ConfigError
@@ -46,6 +45,9 @@ from shared_core.routers import register_router
 from shared_core.routers.ensemble import FEATURE_NAMES as BASE_FEATURE_NAMES
 from shared_core.routers.ensemble import EnsembleRouter, fit_weighted_ridge, prompt_features
 from shared_core.routers.knn import KNNRouter, _number, top_k, validate_labelled
+
+if TYPE_CHECKING:  # pandas is needed to fit, not to route
+    import pandas as pd
 
 #: Version of :func:`adaptive_features`; a saved head needs the same features.
 FEATURES_VERSION = 1

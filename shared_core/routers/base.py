@@ -17,7 +17,12 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from shared_core.errors import ConfigError
+from shared_core.embeddings.base import MAX_TEXT_CHARS, blas_limit, check_text
+from shared_core.errors import ConfigError, PromptError
+
+
+#: Characters of a prompt a router reads (the embedders read no more either).
+MAX_PROMPT_CHARS = MAX_TEXT_CHARS
 
 
 class Role(str, enum.Enum):
@@ -79,10 +84,15 @@ def check_prompts(prompts: Any) -> list[str]:
         raise ConfigError(f"prompts must be a list of strings, got {type(prompts).__name__}") from None
     if not items:
         raise ConfigError("prompts must be a non-empty list of strings, got an empty list")
-    for i, p in enumerate(items):
-        if not isinstance(p, str):
-            raise ConfigError(f"prompts[{i}] must be a string, got {type(p).__name__}: {p!r}")
-    return items
+    return [check_prompt(p, i) for i, p in enumerate(items)]
+
+
+def check_prompt(prompt: Any, index: int = 0) -> str:
+    """``prompt`` if it is a string of valid Unicode text, else :class:`PromptError` naming ``index``."""
+    try:
+        return check_text(prompt, index)
+    except PromptError as exc:
+        raise PromptError(str(exc).replace("texts[", "prompts[", 1), index=index) from None
 
 
 class Router(ABC):
@@ -102,9 +112,16 @@ class Router(ABC):
         """Win rates for ``prompts`` (already validated, non-empty)."""
 
     def score(self, prompts: Sequence[str]) -> np.ndarray:
-        """Strong model's predicted win rate for each prompt, shape ``(len(prompts),)``."""
-        items = check_prompts(prompts)
-        scores = np.asarray(self._score(items), dtype=np.float64).reshape(-1)
+        """Strong model's predicted win rate for each prompt, shape ``(len(prompts),)``.
+
+        Every prompt is checked first (:class:`~shared_core.errors.PromptError` names
+        the first bad one and its index). A router reads at most the first
+        :data:`MAX_PROMPT_CHARS` characters of a prompt (a 10 MB prompt costs what a
+        16 KB one does); NumPy's BLAS threads are capped at one during the call only.
+        """
+        items = [p[:MAX_PROMPT_CHARS] for p in check_prompts(prompts)]
+        with blas_limit(1):
+            scores = np.asarray(self._score(items), dtype=np.float64).reshape(-1)
         if scores.shape[0] != len(items):
             raise RuntimeError(
                 f"router {self.name!r} returned {scores.shape[0]} scores for {len(items)} prompts"

@@ -24,15 +24,17 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
-import pandas as pd
 
 from shared_core.errors import ArtifactError, ConfigError
 from shared_core.artifacts import require_tensor
 from shared_core.routers import register_router
 from shared_core.routers.knn import KNNRouter, _number, validate_labelled
+
+if TYPE_CHECKING:  # pandas is needed to fit, not to route
+    import pandas as pd
 
 #: Version of :func:`prompt_features`; a saved head needs the same features.
 FEATURES_VERSION = 1

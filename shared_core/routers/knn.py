@@ -30,10 +30,9 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
-import pandas as pd
 
 from shared_core.artifacts import (
     STORAGE,
@@ -50,6 +49,9 @@ from shared_core.artifacts import (
 from shared_core.errors import ArtifactError, ConfigError, DataError
 from shared_core.routers import Router, register_router
 from shared_core.routers._models import DEFAULT_STRONG, DEFAULT_WEAK
+
+if TYPE_CHECKING:  # pandas is needed to fit, not to route
+    import pandas as pd
 
 LABELLED_COLUMNS = ("prompt", "label", "source")
 
@@ -91,6 +93,8 @@ def bank_settings(source: str, overrides: Mapping[str, Mapping[str, Any]] | None
 
 def validate_labelled(df: Any) -> pd.DataFrame:
     """Check a table of labelled prompts (``prompt``, ``label`` in [0, 1], ``source``)."""
+    import pandas as pd
+
     if not isinstance(df, pd.DataFrame):
         raise DataError(f"labelled prompts must be a pandas DataFrame, got {type(df).__name__}")
     missing = [c for c in LABELLED_COLUMNS if c not in df.columns]

@@ -376,9 +376,13 @@ class MatrixFactorizationRouter(Router):
                 f"{len(ROUTELLM_MF_MODELS)} models"
             )
         if embedder is None:
-            from shared_core.embeddings import OpenAICompatibleEmbedder
-
-            embedder = OpenAICompatibleEmbedder(ROUTELLM_EMBEDDING_MODEL, dim=text_dim)
+            # The checkpoint was trained on OpenAI's embeddings, but loading a file never decides
+            # where prompts go: the caller names the embedder (and so the URL) explicitly.
+            raise ConfigError(
+                f"RouteLLM checkpoint {where!r} scores OpenAI {ROUTELLM_EMBEDDING_MODEL!r} embeddings "
+                f"(text_dim={text_dim}); pass the embedder that sends prompts there yourself, e.g. "
+                f"load_router(path, embedder=OpenAICompatibleEmbedder({ROUTELLM_EMBEDDING_MODEL!r}, dim={text_dim}))"
+            )
         if embedder.dim != text_dim:
             raise ArtifactError(
                 f"embedder {embedder.name!r} has dimension {embedder.dim}, but RouteLLM checkpoint {where!r} "

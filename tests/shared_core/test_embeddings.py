@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import pickle
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -16,6 +20,8 @@ from shared_core.cache import EmbeddingCache, check_cache_dir, default_cache_dir
 from shared_core.embeddings import (
     DEFAULT_DIM,
     DEFAULT_MODEL,
+    MAX_TEXT_CHARS,
+    PACKAGED_DIR,
     CachedEmbedder,
     Embedder,
     HashEmbedder,
@@ -23,10 +29,15 @@ from shared_core.embeddings import (
     OnnxEmbedder,
     OpenAICompatibleEmbedder,
     SentenceTransformerEmbedder,
+    blas_limit,
     embedder_from_config,
     get_embedder,
+    onnx_runtime,
 )
-from shared_core.errors import ConfigError, EmbeddingError
+from shared_core.errors import ConfigError, EmbeddingError, PromptError
+
+#: SHA-256 of the int8 ONNX graph shipped in the package (the shipped routers record it).
+PACKAGED_SHA = json.loads((PACKAGED_DIR / "meta.json").read_text())["sha256"]
 
 
 class CountingEmbedder(Embedder):
@@ -131,7 +142,7 @@ def test_space_key_depends_on_config() -> None:
 
 
 def test_get_embedder_specs() -> None:
-    assert get_embedder(None).name == DEFAULT_MODEL
+    assert get_embedder(None).name == DEFAULT_MODEL + ":onnx-int8"  # the packaged int8 graph
     assert get_embedder("minilm").name == DEFAULT_MODEL
     assert get_embedder(DEFAULT_MODEL).is_default
     openai = get_embedder("openai:text-embedding-3-small")
@@ -143,9 +154,9 @@ def test_get_embedder_specs() -> None:
 
 def test_default_embedder_is_lazy() -> None:
     emb = SentenceTransformerEmbedder()
-    assert emb._model is None
+    assert emb._model.value is None
     assert emb.to_config() == {"type": "sentence-transformers", "name": DEFAULT_MODEL, "dim": DEFAULT_DIM}
-    assert emb._model is None
+    assert emb._model.value is None
 
 
 @pytest.mark.parametrize(
@@ -153,15 +164,21 @@ def test_default_embedder_is_lazy() -> None:
     [
         HashEmbedder(12, 4).to_config(),
         {"type": "sentence-transformers", "name": DEFAULT_MODEL + ":max128", "dim": 384, "max_seq_length": 128},
-        {"type": "onnx", "name": DEFAULT_MODEL, "dim": 384},
-        {"type": "onnx", "name": DEFAULT_MODEL + ":onnx-int8", "dim": 384, "quantize": "int8"},
+        {"type": "onnx", "name": DEFAULT_MODEL + ":onnx-int8", "dim": 384, "quantize": "int8", "sha256": PACKAGED_SHA},
         {"type": "sentence-transformers", "name": DEFAULT_MODEL, "dim": 384},
         {"type": "openai", "name": "openai:text-embedding-3-large", "dim": 3072, "model": "text-embedding-3-large",
          "base_url": "https://api.openai.com/v1"},
     ],
 )
 def test_config_round_trip(cfg: dict[str, Any]) -> None:
-    assert embedder_from_config(cfg).to_config() == cfg
+    assert embedder_from_config(cfg, allow_remote=True).to_config() == cfg
+
+
+def test_config_never_chooses_a_remote_endpoint() -> None:
+    """A saved router's config.json naming a URL does not make prompts go there."""
+    cfg = {"type": "openai", "name": "openai:evil", "dim": 4, "model": "evil", "base_url": "http://collector.example/v1"}
+    with pytest.raises(ConfigError, match="sends every prompt to 'http://collector.example/v1'"):
+        embedder_from_config(cfg)
 
 
 def test_unknown_config_type_named() -> None:
@@ -273,13 +290,16 @@ def test_openai_request_body_and_batching(stand_in: Any, monkeypatch: pytest.Mon
                                "base_url": url}
 
 
-def test_openai_probes_dim_once_and_reads_env_key(stand_in: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_openai_probes_dim_once_and_keeps_the_env_key_for_openai(stand_in: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     url, handler = stand_in
     monkeypatch.setenv("OPENAI_API_KEY", "sk-env")
     emb = OpenAICompatibleEmbedder("local-embed", base_url=url)
     assert handler.requests == []  # the constructor does no I/O
     assert emb.dim == 4 and emb.dim == 4
-    assert len(handler.requests) == 1 and handler.requests[0]["auth"] == "Bearer sk-env"
+    # $OPENAI_API_KEY is OpenAI's: it is never sent to another server
+    assert len(handler.requests) == 1 and handler.requests[0]["auth"] is None
+    OpenAICompatibleEmbedder("local-embed", base_url=url, api_key="sk-given").embed(["x"])
+    assert handler.requests[-1]["auth"] == "Bearer sk-given"  # a key given with the URL goes to it
 
 
 def test_openai_asks_for_shortened_vectors(stand_in: Any) -> None:
@@ -404,14 +424,87 @@ def test_onnx_settings_named(tmp_path: Path) -> None:
         OnnxEmbedder(quantize="int4", cache_dir=tmp_path)
     with pytest.raises(ConfigError, match="inside the installed package"):
         OnnxEmbedder(cache_dir=Path(shared_core.__file__).parent / "onnx")
+    with pytest.raises(ConfigError, match="sha256 must be 64 lower-case hex digits, got 'abc'"):
+        OnnxEmbedder(quantize="int8", sha256="abc")
     assert OnnxEmbedder(cache_dir=tmp_path).name == DEFAULT_MODEL  # fp32: the same space
     assert get_embedder("minilm-onnx-int8").name == DEFAULT_MODEL + ":onnx-int8"  # int8: its own
+
+
+def test_packaged_int8_needs_no_export(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_export(*args: Any) -> None:
+        raise AssertionError("the packaged embedder was exported")
+
+    monkeypatch.setattr(onnx_runtime, "_write_export", no_export)
+    emb = OnnxEmbedder(quantize="int8")
+    assert emb.model_dir() == PACKAGED_DIR
+    out = emb.embed(["What is the capital of France?", "hi"])
+    assert out.shape == (2, 384)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    assert emb.to_config()["sha256"] == PACKAGED_SHA == onnx_runtime.file_sha256(PACKAGED_DIR / "model.onnx")
+
+
+def test_packaged_int8_routes_without_torch() -> None:
+    code = (
+        "import sys; from shared_core.engine import resolve_router;"
+        "print(resolve_router('default').score(['Prove that sqrt(2) is irrational.'])[0]);"
+        "print(sorted(m for m in ('torch', 'sentence_transformers', 'pandas', 'onnx') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert 0.0 <= float(out[0]) <= 1.0
+    assert out[1] == "[]"
+
+
+def test_sha256_mismatch_refused_at_load() -> None:
+    emb = OnnxEmbedder(quantize="int8", sha256="0" * 64)
+    with pytest.raises(EmbeddingError, match="the router was trained with the file of SHA-256 0000"):
+        emb.embed(["x"])
+
+
+def test_embedders_pickle_and_copy_without_their_model() -> None:
+    emb = OnnxEmbedder(quantize="int8")
+    first = emb.embed(["pickle me"])
+    for clone in (pickle.loads(pickle.dumps(emb)), copy.deepcopy(emb)):
+        assert clone._loaded.value is None  # the copy loads its own session
+        np.testing.assert_array_equal(clone.embed(["pickle me"]), first)
+
+
+def test_bad_unicode_names_the_text() -> None:
+    emb = HashEmbedder()
+    with pytest.raises(PromptError, match=r"texts\[1\] is not valid Unicode text: .*lone surrogate") as info:
+        emb.embed(["fine", "bad \udc80 bytes"])
+    assert info.value.index == 1
+
+
+def test_long_text_is_capped_before_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[int] = []
+    emb = HashEmbedder()
+    inner = emb._embed
+    monkeypatch.setattr(emb, "_embed", lambda texts, show: seen.extend(map(len, texts)) or inner(texts, show))
+    emb.embed(["word " * 2_000_000, "short"])  # a 10 MB text
+    assert seen == [MAX_TEXT_CHARS, 5]
+
+
+def test_blas_limit_is_scoped() -> None:
+    from threadpoolctl import threadpool_info
+
+    def blas_threads() -> list[int]:
+        return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+    before = blas_threads()
+    with blas_limit(1):
+        assert set(blas_threads()) <= {1}
+        with blas_limit(1):  # nested calls share the scope
+            pass
+        assert set(blas_threads()) <= {1}
+    assert blas_threads() == before  # the host's setting is back
+    OnnxEmbedder(quantize="int8").embed(["no lasting change"])
+    assert blas_threads() == before
 
 
 @pytest.fixture(scope="module")
 def onnx_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("onnx-cache")
-    OnnxEmbedder(quantize="int8", cache_dir=directory).export()  # writes fp32 and int8
+    OnnxEmbedder(cache_dir=directory).load()  # exports the fp32 graph once
     return directory
 
 
@@ -425,33 +518,74 @@ def test_onnx_fp32_equals_torch(onnx_dir: Path, minilm: SentenceTransformerEmbed
 
 
 @pytest.mark.slow
-def test_onnx_int8_close_to_fp32(onnx_dir: Path, minilm: SentenceTransformerEmbedder) -> None:
+def test_onnx_int8_close_to_fp32(minilm: SentenceTransformerEmbedder) -> None:
     texts = [f"Question {i}: what is {i} times {i + 3}, and why does it matter for algebra?" for i in range(20)]
-    emb = OnnxEmbedder(quantize="int8", cache_dir=onnx_dir)
+    emb = OnnxEmbedder(quantize="int8")
     cos = np.sum(emb.embed(texts) * minilm.embed(texts), axis=1)
     assert float(cos.mean()) == pytest.approx(0.99, abs=0.01)
-    assert emb.to_config() == {"type": "onnx", "name": DEFAULT_MODEL + ":onnx-int8", "dim": 384, "quantize": "int8"}
+    assert emb.to_config() == {"type": "onnx", "name": DEFAULT_MODEL + ":onnx-int8", "dim": 384, "quantize": "int8",
+                               "sha256": PACKAGED_SHA}
 
 
 @pytest.mark.slow
-def test_onnx_reuses_export(onnx_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import shared_core.embeddings as module
-
+def test_onnx_export_reused_and_keyed_by_content(onnx_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def no_export(*args: Any) -> None:
         raise AssertionError("exported again")
 
-    monkeypatch.setattr(module, "_export_onnx", no_export)
-    assert OnnxEmbedder(quantize="int8", cache_dir=onnx_dir).embed(["reused"]).shape == (1, 384)
+    monkeypatch.setattr(onnx_runtime, "_write_export", no_export)
+    emb = OnnxEmbedder(cache_dir=onnx_dir)
+    assert emb.embed(["reused"]).shape == (1, 384)
+    digest = onnx_runtime.directory_sha256(onnx_runtime.default_model_path())
+    assert emb.model_dir() == onnx_runtime.export_dir_for(emb.source, None, onnx_dir)
+    assert emb.model_dir().parent == onnx_dir / "onnx" and digest  # named by the source files' hash
 
 
 @pytest.mark.slow
-def test_onnx_workers_keep_order(onnx_dir: Path) -> None:
+def test_onnx_corrupt_export_is_made_again(tmp_path: Path) -> None:
+    emb = OnnxEmbedder(cache_dir=tmp_path)
+    directory = emb.model_dir()
+    good = onnx_runtime.file_sha256(directory / "model.onnx")
+    (directory / "model.onnx").write_bytes(b"garbage")
+    again = OnnxEmbedder(cache_dir=tmp_path)
+    assert again.embed(["exported again"]).shape == (1, 384)
+    assert onnx_runtime.file_sha256(directory / "model.onnx") == good
+
+
+@pytest.mark.slow
+def test_onnx_read_only_cache_exports_privately(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    def read_only(path: Path) -> Any:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(onnx_runtime, "_export_lock", read_only)
+    emb = OnnxEmbedder(cache_dir=tmp_path)
+    with caplog.at_level("WARNING"):
+        assert emb.embed(["still routes"]).shape == (1, 384)
+    assert "cannot write the ONNX export" in caplog.text
+    assert tmp_path not in emb.model_dir().parents
+
+
+@pytest.mark.slow
+def test_onnx_concurrent_first_exports_both_succeed(tmp_path: Path) -> None:
+    code = (
+        "import sys; from shared_core.embeddings import OnnxEmbedder;"
+        "print(OnnxEmbedder(cache_dir=sys.argv[1]).embed(['race'])[0, :3].tolist())"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in results]
+    assert results[0][0] == results[1][0]
+    assert len(list((tmp_path / "onnx").glob("*/model.onnx"))) == 1
+
+
+@pytest.mark.slow
+def test_onnx_workers_keep_order() -> None:
     texts = [f"{'word ' * (i % 7)}text number {i}" for i in range(12)]
-    one = OnnxEmbedder(quantize="int8", cache_dir=onnx_dir, threads=1).embed(texts)
-    two = OnnxEmbedder(quantize="int8", cache_dir=onnx_dir, threads=1, workers=2).embed(texts)
+    one = OnnxEmbedder(quantize="int8", threads=1, workers=1).embed(texts)
+    two = OnnxEmbedder(quantize="int8", threads=1, workers=2).embed(texts)
     np.testing.assert_allclose(two, one, atol=1e-5)
     with pytest.raises(ConfigError, match="workers must be a positive integer, got 0"):
-        OnnxEmbedder(workers=0, cache_dir=onnx_dir)
+        OnnxEmbedder(workers=0)
 
 
 # --- model2vec static embeddings ---------------------------------------------------------

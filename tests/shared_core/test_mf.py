@@ -160,9 +160,14 @@ def test_routellm_checkpoint_layout_loads(tmp_path, key):
     assert np.allclose(again.score(prompts), expected, atol=1e-6)
 
 
-def test_routellm_checkpoint_default_embedder_is_openai(tmp_path):
+def test_routellm_checkpoint_needs_the_caller_to_name_the_remote_embedder(tmp_path, monkeypatch):
+    """A RouteLLM checkpoint embeds with OpenAI, but loading it never sends prompts anywhere by itself."""
+    from shared_core.embeddings import OpenAICompatibleEmbedder
+
     write_routellm_checkpoint(tmp_path / "ckpt", text_dim=1536)
-    router = load_router(tmp_path / "ckpt")
+    with pytest.raises(ConfigError, match="pass the embedder that sends prompts there yourself"):
+        load_router(tmp_path / "ckpt")
+    router = load_router(tmp_path / "ckpt", embedder=OpenAICompatibleEmbedder("text-embedding-3-small"))
     assert router.embedder.name == "openai:text-embedding-3-small" and router.embedder.dim == 1536
 
 

@@ -1,13 +1,14 @@
 """The shipped checkpoints, loaded as a user would, scoring real prompts with the real MiniLM (ONNX, int8)."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from shared_core.artifacts import check_reference_quantiles
-from shared_core.engine import CHECKPOINTS, RoutingEngine
+from shared_core.embeddings import PACKAGED_DIR
+from shared_core.embeddings.onnx_runtime import file_sha256
+from shared_core.engine import CHECKPOINTS, RoutingEngine, resolve_router, shipped_router_names
 from shared_core.routers import load_router
 
 PROMPTS = [
@@ -34,6 +35,8 @@ def test_shipped_configs_record_training(name):
     assert "MMLU train half" in training["data"] and training["seed"] == 0
     assert set(training["held_out"]) == {"mmlu_test", "gsm8k", "mt_bench"}
     assert config["embedder"]["name"] == EMBEDDER and config["embedder"]["dim"] == 384
+    # The router travels with the exact embedder it was trained with: the packaged ONNX file, by hash.
+    assert config["embedder"]["sha256"] == file_sha256(PACKAGED_DIR / "model.onnx")
     check_reference_quantiles(config["reference_quantiles"])
     for f in (CHECKPOINTS / name).iterdir():
         assert f.stat().st_size < 5 * 1024 * 1024, f
@@ -47,16 +50,22 @@ def test_shipped_routers_score_real_prompts(name):
     assert router.score(PROMPTS) == pytest.approx(GOLDEN[name], abs=2e-4)
 
 
+def test_default_is_an_alias_of_a_shipped_router():
+    aliases = json.loads((CHECKPOINTS / "aliases.json").read_text())
+    assert set(aliases) == {"default"} and aliases["default"] in GOLDEN
+    assert not (CHECKPOINTS / "default").exists()  # an alias, not a copy
+    assert "default" in shipped_router_names()
+    assert resolve_router("default") is resolve_router(aliases["default"])
+
+
 @pytest.mark.slow
 def test_shipped_default_routes_real_prompts():
-    config = json.loads((CHECKPOINTS / "default" / "config.json").read_text())
+    target = json.loads((CHECKPOINTS / "aliases.json").read_text())["default"]
+    config = json.loads((CHECKPOINTS / target / "config.json").read_text())
     engine = RoutingEngine.from_settings(strong_fraction=0.5)
     decisions = engine.decide_texts(PROMPTS)
     assert [d.router for d in decisions] == [config["router"]] * len(PROMPTS)
     scores = np.array([d.score for d in decisions])
     assert ((scores >= 0) & (scores <= 1)).all()
     assert [d.is_strong for d in decisions] == list(scores >= engine.threshold)
-    # The default is a copy of a shipped router: same weights, same scores.
-    twin = CHECKPOINTS / config["router"]
-    if Path(twin, "config.json").is_file() and config["router"] in GOLDEN:
-        assert scores == pytest.approx(GOLDEN[config["router"]], abs=2e-4)
+    assert scores == pytest.approx(GOLDEN[config["router"]], abs=2e-4)
