@@ -33,7 +33,6 @@ from langchain_routellm._routing import (
     to_conversation,
 )
 from shared_core.attempts import Attempts, Outcome
-from shared_core.engine import outcome_record
 from shared_core.errors import ConfigError
 from shared_core.escalation import AnswerView, CallContext
 from shared_core.routers import Decision, Role
@@ -316,7 +315,7 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
         outcome = attempts.run(call)
         _report_rejected(run_manager, messages, outcome)
         self._pin(thread, decision, attempts, outcome)
-        return _tag_result(outcome.value, outcome_record(decision, outcome, _usage))
+        return _tag_result(outcome.value, self._record(decision, attempts, outcome, _usage))
 
     async def _agenerate(
         self,
@@ -337,7 +336,7 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
         outcome = await attempts.arun(call)
         await _areport_rejected(run_manager, messages, outcome)
         self._pin(thread, decision, attempts, outcome)
-        return _tag_result(outcome.value, outcome_record(decision, outcome, _usage))
+        return _tag_result(outcome.value, self._record(decision, attempts, outcome, _usage))
 
     def _stream(
         self,
@@ -362,7 +361,7 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
                 else:
                     _report_rejected(run_manager, messages, chunks.outcome)
                 self._pin(thread, decision, attempts, chunks.outcome)
-                chunk = _tag_chunk(chunk, outcome_record(decision, chunks.outcome, _usage))
+                chunk = _tag_chunk(chunk, self._record(decision, attempts, chunks.outcome, _usage))
             yield chunk
 
     async def _astream(
@@ -388,7 +387,7 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
                 else:
                     await _areport_rejected(run_manager, messages, chunks.outcome)
                 self._pin(thread, decision, attempts, chunks.outcome)
-                chunk = _tag_chunk(chunk, outcome_record(decision, chunks.outcome, _usage))
+                chunk = _tag_chunk(chunk, self._record(decision, attempts, chunks.outcome, _usage))
                 first = False
             yield chunk
 

@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, Iterator, List, Literal, Mapping, Option
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from shared_core.attempts import Attempts, FallbackOn, Failure, Outcome, check_timeout, fallback_predicate, model_label
-from shared_core.engine import RoutingEngine, attempt_order
+from shared_core.engine import RoutingEngine, attempt_order, outcome_record
 from shared_core.errors import ConfigError
 from shared_core.escalation import AnswerChecks, AnswerView, CallContext
 from shared_core.ladder import LadderDecision
@@ -395,6 +395,15 @@ class RoutedModel(RoutingSettings):
     @staticmethod
     def _decision_key(decision: Any) -> Any:
         return decision.rung if isinstance(decision, LadderDecision) else decision.role
+
+    def _record(self, decision: Decision, attempts: Attempts[Any], outcome: Outcome[Any],
+                usage: Optional[Callable[[Any], Any]] = None) -> Dict[str, Any]:
+        """The decision record of a call (:func:`~shared_core.engine.outcome_record`);
+        with a ladder also ``answered_rung``, the rung of the model that answered."""
+        record = outcome_record(decision, outcome, usage)
+        if self.engine.ladder is not None:
+            record["answered_rung"] = attempts.keys.get(id(outcome.model))
+        return record
 
     # Conversations ------------------------------------------------------------------------
     def _pinned(self, thread_id: Any) -> Optional[Decision]:
