@@ -60,19 +60,19 @@ def model_qualities(router: Any, prompts: Sequence[str], names: Sequence[str]) -
     from shared_core.embeddings.base import blas_limit
     from shared_core.routers.base import MAX_PROMPT_CHARS
 
+    if not supports_ladder(router):
+        raise ConfigError(
+            f"router {getattr(router, 'name', type(router).__name__)!r} scores one pair of models only; a "
+            "ladder needs a router that scores each model (the multi-model 'irt' router, or one with "
+            "model_qualities(prompts, names))"
+        )
     items = [p[:MAX_PROMPT_CHARS] for p in check_prompts(prompts)]
     with blas_limit(1):
         if callable(getattr(router, "model_qualities", None)):
             q = np.asarray(router.model_qualities(items, list(names)), dtype=np.float64)
-        elif supports_ladder(router):
+        else:
             eta = np.asarray(router.logits(items, router.embedder.embed(items), list(names)), dtype=np.float64)
             q = 0.5 * (1.0 + np.tanh(0.5 * eta))
-        else:
-            raise ConfigError(
-                f"router {getattr(router, 'name', type(router).__name__)!r} scores one pair of models only; a "
-                "ladder needs a router that scores each model (the multi-model 'irt' router, or one with "
-                "model_qualities(prompts, names))"
-            )
     if q.shape != (len(items), len(names)):
         raise RuntimeError(f"router returned qualities of shape {q.shape} for {len(items)} prompts x {len(names)} models")
     if np.isnan(q).any():
@@ -130,7 +130,7 @@ class Ladder:
     def __init__(self, router: Any, rungs: Sequence[Any], on_no_text: str = "strong",
                  route_on: str = "last_user") -> None:
         if not supports_ladder(router):
-            model_qualities(router, [], [])  # raises the error that says what is needed
+            model_qualities(router, ["x"], [])  # raises the error that says what is needed
         if isinstance(rungs, (str, bytes)) or not isinstance(rungs, Sequence) or len(rungs) < 2:
             raise ConfigError(f"a ladder needs at least two (name, threshold) rungs, cheapest first, got {rungs!r}")
         parsed: list[Rung] = []
