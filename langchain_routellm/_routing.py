@@ -149,7 +149,8 @@ def decide_each(
         except errors:
             conversations.append(None)
     index = [i for i, c in enumerate(conversations) if c is not None]
-    decided = engine.decide([conversations[i] for i in index]) if index else []
+    # An unreadable prompt gets None too (skip_invalid): its own call raises its PromptError.
+    decided = engine.decide([conversations[i] for i in index], skip_invalid=True) if index else []
     out: list[Decision | None] = [None] * len(inputs)
     for i, d in zip(index, decided):
         out[i] = d

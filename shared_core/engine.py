@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from shared_core.attempts import Escalation, Failure, Outcome
-from shared_core.errors import ConfigError
+from shared_core.errors import ConfigError, PromptError
 from shared_core.policy import check_route_on, routing_text
 from shared_core.routers import Decision, Role, Router, check_prompts, check_threshold, get_router_class, load_router
-from shared_core.routers.base import NEVER_STRONG
+from shared_core.routers.base import NEVER_STRONG, check_prompt
 from shared_core.thresholds import calibrate, check_fraction, end_threshold, threshold_from_quantiles
 
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
@@ -247,17 +247,37 @@ class RoutingEngine:
                    router_spec=spec, route_on=route_on)
 
     # Decisions -------------------------------------------------------------
-    def decide_texts(self, texts: Sequence[str | None], reasons: Sequence[str] | None = None) -> list[Decision]:
+    def decide_texts(
+        self, texts: Sequence[str | None], reasons: Sequence[str] | None = None, *, skip_invalid: bool = False
+    ) -> list[Decision]:
         """Decide for each text; ``None`` entries (nothing to score) go to ``on_no_text``.
 
-        All texts are scored in one router call. With a ladder, the decisions are
-        :class:`~shared_core.ladder.LadderDecision` objects.
+        All texts are scored in one router call. A text the router cannot read (not
+        valid Unicode) raises :class:`~shared_core.errors.PromptError` naming it; with
+        ``skip_invalid`` it gets ``None`` instead, so a batch can fail that item alone.
+        With a ladder, the decisions are :class:`~shared_core.ladder.LadderDecision` objects.
         """
-        if self.ladder is not None:
-            return self.ladder.decide_texts(texts, reasons)  # type: ignore[return-value]
         texts = list(texts)
         reasons = list(reasons) if reasons is not None else ["score" if t is not None else "no_text" for t in texts]
-        idx = [i for i, t in enumerate(texts) if t is not None]
+        invalid: set[int] = set()
+        for i, t in enumerate(texts):
+            if t is not None:
+                try:
+                    check_prompt(t, i)
+                except PromptError as exc:
+                    if not skip_invalid:
+                        if len(texts) == 1:  # one call's prompt: no batch index to name
+                            raise PromptError(str(exc).replace("prompts[0]", "the prompt", 1), index=0) from None
+                        raise
+                    invalid.add(i)
+        if self.ladder is not None:
+            valid = [i for i in range(len(texts)) if i not in invalid]
+            laddered = self.ladder.decide_texts([texts[i] for i in valid], [reasons[i] for i in valid])
+            decided: list[Any] = [None] * len(texts)
+            for i, d in zip(valid, laddered):
+                decided[i] = d
+            return decided
+        idx = [i for i, t in enumerate(texts) if t is not None and i not in invalid]
         scores = self.router.score([texts[i] for i in idx]) if idx else []
         out: list[Decision | None] = [None] * len(texts)
         for i, s in zip(idx, scores):
@@ -268,10 +288,12 @@ class RoutingEngine:
                 out[i] = Decision(self.on_no_text, None, self.threshold, self.router.name, reasons[i])
         return out  # type: ignore[return-value]
 
-    def decide(self, conversations: Sequence[Sequence[tuple[str, Any]]]) -> list[Decision]:
+    def decide(
+        self, conversations: Sequence[Sequence[tuple[str, Any]]], *, skip_invalid: bool = False
+    ) -> list[Decision]:
         """Decide for each conversation of ``(role, content)`` pairs, in one router call."""
         pairs = [routing_text(c, self.route_on) for c in conversations]
-        return self.decide_texts([t for t, _ in pairs], [r for _, r in pairs])
+        return self.decide_texts([t for t, _ in pairs], [r for _, r in pairs], skip_invalid=skip_invalid)
 
     def decide_one(self, conversation: Sequence[tuple[str, Any]]) -> Decision:
         return self.decide([conversation])[0]
