@@ -34,7 +34,7 @@ from shared_core.engine import RoutingEngine, attempt_order, outcome_record
 from shared_core.errors import ConfigError
 from shared_core.escalation import AnswerChecks, AnswerView, CallContext
 from shared_core.ladder import LadderDecision
-from shared_core.policy import ROUTE_ON, ThreadPins, check_route_on, check_thread_id
+from shared_core.policy import ThreadPins, check_route_on, check_thread_id
 from shared_core.routers import Decision, Role, Router, check_prompts, check_threshold
 from shared_core.thresholds import check_fraction
 

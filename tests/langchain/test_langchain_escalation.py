@@ -6,7 +6,6 @@ import asyncio
 import threading
 from typing import Any
 
-import numpy as np
 import pytest
 from langchain_core.callbacks import get_usage_metadata_callback
 from langchain_core.messages import AIMessage, HumanMessage
@@ -18,7 +17,7 @@ from langchain_routellm import RouteLLMChat, RouteLLMRunnable
 from langchain_routellm.testing import FakeToolChatModel
 from lc_support import KeywordRouter, merge_chunks
 from shared_core.errors import ConfigError
-from shared_core.routers import Router
+from ladder_support import TableRouter
 
 
 class Scripted(FakeToolChatModel):
@@ -174,21 +173,6 @@ def test_bad_escalate_on_fails_at_construction():
 
 
 # Ladders --------------------------------------------------------------------------------
-class TableRouter(Router):
-    """Qualities by keyword: 'prove' hard, 'explain' middling, else easy."""
-
-    name = "table"
-    models_ = ["tiny", "mid", "big"]
-
-    def _score(self, prompts):
-        return np.full(len(prompts), 0.5)
-
-    def model_qualities(self, prompts, names):
-        rows = {"hard": [0.1, 0.4, 0.95], "middling": [0.3, 0.8, 0.97], "easy": [0.9, 0.95, 0.99]}
-        kinds = ["hard" if "prove" in p else "middling" if "explain" in p else "easy" for p in prompts]
-        return np.array([[rows[k][self.models_.index(n)] for n in names] for k in kinds])
-
-
 def ladder_chat(**kwargs):
     models = [FakeToolChatModel(model_name=n) for n in ("tiny-fake", "mid-fake", "big-fake")]
     ladder = [(models[0], "tiny", 0.8), (models[1], "mid", 0.7), (models[2], "big", None)]

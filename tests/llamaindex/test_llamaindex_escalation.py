@@ -6,7 +6,6 @@ import asyncio
 import threading
 from typing import Any
 
-import numpy as np
 import pytest
 from llama_index.core.base.llms.types import ChatMessage, CompletionResponse
 from llama_index.core.callbacks import CallbackManager, TokenCountingHandler
@@ -16,9 +15,9 @@ from llama_index.core.tools import FunctionTool
 from pydantic import BaseModel
 
 from llamaindex_routellm import DECISION_KEY, RouteLLM
-from shared_core.routers import Router
 
 from li_support import KeywordRouter, NamedMockFunctionCallingLLM, NamedMockLLM, tool_answer_generator
+from ladder_support import TableRouter
 
 
 class FixedMockLLM(NamedMockLLM):
@@ -159,19 +158,6 @@ def test_concurrent_calls_escalate_independently():
 
 
 # Ladders --------------------------------------------------------------------------------
-class TableRouter(Router):
-    name = "table"
-    models_ = ["tiny", "mid", "big"]
-
-    def _score(self, prompts):
-        return np.full(len(prompts), 0.5)
-
-    def model_qualities(self, prompts, names):
-        rows = {"hard": [0.1, 0.4, 0.95], "middling": [0.3, 0.8, 0.97], "easy": [0.9, 0.95, 0.99]}
-        kinds = ["hard" if "prove" in p else "middling" if "explain" in p else "easy" for p in prompts]
-        return np.array([[rows[k][self.models_.index(n)] for n in names] for k in kinds])
-
-
 def ladder_llm(**kwargs):
     models = [NamedMockLLM(name=n, window=w) for n, w in (("tiny-mock", 2000), ("mid-mock", 4000), ("big-mock", 8000))]
     return RouteLLM(ladder=[(models[0], "tiny", 0.8), (models[1], "mid", 0.7), (models[2], "big", None)],

@@ -13,33 +13,10 @@ from shared_core.embeddings import HashEmbedder
 from shared_core.engine import RoutingEngine
 from shared_core.errors import ConfigError
 from shared_core.ladder import Ladder, model_qualities, supports_ladder
-from shared_core.routers import Role, Router, get_router_class
+from shared_core.routers import Role, get_router_class
 from shared_core.routers.irt import IRTRouter
 from shared_core.settings import RoutingSettings
-
-
-class TableRouter(Router):
-    """Fixed qualities: texts with 'prove' are hard (only big is good), 'explain' middling."""
-
-    name = "table"
-    models_ = ["tiny", "mid", "big"]
-
-    def __init__(self):
-        self.calls = 0
-
-    def _score(self, prompts):
-        q = self.model_qualities(prompts, ["big", "tiny"])
-        return 0.5 + 0.5 * (q[:, 0] - q[:, 1])
-
-    def model_qualities(self, prompts, names):
-        self.calls += 1
-        rows = {"hard": [0.1, 0.4, 0.95], "middling": [0.3, 0.8, 0.97], "easy": [0.9, 0.95, 0.99]}
-        order = [self.models_.index(n) for n in names]
-        out = []
-        for p in prompts:
-            kind = "hard" if "prove" in p else "middling" if "explain" in p else "easy"
-            out.append([rows[kind][i] for i in order])
-        return np.array(out)
+from ladder_support import TableRouter
 
 
 RUNGS = [("tiny", 0.8), ("mid", 0.7), ("big", None)]
