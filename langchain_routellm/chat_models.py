@@ -285,7 +285,8 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
         tools = kwargs.pop(TOOLS_KWARG, None) or {}
         defaults = {k: v for k, v in (("temperature", self.temperature), ("max_tokens", self.max_tokens))
                     if v is not None}
-        context = CallContext(tools=tools.get("schemas") or {}, tool_required=bool(tools.get("required")))
+        context = CallContext(tools=tools.get("schemas") or {}, tool_required=bool(tools.get("required")),
+                              structured_as_tool=bool(tools.get("structured")))
         return self._attempts(
             decision,
             lambda k: (self._model(k), {**defaults, **kwargs, **per_model.get(self._key_label(k), {})}),
@@ -485,8 +486,8 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
                 schemas[function["name"]] = function.get("parameters") or {"type": "object"}
         required = tool_choice is True or tool_choice in _REQUIRED_CHOICES or isinstance(tool_choice, dict) or (
             isinstance(tool_choice, str) and tool_choice in schemas)
-        return self.bind(**{PER_MODEL_KWARGS: per_model, TOOLS_KWARG: {"schemas": schemas, "required": required}},
-                         **tracing)
+        tools_info = {"schemas": schemas, "required": required, "structured": bool(tracing)}
+        return self.bind(**{PER_MODEL_KWARGS: per_model, TOOLS_KWARG: tools_info}, **tracing)
 
     # Token counting: as the model that would answer counts ------------------------
     def get_num_tokens(self, text: str) -> int:

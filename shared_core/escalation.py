@@ -26,7 +26,9 @@ The checks, by name:
     unknown keys where ``additionalProperties`` is false; ``$ref`` is not
     followed); or the call required a tool call and there is none.
 ``"structured"``
-    structured output that did not parse (the view carries the parse error), or,
+    structured output that did not parse (the view carries the parse error);
+    structured output bound as a tool (LangChain's ``with_structured_output``)
+    without a call of that tool or with arguments that do not fit its schema; or,
     with an output schema in the context and no tool call, text that is not
     JSON fitting that schema (a pydantic model class or a JSON schema).
 
@@ -51,7 +53,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
 from shared_core.errors import ConfigError
@@ -105,11 +107,13 @@ class AnswerView:
 @dataclass(frozen=True)
 class CallContext:
     """What the call asked for: bound tools (name -> JSON schema of the
-    parameters), whether a tool call was required, and an output schema (a
+    parameters), whether a tool call was required, whether those tools are a
+    structured output schema (``structured_as_tool``), and an output schema (a
     pydantic model class or a JSON schema) for structured output given as text."""
 
     tools: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     tool_required: bool = False
+    structured_as_tool: bool = False
     output_schema: Any = None
 
 
@@ -218,6 +222,9 @@ class Structured:
     def __call__(self, view: AnswerView, context: CallContext) -> Optional[str]:
         if view.parse_error is not None:
             return f"structured output did not parse: {type(view.parse_error).__name__}: {view.parse_error}"
+        if context.structured_as_tool and context.tools:
+            why = ToolCalls()(view, replace(context, tool_required=True))
+            return f"structured output: {why}" if why else None
         schema = context.output_schema
         if schema is None or view.tool_calls or view.parsed is not None or view.text is None:
             return None

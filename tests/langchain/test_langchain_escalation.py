@@ -128,11 +128,20 @@ def test_tool_calls_that_do_not_match_the_bound_tools_escalate(calls, reason):
     assert reason in message.response_metadata["routellm"]["escalated"]["reason"]
 
 
-def test_structured_output_escalates_when_the_weak_model_calls_no_tool():
-    llm = chat(lazy(text="a is 1 and b is 2"), escalate_on=["tool_calls"])
+@pytest.mark.parametrize("check", ["tool_calls", "structured"])
+def test_structured_output_escalates_when_the_weak_model_calls_no_tool(check):
+    llm = chat(lazy(text="a is 1 and b is 2"), escalate_on=[check])
     result = llm.with_structured_output(Add, include_raw=True).invoke("add 1 and 2")
     assert result["parsed"] == Add(a=1, b=1)
     assert "a tool call was required" in result["raw"].response_metadata["routellm"]["escalated"]["reason"]
+
+
+def test_structured_output_with_wrong_types_escalates_under_structured():
+    bad = [{"name": "Add", "args": {"a": "one", "b": 2}, "id": "1", "type": "tool_call"}]
+    result = chat(lazy(calls=bad), escalate_on=["structured"]).with_structured_output(Add).invoke("add 1 and 2")
+    assert result == Add(a=1, b=1)
+    plain_tools = chat(lazy(calls=bad), escalate_on=["structured"]).bind_tools([Add]).invoke("add 1 and 2")
+    assert plain_tools.tool_calls[0]["args"] == {"a": "one", "b": 2}  # not structured output: not this check's
 
 
 def test_concurrent_invokes_escalate_independently():
