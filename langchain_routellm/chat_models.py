@@ -166,6 +166,15 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
             >>> llm.model_copy(update={"threshold": 0.9}).route("What is 2 + 2?").role.value
             'weak'
 
+    Escalate when the weak answer fails a check (the same call goes to ``strong``):
+        .. code-block:: python
+
+            >>> picky = llm.model_copy(update={
+            ...     "threshold": 0.9, "escalate_on": ["empty", lambda view: view.text.startswith("[small]")]})
+            >>> record = picky.invoke("What is 2 + 2?").response_metadata["routellm"]
+            >>> record["model"], record["escalated"]["from"], record["escalated"]["reason"]
+            ('big', 'weak', '<lambda>: the predicate rejected the answer')
+
     Tool calling and structured output bind on both models, so whichever is
     chosen can answer: ``llm.bind_tools([...])``, ``llm.with_structured_output(Schema)``.
     Structured output binds the schema as a tool (as ``BaseChatModel`` does; a

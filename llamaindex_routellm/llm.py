@@ -186,6 +186,15 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         >>> llm.route("Prove that there are infinitely many primes.").role.value
         'strong'
 
+    Escalate an answer that fails a check, and pin a conversation to its model:
+        >>> picky = RouteLLM(strong=MockLLM(), weak=MockLLM(), router="random", threshold=0.5,
+        ...                  escalate_on=[lambda view: "hi" in view.text], pin_threads=100)
+        >>> record = picky.complete("Say hi", thread_id="t1").additional_kwargs["routellm"]
+        >>> record["role"], record["escalated"]["from"]
+        ('strong', 'weak')
+        >>> picky.complete("Thanks", thread_id="t1").additional_kwargs["routellm"]["reason"]
+        'pinned'
+
     In a query engine (``index.as_query_engine(llm=llm)``) the decision is made
     on the question; read it from :attr:`last_decision`. Tool calling
     (``chat_with_tools``, ``FunctionAgent``) works when both models are
