@@ -35,7 +35,7 @@ Example (a stand-in router with fixed qualities; ``irt`` computes them from the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
@@ -44,6 +44,7 @@ from shared_core.errors import ConfigError
 from shared_core.policy import check_route_on, routing_text
 from shared_core.routers import Role, check_prompts, check_threshold
 from shared_core.routers._models import model_index
+from shared_core.routers.base import new_decision_id
 
 __all__ = ["Ladder", "LadderDecision", "Rung", "model_qualities", "supports_ladder"]
 
@@ -105,6 +106,8 @@ class LadderDecision:
     router: str
     reason: str = "score"
     qualities: Tuple[float, ...] = ()
+    #: Names the decision in its call's record (as :class:`~shared_core.routers.Decision`'s ``id``).
+    id: str = field(default_factory=new_decision_id, compare=False)
 
     @property
     def is_strong(self) -> bool:
