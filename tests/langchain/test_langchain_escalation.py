@@ -71,7 +71,7 @@ def test_good_weak_answers_and_strong_decisions_do_not_escalate():
 def test_escalation_off_keeps_the_weak_answer_and_the_record_as_before():
     message = chat(lazy(text="")).invoke("say hi")
     assert message.content == "" and set(message.response_metadata["routellm"]) == {
-        "role", "score", "threshold", "router", "reason", "model", "fallback", "failures"}
+        "role", "score", "threshold", "router", "reason", "model", "fallback", "failures", "id"}
 
 
 def test_usage_is_counted_once_for_each_model_on_invoke_ainvoke_stream_and_astream():
