@@ -305,3 +305,26 @@ def test_runnable_pins_by_thread_id():
     assert chain.invoke("hi", config=config) == "S"
     assert asyncio.run(chain.ainvoke("hi", config=config)) == "S"
     assert chain.invoke("hi") == "W"
+
+
+def test_concurrent_async_calls_escalate_and_count_usage_once_each():
+    llm = chat(FakeToolChatModel(model_name="weak-fake"), escalate_on=[lambda v: "odd" in v.text])
+
+    async def many():
+        return await asyncio.gather(*(llm.ainvoke(f"say {'odd' if i % 2 else 'even'} {i}") for i in range(16)))
+
+    with get_usage_metadata_callback() as cb:
+        out = asyncio.run(many())
+    assert [m.response_metadata["routellm"]["model"] for m in out] == ["weak-fake", "strong-fake"] * 8
+    # 8 accepted weak answers + 8 rejected ones; 8 strong answers; 4 tokens in, 4 out each
+    assert cb.usage_metadata["weak-fake"]["total_tokens"] == 16 * 8
+    assert cb.usage_metadata["strong-fake"]["total_tokens"] == 8 * 8
+
+
+def test_batch_configs_carry_each_inputs_thread():
+    llm = chat(FakeToolChatModel(model_name="weak-fake"), pin_threads=10)
+    configs = [{"configurable": {"thread_id": "hard"}}, {"configurable": {"thread_id": "easy"}}]
+    llm.batch(["prove it", "hi"], config=configs)
+    again = llm.batch(["thanks", "prove this too"], config=configs)
+    assert [m.response_metadata["routellm"]["model"] for m in again] == ["strong-fake", "weak-fake"]
+    assert {m.response_metadata["routellm"]["reason"] for m in again} == {"pinned"}
