@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from typing import Any
 
 import pytest
@@ -17,7 +16,7 @@ from langchain_routellm import RouteLLMChat, RouteLLMRunnable
 from langchain_routellm.testing import FakeToolChatModel
 from lc_support import KeywordRouter, merge_chunks
 from shared_core.errors import ConfigError
-from ladder_support import TableRouter
+from shared_support import TableRouter, in_threads
 
 
 class Scripted(FakeToolChatModel):
@@ -151,11 +150,7 @@ def test_concurrent_invokes_escalate_independently():
     def work(i):
         results[i] = llm.invoke(f"say {'odd' if i % 2 else 'even'} {i}")
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(24)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    assert not in_threads(work, 24)
     for i, message in results.items():
         assert message.response_metadata["routellm"]["model"] == ("strong-fake" if i % 2 else "weak-fake")
         assert str(i) in message.content
@@ -281,20 +276,7 @@ def test_concurrent_threads_keep_their_own_pins():
             model = llm.invoke("and then?", config=config).response_metadata["routellm"]["model"]
             assert model == ("strong-fake" if i % 2 else "weak-fake")
 
-    errors = []
-
-    def guarded(i):
-        try:
-            work(i)
-        except AssertionError as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=guarded, args=(i,)) for i in range(20)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    assert not in_threads(work, 20)
 
 
 def test_runnable_pins_by_thread_id():

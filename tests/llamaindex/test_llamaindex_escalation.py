@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from typing import Any
 
 import pytest
@@ -17,7 +16,7 @@ from pydantic import BaseModel
 from llamaindex_routellm import DECISION_KEY, RouteLLM
 
 from li_support import KeywordRouter, NamedMockFunctionCallingLLM, NamedMockLLM, tool_answer_generator
-from ladder_support import TableRouter
+from shared_support import TableRouter, in_threads
 
 
 class FixedMockLLM(NamedMockLLM):
@@ -148,11 +147,7 @@ def test_concurrent_calls_escalate_independently():
     def work(i):
         results[i] = llm.complete(f"say {'odd' if i % 2 else 'even'} {i}")
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(24)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    assert not in_threads(work, 24)
     for i, response in results.items():
         assert record(response)["model"] == ("strong-mock" if i % 2 else "weak-mock") and str(i) in response.text
 

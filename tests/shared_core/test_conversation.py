@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+
 import numpy as np
 import pytest
 
@@ -12,6 +13,7 @@ from shared_core.errors import ConfigError
 from shared_core.policy import ThreadPins, check_thread_id, routing_text
 from shared_core.routers import Role, Router
 from shared_core.settings import RoutingSettings
+from shared_support import in_threads
 
 CHAT = [("system", "Be brief."), ("user", "Prove that sqrt(2) is irrational."), ("assistant", "Assume p/q ..."),
         ("tool", "ignored"), ("user", "And the cube root of 2?")]
@@ -90,11 +92,7 @@ def test_pins_under_concurrent_first_calls_agree_on_one_pin():
         barrier.wait()
         seen.append(pins.pin_first("thread", Role.STRONG if i % 2 else Role.WEAK))
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    assert not in_threads(work, 16)
     assert len(set(seen)) == 1 and len(seen) == 16
 
 
@@ -105,9 +103,5 @@ def test_pins_keep_memory_bounded_under_many_threads():
         for i in range(500):
             pins.pin(f"{offset}-{i}", Role.WEAK)
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    assert not in_threads(work, 8)
     assert len(pins) == 50

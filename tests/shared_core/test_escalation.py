@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 
 import pytest
 from pydantic import BaseModel
@@ -19,6 +18,7 @@ from shared_core.escalation import (
     schema_problems,
 )
 from shared_core.routers import Role
+from shared_support import in_threads
 
 ADD = {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "number"}},
        "required": ["a", "b"], "additionalProperties": False}
@@ -244,20 +244,13 @@ def test_astream_escalates():
 
 def test_one_loop_object_escalates_independently_in_many_threads():
     loop = _loop(lambda r, v: "odd" if int(v.split()[1]) % 2 else None)
-    results, errors = {}, []
+    results = {}
 
     def work(i):
-        try:
-            results[i] = loop.run(lambda m: f"{m} {i}")
-        except Exception as exc:  # noqa: BLE001 - collected for the assertion
-            errors.append(exc)
+        results[i] = loop.run(lambda m: f"{m} {i}")
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(40)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    assert not in_threads(work, 40)
+    assert len(results) == 40
     for i, outcome in results.items():
         assert outcome.model_name == ("big" if i % 2 else "small")
         assert len(outcome.escalations) == (1 if i % 2 else 0)

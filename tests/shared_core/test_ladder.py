@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import threading
 
 import numpy as np
 import pandas as pd
@@ -16,7 +15,7 @@ from shared_core.ladder import Ladder, model_qualities, supports_ladder
 from shared_core.routers import Role, get_router_class
 from shared_core.routers.irt import IRTRouter
 from shared_core.settings import RoutingSettings
-from ladder_support import TableRouter
+from shared_support import TableRouter, in_threads
 
 
 RUNGS = [("tiny", 0.8), ("mid", 0.7), ("big", None)]
@@ -97,11 +96,7 @@ def test_ladder_is_thread_safe_to_share():
     def work(i):
         results[i] = ladder.decide_texts([texts[i]])[0].rung
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(texts))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    assert not in_threads(work, len(texts))
     assert results == [0, 1, 2] * 10
 
 

@@ -1,6 +1,9 @@
-"""A stand-in multi-model router for the ladder tests of every package (shared_core, LangChain, LlamaIndex)."""
+"""Test helpers for every package (shared_core, LangChain, LlamaIndex): a stand-in multi-model
+router for the ladder tests, and a way to run a test body in many threads at once."""
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 
@@ -27,3 +30,21 @@ class TableRouter(Router):
         self.calls += 1
         kinds = ["hard" if "prove" in p else "middling" if "explain" in p else "easy" for p in prompts]
         return np.array([[QUALITIES[k][self.models_.index(n)] for n in names] for k in kinds])
+
+
+def in_threads(work, n: int) -> list:
+    """Run ``work(i)`` for ``i`` in ``range(n)`` in ``n`` threads at once; the errors they raised."""
+    errors: list = []
+
+    def guarded(i):
+        try:
+            work(i)
+        except Exception as exc:  # noqa: BLE001 - handed back to the test, which asserts there are none
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
