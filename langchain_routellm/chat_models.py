@@ -314,6 +314,7 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         thread = kwargs.pop(THREAD_KWARG, None)
+        kwargs.pop(REJECTED_KWARG, None)  # this run manager reports them
         decision = self._decide(messages, thread)
 
         def call(entry: tuple[BaseChatModel, dict[str, Any]]) -> ChatResult:
@@ -335,6 +336,7 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         thread = kwargs.pop(THREAD_KWARG, None)
+        kwargs.pop(REJECTED_KWARG, None)  # this run manager reports them
         decision = await self._adecide(messages, thread)
 
         async def call(entry: tuple[BaseChatModel, dict[str, Any]]) -> ChatResult:
@@ -366,7 +368,7 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
         )
         for i, chunk in enumerate(chunks):
             if i == 0:
-                if sink is not None:  # stream() has no run manager for us: it reports them
+                if sink is not None:  # stream() / invoke(streaming) give no run manager: they report them
                     sink.outcome = chunks.outcome
                 else:
                     _report_rejected(run_manager, messages, chunks.outcome)
@@ -401,34 +403,46 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
                 first = False
             yield chunk
 
-    # Thread ids: read from the config, handed to our own _generate / _stream ------
-    def _with_thread(self, config: Optional[RunnableConfig], kwargs: dict[str, Any]) -> dict[str, Any]:
-        thread = thread_of(config)
-        return {**kwargs, THREAD_KWARG: thread} if thread is not None and self.pin_threads else kwargs
+    # Call keywords for our own _generate / _stream: the thread id from the config,
+    # and (escalation on) a sink for the rejected answers a _stream without a run
+    # manager cannot report (BaseChatModel gives _stream none): reported here after it.
+    def _own_kwargs(self, config: Optional[RunnableConfig], kwargs: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+        thread, sink = thread_of(config), None
+        own = {**kwargs, THREAD_KWARG: thread} if thread is not None and self.pin_threads else dict(kwargs)
+        if self.escalate_on is not None:
+            sink = own[REJECTED_KWARG] = _Rejected()
+        return own, sink
 
     def invoke(self, input: LanguageModelInput, config: Optional[RunnableConfig] = None, *,  # noqa: A002
                stop: Optional[list[str]] = None, **kwargs: Any) -> AIMessage:
-        return super().invoke(input, config, stop=stop, **self._with_thread(config, kwargs))
+        own, sink = self._own_kwargs(config, kwargs)
+        result = super().invoke(input, config, stop=stop, **own)
+        if sink is not None:
+            sink.report(self, config, input)
+        return result
 
     async def ainvoke(self, input: LanguageModelInput, config: Optional[RunnableConfig] = None, *,  # noqa: A002
                       stop: Optional[list[str]] = None, **kwargs: Any) -> AIMessage:
-        return await super().ainvoke(input, config, stop=stop, **self._with_thread(config, kwargs))
+        own, sink = self._own_kwargs(config, kwargs)
+        result = await super().ainvoke(input, config, stop=stop, **own)
+        if sink is not None:
+            await sink.areport(self, config, input)
+        return result
 
     def stream(self, input: LanguageModelInput, config: Optional[RunnableConfig] = None, *,  # noqa: A002
                stop: Optional[list[str]] = None, **kwargs: Any) -> Iterator[AIMessageChunk]:
-        # BaseChatModel.stream gives _stream no run manager: the answers a check
-        # rejected come back in ``sink`` and are reported here, once the stream is done.
-        sink = _Rejected()
-        yield from super().stream(input, config, stop=stop, **{**self._with_thread(config, kwargs), REJECTED_KWARG: sink})
-        sink.report(self, config, input)
+        own, sink = self._own_kwargs(config, kwargs)
+        yield from super().stream(input, config, stop=stop, **own)
+        if sink is not None:
+            sink.report(self, config, input)
 
     async def astream(self, input: LanguageModelInput, config: Optional[RunnableConfig] = None, *,  # noqa: A002
                       stop: Optional[list[str]] = None, **kwargs: Any) -> AsyncIterator[AIMessageChunk]:
-        sink = _Rejected()
-        async for chunk in super().astream(input, config, stop=stop,
-                                           **{**self._with_thread(config, kwargs), REJECTED_KWARG: sink}):
+        own, sink = self._own_kwargs(config, kwargs)
+        async for chunk in super().astream(input, config, stop=stop, **own):
             yield chunk
-        await sink.areport(self, config, input)
+        if sink is not None:
+            await sink.areport(self, config, input)
 
     # Batches: one router call for all inputs ------------------------------------
     def batch(

@@ -88,6 +88,15 @@ def test_usage_is_counted_once_for_each_model_on_invoke_ainvoke_stream_and_astre
         assert cb.usage_metadata == expected
 
 
+def test_invoke_of_a_streaming_model_counts_the_rejected_answer_too():
+    llm = chat(lazy(text=""), escalate_on=["empty"], streaming=True)
+    with get_usage_metadata_callback() as cb:
+        message = llm.invoke("say hi")
+    assert message.content == "[strong-fake] say hi"
+    assert set(cb.usage_metadata) == {"weak-fake", "strong-fake"}
+    assert cb.usage_metadata["weak-fake"]["total_tokens"] == 7
+
+
 def test_stream_releases_only_the_accepted_answer():
     weak = FakeToolChatModel(model_name="weak-fake")
     llm = chat(weak, escalate_on=[lambda v: v.text.startswith("[weak-fake]")])
