@@ -319,3 +319,16 @@ def test_batch_configs_carry_each_inputs_thread():
     again = llm.batch(["thanks", "prove this too"], config=configs)
     assert [m.response_metadata["routellm"]["model"] for m in again] == ["strong-fake", "weak-fake"]
     assert {m.response_metadata["routellm"]["reason"] for m in again} == {"pinned"}
+
+
+def test_pins_are_shared_by_copies_and_a_pickle_starts_with_none():
+    import pickle
+
+    llm = chat(FakeToolChatModel(model_name="weak-fake"), pin_threads=10, escalate_on=["empty"])
+    config = {"configurable": {"thread_id": "p"}}
+    llm.invoke("prove it", config=config)
+    copy = llm.model_copy()
+    assert copy.invoke("hi", config=config).response_metadata["routellm"]["reason"] == "pinned"
+    clone = pickle.loads(pickle.dumps(llm))
+    assert clone.escalate_on == ("empty",) and clone.pin_threads == 10
+    assert clone.invoke("hi", config=config).response_metadata["routellm"]["reason"] == "score"
