@@ -132,8 +132,8 @@ def test_labelled_file_columns_and_errors(tmp_path):
     g.write_text("prompt,strong,weak\na,good,0\n")
     with pytest.raises(DataError, match="'good' is not a number"):
         B.load_labelled_file(g)
-    with pytest.raises(DataError, match="unknown benchmark 'mmlu-pro'"):
-        B.load_benchmark("mmlu-pro", tmp_path)
+    with pytest.raises(DataError, match="unknown benchmark 'hellaswag'"):
+        B.load_benchmark("hellaswag", tmp_path)
 
 
 # --- the CLI through add_parser ------------------------------------------------------
