@@ -100,6 +100,16 @@ def _tools_conversation(
     return to_conversation(messages)
 
 
+
+def _usage(answer: Any) -> Optional[dict[str, Any]]:
+    """Token usage of a rejected answer (a response, or a buffered stream's chunks), for its record."""
+    from llamaindex_routellm.ledger import response_usage
+
+    if isinstance(answer, (list, tuple)):
+        answer = answer[-1] if answer else None
+    n_in, n_out = response_usage(answer)
+    return None if n_in is None or n_out is None else {"input_tokens": n_in, "output_tokens": n_out}
+
 class RouteLLM(RoutedModel, FunctionCallingLLM):
     """A LlamaIndex LLM that routes every call to a strong or a weak LLM.
 
@@ -306,7 +316,7 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         value = outcome.value
         if isinstance(value, _ParseFailure):
             raise value.error  # the last model's structured output did not parse either
-        return _tag(value, self._record(decision, attempts, outcome)) if tag else value
+        return _tag(value, self._record(decision, attempts, outcome, _usage)) if tag else value
 
     def _call(
         self, decision: Decision, call: Callable[[Any], Any], tag: bool = True, tools: bool = False,
@@ -338,7 +348,7 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
             for chunk in chunks:
                 if record is None:
                     self._pin(thread, decision, attempts, chunks.outcome)
-                    record = self._record(decision, attempts, chunks.outcome)
+                    record = self._record(decision, attempts, chunks.outcome, _usage)
                 yield _tag(chunk, record) if tag else chunk
 
         return tagged()
@@ -355,7 +365,7 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
             async for chunk in chunks:
                 if record is None:
                     self._pin(thread, decision, attempts, chunks.outcome)
-                    record = self._record(decision, attempts, chunks.outcome)
+                    record = self._record(decision, attempts, chunks.outcome, _usage)
                 yield _tag(chunk, record) if tag else chunk
 
         return tagged()

@@ -45,7 +45,7 @@ import json
 import math
 import threading
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 from shared_core.errors import ConfigError, RouteLLMError
 from shared_core.routers import Role
@@ -164,6 +164,10 @@ class CallRecord:
     score: Optional[float] = None
     reason: Optional[str] = None
     fallback: bool = False
+    #: What the answers rejected by the escalation checks cost (included in ``cost``).
+    rejected_cost: float = 0.0
+    #: Models whose answers were rejected before this one, in order.
+    rejected: tuple[str, ...] = ()
 
     @property
     def savings(self) -> float:
@@ -203,16 +207,27 @@ class Ledger:
         score: Optional[float] = None,
         reason: Optional[str] = None,
         fallback: bool = False,
+        rejected: Sequence[tuple[str, str, Any, Any]] = (),
     ) -> CallRecord:
-        """Price and record one call answered by ``model`` in ``role``."""
+        """Price and record one call answered by ``model`` in ``role``.
+
+        ``rejected`` lists the answers the escalation checks turned down before it,
+        as ``(role, model, input_tokens, output_tokens)``: they were paid for, so
+        their cost is added to the call's ``cost`` (the counterfactual, the call sent
+        straight to the strong model, had none)."""
         role = role.value if isinstance(role, Role) else role
         if role not in ("strong", "weak"):
             raise ConfigError(f"role must be 'strong' or 'weak', got {role!r}")
         n_in = check_tokens(input_tokens, "input tokens", model)
         n_out = check_tokens(output_tokens, "output tokens", model)
         cost = self.prices.price(model, role).cost(n_in, n_out)
-        record = CallRecord(role, model, n_in, n_out, cost, self._strong_price.cost(n_in, n_out), score, reason,
-                            bool(fallback))
+        rejected_cost = 0.0
+        for r_role, r_model, r_in, r_out in rejected:
+            rejected_cost += self.prices.price(r_model, r_role).cost(
+                check_tokens(r_in, "input tokens", r_model), check_tokens(r_out, "output tokens", r_model)
+            )
+        record = CallRecord(role, model, n_in, n_out, cost + rejected_cost, self._strong_price.cost(n_in, n_out),
+                            score, reason, bool(fallback), rejected_cost, tuple(r[1] for r in rejected))
         with self._lock:
             self._calls.append(record)
         if self.budget is not None and role == "strong":
@@ -228,9 +243,18 @@ class Ledger:
                 f"the call answered by {model!r} ({record.get('role')}) reported no token usage "
                 f"(input {input_tokens!r}, output {output_tokens!r}); the ledger cannot price it"
             )
+        rejected = []
+        for entry in record.get("escalations") or ():
+            usage = entry.get("usage") if isinstance(entry, Mapping) else None
+            if not isinstance(usage, Mapping) or usage.get("input_tokens") is None or usage.get("output_tokens") is None:
+                raise UsageError(
+                    f"the answer of {entry.get('model') if isinstance(entry, Mapping) else entry!r} rejected by the "
+                    f"escalation checks reported no token usage ({usage!r}); the ledger cannot price it"
+                )
+            rejected.append((entry.get("role"), entry.get("model"), usage["input_tokens"], usage["output_tokens"]))
         return self.record_call(
             record.get("role"), model, input_tokens, output_tokens, score=record.get("score"),
-            reason=record.get("reason"), fallback=bool(record.get("fallback")),
+            reason=record.get("reason"), fallback=bool(record.get("fallback")), rejected=rejected,
         )
 
     # Reading ---------------------------------------------------------------------------

@@ -332,3 +332,21 @@ def test_pins_are_shared_by_copies_and_a_pickle_starts_with_none():
     clone = pickle.loads(pickle.dumps(llm))
     assert clone.escalate_on == ("empty",) and clone.pin_threads == 10
     assert clone.invoke("hi", config=config).response_metadata["routellm"]["reason"] == "score"
+
+
+def test_ledger_prices_the_rejected_weak_answer_once():
+    """An escalated call cost the rejected weak answer and the strong one: the ledger adds both, once."""
+    from langchain_routellm import LedgerCallbackHandler
+
+    handler = LedgerCallbackHandler(prices={"strong-fake": (10.0, 30.0), "weak-fake": (1.0, 2.0)},
+                                    strong_model="strong-fake")
+    message = chat(lazy(text=""), escalate_on=["empty"]).invoke("say hi", config={"callbacks": [handler]})
+    assert message.response_metadata["routellm"]["escalated"]["from"] == "weak"
+    [call] = handler.ledger.calls  # the rejected answer's own run is not a second call
+    usage = message.usage_metadata
+    strong = (usage["input_tokens"] * 10.0 + usage["output_tokens"] * 30.0) / 1e6
+    rejected = (5 * 1.0 + 2 * 2.0) / 1e6
+    assert call.rejected == ("weak-fake",)
+    assert call.rejected_cost == pytest.approx(rejected)
+    assert call.cost == pytest.approx(strong + rejected)
+    assert call.strong_cost == pytest.approx(strong)  # straight to the strong model: no rejected answer

@@ -197,3 +197,28 @@ def test_escalation_moves_a_pin():
     llm = routed(NamedMockLLM(name="weak-mock"), pin_threads=8, escalate_on=[lambda v: "bad" in v.text])
     assert record(llm.complete("say bad", thread_id=1))["model"] == "strong-mock"
     assert record(llm.complete("say hi", thread_id=1))["reason"] == "pinned"
+
+
+class WithUsage(FixedMockLLM):
+    """A fixed answer with the token usage OpenAI-compatible LLMs report (5 in, 2 out)."""
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        return CompletionResponse(text=self.answer, raw={"usage": {"prompt_tokens": 5, "completion_tokens": 2}})
+
+
+def test_ledger_prices_the_rejected_weak_answer_once():
+    """The rejected answer's usage rides on the record, so the ledger pays for it once."""
+    from llamaindex_routellm import LedgerHandler
+
+    llm = routed(WithUsage(name="weak-mock", answer=""), WithUsage(name="strong-mock", answer="hi"),
+                 escalate_on=["empty"])
+    with LedgerHandler(prices={"strong-mock": (10.0, 30.0), "weak-mock": (1.0, 2.0)},
+                       strong_model="strong-mock") as ledger:
+        response = llm.complete("say hi")
+    rec = record(response)
+    assert rec["escalations"][0]["usage"] == {"input_tokens": 5, "output_tokens": 2}
+    [call] = ledger.ledger.calls
+    assert call.rejected == ("weak-mock",) and call.rejected_cost == pytest.approx((5 * 1.0 + 2 * 2.0) / 1e6)
+    assert call.cost == pytest.approx((5 * 10.0 + 2 * 30.0 + 5 * 1.0 + 2 * 2.0) / 1e6)
+    assert call.strong_cost == pytest.approx((5 * 10.0 + 2 * 30.0) / 1e6)
