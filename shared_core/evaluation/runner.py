@@ -275,6 +275,7 @@ class Evaluator:
         self.model_cache = Path(model_cache) if model_cache is not None else None
         self._routers: dict[str, Router] = {}
         self._retrained: dict[tuple, Router] = {}
+        self._peers: dict[str, Callable[[Sequence[str]], np.ndarray]] = {}
 
     # Baselines -------------------------------------------------------------
     def random_row(self, bench: Benchmark) -> RouterResult:
@@ -438,8 +439,21 @@ class Evaluator:
             scores = router.score(bench.prompts)
         return self.scores_row(bench, label, scores, trained_on, time.perf_counter() - start, retrained=True)
 
-    def evaluate(self, bench: Benchmark, routers: Iterable[str | Path | Router]) -> BenchmarkResult:
-        """Rows for ``routers`` plus ``random`` and ``oracle`` (once each), sorted as given."""
+    def peer_row(self, bench: Benchmark, name: str) -> RouterResult:
+        """A row for another project's router (:mod:`shared_core.evaluation.peers`), from its scores."""
+        from shared_core.evaluation.peers import PEERS, peer_scorer
+
+        if name not in self._peers:
+            self._peers[name] = peer_scorer(name)
+        start = time.perf_counter()
+        scores = self._peers[name](bench.prompts)
+        return self.scores_row(bench, name, scores, PEERS[name], time.perf_counter() - start)
+
+    def evaluate(
+        self, bench: Benchmark, routers: Iterable[str | Path | Router], peers: Sequence[str] = ()
+    ) -> BenchmarkResult:
+        """Rows for ``routers`` plus ``random`` and ``oracle`` (once each), sorted as given, then
+        one row per peer router named in ``peers`` (before ``oracle``)."""
         rows: list[RouterResult] = []
         specs = list(routers)
         if not any(str(s) == "random" for s in specs if not isinstance(s, Router)):
@@ -456,6 +470,11 @@ class Evaluator:
                 row = self.router_row(bench, spec)
             self.log(f"  {bench.name:12} {row.router:14} APGR {row.metrics.apgr:.3f}  ({time.perf_counter() - t:.1f}s)")
             rows.append(row)
+        for name in peers:
+            t = time.perf_counter()
+            row = self.peer_row(bench, name)
+            self.log(f"  {bench.name:12} {row.router:14} APGR {row.metrics.apgr:.3f}  ({time.perf_counter() - t:.1f}s)")
+            rows.insert(len(rows) - 1 if rows and rows[-1].router == "oracle" else len(rows), row)
         comparisons = []
         if bench.name == "mt-bench" and bench.question_ids is not None:
             from shared_core.evaluation.commercial import commercial_comparison
