@@ -43,6 +43,7 @@ import pandas as pd
 from shared_core import datasets
 from shared_core.datasets import ALPACA_EVAL_ANNOTATOR, MMLU_PRO_STRONG_MODEL, STRONG_MODEL, WEAK_MODEL
 from shared_core.errors import DataError
+from shared_core.files import existing_file
 from shared_core.routers._models import same_model
 
 BENCHMARKS = ("mmlu", "gsm8k", "mt-bench", "arena-bench", "alpaca-eval", "mmlu-pro")
@@ -280,9 +281,7 @@ def load_labelled_file(
     ``strong``/``weak``, else the model names :data:`STRONG_MODEL`/:data:`WEAK_MODEL`.
     Bools count as 0/1; rows missing either quality are dropped and counted.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"labelled file {str(p)!r} does not exist")
+    p = existing_file(path, "labelled file", DataError)
     if p.suffix.lower() == ".csv":
         df = pd.read_csv(p)
     elif p.suffix.lower() == ".jsonl":

@@ -1,5 +1,5 @@
-"""LangChain wrapper tests: offline, with sockets disabled (unix sockets allowed,
-asyncio needs them) except in tests marked ``server`` or ``enable_socket``."""
+"""LangChain wrapper tests (the socket policy, offline with loopback for ``server``
+tests, is in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,23 +7,9 @@ import pytest
 
 pytest.importorskip("langchain_core")
 
-from pytest_socket import disable_socket, enable_socket  # noqa: E402
 
-from langchain_routellm.fakes import FakeToolChatModel  # noqa: E402
+from langchain_routellm.testing import FakeToolChatModel  # noqa: E402
 from lc_support import KeywordRouter  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def _no_network(request):
-    if request.node.get_closest_marker("server") or request.node.get_closest_marker("enable_socket"):
-        yield
-        return
-    disable_socket(allow_unix_socket=True)
-    try:
-        yield
-    finally:
-        enable_socket()
-
 
 @pytest.fixture
 def strong():

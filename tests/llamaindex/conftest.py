@@ -1,4 +1,6 @@
-"""Fixtures for the LlamaIndex wrapper tests (helpers live in li_support.py)."""
+"""Fixtures for the LlamaIndex wrapper tests (helpers live in li_support.py).
+
+The socket policy (offline; ``server`` tests reach loopback only) is in tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -9,7 +11,6 @@ pytest.importorskip("llama_index.core")
 from llama_index.core.instrumentation import get_dispatcher  # noqa: E402
 
 from li_support import EventRecorder, NamedMockFunctionCallingLLM, NamedMockLLM, tool_answer_generator  # noqa: E402
-
 
 @pytest.fixture
 def events():
