@@ -426,6 +426,10 @@ class Evaluator:
         recipe = None
         if isinstance(spec, str) and "/" not in spec and not spec.startswith("."):
             recipe = spec[len(RECIPE_PREFIX):] if spec.startswith(RECIPE_PREFIX) else spec
+            if not spec.startswith(RECIPE_PREFIX):
+                from shared_core.engine import shipped_aliases
+
+                recipe = shipped_aliases().get(recipe, recipe)  # "default" retrains the recipe of the router it names
         must_retrain = self.retrain == "always" or (self.retrain == "auto" and seen is not False and bool(bench.folds))
         if bench.name == "mmlu" and self.retrain == "auto" and seen is not False:
             must_retrain = True  # it saw MMLU-test, or its record cannot rule it out
