@@ -37,10 +37,9 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
-import pandas as pd
 
 from shared_core.artifacts import (
     check_router_config,
@@ -65,6 +64,9 @@ from shared_core.routers._models import (
 )
 from shared_core.routers.knn import _number
 
+if TYPE_CHECKING:  # pandas is needed to fit, not to route
+    import pandas as pd
+
 #: Columns of the observations :meth:`IRTRouter.fit` learns from.
 OBSERVATION_COLUMNS = ("prompt", "source", "model", "outcome", "kind")
 KINDS = ("binary", "grade", "pref")
@@ -80,6 +82,8 @@ def validate_observations(df: Any) -> pd.DataFrame:
     ``outcome`` is in [0, 1] (``binary``: 1 right, 0 wrong; ``grade``: ``(g - 1) / 9``;
     ``pref``: P(``model`` beats ``reference``)); ``pref`` rows also need ``reference``.
     """
+    import pandas as pd
+
     if not isinstance(df, pd.DataFrame):
         raise DataError(f"observations must be a pandas DataFrame, got {type(df).__name__}")
     missing = [c for c in OBSERVATION_COLUMNS if c not in df.columns]
