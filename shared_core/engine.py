@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 from shared_core.attempts import Failure, Outcome
 from shared_core.errors import ConfigError, PromptError
+from shared_core.feedback import DecisionLog, record_feedback
 from shared_core.policy import routing_text
 from shared_core.routers import Decision, Role, Router, check_prompts, check_threshold, get_router_class, load_router
 from shared_core.routers.base import check_prompt
@@ -136,10 +137,12 @@ def decision_record(
     ``reason`` are the router's decision; ``failures`` lists each model that
     failed before the answer (``role``, ``model``, ``error``), in the order
     tried (an :class:`~shared_core.attempts.Outcome`'s ``failures``), and
-    ``fallback`` is ``None`` or the first of them as ``from``/``model``/``error``.
+    ``fallback`` is ``None`` or the first of them as ``from``/``model``/``error``;
+    ``id`` is the decision's id, for :meth:`RoutingEngine.record_feedback`.
     """
     failed = [f.to_dict() for f in failures]
     record = {**decision.to_dict(), "role": role.value, "model": model, "fallback": None, "failures": failed}
+    record["id"] = decision.id  # what record_feedback(...) refers to
     if failed:
         first = failed[0]
         record["fallback"] = {"from": first["role"], "model": first["model"], "error": first["error"]}
@@ -169,6 +172,8 @@ class RoutingEngine:
         self.on_no_text = Role(on_no_text)
         #: The name or path the router was loaded from (``None``: a Router object was given).
         self.router_spec = router_spec
+        #: The routing texts of the latest decisions by id, for :meth:`record_feedback`.
+        self.recent = DecisionLog()
 
     def __reduce__(self) -> tuple[Any, ...]:
         # A router loaded by name or path pickles as that name or path (a loaded
@@ -236,6 +241,7 @@ class RoutingEngine:
         for i, s in zip(idx, scores):
             role = Role.STRONG if s >= self.threshold else Role.WEAK
             out[i] = Decision(role, float(s), self.threshold, self.router.name)
+            self.recent.add(out[i].id, texts[i], float(s))
         for i, t in enumerate(texts):
             if t is None:
                 out[i] = Decision(self.on_no_text, None, self.threshold, self.router.name, reasons[i])
@@ -250,6 +256,10 @@ class RoutingEngine:
 
     def decide_one(self, conversation: Sequence[tuple[str, Any]]) -> Decision:
         return self.decide([conversation])[0]
+
+    def record_feedback(self, target: Decision | str, outcome: Any, *, store: Any = None) -> Any:
+        """Record how a decision turned out; see :func:`shared_core.feedback.record_feedback`."""
+        return record_feedback(self, target, outcome, store=store)
 
     def describe(self) -> dict[str, Any]:
         return {"router": self.router.name, "threshold": self.threshold}

@@ -214,6 +214,11 @@ class RoutedModel(RoutingSettings):
             self._engine = self.build_engine()
         return self._engine
 
+    def record_feedback(self, target: Any, outcome: Any, *, store: Any = None) -> Any:
+        """Record how a routed call went (``target``: its decision, the decision's ``id`` from the
+        call's record, or the prompt); see :func:`shared_core.feedback.record_feedback`."""
+        return self.engine.record_feedback(target, outcome, store=store)
+
     # Changing settings ------------------------------------------------------------------------
     def __setattr__(self, name: str, value: Any) -> None:
         if name in ROUTING_FIELDS:

@@ -34,7 +34,7 @@ ROUTERS: dict[str, type[Router]] = {"random": RandomRouter}
 #: RouteLLM names that have no implementation here yet.
 RESERVED = {"bert": "a later release", "causal_llm": "a later release"}
 #: Modules that register routers when imported.
-BUILTIN_MODULES = ("mf", "sw_ranking", "knn", "ensemble", "adaptive_ensemble", "irt")
+BUILTIN_MODULES = ("mf", "sw_ranking", "knn", "ensemble", "adaptive_ensemble", "irt", "feedback")
 
 
 def register_router(cls: R) -> R:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import doctest
+from unittest.mock import ANY
 
 import pytest
 from langchain_core.callbacks import get_usage_metadata_callback
@@ -105,6 +106,7 @@ def test_metadata_on_every_response(llm):
     assert record == {
         "role": "strong", "model": "strong-fake", "score": pytest.approx(0.9), "threshold": 0.5,
         "router": "keyword", "reason": "score", "fallback": None, "failures": [],
+        "id": ANY,
     }
     chunks = list(llm.stream(EASY))
     assert DECISION_KEY in chunks[0].response_metadata
