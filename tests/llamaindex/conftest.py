@@ -10,6 +10,7 @@ pytest.importorskip("llama_index.core")
 
 from llama_index.core.instrumentation import get_dispatcher  # noqa: E402
 
+from li_support import wait_for_slow_calls  # noqa: E402
 from li_support import EventRecorder, NamedMockFunctionCallingLLM, NamedMockLLM, tool_answer_generator  # noqa: E402
 
 @pytest.fixture
@@ -39,3 +40,10 @@ def fc_models():
         "weak": NamedMockFunctionCallingLLM(name="weak-fc", window=4000, parsed=[],
                                             response_generator=tool_answer_generator),
     }
+
+
+@pytest.fixture(autouse=True)
+def _slow_calls_finish():
+    """A test ends only when the slow mock calls it timed out have ended (no events leak on)."""
+    yield
+    wait_for_slow_calls()
