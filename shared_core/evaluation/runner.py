@@ -290,6 +290,7 @@ class Evaluator:
         self.model_cache = Path(model_cache) if model_cache is not None else None
         self._routers: dict[str, Router] = {}
         self._retrained: dict[tuple, Router] = {}
+        self._peers: dict[str, Callable[[Sequence[str]], np.ndarray]] = {}
 
     # Baselines -------------------------------------------------------------
     def random_row(self, bench: Benchmark) -> RouterResult:
@@ -425,6 +426,10 @@ class Evaluator:
         recipe = None
         if isinstance(spec, str) and "/" not in spec and not spec.startswith("."):
             recipe = spec[len(RECIPE_PREFIX):] if spec.startswith(RECIPE_PREFIX) else spec
+            if not spec.startswith(RECIPE_PREFIX):
+                from shared_core.engine import shipped_aliases
+
+                recipe = shipped_aliases().get(recipe, recipe)  # "default" retrains the recipe of the router it names
         must_retrain = self.retrain == "always" or (self.retrain == "auto" and seen is not False and bool(bench.folds))
         if bench.name == "mmlu" and self.retrain == "auto" and seen is not False:
             must_retrain = True  # it saw MMLU-test, or its record cannot rule it out
@@ -458,8 +463,21 @@ class Evaluator:
             scores = router.score(bench.prompts)
         return self.scores_row(bench, label, scores, trained_on, time.perf_counter() - start, retrained=True)
 
-    def evaluate(self, bench: Benchmark, routers: Iterable[str | Path | Router]) -> BenchmarkResult:
-        """Rows for ``routers`` plus ``random`` and ``oracle`` (once each), sorted as given."""
+    def peer_row(self, bench: Benchmark, name: str) -> RouterResult:
+        """A row for another project's router (:mod:`shared_core.evaluation.peers`), from its scores."""
+        from shared_core.evaluation.peers import PEERS, peer_scorer
+
+        if name not in self._peers:
+            self._peers[name] = peer_scorer(name)
+        start = time.perf_counter()
+        scores = self._peers[name](bench.prompts)
+        return self.scores_row(bench, name, scores, PEERS[name], time.perf_counter() - start)
+
+    def evaluate(
+        self, bench: Benchmark, routers: Iterable[str | Path | Router], peers: Sequence[str] = ()
+    ) -> BenchmarkResult:
+        """Rows for ``routers`` plus ``random`` and ``oracle`` (once each), sorted as given, then
+        one row per peer router named in ``peers`` (before ``oracle``)."""
         rows: list[RouterResult] = []
         specs = list(routers)
         if not any(str(s) == "random" for s in specs if not isinstance(s, Router)):
@@ -476,6 +494,11 @@ class Evaluator:
                 row = self.router_row(bench, spec)
             self.log(f"  {bench.name:12} {row.router:14} APGR {row.metrics.apgr:.3f}  ({time.perf_counter() - t:.1f}s)")
             rows.append(row)
+        for name in peers:
+            t = time.perf_counter()
+            row = self.peer_row(bench, name)
+            self.log(f"  {bench.name:12} {row.router:14} APGR {row.metrics.apgr:.3f}  ({time.perf_counter() - t:.1f}s)")
+            rows.insert(len(rows) - 1 if rows and rows[-1].router == "oracle" else len(rows), row)
         comparisons = []
         if bench.name == "mt-bench" and bench.question_ids is not None:
             from shared_core.evaluation.commercial import commercial_comparison

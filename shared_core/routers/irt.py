@@ -37,10 +37,9 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
-import pandas as pd
 
 from shared_core.artifacts import (
     check_router_config,
@@ -65,6 +64,9 @@ from shared_core.routers._models import (
 )
 from shared_core.routers.knn import _number
 
+if TYPE_CHECKING:  # pandas is needed to fit, not to route
+    import pandas as pd
+
 #: Columns of the observations :meth:`IRTRouter.fit` learns from.
 OBSERVATION_COLUMNS = ("prompt", "source", "model", "outcome", "kind")
 KINDS = ("binary", "grade", "pref")
@@ -80,6 +82,8 @@ def validate_observations(df: Any) -> pd.DataFrame:
     ``outcome`` is in [0, 1] (``binary``: 1 right, 0 wrong; ``grade``: ``(g - 1) / 9``;
     ``pref``: P(``model`` beats ``reference``)); ``pref`` rows also need ``reference``.
     """
+    import pandas as pd
+
     if not isinstance(df, pd.DataFrame):
         raise DataError(f"observations must be a pandas DataFrame, got {type(df).__name__}")
     missing = [c for c in OBSERVATION_COLUMNS if c not in df.columns]
@@ -185,17 +189,27 @@ class IRTRouter(Router):
         x = np.hstack([emb, (feats - self.feature_mean_) / self.feature_scale_]).astype(np.float32)
 
         keys = {model_key(m): i for i, m in enumerate(self.models_)}
-        r = obs["prompt"].map(row).to_numpy()
-        c = np.array([keys[model_key(m)] for m in obs["model"]])
-        ref = np.full(len(obs), -1)
+        obs = obs.assign(row=obs["prompt"].map(row), col=[keys[model_key(m)] for m in obs["model"]])
         if pref.any():
-            ref[pref] = [keys[model_key(m)] for m in obs["reference"][pref]]
-        kind = obs["kind"].map({k: i for i, k in enumerate(KINDS)}).to_numpy()
-        sources = obs["source"].to_numpy()
-        counts = pd.Series(sources).value_counts()
-        # each source's share of the loss is its weight, whatever its number of rows
-        w = np.array([self.source_weights.get(s, 1.0) / counts[s] for s in sources])
-        w = w / w.sum()
+            obs.loc[pref, "ref"] = [keys[model_key(m)] for m in obs["reference"][pref]]
+        obs["ref"] = obs["ref"].fillna(-1).astype(int) if "ref" in obs.columns else -1
+        counts = obs["source"].value_counts()
+        per_source = obs.drop_duplicates(["source", "row", "col"])["source"].value_counts()
+        weights = {s: self.source_weights.get(s, 1.0) for s in counts.index}
+        total = sum(weights.values())
+        # One dense (prompts x models) block per source, kind and reference: a matrix product per
+        # block instead of a gather per observation; each source's loss share is its weight.
+        blocks = []
+        for (source, kind, ref), part in obs.groupby(["source", "kind", "ref"], sort=True):
+            # the same model on the same prompt twice in one source: its mean outcome, once
+            part = part.groupby(["row", "col"], as_index=False)["outcome"].mean()
+            rows_, cols_ = np.unique(part["row"].to_numpy()), np.unique(part["col"].to_numpy())
+            y = np.zeros((len(rows_), len(cols_)), dtype=np.float32)
+            mask = np.zeros_like(y)
+            ri, ci = np.searchsorted(rows_, part["row"].to_numpy()), np.searchsorted(cols_, part["col"].to_numpy())
+            y[ri, ci], mask[ri, ci] = part["outcome"].to_numpy(np.float32), 1.0
+            share = weights[source] / total / per_source[source]
+            blocks.append((rows_, cols_, y, mask * share, kind, int(ref)))
 
         torch.manual_seed(self.seed)
         threads = torch.get_num_threads()
@@ -210,25 +224,23 @@ class IRTRouter(Router):
             u = (0.01 * torch.randn(M, K)).requires_grad_()
             grade_offset = torch.zeros(1, requires_grad=True)
             params = [wd, bd, wv, theta, u, grade_offset]
-            rt, ct, yt, wt = (torch.as_tensor(np.ascontiguousarray(r).copy()), torch.as_tensor(c), torch.as_tensor(obs["outcome"].to_numpy(np.float32).copy()),
-                              torch.as_tensor(w.astype(np.float32)))
-            is_grade = torch.as_tensor(kind == KINDS.index("grade"))
-            is_pref = torch.as_tensor(pref)
-            reft = torch.as_tensor(np.where(ref < 0, 0, ref))
+            tblocks = [(torch.as_tensor(r), torch.as_tensor(c), torch.as_tensor(y), torch.as_tensor(m), kind, ref)
+                       for r, c, y, m, kind, ref in blocks]
             opt = torch.optim.Adam(params, lr=self.lr)
             bce = torch.nn.functional.binary_cross_entropy_with_logits
             for _ in range(self.steps):
                 opt.zero_grad()
                 d = X @ wd + bd
                 v = X @ wv
-                vr = v[rt]
-                eta = theta[ct] + (u[ct] * vr).sum(1) - d[rt]
-                eta = eta + is_grade * grade_offset
-                # pref: model against the reference; the difficulty cancels
-                eta_ref = theta[reft] + (u[reft] * vr).sum(1) - d[rt]
-                eta = torch.where(is_pref, eta - eta_ref, eta)
-                loss = (wt * bce(eta, yt, reduction="none")).sum()
-                loss = loss + self.l2 * ((wv**2).sum() + (wd**2).sum() + (u**2).sum())
+                loss = self.l2 * ((wv**2).sum() + (wd**2).sum() + (u**2).sum())
+                for r, c, y, m, kind, ref in tblocks:
+                    vr = v[r]
+                    eta = theta[c][None, :] + vr @ u[c].T - d[r][:, None]
+                    if kind == "grade":
+                        eta = eta + grade_offset
+                    elif kind == "pref":  # against the reference model: the difficulty cancels
+                        eta = eta - (theta[ref] + vr @ u[ref] - d[r])[:, None]
+                    loss = loss + (m * bce(eta, y, reduction="none")).sum()
                 loss.backward()
                 opt.step()
         finally:
@@ -240,7 +252,7 @@ class IRTRouter(Router):
         self.loadings_ = u.detach().numpy().astype(np.float32)
         self.grade_offset_ = float(grade_offset.detach()[0])
         self.training_ = {
-            "observations": {str(s): int(n) for s, n in counts.sort_index().items()},
+            "observations": {str(k): int(n) for k, n in counts.sort_index().items()},
             "prompts": len(prompts),
             "models": len(self.models_),
             "final_loss": round(float(loss.detach()), 6),

@@ -148,3 +148,14 @@ def test_recipe_drops_a_training_prompt_whose_text_is_held_out(data_dir):
     data._cache["mmlu_pro"] = data.mmlu_pro().assign(prompt="arena task 3")
     obs, _ = observations(data, alpaca_eval=False)
     assert (obs["source"] == "mmlu_pro").sum() == 0
+
+
+def test_adaptive_ensemble_pro_adds_an_mmlu_pro_bank_without_held_out_questions(data_dir):
+    from shared_core.training.recipes import train_recipe
+
+    router = train_recipe("adaptive_ensemble_pro", data_dir=data_dir, embedder=HashEmbedder(dim=32), progress=False,
+                          exclude_questions={"mmlu_pro": ["72"]})
+    # 10 questions, 70 has no gpt-4o grade, 72 is held out
+    assert router.training_["prompts"]["mmlu_pro"] == 8
+    assert "gpt-4o-2024-05-13 (standing in for the strong model)" in router.training_["data"]
+    assert router.training_["excluded_questions"] == {"mmlu_pro": 1}
