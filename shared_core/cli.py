@@ -26,7 +26,7 @@ from typing import Sequence  # noqa: E402
 from shared_core.errors import ConfigError, RouteLLMError  # noqa: E402
 
 #: Built-in subcommand modules, each exposing ``add_parser(subparsers)``.
-_COMMAND_MODULES = ("shared_core.training.cli", "shared_core.evaluation.cli")
+_COMMAND_MODULES = ("shared_core.training.cli", "shared_core.evaluation.cli", "shared_core.labeling.cli")
 _TEXT_COLUMNS = ("prompt", "text", "question")
 
 
