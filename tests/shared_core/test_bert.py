@@ -183,3 +183,21 @@ def test_trained_bert_router_from_the_cache_routes(tmp_path):
     assert router.training_["battles"] > 1000 and "MMLU train half" in router.training_["data"]
     scores = router.score(["What is 2 + 2?", "Write a proof that there are infinitely many primes."])
     assert scores.shape == (2,) and np.all((scores >= 0) & (scores <= 1))
+
+
+def test_registry_name_finds_the_router_trained_into_the_cache(tmp_path, monkeypatch, capsys):
+    """`routellm route --router bert` after `routellm train bert --recipe -o <cache>/routers/bert`."""
+    from shared_core.cli import main
+    from shared_core.engine import resolve_router, trained_router_dir
+
+    monkeypatch.setenv("ROUTELLM_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(ConfigError, match=r"routellm train bert --recipe -o .*routers/bert"):
+        resolve_router("bert")
+    directory = trained_router_dir("bert")
+    assert directory == tmp_path / "cache" / "routers" / "bert"
+    BertRouter.from_pretrained(tiny_bert_dir(tmp_path / "src")).save(directory)
+    router = resolve_router("bert")
+    assert isinstance(router, BertRouter)
+    assert resolve_router("bert") is router  # loaded once per process
+    assert main(["route", "--router", "bert", "--threshold", "0.5", "what is 2?"]) == 0
+    assert "router=bert" in capsys.readouterr().out
