@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from shared_core.errors import ConfigError, DataError, RouteLLMError
-from shared_core.labeling.chat import ChatFn, ChatReply, Messages, ProviderError, as_reply, is_retryable
+from shared_core.errors import ConfigError, DataError
+from shared_core.labeling.chat import ChatFn, ChatReply, Messages, as_reply, is_retryable
 from shared_core.labeling.judge import (
     GRADE_SYSTEM,
     GRADE_USER,

@@ -151,6 +151,34 @@ def check_model_dir(path: str | Path, what: str) -> Path:
     return directory
 
 
+def open_model_dir(path: str | Path, name: str, options: dict[str, Any]) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """``(directory, config, router fields)`` of a model directory to load as router ``name``;
+    refuses options the router does not take and a missing ``finetune`` extra first."""
+    import json
+
+    if options:
+        raise ConfigError(f"the {name} router takes no option(s) {sorted(options)}")
+    require_transformers()
+    directory = check_model_dir(path, f"{name} router")
+    config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    return directory, config, read_router_fields(directory, config, name)
+
+
+def save_dir(path: str | Path) -> Path:
+    """The directory to save a router into, created; refused if a file is in the way."""
+    directory = Path(path)
+    if directory.exists() and not directory.is_dir():
+        raise ArtifactError(f"cannot save a router to {str(directory)!r}: it exists and is not a directory")
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def check_positive(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{what} must be a positive integer, got {value!r}")
+    return value
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=-1, keepdims=True)
     e = np.exp(z)

@@ -24,14 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from shared_core.errors import ArtifactError, ConfigError
+from shared_core.errors import ArtifactError
 from shared_core.routers import Router, register_router
 from shared_core.routers._finetuned import (
-    check_model_dir,
+    check_positive,
     check_threads,
-    read_router_fields,
-    require_transformers,
+    open_model_dir,
     router_fields,
+    save_dir,
     softmax,
     torch_threads,
     write_router_fields,
@@ -64,9 +64,8 @@ class BertRouter(Router):
 
     def __init__(self, model: Any, tokenizer: Any, *, max_length: int = 512, batch_size: int = 32,
                  threads: int | None = None) -> None:
-        for value, what in ((max_length, "max_length"), (batch_size, "batch_size")):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{what} must be a positive integer, got {value!r}")
+        check_positive(max_length, "max_length")
+        check_positive(batch_size, "batch_size")
         self.model = model
         self.tokenizer = tokenizer
         self.max_length = max_length
@@ -77,16 +76,9 @@ class BertRouter(Router):
     def from_pretrained(cls, path: str | Path, *, max_length: int | None = None, batch_size: int = 32,
                         threads: int | None = None, **kwargs: Any) -> "BertRouter":
         """Load a saved bert router or a RouteLLM bert checkpoint (a Hugging Face directory)."""
-        if kwargs:
-            raise ConfigError(f"the bert router takes no option(s) {sorted(kwargs)} (it embeds prompts itself)")
-        require_transformers()
-        import json
-
+        directory, config, fields = open_model_dir(path, cls.name, kwargs)
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        directory = check_model_dir(path, "bert router")
-        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-        fields = read_router_fields(directory, config, cls.name)
         if config.get("num_labels", len(config.get("id2label") or {}) or NUM_LABELS) != NUM_LABELS:
             raise ArtifactError(f"{str(directory)!r} is a classifier with {config.get('id2label')} labels; bert needs 3")
         try:
@@ -122,10 +114,7 @@ class BertRouter(Router):
 
     def save(self, path: str | Path) -> Path:
         """A Hugging Face directory (safetensors weights, tokenizer) with the router's keys in config.json."""
-        directory = Path(path)
-        if directory.exists() and not directory.is_dir():
-            raise ArtifactError(f"cannot save a router to {str(directory)!r}: it exists and is not a directory")
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = save_dir(path)
         self.model.save_pretrained(str(directory), safe_serialization=True)
         self.tokenizer.save_pretrained(str(directory))
         write_router_fields(directory, {**router_fields(self), "max_length": self.max_length})

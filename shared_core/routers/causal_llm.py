@@ -29,7 +29,6 @@ template works; one without uses RouteLLM's Llama-3 prompt format. Needs the
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -38,11 +37,11 @@ import numpy as np
 from shared_core.errors import ArtifactError, ConfigError
 from shared_core.routers import Router, register_router
 from shared_core.routers._finetuned import (
-    check_model_dir,
+    check_positive,
     check_threads,
-    read_router_fields,
-    require_transformers,
+    open_model_dir,
     router_fields,
+    save_dir,
     softmax,
     torch_threads,
     write_router_fields,
@@ -115,9 +114,8 @@ class CausalLLMRouter(Router):
             raise ConfigError(f"score_threshold must be an integer from 1 to {len(labels)}, got {score_threshold!r}")
         if prompt_format not in ("chat_template", "llama3"):
             raise ConfigError(f"prompt_format must be 'chat_template' or 'llama3', got {prompt_format!r}")
-        for value, what in ((max_question_tokens, "max_question_tokens"), (batch_size, "batch_size")):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{what} must be a positive integer, got {value!r}")
+        check_positive(max_question_tokens, "max_question_tokens")
+        check_positive(batch_size, "batch_size")
         self.model = model
         self.tokenizer = tokenizer
         self.system_message = system_message
@@ -207,15 +205,10 @@ class CausalLLMRouter(Router):
         has none (RouteLLM's took Llama-3's); missing label tokens are then appended
         to it, as RouteLLM did. ``score_threshold`` overrides the saved one.
         """
-        if kwargs:
-            raise ConfigError(f"the causal_llm router takes no option(s) {sorted(kwargs)}")
-        require_transformers()
+        directory, config, fields = open_model_dir(path, cls.name, kwargs)
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        directory = check_model_dir(path, "causal_llm router")
-        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-        fields = read_router_fields(directory, config, cls.name)
         settings = config.get("routellm") if isinstance(config.get("routellm"), dict) else {}
         system, classifier = _read_prompts(directory, settings)
         labels = tuple(settings.get("label_tokens") or LABEL_TOKENS)
@@ -256,12 +249,9 @@ class CausalLLMRouter(Router):
         """A Hugging Face directory (weights in ``dtype``, tokenizer) plus the two prompt files."""
         import torch
 
-        directory = Path(path)
-        if directory.exists() and not directory.is_dir():
-            raise ArtifactError(f"cannot save a router to {str(directory)!r}: it exists and is not a directory")
         if dtype not in ("bfloat16", "float16", "float32"):
             raise ConfigError(f"dtype must be bfloat16, float16 or float32, got {dtype!r}")
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = save_dir(path)
         original = next(self.model.parameters()).dtype
         self.model.to(getattr(torch, dtype))
         try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,6 @@ from shared_core.errors import ArtifactError, ConfigError, DataError  # noqa: E4
 from shared_core.routers import get_router_class, load_router  # noqa: E402
 from shared_core.routers.bert import BertRouter, win_rate  # noqa: E402
 
-DATA_DIR = Path(os.environ.get("ROUTELLM_DATA_DIR", Path(__file__).resolve().parents[3] / "shared" / "data"))
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list("abcdefghijklmnopqrstuvwxyz0123456789?.,!") + [
     "##" + c for c in "abcdefghijklmnopqrstuvwxyz0123456789"] + [
     "what", "is", "the", "prove", "write", "hi", "poem", "math", "capital", "of"]
