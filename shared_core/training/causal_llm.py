@@ -5,8 +5,11 @@ trains it to answer the rating prompt of each strong-vs-weak battle with its
 label: the battle's 1-5 ``grade`` column when it has one (``routellm label --mode
 grade`` writes it), else strong wins -> ``[[1]]``, tie -> ``[[4]]``, weak wins ->
 ``[[5]]`` (at RouteLLM's score threshold of 4, a tie counts as the weak model
-doing well, as in the ``bert`` router's win rate). The loss is the language-model
-loss of the label token; a seeded held-out share stops training early.
+doing well, as in the ``bert`` router's win rate). The loss is the cross-entropy
+of the label tokens' next-token logits among themselves: the distribution the
+router reads (RouteLLM trained with the full-vocabulary loss, which on a CPU
+budget is spent pushing the new tokens above the vocabulary rather than apart);
+a seeded held-out share stops training early.
 
 The base model is any Hugging Face causal LM directory, or a ``.gguf`` file that
 transformers can load (``gguf`` package); by default SmolLM2-135M-Instruct from
@@ -150,8 +153,8 @@ def fit_causal_llm(
 
     def loss_fn(m, batch):
         enc = router.encode([p for p, _ in batch])
-        target = label_ids[torch.tensor([y for _, y in batch])]
-        return torch.nn.functional.cross_entropy(router.last_logits(enc), target)
+        target = torch.tensor([y for _, y in batch])
+        return torch.nn.functional.cross_entropy(router.last_logits(enc)[:, label_ids], target)
 
     started = time.perf_counter()
     info = fine_tune(model, loss_fn, [examples[i] for i in train_idx], [examples[i] for i in held_idx], settings,
