@@ -22,6 +22,10 @@ Variants (all all-MiniLM-L6-v2 from the packaged weights unless noted):
 * ``static``: a model2vec static model given with ``--static-model``.
 
 ``--torch-threads`` sets torch's (and ONNX Runtime's) intra-op threads.
+
+Needs the router data (not shipped with the package): RouteLLM's public MMLU
+answer files (lm-sys/RouteLLM), read from ``--data-dir``, else
+``$ROUTELLM_DATA_DIR``, else ``../shared/data``.
 """
 
 from __future__ import annotations

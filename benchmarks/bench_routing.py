@@ -17,6 +17,10 @@ What it measures, on MMLU prompts from the router data (a fixed seeded sample):
 The on-disk embedding cache is off (serving sees new prompts), so every
 decision embeds its prompt. Targets: p50 <= 20 ms, >= 155 decisions/s batched.
 The machine is shared: the load average is printed with the results.
+
+Needs the router data (not shipped with the package): RouteLLM's public MMLU
+answer files (lm-sys/RouteLLM), read from ``--data-dir``, else
+``$ROUTELLM_DATA_DIR``, else ``../shared/data``.
 """
 
 from __future__ import annotations

@@ -11,6 +11,11 @@ turn 2, arena-bench ``turns[0]``.
 
 The cache lives in ``$ROUTELLM_CACHE_DIR`` or ``~/.cache/routellm``; several
 processes may warm or read it at the same time.
+
+Needs the router data (not shipped with the package): RouteLLM's public
+evaluation files (lm-sys/RouteLLM: MMLU, GSM8K, MT-Bench) and arena-hard-auto's
+arena prompts (lmarena/arena-hard-auto), read from ``--data-dir``, else
+``$ROUTELLM_DATA_DIR``, else ``../shared/data``.
 """
 
 from __future__ import annotations
@@ -74,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     inner = get_embedder(args.embedder)
     if isinstance(inner, SentenceTransformerEmbedder):
         inner.torch_threads = args.torch_threads  # a setting, applied when the model loads
-    embedder = CachedEmbedder(inner, args.cache_dir)
+    embedder = CachedEmbedder(inner, args.cache_dir, strict=True)  # warming a cache that cannot be written is an error
     print(
         ", ".join(f"{k}: {len(v)}" for k, v in sources.items()) + f"; {len(texts)} unique texts",
         f"-> {embedder.name} cache in {embedder.cache.path}",

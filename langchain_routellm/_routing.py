@@ -1,10 +1,10 @@
-"""What both LangChain wrappers share: message conversion and the decision record.
+"""What both LangChain wrappers share: message conversion, model names, batches.
 
 Routing policy (which text is scored, what happens without one) is not here: it
 lives in :mod:`shared_core.policy` and :class:`shared_core.engine.RoutingEngine`.
 This module only turns LangChain messages into the ``(role, content)`` pairs the
-engine reads, writes the decision that every response carries, and runs a batch
-on decisions made in one router call.
+engine reads, names models as tracing does, and runs a batch on decisions made
+in one router call.
 """
 
 from __future__ import annotations
@@ -27,9 +27,8 @@ from langchain_core.runnables.config import get_config_list, get_executor_for_co
 from langchain_core.runnables.utils import gather_with_concurrency
 
 from shared_core.engine import RoutingEngine
-from shared_core.engine import decision_record as shared_decision_record
 from shared_core.errors import ConfigError
-from shared_core.routers import Decision, Role
+from shared_core.routers import Decision
 
 #: Key of ``response_metadata`` (chat model) under which each answer records its decision.
 DECISION_KEY = "routellm"
@@ -82,14 +81,6 @@ def model_name(model: Runnable) -> str:
                 return candidate
         return type(model).__name__
     return model.get_name()
-
-
-def decision_record(
-    decision: Decision, role: Role, model: Runnable, failure: tuple[Role, Runnable, BaseException] | None = None
-) -> dict[str, Any]:
-    """The shared record (:func:`shared_core.engine.decision_record`) with LangChain model names."""
-    named = None if failure is None else (failure[0], model_name(failure[1]), failure[2])
-    return shared_decision_record(decision, role, model_name(model), named)
 
 
 def take_pending(owner: object) -> Decision | None:

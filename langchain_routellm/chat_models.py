@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterator, Literal, Optional, Sequence, Union
+from typing import Any, AsyncIterator, Callable, Iterator, Optional, Sequence, Union
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput, ModelProfile
@@ -13,28 +12,29 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig
 from langchain_core.runnables.config import run_in_executor
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict, Field
 
 from langchain_routellm._routing import (
     DECISION_KEY,
     arun_batch,
     decide_each,
-    decision_record,
     model_name,
     run_batch,
     take_pending,
     to_conversation,
 )
-from shared_core.engine import RoutingEngine, attempt_order
+from shared_core.attempts import Attempts
+from shared_core.engine import outcome_record
 from shared_core.errors import ConfigError
-from shared_core.routers import Decision, Role, Router
+from shared_core.routers import Decision, Role
+from shared_core.settings import RoutedModel, pop_timeout
 
 #: ``bind_tools`` stores each model's own tool keyword arguments under this call keyword.
 PER_MODEL_KWARGS = "routellm_per_model"
 _PROFILE_MIN = ("max_input_tokens", "max_output_tokens")
 
 
-class RouteLLMChat(BaseChatModel):
+class RouteLLMChat(RoutedModel, BaseChatModel):
     """A chat model that routes every call to a strong or a weak chat model.
 
     The router scores the last human message (an agent's tool loop keeps it, so
@@ -70,9 +70,19 @@ class RouteLLMChat(BaseChatModel):
             Where a call with nothing to score goes (no human message, or one with
             only images).
         fallback: bool
-            If the chosen model raises, call the other one and record it
-            (``response_metadata["routellm"]["fallback"]``). Off by default. A
-            stream falls back only if the error comes before its first chunk.
+            If the chosen model fails with a ``fallback_on`` error, call the
+            other one and record it (``response_metadata["routellm"]["fallback"]``
+            and ``["failures"]``). Off by default. A stream falls back only if
+            the error comes before its first chunk. If both fail, one
+            ``AllModelsFailedError`` carries both errors.
+        fallback_on: exception types | predicate | None
+            The errors that fall back. ``None`` (default): what providers raise
+            when down or overloaded (connection errors, timeouts, HTTP 429 and
+            5xx), never a ``TypeError`` or ``ValueError``.
+        timeout: float | None
+            Seconds each model may take (streaming: for each chunk); running out
+            raises ``ModelTimeoutError`` (and falls back with ``fallback``).
+            Also a call argument: ``llm.invoke(..., timeout=5)``.
         temperature, max_tokens, stop: optional
             When set, passed to whichever model is chosen, as call arguments.
 
@@ -80,7 +90,7 @@ class RouteLLMChat(BaseChatModel):
         .. code-block:: python
 
             >>> from langchain_routellm import RouteLLMChat
-            >>> from langchain_routellm.fakes import FakeToolChatModel
+            >>> from langchain_routellm.testing import FakeToolChatModel
             >>> llm = RouteLLMChat(
             ...     strong=FakeToolChatModel(model_name="big"),
             ...     weak=FakeToolChatModel(model_name="small"),
@@ -116,6 +126,15 @@ class RouteLLMChat(BaseChatModel):
             >>> asyncio.run(llm.ainvoke("What is 2 + 2?")).response_metadata["routellm"]["role"]
             'strong'
 
+    Change a setting (the routing follows; a bad value raises and changes nothing):
+        .. code-block:: python
+
+            >>> llm.threshold = 0.1
+            >>> llm.route("Prove that there are infinitely many primes.").role.value
+            'strong'
+            >>> llm.model_copy(update={"threshold": 0.9}).route("What is 2 + 2?").role.value
+            'weak'
+
     Tool calling and structured output bind on both models, so whichever is
     chosen can answer: ``llm.bind_tools([...])``, ``llm.with_structured_output(Schema)``.
     Structured output binds the schema as a tool (as ``BaseChatModel`` does; a
@@ -131,43 +150,14 @@ class RouteLLMChat(BaseChatModel):
 
     strong: BaseChatModel = Field(description="Chat model for the calls the router judges hard.")
     weak: BaseChatModel = Field(description="Chat model for the calls the router judges easy.")
-    router: Any = Field(
-        default=None,
-        description="None (shipped default), a registry name, a RouteLLM model string, a saved router "
-        "directory, or a Router object.",
-    )
-    threshold: Optional[float] = Field(
-        default=None, description="Send a call to the strong model when its score is >= this value."
-    )
-    strong_fraction: Optional[float] = Field(
-        default=None, description="Share of calls for the strong model, instead of a threshold."
-    )
-    calibration_prompts: Optional[list[str]] = Field(
-        default=None, description="Prompts on which strong_fraction is turned into a threshold."
-    )
-    on_no_text: Literal["strong", "weak"] = Field(
-        default="strong", description="Where a call with no text to score goes."
-    )
-    fallback: bool = Field(default=False, description="If the chosen model raises, call the other one.")
     streaming: bool = Field(default=False, description="Make invoke stream from the chosen model.")
     temperature: Optional[float] = Field(default=None, description="Passed to the chosen model when set.")
     max_tokens: Optional[int] = Field(default=None, description="Passed to the chosen model when set.")
     stop: Optional[list[str]] = Field(default=None, description="Stop sequences for calls that give none.")
 
-    _engine: RoutingEngine = PrivateAttr()
-
-    def __init__(
-        self,
-        *,
-        strong: BaseChatModel,
-        weak: BaseChatModel,
-        router: Union[str, Path, Router, None] = None,
-        threshold: Optional[float] = None,
-        strong_fraction: Optional[float] = None,
-        calibration_prompts: Optional[Sequence[str]] = None,
-        on_no_text: str = "strong",
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, *, strong: BaseChatModel, weak: BaseChatModel, **kwargs: Any) -> None:
+        """``strong``, ``weak`` and the settings above; the routing fields are
+        :class:`shared_core.settings.RoutingSettings`'."""
         for name, model in (("strong", strong), ("weak", weak)):
             if not isinstance(model, BaseChatModel):
                 hint = (" (a bound model: pass the model itself and use RouteLLMChat.bind_tools / bind)"
@@ -175,17 +165,7 @@ class RouteLLMChat(BaseChatModel):
                 raise ConfigError(
                     f"{name} must be a LangChain BaseChatModel, got {type(model).__name__}: {model!r}{hint}"
                 )
-        if calibration_prompts is not None:  # once: an iterator would be empty the second time
-            calibration_prompts = list(calibration_prompts)
-        engine = RoutingEngine.from_settings(
-            router=router, threshold=threshold, strong_fraction=strong_fraction,
-            calibration_prompts=calibration_prompts, on_no_text=on_no_text,
-        )
-        super().__init__(
-            strong=strong, weak=weak, router=router, threshold=threshold, strong_fraction=strong_fraction,
-            calibration_prompts=calibration_prompts, on_no_text=on_no_text, **kwargs,
-        )
-        self._engine = engine
+        super().__init__(strong=strong, weak=weak, **kwargs)
 
     # Description ---------------------------------------------------------------
     @property
@@ -197,7 +177,7 @@ class RouteLLMChat(BaseChatModel):
         return {
             "strong": model_name(self.strong),
             "weak": model_name(self.weak),
-            **self._engine.describe(),
+            **self.engine.describe(),
             "fallback": self.fallback,
         }
 
@@ -232,15 +212,10 @@ class RouteLLMChat(BaseChatModel):
                 merged[key] = min(a, b)
         return ModelProfile(**merged)
 
-    @property
-    def engine(self) -> RoutingEngine:
-        """The routing engine (router, threshold, message policy) this model uses."""
-        return self._engine
-
     # Routing -------------------------------------------------------------------
     def route(self, input: LanguageModelInput) -> Decision:  # noqa: A002
         """The decision for ``input`` (a string, messages or a prompt value), calling no model."""
-        return self._engine.decide_one(to_conversation(self._convert_input(input).to_messages()))
+        return self.engine.decide_one(to_conversation(self._convert_input(input).to_messages()))
 
     async def aroute(self, input: LanguageModelInput) -> Decision:  # noqa: A002
         """Async :meth:`route`; the router runs in an executor thread."""
@@ -248,21 +223,24 @@ class RouteLLMChat(BaseChatModel):
 
     def _decide_many(self, inputs: Sequence[LanguageModelInput]) -> list[Optional[Decision]]:
         return decide_each(
-            self._engine, inputs, lambda item: to_conversation(self._convert_input(item).to_messages()),
+            self.engine, inputs, lambda item: to_conversation(self._convert_input(item).to_messages()),
             (ValueError, TypeError),
         )
 
     def _decide(self, messages: list[BaseMessage]) -> Decision:
         pending = take_pending(self)
-        return pending if pending is not None else self._engine.decide_one(to_conversation(messages))
+        return pending if pending is not None else self.engine.decide_one(to_conversation(messages))
 
-    def _plan(self, decision: Decision, kwargs: dict[str, Any]) -> list[tuple[Role, BaseChatModel, dict[str, Any]]]:
-        """The models to try, in order, each with its call keyword arguments."""
+    def _plan(self, decision: Decision, kwargs: dict[str, Any]) -> Attempts[tuple[BaseChatModel, dict[str, Any]]]:
+        """The attempt loop: each model to try with its call keyword arguments."""
+        timeout = pop_timeout(kwargs)
         per_model = kwargs.pop(PER_MODEL_KWARGS, None) or {}
         defaults = {k: v for k, v in (("temperature", self.temperature), ("max_tokens", self.max_tokens))
                     if v is not None}
-        roles = attempt_order(decision, self.fallback)
-        return [(r, self._model(r), {**defaults, **kwargs, **per_model.get(r.value, {})}) for r in roles]
+        return self._attempts(
+            decision, lambda r: (self._model(r), {**defaults, **kwargs, **per_model.get(r.value, {})}),
+            timeout=timeout, name=lambda entry: model_name(entry[0]),
+        )
 
     def _model(self, role: Role) -> BaseChatModel:
         return self.strong if role is Role.STRONG else self.weak
@@ -276,18 +254,14 @@ class RouteLLMChat(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         decision = self._decide(messages)
-        plan, failure = self._plan(decision, kwargs), None
-        for attempt, (role, model, call_kwargs) in enumerate(plan):
-            try:
-                _acquire(model)
-                result = model._generate(messages, stop=stop or self.stop, run_manager=run_manager, **call_kwargs)  # noqa: SLF001
-            except Exception as exc:
-                if attempt + 1 == len(plan):
-                    raise
-                failure = (role, model, exc)
-                continue
-            return _tag_result(result, decision_record(decision, role, model, failure))
-        raise AssertionError("unreachable")  # pragma: no cover
+
+        def call(entry: tuple[BaseChatModel, dict[str, Any]]) -> ChatResult:
+            model, call_kwargs = entry
+            _acquire(model)
+            return model._generate(messages, stop=stop or self.stop, run_manager=run_manager, **call_kwargs)  # noqa: SLF001
+
+        outcome = self._plan(decision, kwargs).run(call)
+        return _tag_result(outcome.value, outcome_record(decision, outcome))
 
     async def _agenerate(
         self,
@@ -297,18 +271,14 @@ class RouteLLMChat(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         decision = take_pending(self) or await run_in_executor(None, self._decide, messages)
-        plan, failure = self._plan(decision, kwargs), None
-        for attempt, (role, model, call_kwargs) in enumerate(plan):
-            try:
-                await _aacquire(model)
-                result = await model._agenerate(messages, stop=stop or self.stop, run_manager=run_manager, **call_kwargs)  # noqa: SLF001
-            except Exception as exc:
-                if attempt + 1 == len(plan):
-                    raise
-                failure = (role, model, exc)
-                continue
-            return _tag_result(result, decision_record(decision, role, model, failure))
-        raise AssertionError("unreachable")  # pragma: no cover
+
+        async def call(entry: tuple[BaseChatModel, dict[str, Any]]) -> ChatResult:
+            model, call_kwargs = entry
+            await _aacquire(model)
+            return await model._agenerate(messages, stop=stop or self.stop, run_manager=run_manager, **call_kwargs)  # noqa: SLF001
+
+        outcome = await self._plan(decision, kwargs).arun(call)
+        return _tag_result(outcome.value, outcome_record(decision, outcome))
 
     def _stream(
         self,
@@ -318,21 +288,11 @@ class RouteLLMChat(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         decision = self._decide(messages)
-        plan, failure = self._plan(decision, kwargs), None
-        for attempt, (role, model, call_kwargs) in enumerate(plan):
-            chunks = _inner_stream(model, messages, stop or self.stop, run_manager, call_kwargs)
-            try:
-                _acquire(model)
-                first = next(chunks, None)
-            except Exception as exc:
-                if attempt + 1 == len(plan):
-                    raise
-                failure = (role, model, exc)
-                continue
-            if first is not None:
-                yield _tag_chunk(first, decision_record(decision, role, model, failure))
-                yield from chunks
-            return
+        chunks = self._plan(decision, kwargs).stream(
+            lambda entry: _inner_stream(entry[0], messages, stop or self.stop, run_manager, entry[1])
+        )
+        for i, chunk in enumerate(chunks):
+            yield _tag_chunk(chunk, outcome_record(decision, chunks.outcome)) if i == 0 else chunk
 
     async def _astream(
         self,
@@ -342,22 +302,13 @@ class RouteLLMChat(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         decision = take_pending(self) or await run_in_executor(None, self._decide, messages)
-        plan, failure = self._plan(decision, kwargs), None
-        for attempt, (role, model, call_kwargs) in enumerate(plan):
-            chunks = _inner_astream(model, messages, stop or self.stop, run_manager, call_kwargs)
-            try:
-                await _aacquire(model)
-                first = await anext(chunks, None)
-            except Exception as exc:
-                if attempt + 1 == len(plan):
-                    raise
-                failure = (role, model, exc)
-                continue
-            if first is not None:
-                yield _tag_chunk(first, decision_record(decision, role, model, failure))
-                async for chunk in chunks:
-                    yield chunk
-            return
+        chunks = self._plan(decision, kwargs).astream(
+            lambda entry: _inner_astream(entry[0], messages, stop or self.stop, run_manager, entry[1])
+        )
+        first = True
+        async for chunk in chunks:
+            yield _tag_chunk(chunk, outcome_record(decision, chunks.outcome)) if first else chunk
+            first = False
 
     # Batches: one router call for all inputs ------------------------------------
     def batch(
@@ -422,13 +373,13 @@ class RouteLLMChat(BaseChatModel):
     # Token counting: as the model that would answer counts ------------------------
     def get_num_tokens(self, text: str) -> int:
         """Tokens of ``text`` as counted by the model it would be routed to."""
-        return self._model(self._engine.decide_one([("user", text)]).role).get_num_tokens(text)
+        return self._model(self.engine.decide_one([("user", text)]).role).get_num_tokens(text)
 
     def get_num_tokens_from_messages(
         self, messages: list[BaseMessage], tools: Optional[Sequence[Any]] = None
     ) -> int:
         """Tokens of ``messages`` as counted by the model they would be routed to."""
-        model = self._model(self._engine.decide_one(to_conversation(messages)).role)
+        model = self._model(self.engine.decide_one(to_conversation(messages)).role)
         if tools is None:
             return model.get_num_tokens_from_messages(messages)
         return model.get_num_tokens_from_messages(messages, tools=tools)
@@ -452,6 +403,7 @@ def _can_stream(model: BaseChatModel, async_api: bool, kwargs: dict[str, Any]) -
 
 
 def _inner_stream(model, messages, stop, run_manager, kwargs) -> Iterator[ChatGenerationChunk]:
+    _acquire(model)
     if _can_stream(model, False, kwargs):
         yield from model._stream(messages, stop=stop, run_manager=run_manager, **kwargs)  # noqa: SLF001
     else:
@@ -459,6 +411,7 @@ def _inner_stream(model, messages, stop, run_manager, kwargs) -> Iterator[ChatGe
 
 
 async def _inner_astream(model, messages, stop, run_manager, kwargs) -> AsyncIterator[ChatGenerationChunk]:
+    await _aacquire(model)
     if _can_stream(model, True, kwargs):
         async for chunk in model._astream(messages, stop=stop, run_manager=run_manager, **kwargs):  # noqa: SLF001
             yield chunk

@@ -10,8 +10,7 @@ to callbacks and tracing) and, when the output is a message, in its
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, AsyncIterator, Iterator, Literal, Optional, Sequence, Union
+from typing import Any, AsyncIterator, Iterator, Optional, Sequence, Union
 
 from langchain_core.messages import BaseMessage, BaseMessageChunk
 from langchain_core.prompt_values import PromptValue
@@ -23,32 +22,39 @@ from langchain_core.runnables.config import (
     patch_config,
     run_in_executor,
 )
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict, Field
 
 from langchain_routellm._routing import (
     DECISION_KEY,
     arun_batch,
     decide_each,
-    decision_record,
+    model_name,
     run_batch,
     take_pending,
     to_conversation,
 )
-from shared_core.engine import RoutingEngine, attempt_order
+from shared_core.attempts import Attempts, Failure
+from shared_core.engine import decision_record, outcome_record
 from shared_core.errors import ConfigError
-from shared_core.routers import Decision, Role, Router
+from shared_core.routers import Decision, Role
+from shared_core.settings import RoutedModel, pop_timeout
+
+#: One attempt: the role and the runnable that plays it.
+_Entry = tuple[Role, Runnable]
 
 
-class RouteLLMRunnable(RunnableSerializable[Any, Any]):
+class RouteLLMRunnable(RoutedModel, RunnableSerializable[Any, Any]):
     """Send each input to the ``strong`` or the ``weak`` runnable.
 
     The text routed on: a string input itself; for messages or a prompt value,
     the last human message (:mod:`shared_core.policy`); for a dict, the value
     under ``input_key`` (or its only string value).
 
-    Key init args: ``strong``, ``weak`` (any runnables), and ``router``,
-    ``threshold``, ``strong_fraction``, ``calibration_prompts``, ``on_no_text``,
-    ``fallback`` as for :class:`~langchain_routellm.RouteLLMChat`.
+    Key init args: ``strong``, ``weak`` (any runnables), ``input_key``, and the
+    routing settings of :class:`shared_core.settings.RoutingSettings`, as for
+    :class:`~langchain_routellm.RouteLLMChat`: ``router``, ``threshold``,
+    ``strong_fraction``, ``calibration_prompts``, ``on_no_text``, ``fallback``,
+    ``fallback_on``, ``timeout`` (also a call argument: ``invoke(x, timeout=5)``).
 
     Example:
         .. code-block:: python
@@ -72,46 +78,13 @@ class RouteLLMRunnable(RunnableSerializable[Any, Any]):
 
     strong: Runnable = Field(description="Runnable for the inputs the router judges hard.")
     weak: Runnable = Field(description="Runnable for the inputs the router judges easy.")
-    router: Any = Field(default=None, description="As RouteLLMChat.router.")
-    threshold: Optional[float] = Field(default=None, description="Strong when score >= threshold.")
-    strong_fraction: Optional[float] = Field(default=None, description="Share of inputs for strong.")
-    calibration_prompts: Optional[list[str]] = Field(default=None, description="Prompts to calibrate on.")
-    on_no_text: Literal["strong", "weak"] = Field(default="strong", description="Where inputs with no text go.")
     input_key: Optional[str] = Field(default=None, description="Key of a dict input holding the text to route on.")
-    fallback: bool = Field(default=False, description="If the chosen runnable raises, call the other one.")
 
-    _engine: RoutingEngine = PrivateAttr()
-
-    def __init__(
-        self,
-        *,
-        strong: Runnable,
-        weak: Runnable,
-        router: Union[str, Path, Router, None] = None,
-        threshold: Optional[float] = None,
-        strong_fraction: Optional[float] = None,
-        calibration_prompts: Optional[Sequence[str]] = None,
-        on_no_text: str = "strong",
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, *, strong: Runnable, weak: Runnable, **kwargs: Any) -> None:
         for name, runnable in (("strong", strong), ("weak", weak)):
             if not isinstance(runnable, Runnable):
                 raise ConfigError(f"{name} must be a LangChain Runnable, got {type(runnable).__name__}: {runnable!r}")
-        if calibration_prompts is not None:  # once: an iterator would be empty the second time
-            calibration_prompts = list(calibration_prompts)
-        engine = RoutingEngine.from_settings(
-            router=router, threshold=threshold, strong_fraction=strong_fraction,
-            calibration_prompts=calibration_prompts, on_no_text=on_no_text,
-        )
-        super().__init__(
-            strong=strong, weak=weak, router=router, threshold=threshold, strong_fraction=strong_fraction,
-            calibration_prompts=calibration_prompts, on_no_text=on_no_text, **kwargs,
-        )
-        self._engine = engine
-
-    @property
-    def engine(self) -> RoutingEngine:
-        return self._engine
+        super().__init__(strong=strong, weak=weak, **kwargs)
 
     # Routing -------------------------------------------------------------------
     def _conversation(self, value: Any) -> list[tuple[str, Any]]:
@@ -141,7 +114,7 @@ class RouteLLMRunnable(RunnableSerializable[Any, Any]):
 
     def route(self, input: Any) -> Decision:  # noqa: A002
         """The decision for ``input``, calling neither runnable."""
-        return self._engine.decide_one(self._conversation(input))
+        return self.engine.decide_one(self._conversation(input))
 
     async def aroute(self, input: Any) -> Decision:  # noqa: A002
         return await run_in_executor(None, self.route, input)
@@ -150,54 +123,48 @@ class RouteLLMRunnable(RunnableSerializable[Any, Any]):
         pending = take_pending(self)
         return pending if pending is not None else self.route(input)
 
-    def _plan(self, decision: Decision) -> list[tuple[Role, Runnable]]:
-        roles = attempt_order(decision, self.fallback)
-        return [(r, self.strong if r is Role.STRONG else self.weak) for r in roles]
+    def _plan(self, decision: Decision, kwargs: dict[str, Any]) -> tuple[Attempts[_Entry], list[Failure]]:
+        """The attempt loop over ``(role, runnable)``, and the failures so far (each
+        child run's metadata records them)."""
+        failures: list[Failure] = []
+        attempts = self._attempts(
+            decision, lambda r: (r, self.strong if r is Role.STRONG else self.weak), timeout=pop_timeout(kwargs),
+            name=lambda entry: model_name(entry[1]), on_failure=failures.append,
+        )
+        return attempts, failures
 
     @staticmethod
-    def _child_config(config: RunnableConfig, run_manager: Any, role: Role, record: dict[str, Any]) -> RunnableConfig:
+    def _child_config(
+        config: RunnableConfig, run_manager: Any, decision: Decision, entry: _Entry, failures: list[Failure],
+    ) -> RunnableConfig:
+        role, runnable = entry
         child = patch_config(config, callbacks=run_manager.get_child(f"routellm:{role.value}"))
+        record = decision_record(decision, role, model_name(runnable), failures)
         child["metadata"] = {**(child.get("metadata") or {}), DECISION_KEY: record}
         return child
 
     # Invoke ----------------------------------------------------------------------
     def invoke(self, input: Any, config: Optional[RunnableConfig] = None, **kwargs: Any) -> Any:  # noqa: A002
         decision = self._decide(input)
+        attempts, failures = self._plan(decision, kwargs)
 
         def run(value: Any, run_manager: Any, config: RunnableConfig) -> Any:
-            failure = None
-            plan = self._plan(decision)
-            for attempt, (role, runnable) in enumerate(plan):
-                record = decision_record(decision, role, runnable, failure)
-                try:
-                    out = runnable.invoke(value, self._child_config(config, run_manager, role, record), **kwargs)
-                except Exception as exc:
-                    if attempt + 1 == len(plan):
-                        raise
-                    failure = (role, runnable, exc)
-                    continue
-                return _tag(out, record)
-            raise AssertionError("unreachable")  # pragma: no cover
+            outcome = attempts.run(
+                lambda e: e[1].invoke(value, self._child_config(config, run_manager, decision, e, failures), **kwargs)
+            )
+            return _tag(outcome.value, outcome_record(decision, outcome))
 
         return self._call_with_config(run, input, config)
 
     async def ainvoke(self, input: Any, config: Optional[RunnableConfig] = None, **kwargs: Any) -> Any:  # noqa: A002
         decision = take_pending(self) or await self.aroute(input)
+        attempts, failures = self._plan(decision, kwargs)
 
         async def run(value: Any, run_manager: Any, config: RunnableConfig) -> Any:
-            failure = None
-            plan = self._plan(decision)
-            for attempt, (role, runnable) in enumerate(plan):
-                record = decision_record(decision, role, runnable, failure)
-                try:
-                    out = await runnable.ainvoke(value, self._child_config(config, run_manager, role, record), **kwargs)
-                except Exception as exc:
-                    if attempt + 1 == len(plan):
-                        raise
-                    failure = (role, runnable, exc)
-                    continue
-                return _tag(out, record)
-            raise AssertionError("unreachable")  # pragma: no cover
+            outcome = await attempts.arun(
+                lambda e: e[1].ainvoke(value, self._child_config(config, run_manager, decision, e, failures), **kwargs)
+            )
+            return _tag(outcome.value, outcome_record(decision, outcome))
 
         return await self._acall_with_config(run, input, config)
 
@@ -205,30 +172,21 @@ class RouteLLMRunnable(RunnableSerializable[Any, Any]):
     def stream(self, input: Any, config: Optional[RunnableConfig] = None, **kwargs: Any) -> Iterator[Any]:  # noqa: A002
         config = ensure_config(config)
         decision = self._decide(input)
+        attempts, failures = self._plan(decision, kwargs)
         run_manager = get_callback_manager_for_config(config).on_chain_start(
             None, input, name=config.get("run_name") or self.get_name(), run_id=config.pop("run_id", None)
         )
-        final, failure = None, None
+        final = None
         try:
-            plan = self._plan(decision)
-            for attempt, (role, runnable) in enumerate(plan):
-                record = decision_record(decision, role, runnable, failure)
-                chunks = iter(runnable.stream(input, self._child_config(config, run_manager, role, record), **kwargs))
-                try:
-                    first = next(chunks, None)
-                except Exception as exc:
-                    if attempt + 1 == len(plan):
-                        raise
-                    failure = (role, runnable, exc)
-                    continue
-                if first is None:
-                    break
-                final = _tag(first, record)
-                yield final
-                for chunk in chunks:
-                    yield chunk
+            chunks = attempts.stream(
+                lambda e: e[1].stream(input, self._child_config(config, run_manager, decision, e, failures), **kwargs)
+            )
+            for chunk in chunks:
+                if final is None:
+                    chunk = final = _tag(chunk, outcome_record(decision, chunks.outcome))
+                else:
                     final = _add(final, chunk)
-                break
+                yield chunk
         except BaseException as exc:
             run_manager.on_chain_error(exc)
             raise
@@ -237,30 +195,21 @@ class RouteLLMRunnable(RunnableSerializable[Any, Any]):
     async def astream(self, input: Any, config: Optional[RunnableConfig] = None, **kwargs: Any) -> AsyncIterator[Any]:  # noqa: A002
         config = ensure_config(config)
         decision = take_pending(self) or await self.aroute(input)
+        attempts, failures = self._plan(decision, kwargs)
         run_manager = await get_async_callback_manager_for_config(config).on_chain_start(
             None, input, name=config.get("run_name") or self.get_name(), run_id=config.pop("run_id", None)
         )
-        final, failure = None, None
+        final = None
         try:
-            plan = self._plan(decision)
-            for attempt, (role, runnable) in enumerate(plan):
-                record = decision_record(decision, role, runnable, failure)
-                chunks = runnable.astream(input, self._child_config(config, run_manager, role, record), **kwargs)
-                try:
-                    first = await anext(chunks, None)
-                except Exception as exc:
-                    if attempt + 1 == len(plan):
-                        raise
-                    failure = (role, runnable, exc)
-                    continue
-                if first is None:
-                    break
-                final = _tag(first, record)
-                yield final
-                async for chunk in chunks:
-                    yield chunk
+            chunks = attempts.astream(
+                lambda e: e[1].astream(input, self._child_config(config, run_manager, decision, e, failures), **kwargs)
+            )
+            async for chunk in chunks:
+                if final is None:
+                    chunk = final = _tag(chunk, outcome_record(decision, chunks.outcome))
+                else:
                     final = _add(final, chunk)
-                break
+                yield chunk
         except BaseException as exc:
             await run_manager.on_chain_error(exc)
             raise
@@ -268,7 +217,7 @@ class RouteLLMRunnable(RunnableSerializable[Any, Any]):
 
     # Batches: one router call ----------------------------------------------------
     def _decide_many(self, inputs: Sequence[Any]) -> list[Optional[Decision]]:
-        return decide_each(self._engine, inputs, self._conversation, ConfigError)
+        return decide_each(self.engine, inputs, self._conversation, ConfigError)
 
     def batch(self, inputs: list[Any], config: Union[RunnableConfig, list[RunnableConfig], None] = None, *,
               return_exceptions: bool = False, **kwargs: Any) -> list[Any]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 from collections import ChainMap
 from contextvars import ContextVar
-from pathlib import Path
 from typing import (
     TYPE_CHECKING, Any, AsyncGenerator, Awaitable, Callable, Dict, Generator, Iterator, List, Optional,
     Sequence, Tuple, Union,
@@ -30,14 +29,17 @@ from llama_index.core.base.llms.types import (
     LLMMetadata,
     MessageRole,
 )
-from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
+from llama_index.core.callbacks import CallbackManager
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import LLM, ToolSelection
 from llama_index.core.prompts import BasePromptTemplate
 
-from shared_core.engine import RoutingEngine, attempt_order, decision_record
+from shared_core.attempts import Attempts
+from shared_core.engine import outcome_record
 from shared_core.errors import ConfigError
-from shared_core.routers import Decision, Role, Router
+from shared_core.routers import Decision, Role
+from shared_core.settings import RoutedModel, pop_timeout
 
 if TYPE_CHECKING:
     from llama_index.core.tools.types import BaseTool
@@ -90,7 +92,7 @@ def _tools_conversation(
     return to_conversation(messages)
 
 
-class RouteLLM(FunctionCallingLLM):
+class RouteLLM(RoutedModel, FunctionCallingLLM):
     """A LlamaIndex LLM that routes every call to a strong or a weak LLM.
 
     The router scores the last user message (in a RAG query engine: the user's
@@ -115,9 +117,24 @@ class RouteLLM(FunctionCallingLLM):
             quantiles). Neither given means ``strong_fraction=0.5``.
         calibration_prompts: prompts to calibrate ``strong_fraction`` on.
         on_no_text: ``"strong"`` or ``"weak"``: where calls with no user text go.
-        fallback: if the chosen model raises, call the other one; the response
-            records it (``additional_kwargs["routellm"]["fallback"]``). Off by
-            default. A stream falls back only if the error comes before its first chunk.
+        fallback: if the chosen model fails with a ``fallback_on`` error, call the
+            other one; the response records it (``additional_kwargs["routellm"]``
+            ``["fallback"]`` and ``["failures"]``). Off by default. A stream falls
+            back only if the error comes before its first chunk. If both fail, one
+            ``AllModelsFailedError`` carries both errors.
+        fallback_on: exception types or a predicate; ``None`` (default): what
+            providers raise when down or overloaded (connection errors, timeouts,
+            HTTP 429 and 5xx), never a ``TypeError`` or ``ValueError``.
+        timeout: seconds each model may take (streaming: for each chunk); running
+            out raises ``ModelTimeoutError`` (and falls back with ``fallback``).
+            Also a call argument of ``chat``, ``complete``, their stream and async
+            forms and the tool calls: ``llm.complete(prompt, timeout=5)``.
+
+    These settings are :class:`shared_core.settings.RoutingSettings`, shared with
+    the LangChain wrappers; setting one later (``llm.threshold = 0.7``) takes
+    effect. Unknown keyword arguments are refused. The models' own
+    ``callback_manager`` is left alone: a callback manager given to this LLM (a
+    query engine hands it one) sees the chosen model's calls as well.
 
     Instantiate (any LlamaIndex LLMs: ``OpenAI``, ``Anthropic``, ``OpenAILike``, ...;
     LlamaIndex's offline ``MockLLM`` here, which echoes its prompt):
@@ -150,86 +167,29 @@ class RouteLLM(FunctionCallingLLM):
         >>> asyncio.run(llm.acomplete("Say hi")).additional_kwargs["routellm"]["role"]
         'weak'
 
+    Change a setting (the routing follows; a bad value raises and changes nothing):
+        >>> llm.threshold = 0.1
+        >>> llm.route("Prove that there are infinitely many primes.").role.value
+        'strong'
+
     In a query engine (``index.as_query_engine(llm=llm)``) the decision is made
     on the question; read it from :attr:`last_decision`. Tool calling
     (``chat_with_tools``, ``FunctionAgent``) works when both models are
     function-calling LLMs; the chosen model formats the tools and parses its calls.
     """
 
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
     strong: LLM = Field(description="LLM for the calls the router sends to the strong model.")
     weak: LLM = Field(description="LLM for the calls the router sends to the weak model.")
-    router: Any = Field(
-        default=None,
-        description="Router: None/'default', a registry name, a RouteLLM model string, a path or a Router.",
-    )
-    threshold: Optional[float] = Field(
-        default=None, description="Send a call to the strong model when its score is >= this value."
-    )
-    strong_fraction: Optional[float] = Field(
-        default=None, description="Share of calls for the strong model (instead of a threshold)."
-    )
-    calibration_prompts: Optional[List[str]] = Field(
-        default=None, description="Prompts on which strong_fraction is turned into a threshold."
-    )
-    on_no_text: str = Field(
-        default="strong", description="'strong' or 'weak': where a call with no user text goes."
-    )
-    fallback: bool = Field(default=False, description="If the chosen model raises, call the other one.")
 
-    _engine: RoutingEngine = PrivateAttr()
     _key: str = PrivateAttr(default_factory=lambda: uuid4().hex)
 
-    def __init__(
-        self,
-        strong: LLM,
-        weak: LLM,
-        router: Union[str, Path, Router, None] = None,
-        threshold: Optional[float] = None,
-        strong_fraction: Optional[float] = None,
-        calibration_prompts: Optional[Sequence[str]] = None,
-        on_no_text: str = "strong",
-        fallback: bool = False,
-        **kwargs: Any,
-    ) -> None:
-        if not isinstance(fallback, bool):
-            raise ConfigError(f"fallback must be True or False, got {fallback!r}")
+    def __init__(self, strong: LLM, weak: LLM, **kwargs: Any) -> None:
         for name, model in (("strong", strong), ("weak", weak)):
             if not isinstance(model, LLM):
                 raise ConfigError(f"{name} must be a LlamaIndex LLM, got {type(model).__name__}: {model!r}")
-        if calibration_prompts is not None:
-            calibration_prompts = list(calibration_prompts)
-        engine = RoutingEngine.from_settings(
-            router=router,
-            threshold=threshold,
-            strong_fraction=strong_fraction,
-            calibration_prompts=calibration_prompts,
-            on_no_text=on_no_text,
-        )
-        super().__init__(
-            strong=strong,
-            weak=weak,
-            router=router,
-            threshold=threshold,
-            strong_fraction=strong_fraction,
-            calibration_prompts=calibration_prompts,
-            on_no_text=on_no_text,
-            fallback=fallback,
-            **kwargs,
-        )
-        self._engine = engine
-        if "callback_manager" in kwargs:
-            self._share_callback_manager()
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        super().__setattr__(name, value)
-        if name == "callback_manager":
-            self._share_callback_manager()
-
-    def _share_callback_manager(self) -> None:
-        # Query engines and Settings hand their callback manager to the LLM they
-        # are given; the model that answers is the one whose events it must see.
-        for model in (self.strong, self.weak):
-            model.callback_manager = self.callback_manager
+        super().__init__(strong=strong, weak=weak, **kwargs)
 
     @classmethod
     def class_name(cls) -> str:
@@ -250,16 +210,11 @@ class RouteLLM(FunctionCallingLLM):
                 and isinstance(self.strong, FunctionCallingLLM)
                 and isinstance(self.weak, FunctionCallingLLM)
             ),
-            model_name=f"routellm[{self._engine.router.name}]({s.model_name}|{w.model_name})",
+            model_name=f"routellm[{self.engine.router.name}]({s.model_name}|{w.model_name})",
             system_role=s.system_role if s.system_role == w.system_role else MessageRole.SYSTEM,
         )
 
     # Routing -----------------------------------------------------------------
-    @property
-    def engine(self) -> RoutingEngine:
-        """The routing engine (router, threshold, message policy) this LLM uses."""
-        return self._engine
-
     @property
     def last_decision(self) -> Optional[Decision]:
         """The router's decision for the last call made in the current context
@@ -270,174 +225,127 @@ class RouteLLM(FunctionCallingLLM):
     def route(self, prompt: Union[str, Sequence[ChatMessage]]) -> Decision:
         """Decide for a question or a conversation without calling a model."""
         if isinstance(prompt, str):
-            return self._engine.decide_one([("user", prompt)])
-        return self._engine.decide_one(to_conversation(list(prompt)))
+            return self.engine.decide_one([("user", prompt)])
+        return self.engine.decide_one(to_conversation(list(prompt)))
 
     def _remember(self, decision: Decision) -> Decision:
         _LAST_DECISIONS.set({**(_LAST_DECISIONS.get() or {}), self._key: decision})
         return decision
 
     def _decide(self, conversation: List[Tuple[str, Any]]) -> Decision:
-        return self._remember(self._engine.decide_one(conversation))
+        return self._remember(self.engine.decide_one(conversation))
 
     async def _adecide(self, conversation: List[Tuple[str, Any]]) -> Decision:
         # The router may run a model (embeddings); keep it off the event loop.
-        return self._remember(await asyncio.to_thread(self._engine.decide_one, conversation))
+        return self._remember(await asyncio.to_thread(self.engine.decide_one, conversation))
 
     def _model(self, role: Role) -> LLM:
-        return self.strong if role is Role.STRONG else self.weak
+        """The model for ``role``, seeing this LLM's callback manager too (a copy
+        of the model when it must: the user's model is not changed)."""
+        model = self.strong if role is Role.STRONG else self.weak
+        ours = [h for h in self.callback_manager.handlers if h not in model.callback_manager.handlers]
+        if not ours:
+            return model
+        manager = CallbackManager(handlers=[*model.callback_manager.handlers, *ours])
+        return model.model_copy(update={"callback_manager": manager})
 
-    def _plan(self, decision: Decision, tools: bool) -> List[Tuple[Role, LLM]]:
-        """The models to try, in order: the chosen one, then the other with ``fallback``."""
-        roles = attempt_order(decision, self.fallback)
-        plan = [(role, self._model(role)) for role in roles]
+    def _plan(self, decision: Decision, tools: bool, timeout: Optional[float] = None) -> Attempts[LLM]:
+        """The attempt loop: the chosen model, then the other with ``fallback``."""
+        attempts = self._attempts(decision, self._model, timeout=timeout)
         if tools:
-            for role, model in plan:
+            for role, model in attempts.plan:
                 if not isinstance(model, FunctionCallingLLM):
                     raise ConfigError(
                         f"tool calling needs both models to be function-calling LLMs; the {role.value} model "
                         f"{type(model).__name__} is not a FunctionCallingLLM"
                     )
-        return plan
+        return attempts
 
     def _call(
-        self, decision: Decision, call: Callable[[Any], Any], tag: bool = True, tools: bool = False
+        self, decision: Decision, call: Callable[[Any], Any], tag: bool = True, tools: bool = False,
+        timeout: Optional[float] = None,
     ) -> Any:
-        failure = None
-        plan = self._plan(decision, tools)
-        for attempt, (role, model) in enumerate(plan):
-            try:
-                result = call(model)
-            except Exception as exc:
-                if attempt + 1 == len(plan):
-                    raise
-                failure = (role, model, exc)
-                continue
-            return _tag(result, _record(decision, role, model, failure)) if tag else result
-        raise AssertionError("unreachable")  # pragma: no cover
+        outcome = self._plan(decision, tools, timeout).run(call)
+        return _tag(outcome.value, outcome_record(decision, outcome)) if tag else outcome.value
 
     async def _acall(
-        self, decision: Decision, call: Callable[[Any], Awaitable[Any]], tag: bool = True, tools: bool = False
+        self, decision: Decision, call: Callable[[Any], Awaitable[Any]], tag: bool = True, tools: bool = False,
+        timeout: Optional[float] = None,
     ) -> Any:
-        failure = None
-        plan = self._plan(decision, tools)
-        for attempt, (role, model) in enumerate(plan):
-            try:
-                result = await call(model)
-            except Exception as exc:
-                if attempt + 1 == len(plan):
-                    raise
-                failure = (role, model, exc)
-                continue
-            return _tag(result, _record(decision, role, model, failure)) if tag else result
-        raise AssertionError("unreachable")  # pragma: no cover
+        outcome = await self._plan(decision, tools, timeout).arun(call)
+        return _tag(outcome.value, outcome_record(decision, outcome)) if tag else outcome.value
 
     def _stream(
-        self, decision: Decision, call: Callable[[Any], Iterator[Any]], tag: bool = True, tools: bool = False
+        self, decision: Decision, call: Callable[[Any], Iterator[Any]], tag: bool = True, tools: bool = False,
+        timeout: Optional[float] = None,
     ) -> Generator[Any, None, None]:
-        # The chosen model's call starts now, as a direct call would; a fallback
-        # happens only if the error comes before the first chunk.
-        plan = self._plan(decision, tools)
-        try:
-            first: Any = call(plan[0][1])
-        except Exception as exc:
-            if len(plan) == 1:
-                raise
-            first = exc
-        return self._stream_attempts(decision, plan, call, first, tag)
+        # The chosen model's call starts now, as a direct call would (eager); a
+        # fallback happens only if the error comes before the first chunk.
+        chunks = self._plan(decision, tools, timeout).stream(call, eager=True)
 
-    def _stream_attempts(
-        self, decision: Decision, plan: List[Tuple[Role, LLM]], call: Callable[[Any], Iterator[Any]],
-        first: Any, tag: bool,
-    ) -> Generator[Any, None, None]:
-        failure = None
-        for attempt, (role, model) in enumerate(plan):
-            try:
-                if isinstance(first, Exception):
-                    raise first
-                stream = first if attempt == 0 else call(model)
-                head = next(stream, _END)
-            except Exception as exc:
-                if attempt + 1 == len(plan):
-                    raise
-                failure, first = (role, model, exc), None
-                continue
-            record = _record(decision, role, model, failure)
-            if head is not _END:
-                yield _tag(head, record) if tag else head
-                for chunk in stream:
-                    yield _tag(chunk, record) if tag else chunk
-            return
+        def tagged() -> Generator[Any, None, None]:
+            record = None
+            for chunk in chunks:
+                if tag:
+                    record = record or outcome_record(decision, chunks.outcome)
+                    chunk = _tag(chunk, record)
+                yield chunk
+
+        return tagged()
 
     async def _astream(
-        self, decision: Decision, call: Callable[[Any], Awaitable[Any]], tag: bool = True, tools: bool = False
+        self, decision: Decision, call: Callable[[Any], Awaitable[Any]], tag: bool = True, tools: bool = False,
+        timeout: Optional[float] = None,
     ) -> AsyncGenerator[Any, None]:
-        plan = self._plan(decision, tools)
-        try:
-            first: Any = await call(plan[0][1])
-        except Exception as exc:
-            if len(plan) == 1:
-                raise
-            first = exc
-        return self._astream_attempts(decision, plan, call, first, tag)
+        chunks = await self._plan(decision, tools, timeout).astream(call).open_first()
 
-    async def _astream_attempts(
-        self, decision: Decision, plan: List[Tuple[Role, LLM]], call: Callable[[Any], Awaitable[Any]],
-        first: Any, tag: bool,
-    ) -> AsyncGenerator[Any, None]:
-        failure = None
-        for attempt, (role, model) in enumerate(plan):
-            try:
-                if isinstance(first, Exception):
-                    raise first
-                stream = first if attempt == 0 else await call(model)
-                head = await anext(stream, _END)
-            except Exception as exc:
-                if attempt + 1 == len(plan):
-                    raise
-                failure, first = (role, model, exc), None
-                continue
-            record = _record(decision, role, model, failure)
-            if head is not _END:
-                yield _tag(head, record) if tag else head
-                async for chunk in stream:
-                    yield _tag(chunk, record) if tag else chunk
-            return
+        async def tagged() -> AsyncGenerator[Any, None]:
+            record = None
+            async for chunk in chunks:
+                if tag:
+                    record = record or outcome_record(decision, chunks.outcome)
+                    chunk = _tag(chunk, record)
+                yield chunk
+
+        return tagged()
 
     # Chat and completion -----------------------------------------------------
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        decision = self._decide(to_conversation(messages))
-        return self._call(decision, lambda m: m.chat(messages, **kwargs))
+        decision, timeout = self._decide(to_conversation(messages)), pop_timeout(kwargs)
+        return self._call(decision, lambda m: m.chat(messages, **kwargs), timeout=timeout)
 
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
-        decision = self._decide(to_conversation(messages))
-        return self._stream(decision, lambda m: m.stream_chat(messages, **kwargs))
+        decision, timeout = self._decide(to_conversation(messages)), pop_timeout(kwargs)
+        return self._stream(decision, lambda m: m.stream_chat(messages, **kwargs), timeout=timeout)
 
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        decision = await self._adecide(to_conversation(messages))
-        return await self._acall(decision, lambda m: m.achat(messages, **kwargs))
+        decision, timeout = await self._adecide(to_conversation(messages)), pop_timeout(kwargs)
+        return await self._acall(decision, lambda m: m.achat(messages, **kwargs), timeout=timeout)
 
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
-        decision = await self._adecide(to_conversation(messages))
-        return await self._astream(decision, lambda m: m.astream_chat(messages, **kwargs))
+        decision, timeout = await self._adecide(to_conversation(messages)), pop_timeout(kwargs)
+        return await self._astream(decision, lambda m: m.astream_chat(messages, **kwargs), timeout=timeout)
 
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        decision = self._decide(_prompt_conversation(prompt))
-        return self._call(decision, lambda m: m.complete(prompt, formatted=formatted, **kwargs))
+        decision, timeout = self._decide(_prompt_conversation(prompt)), pop_timeout(kwargs)
+        return self._call(decision, lambda m: m.complete(prompt, formatted=formatted, **kwargs), timeout=timeout)
 
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
-        decision = self._decide(_prompt_conversation(prompt))
-        return self._stream(decision, lambda m: m.stream_complete(prompt, formatted=formatted, **kwargs))
+        decision, timeout = self._decide(_prompt_conversation(prompt)), pop_timeout(kwargs)
+        return self._stream(decision, lambda m: m.stream_complete(prompt, formatted=formatted, **kwargs),
+                            timeout=timeout)
 
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        decision = await self._adecide(_prompt_conversation(prompt))
-        return await self._acall(decision, lambda m: m.acomplete(prompt, formatted=formatted, **kwargs))
+        decision, timeout = await self._adecide(_prompt_conversation(prompt)), pop_timeout(kwargs)
+        return await self._acall(decision, lambda m: m.acomplete(prompt, formatted=formatted, **kwargs),
+                                 timeout=timeout)
 
     async def astream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
-        decision = await self._adecide(_prompt_conversation(prompt))
-        return await self._astream(decision, lambda m: m.astream_complete(prompt, formatted=formatted, **kwargs))
+        decision, timeout = await self._adecide(_prompt_conversation(prompt)), pop_timeout(kwargs)
+        return await self._astream(decision, lambda m: m.astream_complete(prompt, formatted=formatted, **kwargs),
+                                   timeout=timeout)
 
     # Prompt templates (query engines): route on query_str, the chosen model formats
     def _template_conversation(
@@ -518,9 +426,10 @@ class RouteLLM(FunctionCallingLLM):
         tool_required: bool = False,
         **kwargs: Any,
     ) -> ChatResponse:
+        timeout = pop_timeout(kwargs)
         args = _tool_args(user_msg, chat_history, verbose, allow_parallel_tool_calls, tool_required, kwargs)
         decision = self._decide(_tools_conversation(user_msg, chat_history))
-        return self._call(decision, lambda m: m.chat_with_tools(tools, **args), tools=True)
+        return self._call(decision, lambda m: m.chat_with_tools(tools, **args), tools=True, timeout=timeout)
 
     async def achat_with_tools(
         self,
@@ -532,9 +441,10 @@ class RouteLLM(FunctionCallingLLM):
         tool_required: bool = False,
         **kwargs: Any,
     ) -> ChatResponse:
+        timeout = pop_timeout(kwargs)
         args = _tool_args(user_msg, chat_history, verbose, allow_parallel_tool_calls, tool_required, kwargs)
         decision = await self._adecide(_tools_conversation(user_msg, chat_history))
-        return await self._acall(decision, lambda m: m.achat_with_tools(tools, **args), tools=True)
+        return await self._acall(decision, lambda m: m.achat_with_tools(tools, **args), tools=True, timeout=timeout)
 
     def stream_chat_with_tools(
         self,
@@ -546,9 +456,10 @@ class RouteLLM(FunctionCallingLLM):
         tool_required: bool = False,
         **kwargs: Any,
     ) -> ChatResponseGen:
+        timeout = pop_timeout(kwargs)
         args = _tool_args(user_msg, chat_history, verbose, allow_parallel_tool_calls, tool_required, kwargs)
         decision = self._decide(_tools_conversation(user_msg, chat_history))
-        return self._stream(decision, lambda m: m.stream_chat_with_tools(tools, **args), tools=True)
+        return self._stream(decision, lambda m: m.stream_chat_with_tools(tools, **args), tools=True, timeout=timeout)
 
     async def astream_chat_with_tools(
         self,
@@ -560,9 +471,10 @@ class RouteLLM(FunctionCallingLLM):
         tool_required: bool = False,
         **kwargs: Any,
     ) -> ChatResponseAsyncGen:
+        timeout = pop_timeout(kwargs)
         args = _tool_args(user_msg, chat_history, verbose, allow_parallel_tool_calls, tool_required, kwargs)
         decision = await self._adecide(_tools_conversation(user_msg, chat_history))
-        return await self._astream(decision, lambda m: m.astream_chat_with_tools(tools, **args), tools=True)
+        return await self._astream(decision, lambda m: m.astream_chat_with_tools(tools, **args), tools=True, timeout=timeout)
 
     def _prepare_chat_with_tools(
         self,
@@ -578,7 +490,7 @@ class RouteLLM(FunctionCallingLLM):
         # ``chat(**prepared)`` to that same model.
         args = _tool_args(user_msg, chat_history, verbose, allow_parallel_tool_calls, tool_required, kwargs)
         decision = self._decide(_tools_conversation(user_msg, chat_history))
-        model = self._plan(decision, tools=True)[0][1]
+        model = self._plan(decision, tools=True).plan[0][1]
         return model._prepare_chat_with_tools_compat(tools, **args)
 
     def get_tool_calls_from_response(
@@ -592,9 +504,6 @@ class RouteLLM(FunctionCallingLLM):
         if not isinstance(model, FunctionCallingLLM):
             raise ConfigError(f"the model {type(model).__name__} that wrote this response cannot call tools")
         return model.get_tool_calls_from_response(response, error_on_no_tool_call=error_on_no_tool_call, **kwargs)
-
-
-_END = object()
 
 
 def _prompt_conversation(prompt: str) -> List[Tuple[str, Any]]:
@@ -611,15 +520,6 @@ def _tool_args(
         "user_msg": user_msg, "chat_history": chat_history, "verbose": verbose,
         "allow_parallel_tool_calls": allow_parallel_tool_calls, "tool_required": tool_required, **kwargs,
     }
-
-
-def _record(
-    decision: Decision, role: Role, model: LLM, failure: Optional[Tuple[Role, LLM, BaseException]]
-) -> Dict[str, Any]:
-    """The shared record (:func:`shared_core.engine.decision_record`, the LangChain
-    wrapper's format too) with LlamaIndex model names."""
-    named = None if failure is None else (failure[0], failure[1].metadata.model_name, failure[2])
-    return decision_record(decision, role, model.metadata.model_name, named)
 
 
 def _tag(response: Any, record: Dict[str, Any]) -> Any:

@@ -28,7 +28,7 @@ def run(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="results/results_table.md", help="markdown file to write")
     parser.add_argument("--data-dir", help="router data directory (default: ../shared/data)")
     args = parser.parse_args(argv)
-    cmd = ["evaluate", "--all", "--markdown", args.out]
+    cmd = ["evaluate", "--all", "--markdown", args.out, "--overwrite"]  # regenerates the table by design
     if args.data_dir:
         cmd += ["--data-dir", args.data_dir]
     code = main(cmd)

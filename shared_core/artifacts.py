@@ -53,6 +53,7 @@ def write_artifact(path: str | Path, config: dict[str, Any], tensors: dict[str, 
         raise ArtifactError(f"cannot save a router to {str(directory)!r}: it exists and is not a directory")
     directory.mkdir(parents=True, exist_ok=True)
     arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+    check_finite(arrays, directory / WEIGHTS_NAME, "cannot save")
     save_file(arrays, str(directory / WEIGHTS_NAME), metadata={"format": "np"})
     text = json.dumps(_jsonable(config), indent=2, ensure_ascii=False, allow_nan=False)
     (directory / CONFIG_NAME).write_text(text + "\n", encoding="utf-8")
@@ -92,7 +93,12 @@ def _jsonable(value: Any) -> Any:
 
 # Reading ---------------------------------------------------------------------------
 def read_artifact(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """``(config, tensors)`` of a saved router directory; raises ArtifactError."""
+    """``(config, tensors)`` of a saved router directory; raises ArtifactError.
+
+    A tensor holding NaN or an infinity is refused here, naming the file and the
+    tensor: such weights load, but every score computed with them is NaN, so
+    each call would fail instead of the load.
+    """
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
@@ -104,7 +110,23 @@ def read_artifact(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarra
         tensors = load_file(str(weights))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise ArtifactError(f"{str(weights)!r} is not a readable safetensors file: {exc}") from None
+    check_finite(tensors, weights, "refusing to load")
     return config, tensors
+
+
+def check_finite(tensors: dict[str, np.ndarray], weights: str | Path, action: str) -> None:
+    """Raise ArtifactError naming ``weights`` and the first tensor with a NaN or infinite value."""
+    for name in sorted(tensors):
+        value = tensors[name]
+        if value.dtype.kind not in "fc":
+            continue
+        bad = ~np.isfinite(value)
+        if bad.any():
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ArtifactError(
+                f"{action} {str(weights)!r}: tensor {name!r} holds {int(bad.sum())} NaN or infinite "
+                f"value(s) of {value.size} (first at index {first}: {value[first]!r}); weights must be finite"
+            )
 
 
 def check_router_config(config: dict[str, Any], router: str, path: str | Path) -> None:

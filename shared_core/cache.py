@@ -12,6 +12,14 @@ processes that embed the same text both succeed.
 
 A cache is never written inside the installed package (a read-only or shared
 location that a reinstall would wipe): such a directory is refused.
+
+The cache only saves time, so a cache that cannot be used never stops embedding
+or routing: a directory that cannot be created, a read-only or corrupt database
+makes :class:`EmbeddingCache` warn once (a :class:`CacheWarning` naming the file
+and the cause) and work uncached from then on. A read-only database still serves
+the vectors it holds. Where writing the cache is the point (warming it for a
+benchmark), ``EmbeddingCache(..., strict=True)`` raises
+:class:`~shared_core.errors.CacheError` instead.
 """
 
 from __future__ import annotations
@@ -21,12 +29,14 @@ import json
 import os
 import sqlite3
 import sysconfig
+import threading
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from shared_core.errors import ConfigError
+from shared_core.errors import CacheError, ConfigError
 
 CACHE_ENV = "ROUTELLM_CACHE_DIR"
 DB_NAME = "embeddings.sqlite3"
@@ -63,7 +73,16 @@ def _package_dirs() -> list[Path]:
 
 
 def check_cache_dir(path: str | Path | None) -> Path:
-    """Return the cache directory to use, refusing one inside the installed package."""
+    """Return the cache directory to use, refusing one inside the installed package
+    and a path that exists and is not a directory."""
+    resolved = _cache_location(path)
+    if resolved.exists() and not resolved.is_dir():
+        raise ConfigError(f"cache directory {str(resolved)!r} exists and is not a directory")
+    return resolved
+
+
+def _cache_location(path: str | Path | None) -> Path:
+    """The resolved cache directory, refusing one inside the installed package (never written there)."""
     if path is None:
         directory = default_cache_dir()
     elif isinstance(path, (str, Path)) and str(path).strip():
@@ -77,8 +96,6 @@ def check_cache_dir(path: str | Path | None) -> Path:
                 f"cache directory {str(directory)!r} is inside the installed package or site-packages "
                 f"({str(forbidden)!r}); use a user directory, e.g. set {CACHE_ENV}=~/.cache/routellm"
             )
-    if resolved.exists() and not resolved.is_dir():
-        raise ConfigError(f"cache directory {str(directory)!r} exists and is not a directory")
     return resolved
 
 
@@ -92,71 +109,143 @@ def text_key(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+class CacheWarning(RuntimeWarning):
+    """The embedding cache cannot be read or written; work goes on without it."""
+
+
+_warned: set[tuple[str, str]] = set()
+_warned_lock = threading.Lock()
+
+
+def _warn_once(path: Path, kind: str, message: str) -> None:
+    """Warn about ``path`` once per process for each ``kind`` of problem ("read", "written")."""
+    with _warned_lock:
+        if (str(path), kind) in _warned:
+            return
+        _warned.add((str(path), kind))
+    warnings.warn(message, CacheWarning, stacklevel=4)
+
+
 class EmbeddingCache:
     """Get and put float32 vectors by (space, text) in ``<directory>/embeddings.sqlite3``.
 
     Each call opens its own short-lived connection, so an instance can be used
     from several threads, and forked or pickled, without sharing a handle.
+
+    A cache that cannot be used does not fail the call (see the module docstring):
+    reads that fail make the instance uncached, writes that fail make it read-only,
+    each with one :class:`CacheWarning`. With ``strict=True`` both raise
+    :class:`~shared_core.errors.CacheError` naming the file, for callers whose job
+    is to fill the cache.
     """
 
-    def __init__(self, directory: str | Path | None = None) -> None:
-        self.directory = check_cache_dir(directory)
+    def __init__(self, directory: str | Path | None = None, *, strict: bool = False) -> None:
+        self.directory = _cache_location(directory)
         self.path = self.directory / DB_NAME
+        self.strict = bool(strict)
         self._ready = False
+        #: Why the cache is not used at all / not written any more (``None``: it is).
+        self._unreadable: str | None = None
+        self._unwritable: str | None = None
+        if self.directory.exists() and not self.directory.is_dir():
+            self._fail("read", f"{str(self.directory)!r} exists and is not a directory")
+
+    @property
+    def usable(self) -> bool:
+        """False once the cache could not be read: every get then misses."""
+        return self._unreadable is None
+
+    def _fail(self, kind: str, cause: str) -> None:
+        """Record that reading (and so writing) or only writing failed; raise if strict, else warn once."""
+        if kind == "read":
+            self._unreadable = self._unwritable = cause
+            then = "embedding without the cache"
+        else:
+            self._unwritable = cause
+            then = "new vectors are not cached"
+        hint = " (delete it to start a new cache)" if "not a database" in cause or "malformed" in cause else ""
+        message = f"embedding cache {str(self.path)!r} cannot be {kind}: {cause}{hint}"
+        if self.strict:
+            raise CacheError(message)
+        _warn_once(self.path, kind, f"{message}; {then}")
 
     def _connect(self) -> sqlite3.Connection:
         if not self._ready:
             self.directory.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        if not self._ready:
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute(_SCHEMA)
-            self._ready = True
-        conn.execute("PRAGMA synchronous = NORMAL")
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            if not self._ready:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute(_SCHEMA)
+                self._ready = True
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def get(self, space: str, keys: Sequence[str], dim: int) -> dict[str, np.ndarray]:
         """Vectors found for ``keys`` (text hashes); rows of the wrong size count as missing."""
         found: dict[str, np.ndarray] = {}
         unique = list(dict.fromkeys(keys))
-        if not unique:
+        if not unique or self._unreadable is not None:
             return found
-        conn = self._connect()
         try:
-            for start in range(0, len(unique), _CHUNK):
-                chunk = unique[start : start + _CHUNK]
-                marks = ",".join("?" * len(chunk))
-                rows = conn.execute(
-                    f"SELECT text_sha, vector FROM embeddings WHERE space = ? AND text_sha IN ({marks})",
-                    [space, *chunk],
-                ).fetchall()
-                for key, blob in rows:
-                    if len(blob) == 4 * dim:
-                        found[key] = np.frombuffer(blob, dtype=np.float32)
-        finally:
-            conn.close()
+            conn = self._connect()
+            try:
+                for start in range(0, len(unique), _CHUNK):
+                    chunk = unique[start : start + _CHUNK]
+                    marks = ",".join("?" * len(chunk))
+                    rows = conn.execute(
+                        f"SELECT text_sha, vector FROM embeddings WHERE space = ? AND text_sha IN ({marks})",
+                        [space, *chunk],
+                    ).fetchall()
+                    for key, blob in rows:
+                        if len(blob) == 4 * dim:
+                            found[key] = np.frombuffer(blob, dtype=np.float32)
+            finally:
+                conn.close()
+        except (sqlite3.Error, OSError) as exc:
+            self._fail("read", f"{type(exc).__name__}: {exc}")
+            return {}
         return found
 
     def put(self, space: str, items: Iterable[tuple[str, np.ndarray]]) -> None:
         """Store ``(text hash, vector)`` pairs in one transaction; existing rows are kept."""
         rows = [(space, key, np.asarray(vec, dtype=np.float32).tobytes()) for key, vec in items]
-        if not rows:
+        if not rows or self._unwritable is not None:
+            if rows and self.strict:
+                raise CacheError(f"embedding cache {str(self.path)!r} cannot be written: {self._unwritable}")
             return
-        conn = self._connect()
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.executemany("INSERT OR IGNORE INTO embeddings (space, text_sha, vector) VALUES (?, ?, ?)", rows)
-            conn.execute("COMMIT")
-        finally:
-            conn.close()
+            conn = self._connect()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany(
+                    "INSERT OR IGNORE INTO embeddings (space, text_sha, vector) VALUES (?, ?, ?)", rows
+                )
+                conn.execute("COMMIT")
+            finally:
+                conn.close()
+        except (sqlite3.Error, OSError) as exc:
+            self._fail("written", f"{type(exc).__name__}: {exc}")
 
     def count(self, space: str | None = None) -> int:
-        """Number of stored vectors, in one space or in all."""
-        conn = self._connect()
+        """Number of stored vectors, in one space or in all.
+
+        Only asked for on purpose (it is not on the embedding path), so a cache
+        that cannot be read raises :class:`~shared_core.errors.CacheError`.
+        """
+        if self._unreadable is not None:
+            raise CacheError(f"embedding cache {str(self.path)!r} cannot be read: {self._unreadable}")
         try:
-            if space is None:
-                return int(conn.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0])
-            return int(conn.execute("SELECT COUNT(*) FROM embeddings WHERE space = ?", [space]).fetchone()[0])
-        finally:
-            conn.close()
+            conn = self._connect()
+            try:
+                if space is None:
+                    return int(conn.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0])
+                return int(conn.execute("SELECT COUNT(*) FROM embeddings WHERE space = ?", [space]).fetchone()[0])
+            finally:
+                conn.close()
+        except (sqlite3.Error, OSError) as exc:
+            raise CacheError(f"embedding cache {str(self.path)!r} cannot be read: {type(exc).__name__}: {exc}") from None

@@ -9,21 +9,17 @@ imports them.
 
 from __future__ import annotations
 
-import os
+import argparse
+import csv
+import importlib
+import json
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Sequence
 
-# Before numpy loads: BLAS threads compete with torch's and slow embedding ~2x.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
-import argparse  # noqa: E402
-import csv  # noqa: E402
-import importlib  # noqa: E402
-import json  # noqa: E402
-import sys  # noqa: E402
-from importlib.metadata import entry_points  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Sequence  # noqa: E402
-
-from shared_core.errors import ConfigError, RouteLLMError  # noqa: E402
+from shared_core.errors import ConfigError, RouteLLMError
+from shared_core.files import existing_file
 
 #: Built-in subcommand modules, each exposing ``add_parser(subparsers)``.
 _COMMAND_MODULES = ("shared_core.training.cli", "shared_core.evaluation.cli", "shared_core.labeling.cli")
@@ -33,9 +29,7 @@ _TEXT_COLUMNS = ("prompt", "text", "question")
 def read_prompts(path: str | Path) -> list[str]:
     """Prompts from a file: ``.jsonl`` (a ``prompt``/``text`` field or a string per
     line), ``.csv`` (a ``prompt``/``text``/``question`` column), else one prompt a line."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"prompt file {str(p)!r} does not exist")
+    p = existing_file(path, "prompt file")
     suffix = p.suffix.lower()
     prompts: list[str] = []
     if suffix == ".jsonl":
@@ -81,22 +75,35 @@ def _add_router_args(parser: argparse.ArgumentParser) -> None:
 
 def _cmd_route(args: argparse.Namespace) -> int:
     from shared_core.engine import RoutingEngine
+    from shared_core.thresholds import format_threshold
 
     if (args.prompt is None) == (args.file is None):
         raise ConfigError("give either one prompt or --file PATH, not both and not neither")
     prompts = [args.prompt] if args.prompt is not None else read_prompts(args.file)
-    engine = RoutingEngine.from_settings(
-        router=args.router, threshold=args.threshold, strong_fraction=args.strong_fraction
-    )
-    decisions = engine.decide_texts(prompts) if prompts else []
-    if args.json:
+    settings = dict(router=args.router, threshold=args.threshold, strong_fraction=args.strong_fraction,
+                    on_no_text=args.on_no_text)
+    if args.ray:
+        from shared_core.ray_batch import decide_texts_on_ray
+
+        decisions = decide_texts_on_ray(prompts, **settings)
+    else:
+        # Each prompt is a one-message conversation, so that the routing policy of the
+        # wrappers applies here too: an empty prompt has no text and goes to on_no_text.
+        decisions = RoutingEngine.from_settings(**settings).decide([[("user", prompt)] for prompt in prompts])
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as fh:
+            for prompt, d in zip(prompts, decisions):
+                fh.write(json.dumps({"prompt": prompt, **d.to_dict()}, ensure_ascii=False) + "\n")
+        print(f"{len(decisions)} decisions written to {args.out}; strong: {sum(d.is_strong for d in decisions)}")
+    elif args.json:
         for prompt, d in zip(prompts, decisions):
             print(json.dumps({"prompt": prompt, **d.to_dict()}, ensure_ascii=False))
     else:
         for prompt, d in zip(prompts, decisions):
             preview = " ".join(prompt.split())
             preview = preview if len(preview) <= 60 else preview[:57] + "..."
-            print(f"{d.role.value:6}  score={d.score:.4f}  threshold={d.threshold:.4f}  router={d.router}  {preview}")
+            score = f"score={d.score:.4f}" if d.score is not None else f"({d.reason})"
+            print(f"{d.role.value:6}  {score}  threshold={format_threshold(d.threshold)}  router={d.router}  {preview}")
         if len(decisions) > 1:
             strong = sum(d.is_strong for d in decisions)
             print(f"strong: {strong}/{len(decisions)} ({strong / len(decisions):.1%})")
@@ -104,8 +111,8 @@ def _cmd_route(args: argparse.Namespace) -> int:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from shared_core.engine import resolve_router
-    from shared_core.thresholds import calibrate, check_fraction, threshold_from_quantiles
+    from shared_core.engine import resolve_router, threshold_for_fraction
+    from shared_core.thresholds import NEVER_STRONG, calibrate, check_fraction, end_threshold, format_threshold
 
     fraction = check_fraction(args.strong_fraction)
     router = resolve_router(args.router)
@@ -114,24 +121,29 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         result = calibrate(router.score(prompts), fraction).to_dict()
         result["source"] = str(args.prompts_file)
     else:
-        if router.reference_quantiles is None:
+        at_end = end_threshold(fraction) is not None
+        if router.reference_quantiles is None and not at_end:
             raise ConfigError(
                 f"router {router.name!r} ships no reference score quantiles; give --prompts-file with your own prompts"
             )
         result = {
-            "threshold": threshold_from_quantiles(router.reference_quantiles, fraction),
+            "threshold": threshold_for_fraction(router, fraction),
             "target_fraction": fraction,
-            "source": "reference quantiles shipped with the router",
+            "source": "the end of the range (no scores needed)" if at_end
+            else "reference quantiles shipped with the router",
         }
     result["router"] = router.name
     if args.json:
         print(json.dumps(result))
     else:
-        line = f"threshold={result['threshold']:.6f} for strong fraction {fraction:.3f}"
+        line = f"threshold={format_threshold(result['threshold'], 6)} for strong fraction {fraction:.3f}"
         if "achieved_fraction" in result:
             line += f" (achieved {result['achieved_fraction']:.3f} on {result['n_prompts']} prompts)"
         print(f"{line}  [router={router.name}, {result['source']}]")
-        print(f"use it as: --router {args.router or 'default'} --threshold {result['threshold']:.6f}")
+        if result["threshold"] == NEVER_STRONG:
+            print(f"use it as: --router {args.router or 'default'} --strong-fraction 0")
+        else:
+            print(f"use it as: --router {args.router or 'default'} --threshold {result['threshold']:.6f}")
     return 0
 
 
@@ -146,14 +158,21 @@ def build_parser() -> argparse.ArgumentParser:
     group = route.add_mutually_exclusive_group()
     group.add_argument("--threshold", type=float, help="strong when score >= threshold, in [0, 1]")
     group.add_argument(
-        "--strong-fraction", type=float, help="target share of strong calls, via the router's reference quantiles"
+        "--strong-fraction", type=float,
+        help="target share of strong calls, via the router's reference quantiles (0: never strong, 1: always)"
+    )
+    route.add_argument(
+        "--on-no-text", choices=("strong", "weak"), default="strong",
+        help="where a prompt with no text (empty or only whitespace) goes, as in the wrappers (default: strong)",
     )
     route.add_argument("--json", action="store_true", help="one JSON object per prompt")
+    route.add_argument("--out", help="write the decisions as JSON lines to this file, in input order")
+    route.add_argument("--ray", action="store_true", help="score on Ray Data in parallel map batches (extra 'ray')")
     route.set_defaults(func=_cmd_route)
 
     cal = sub.add_parser("calibrate", help="threshold that sends a target fraction of prompts to the strong model")
     _add_router_args(cal)
-    cal.add_argument("--strong-fraction", type=float, required=True, help="target share of strong calls in [0, 1]")
+    cal.add_argument("--strong-fraction", type=float, required=True, help="target share of strong calls in [0, 1] (0: never strong, 1: always)")
     cal.add_argument(
         "--prompts-file", help="your own prompts (.txt/.jsonl/.csv); default: the router's shipped reference set"
     )

@@ -14,10 +14,11 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
+from shared_core.attempts import Failure, Outcome
 from shared_core.errors import ConfigError
 from shared_core.policy import routing_text
-from shared_core.routers import Decision, Role, Router, check_threshold, get_router_class, load_router
-from shared_core.thresholds import calibrate, check_fraction, threshold_from_quantiles
+from shared_core.routers import Decision, Role, Router, check_prompts, check_threshold, get_router_class, load_router
+from shared_core.thresholds import calibrate, check_fraction, end_threshold, threshold_from_quantiles
 
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 DEFAULT_ROUTER = "default"
@@ -146,24 +147,28 @@ def decision_record(
     decision: Decision,
     role: Role,
     model: str,
-    failure: tuple[Role, str, BaseException] | None = None,
+    failures: Sequence[Failure] = (),
 ) -> dict[str, Any]:
-    """The decision as both integrations record it on a response.
+    """The decision as every integration records it on a response.
 
     ``role`` and ``model`` name what answered (they differ from the router's
     choice only after a fallback); ``score``, ``threshold``, ``router`` and
-    ``reason`` are the router's decision; ``fallback`` is ``None`` or says which
-    role failed first, its model and the error.
+    ``reason`` are the router's decision; ``failures`` lists each model that
+    failed before the answer (``role``, ``model``, ``error``), in the order
+    tried (an :class:`~shared_core.attempts.Outcome`'s ``failures``), and
+    ``fallback`` is ``None`` or the first of them as ``from``/``model``/``error``.
     """
-    record = {**decision.to_dict(), "role": role.value, "model": model, "fallback": None}
-    if failure is not None:
-        failed_role, failed_model, error = failure
-        record["fallback"] = {
-            "from": failed_role.value,
-            "model": failed_model,
-            "error": f"{type(error).__name__}: {error}",
-        }
+    failed = [f.to_dict() for f in failures]
+    record = {**decision.to_dict(), "role": role.value, "model": model, "fallback": None, "failures": failed}
+    if failed:
+        first = failed[0]
+        record["fallback"] = {"from": first["role"], "model": first["model"], "error": first["error"]}
     return record
+
+
+def outcome_record(decision: Decision, outcome: Outcome[Any]) -> dict[str, Any]:
+    """:func:`decision_record` for what an :class:`~shared_core.attempts.Attempts` loop returned."""
+    return decision_record(decision, outcome.role, outcome.model_name, outcome.failures)
 
 
 class RoutingEngine:
@@ -174,12 +179,23 @@ class RoutingEngine:
     model string as ``router`` (``"router-mf-0.11593"``), which carries both.
     """
 
-    def __init__(self, router: Router, threshold: float, on_no_text: str = "strong") -> None:
+    def __init__(
+        self, router: Router, threshold: float, on_no_text: str = "strong", *, router_spec: str | Path | None = None
+    ) -> None:
         self.router = router
         self.threshold = check_threshold(threshold)
         if on_no_text not in ("strong", "weak"):
             raise ConfigError(f"on_no_text must be 'strong' or 'weak', got {on_no_text!r}")
         self.on_no_text = Role(on_no_text)
+        #: The name or path the router was loaded from (``None``: a Router object was given).
+        self.router_spec = router_spec
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A router loaded by name or path pickles as that name or path (a loaded
+        # embedder holds sessions and locks); a Router object given pickles itself.
+        if self.router_spec is not None:
+            return (_engine_from_spec, (self.router_spec, self.threshold, self.on_no_text.value))
+        return (type(self), (self.router, self.threshold, self.on_no_text.value))
 
     @classmethod
     def from_settings(
@@ -202,12 +218,14 @@ class RoutingEngine:
                     "threshold or strong_fraction"
                 )
             router, threshold = name, model_thr
+        spec = None if isinstance(router, Router) else (DEFAULT_ROUTER if router is None else router)
         if threshold is not None:
             thr = check_threshold(threshold)
-            return cls(resolve_router(router), thr, on_no_text)
+            return cls(resolve_router(router), thr, on_no_text, router_spec=spec)
         fraction = check_fraction(DEFAULT_STRONG_FRACTION if strong_fraction is None else strong_fraction)
         router_obj = resolve_router(router)
-        return cls(router_obj, threshold_for_fraction(router_obj, fraction, calibration_prompts), on_no_text)
+        return cls(router_obj, threshold_for_fraction(router_obj, fraction, calibration_prompts), on_no_text,
+                   router_spec=spec)
 
     # Decisions -------------------------------------------------------------
     def decide_texts(self, texts: Sequence[str | None], reasons: Sequence[str] | None = None) -> list[Decision]:
@@ -240,15 +258,26 @@ class RoutingEngine:
         return {"router": self.router.name, "threshold": self.threshold}
 
 
+def _engine_from_spec(router_spec: str | Path, threshold: float, on_no_text: str) -> RoutingEngine:
+    return RoutingEngine(resolve_router(router_spec), threshold, on_no_text, router_spec=router_spec)
+
+
 def threshold_for_fraction(
     router: Router, strong_fraction: float, prompts: Sequence[str] | None = None
 ) -> float:
     """Threshold that sends ``strong_fraction`` of prompts to the strong model.
 
     Calibrated on ``prompts`` when given, else on the router's shipped reference
-    quantiles; a router with neither (a freshly trained one) needs prompts.
+    quantiles; a router with neither (a freshly trained one) needs prompts. The
+    ends need neither: 1 is ``ALWAYS_STRONG`` (0.0) and 0 is ``NEVER_STRONG``
+    (just above 1.0, above every score), see :mod:`shared_core.thresholds`.
     """
     fraction = check_fraction(strong_fraction)
+    if prompts is not None:
+        prompts = check_prompts(prompts)  # checked even where the ends do not need them
+    end = end_threshold(fraction)
+    if end is not None:
+        return end
     if prompts is not None:
         return calibrate(router.score(prompts), fraction).threshold
     quantiles = router.reference_quantiles

@@ -28,6 +28,10 @@ class EmbeddingError(RouteLLMError, RuntimeError):
     """An embedder could not be loaded or did not return what was expected."""
 
 
+class CacheError(RouteLLMError, OSError):
+    """The embedding cache cannot be read or written where that was asked for explicitly."""
+
+
 class PromptError(ConfigError):
     """One prompt of a batch cannot be routed (not a string, not valid Unicode text).
 

@@ -4,6 +4,14 @@ RouteLLM's ``calibrate_threshold`` takes the ``1 - strong_fraction`` quantile of
 a router's scores on a prompt set, so that about ``strong_fraction`` of those
 prompts score at or above it. With ties the fraction cannot always be hit; we
 return the threshold and the fraction it actually sends to the strong model.
+
+The two ends are exact, whatever the scores: a call is strong when
+``score >= threshold`` and scores are clipped to [0, 1], so ``strong_fraction=1``
+is threshold ``0.0`` (every score reaches it) and ``strong_fraction=0`` is
+:data:`NEVER_STRONG`, the float just above 1.0, which no score reaches. That
+value is the only threshold above 1 that :func:`shared_core.routers.check_threshold`
+accepts; it means "never strong" wherever a threshold is used (the engine, the
+``routellm calibrate`` and ``route`` commands, a decision's metadata).
 """
 
 from __future__ import annotations
@@ -15,6 +23,12 @@ from typing import Any
 import numpy as np
 
 from shared_core.errors import ConfigError
+from shared_core.routers.base import ALWAYS_STRONG, NEVER_STRONG
+
+__all__ = [
+    "ALWAYS_STRONG", "NEVER_STRONG", "Calibration", "calibrate", "check_fraction", "end_threshold", "format_threshold",
+    "threshold_from_quantiles",
+]
 
 
 @dataclass(frozen=True)
@@ -42,14 +56,29 @@ def check_fraction(strong_fraction: Any) -> float:
     return value
 
 
+def end_threshold(strong_fraction: float) -> float | None:
+    """The threshold of a strong fraction at an end of the range, which needs no scores:
+    :data:`ALWAYS_STRONG` for 1, :data:`NEVER_STRONG` for 0, ``None`` in between."""
+    return {1.0: ALWAYS_STRONG, 0.0: NEVER_STRONG}.get(float(strong_fraction))
+
+
 def calibrate(scores: Any, strong_fraction: float) -> Calibration:
     """Threshold sending as close as possible to ``strong_fraction`` of ``scores`` to strong.
 
-    Among the thresholds that are one of the scores (plus 1.0 for "none"), pick the
-    one whose achieved fraction (share of scores >= threshold) is nearest the
-    target; on a tie between two, the smaller fraction (fewer strong calls) wins.
-    Without ties this equals RouteLLM's ``quantile(scores, 1 - fraction)`` rounded
-    to a score.
+    Among the thresholds that are one of the scores (plus one just above the
+    highest score for "none"), pick the one whose achieved fraction (share of
+    scores >= threshold) is nearest the target; on a tie between two, the smaller
+    fraction (fewer strong calls) wins. Without ties this equals RouteLLM's
+    ``quantile(scores, 1 - fraction)`` rounded to a score.
+
+    ``strong_fraction`` 1 and 0 are not estimated from the scores: they give
+    :data:`ALWAYS_STRONG` (0.0) and :data:`NEVER_STRONG`, so that they hold for
+    every later prompt too, not only for these.
+
+    >>> calibrate([0.2, 0.4, 0.6, 0.8], 0.5).threshold
+    0.6
+    >>> calibrate([0.2, 0.4], 1.0).threshold, calibrate([0.2, 0.4], 0.0).threshold > 1.0
+    (0.0, True)
     """
     target = check_fraction(strong_fraction)
     arr = np.asarray(scores, dtype=np.float64).reshape(-1)
@@ -58,6 +87,9 @@ def calibrate(scores: Any, strong_fraction: float) -> Calibration:
     if np.isnan(arr).any():
         raise ConfigError("scores contain NaN; cannot calibrate a threshold")
     n = arr.size
+    end = end_threshold(target)
+    if end is not None:
+        return Calibration(end, target, target, n)
     uniq = np.unique(arr)  # ascending
     # fraction of scores >= each unique value
     achieved = (n - np.searchsorted(np.sort(arr), uniq, side="left")) / n
@@ -68,12 +100,10 @@ def calibrate(scores: Any, strong_fraction: float) -> Calibration:
     idx = best[np.argmin(fractions[best])]
     thr = float(candidates[idx])
     if math.isinf(thr):
-        # Send nothing to strong: a threshold above every score, within [0, 1].
-        thr = float(np.nextafter(arr.max(), np.inf)) if arr.max() < 1.0 else 1.0
-        achieved_frac = float((arr >= thr).mean())
-    else:
-        achieved_frac = float(fractions[idx])
-    return Calibration(thr, target, achieved_frac, n)
+        # Send none of these to strong: the float just above the highest score
+        # (NEVER_STRONG when that score is 1.0).
+        thr = float(np.nextafter(min(float(arr.max()), 1.0), np.inf))
+    return Calibration(thr, target, float((arr >= thr).mean()), n)
 
 
 def threshold_from_quantiles(quantiles: Any, strong_fraction: float) -> float:
@@ -81,10 +111,29 @@ def threshold_from_quantiles(quantiles: Any, strong_fraction: float) -> float:
 
     ``quantiles[i]`` is the ``i / (len - 1)`` quantile of scores on a reference
     prompt set; the threshold is the interpolated ``1 - strong_fraction`` quantile.
+    ``strong_fraction`` 1 and 0 give :data:`ALWAYS_STRONG` and :data:`NEVER_STRONG`
+    (not the reference set's lowest and highest score, which other prompts pass
+    or miss).
+
+    >>> threshold_from_quantiles([0.2, 0.5, 0.8], 0.5)
+    0.5
+    >>> threshold_from_quantiles([0.2, 0.5, 0.8], 1.0)
+    0.0
     """
     target = check_fraction(strong_fraction)
     q = np.asarray(quantiles, dtype=np.float64).reshape(-1)
     if q.size < 2 or np.isnan(q).any() or np.any(np.diff(q) < 0):
         raise ConfigError("reference quantiles must be at least two non-decreasing numbers")
+    end = end_threshold(target)
+    if end is not None:
+        return end
     levels = np.linspace(0.0, 1.0, q.size)
     return float(np.clip(np.interp(1.0 - target, levels, q), 0.0, 1.0))
+
+
+def format_threshold(threshold: float, digits: int = 4) -> str:
+    """A threshold for people: ``digits`` decimals, or ``never`` for :data:`NEVER_STRONG`
+    (which would print as 1.0000 and read as "strong for a score of 1")."""
+    if threshold == NEVER_STRONG:
+        return "never"
+    return f"{threshold:.{digits}f}"

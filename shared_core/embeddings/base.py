@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 from abc import ABC, abstractmethod
 from typing import Any, Iterator, Sequence
@@ -154,15 +155,19 @@ class _BlasScope:
         self._depth = 0
         self._limiter: Any = None
         self._controller: Any = None
+        self._modules = 0
 
     def _controller_or_none(self) -> Any:
-        if self._controller is None:
+        # Scanning the loaded libraries costs ~0.1 ms, so it is redone only when modules were
+        # imported since the last scan (an import may have loaded another BLAS, e.g. scipy's).
+        if self._controller is None or (self._controller and len(sys.modules) != self._modules):
             try:
                 from threadpoolctl import ThreadpoolController
             except ModuleNotFoundError:  # optional: without it, BLAS threads are left alone
                 self._controller = False
             else:
                 self._controller = ThreadpoolController()
+                self._modules = len(sys.modules)
         return self._controller or None
 
     @contextlib.contextmanager

@@ -19,16 +19,18 @@ class CachedEmbedder(Embedder):
     embedder's config and each text's SHA-256, stored in
     ``$ROUTELLM_CACHE_DIR`` or ``~/.cache/routellm`` (see :mod:`shared_core.cache`;
     a directory inside the installed package is refused). Several processes can
-    share one cache. Only the texts not yet cached are embedded, in one call.
+    share one cache. Only the texts not yet cached are embedded, in one call. A cache that
+    cannot be read or written degrades to embedding uncached with one warning, unless
+    ``strict=True`` (for jobs whose point is the cache, such as ``benchmarks/warm_cache.py``).
     """
 
-    def __init__(self, inner: Embedder, cache_dir: str | Path | None = None) -> None:
+    def __init__(self, inner: Embedder, cache_dir: str | Path | None = None, *, strict: bool = False) -> None:
         from shared_core.cache import EmbeddingCache
 
         if not isinstance(inner, Embedder):
             raise ConfigError(f"inner must be an Embedder, got {type(inner).__name__}: {inner!r}")
         self.inner = inner
-        self.cache = EmbeddingCache(cache_dir)
+        self.cache = EmbeddingCache(cache_dir, strict=strict)
         self.name = inner.name
         self._space: str | None = None
 

@@ -339,7 +339,7 @@ def export_onnx(source: SentenceTransformerEmbedder, quantize: str | None, cache
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
         return target
-    except PermissionError as exc:
+    except OSError as exc:  # read-only, full, or a file where the cache directory should be
         private = Path(tempfile.mkdtemp(prefix="routellm-onnx-"))
         log.warning(
             "cannot write the ONNX export of %r into the cache %s (%s); exporting into %s for this process only",

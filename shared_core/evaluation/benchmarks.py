@@ -34,6 +34,7 @@ import pandas as pd
 from shared_core import datasets
 from shared_core.datasets import STRONG_MODEL, WEAK_MODEL
 from shared_core.errors import DataError
+from shared_core.files import existing_file
 
 BENCHMARKS = ("mmlu", "gsm8k", "mt-bench", "arena-bench")
 #: arena-bench cross-validation: folds and the seed of the question shuffle.
@@ -201,9 +202,7 @@ def load_labelled_file(
     ``strong``/``weak``, else the model names :data:`STRONG_MODEL`/:data:`WEAK_MODEL`.
     Bools count as 0/1; rows missing either quality are dropped and counted.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"labelled file {str(p)!r} does not exist")
+    p = existing_file(path, "labelled file", DataError)
     if p.suffix.lower() == ".csv":
         df = pd.read_csv(p)
     elif p.suffix.lower() == ".jsonl":

@@ -1,4 +1,10 @@
-"""``routellm evaluate``: routers on RouteLLM's benchmarks, as a table, JSON and plots."""
+"""``routellm evaluate``: routers on RouteLLM's benchmarks, as a table, JSON and plots.
+
+The benchmarks are public files this package does not ship (see :data:`DATA_SOURCES`),
+read by path from ``--data-dir``, else ``$ROUTELLM_DATA_DIR``, else ``../shared/data``.
+Every check that can fail (data, benchmarks, where results go) runs before the
+first router is evaluated, so a long run never ends by losing its results.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +14,21 @@ import sys
 import time
 from pathlib import Path
 
-from shared_core.errors import ConfigError
+from shared_core.errors import ConfigError, DataError
 
 DEFAULT_OUT = Path("results") / "evaluation"
+RESULTS_NAME = "results.json"
+
+#: Where the benchmark data comes from, for ``--help`` and for the error when it is missing.
+DATA_SOURCES = (
+    "The benchmarks are public data, not shipped with this package: RouteLLM's evaluation files "
+    "(lm-sys/RouteLLM: MMLU, GSM8K and MT-Bench answers of gpt-4-1106-preview and Mixtral-8x7B, the "
+    "commercial routers' MT-Bench answers, the contaminated-prompt lists) under routellm/, and "
+    "arena-hard-auto's 300 Chatbot Arena prompts graded 1-10 by a GPT-4 judge for 15 models "
+    "(lmarena/arena-hard-auto) under arena-bench-v1/. They are read by path from --data-dir, else "
+    "$ROUTELLM_DATA_DIR, else ../shared/data (that directory's README.md gives the layout). A labelled "
+    ".csv/.jsonl file of your own needs none of it."
+)
 
 
 def all_routers() -> list[str]:
@@ -43,7 +61,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "Evaluate routers as RouteLLM's evals do: thresholds at the deciles of the router's scores, "
             "AUC of quality over strong-call share, APGR and CPT(20/50/80%). Every table has a random "
             "row (mean of 10 seeds) and an oracle row. MMLU is evaluated on MMLU-test (hash split), "
-            "arena-bench by 5-fold cross-validation; each row says what its router was trained on."
+            "arena-bench by 5-fold cross-validation; each row says what its router was trained on. "
+            + DATA_SOURCES
         ),
     )
     p.add_argument(
@@ -57,10 +76,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument("--all", action="store_true",
                    help="all four benchmarks and all shipped routers (the README results table)")
-    p.add_argument("--data-dir", help="router data directory (default: $ROUTELLM_DATA_DIR or ../shared/data)")
+    p.add_argument("--data-dir", help="directory holding RouteLLM's routellm/ and arena-hard-auto's arena-bench-v1/ "
+                   "files (default: $ROUTELLM_DATA_DIR, else ../shared/data)")
     p.add_argument("--out", default=str(DEFAULT_OUT),
-                   help=f"directory for results.json and <benchmark>.png (default: {DEFAULT_OUT})")
+                   help=f"directory for {RESULTS_NAME} and <benchmark>.png (default: {DEFAULT_OUT}); "
+                   "an existing results file there is refused before the run unless --overwrite")
     p.add_argument("--markdown", metavar="PATH", help="also write the README results table (markdown) here")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace results (results.json, plots, --markdown file) left by an earlier run")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG plots")
     p.add_argument("--strong-column", help="strong-quality column of a labelled file (default: strong)")
     p.add_argument("--weak-column", help="weak-quality column of a labelled file (default: weak)")
@@ -79,11 +102,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from shared_core.datasets import resolve_data_dir
     from shared_core.evaluation.benchmarks import BENCHMARKS, load_benchmark
     from shared_core.evaluation.plots import plot_benchmark
     from shared_core.evaluation.report import format_table, markdown_table, write_json
-    from shared_core.evaluation.runner import Evaluator
+    from shared_core.evaluation.runner import Evaluator, default_model_cache
 
     started = time.perf_counter()
     benchmarks = list(args.benchmark or [])
@@ -94,21 +116,29 @@ def run(args: argparse.Namespace) -> int:
     if not benchmarks:
         raise ConfigError("name at least one --benchmark (mmlu, gsm8k, mt-bench, arena-bench or a labelled file), or --all")
     routers = routers or ["default"]
-    data_dir = None
-    if any(not str(b).lower().endswith((".csv", ".jsonl")) for b in benchmarks):
-        data_dir = resolve_data_dir(args.data_dir)
+    # Everything that can fail before the run, not after it.
+    out = Path(args.out)
+    _check_outputs(out, [], args.markdown, args.overwrite)  # before reading any data
+    data_dir = _data_dir(args.data_dir) if any(not _is_labelled_file(b) for b in benchmarks) else None
+    loaded = []
+    for name in benchmarks:
+        try:
+            loaded.append(load_benchmark(name, data_dir, strong_column=args.strong_column,
+                                         weak_column=args.weak_column))
+        except DataError as exc:
+            if _is_labelled_file(name):
+                raise
+            raise DataError(f"{exc}. {DATA_SOURCES}") from None
+    plots = [] if args.no_plot else [b.name for b in loaded]
+    _make_dirs(_check_outputs(out, plots, args.markdown, args.overwrite))
 
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    from shared_core.evaluation.runner import default_model_cache
-
     model_cache = None if args.no_model_cache else default_model_cache()
     evaluator = Evaluator(data_dir, retrain=args.retrain, model_cache=model_cache, log=log)
-    out = Path(args.out)
     results = []
-    for name in benchmarks:
-        bench = load_benchmark(name, data_dir, strong_column=args.strong_column, weak_column=args.weak_column)
+    for bench in loaded:
         log(f"{bench.name}: {bench.n} prompts")
         result = evaluator.evaluate(bench, routers)
         results.append(result)
@@ -119,16 +149,62 @@ def run(args: argparse.Namespace) -> int:
             print(f"plot: {png}")
     seconds = time.perf_counter() - started
     command = _command(args)
-    json_path = write_json(results, out / "results.json", command=command, seconds=round(seconds, 1),
+    json_path = write_json(results, out / RESULTS_NAME, command=command, seconds=round(seconds, 1),
                            data_dir=str(data_dir) if data_dir else None)
     print(f"results: {json_path}")
     if args.markdown:
         md = Path(args.markdown)
-        md.parent.mkdir(parents=True, exist_ok=True)
         md.write_text(markdown_table(results, command=command, seconds=seconds), encoding="utf-8")
         print(f"markdown table: {md}")
     print(f"done in {seconds:.1f}s")
     return 0
+
+
+def _is_labelled_file(benchmark: str) -> bool:
+    return str(benchmark).lower().endswith((".csv", ".jsonl"))
+
+
+def _data_dir(data_dir: str | None) -> Path:
+    """The benchmark data directory, or an error that says what the data is and where it is looked for."""
+    from shared_core.datasets import resolve_data_dir
+
+    try:
+        return resolve_data_dir(data_dir)
+    except DataError as exc:
+        raise DataError(f"{exc}. {DATA_SOURCES}") from None
+
+
+def _check_outputs(out: Path, plots: list[str], markdown: str | None, overwrite: bool) -> list[Path]:
+    """The files this run writes (``out/results.json``, ``out/<name>.png`` for each of ``plots``,
+    the markdown file), after refusing an ``--out`` that is not a directory, a ``--markdown`` that
+    is a directory, and existing results unless ``overwrite``."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(
+            f"--out {str(out)!r} is an existing file; --out names a directory for {RESULTS_NAME} and the plots"
+        )
+    paths = [out / RESULTS_NAME, *(out / f"{name}.png" for name in plots)]
+    if markdown:
+        md = Path(markdown)
+        if md.is_dir():
+            raise ConfigError(f"--markdown {str(md)!r} is a directory; name the markdown file to write")
+        paths.append(md)
+    if not overwrite:
+        existing = [str(p) for p in paths if p.exists()]
+        if existing:
+            raise ConfigError(
+                f"refusing to overwrite {', '.join(repr(p) for p in existing)} from an earlier run; "
+                "pass --overwrite to replace them, or another --out / --markdown"
+            )
+    return paths
+
+
+def _make_dirs(paths: list[Path]) -> None:
+    """Create the directories the results go to now, so that an unwritable place fails before the run."""
+    for directory in dict.fromkeys(p.parent for p in paths):
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the results directory {str(directory)!r}: {exc}") from None
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -149,6 +225,8 @@ def _command(args: argparse.Namespace) -> str:
             parts += [flag, value]
     if args.no_plot:
         parts.append("--no-plot")
+    if args.overwrite:
+        parts.append("--overwrite")
     if args.no_model_cache:
         parts.append("--no-model-cache")
     return " ".join(shlex.quote(str(x)) for x in parts)

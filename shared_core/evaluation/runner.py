@@ -16,6 +16,7 @@ through a *trainer*, by default :func:`shared_core.training.recipes.train_recipe
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import re
@@ -26,7 +27,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from shared_core.errors import ConfigError
+from shared_core.errors import ArtifactError, ConfigError
 from shared_core.evaluation import metrics as M
 from shared_core.evaluation.benchmarks import Benchmark
 from shared_core.routers import Router
@@ -152,21 +153,35 @@ def saw_test_prompts(record: dict[str, Any] | None, benchmark: str) -> bool | No
 # Loading routers
 # ---------------------------------------------------------------------------
 def _with_embedding_cache(router: Router) -> Router:
-    """Put the on-disk embedding cache in front of a router's embedder (in place)."""
+    """``router`` with the on-disk embedding cache in front of its embedder.
+
+    Returns a shallow copy with its own embedder (and copies of its sub-routers);
+    ``router`` itself is never changed: a shipped router is loaded once per
+    process and shared by every wrapper, which must not start writing prompt
+    vectors to the cache because an evaluation ran in the same process.
+    """
     from shared_core.embeddings import CachedEmbedder, Embedder
 
     embedder = getattr(router, "embedder", None)
-    if isinstance(embedder, Embedder) and not isinstance(embedder, CachedEmbedder):
-        router.embedder = CachedEmbedder(embedder)
-    for name in ("routers", "members", "experts"):
-        for sub in getattr(router, name, None) or []:
-            if isinstance(sub, Router):
-                _with_embedding_cache(sub)
-    return router
+    wrap = isinstance(embedder, Embedder) and not isinstance(embedder, CachedEmbedder)
+    subs = {name: getattr(router, name, None) for name in ("routers", "members", "experts")}
+    subs = {name: items for name, items in subs.items() if isinstance(items, (list, tuple)) and items}
+    if not wrap and not subs:
+        return router
+    clone = copy.copy(router)
+    if wrap:
+        clone.embedder = CachedEmbedder(embedder)
+    for name, items in subs.items():
+        setattr(clone, name, type(items)(_with_embedding_cache(r) if isinstance(r, Router) else r for r in items))
+    return clone
 
 
 def load_router_for_eval(spec: str | Path | Router, cache_embeddings: bool = True) -> Router:
-    """A router by registry name, ``"default"``, path, or object, with cached embeddings."""
+    """A router by registry name, ``"default"``, path, or object, with cached embeddings.
+
+    With ``cache_embeddings`` the result is a copy of the resolved router (see
+    :func:`_with_embedding_cache`); the shipped router that serving shares is left as it is.
+    """
     from shared_core.engine import resolve_router
 
     router = resolve_router(spec)
@@ -174,7 +189,7 @@ def load_router_for_eval(spec: str | Path | Router, cache_embeddings: bool = Tru
 
 
 def default_trainer(recipe: str, **kwargs: Any) -> Router:
-    """Retrain a shipped router's recipe (helper H2's ``train_recipe``)."""
+    """Retrain a shipped router's recipe with :func:`shared_core.training.recipes.train_recipe`."""
     try:
         from shared_core.training.recipes import train_recipe
     except ModuleNotFoundError as exc:
@@ -203,8 +218,8 @@ def code_fingerprint() -> str:
     """SHA-256 over the source of the modules that decide what a retrained router is."""
     root = Path(__file__).resolve().parent.parent
     files = sorted(
-        [*root.glob("training/*.py"), *root.glob("routers/*.py"), root / "embeddings.py", root / "datasets.py",
-         root / "artifacts.py"]
+        [*root.glob("training/*.py"), *root.glob("routers/*.py"), *root.glob("embeddings/*.py"),
+         root / "datasets.py", root / "artifacts.py"]
     )
     h = hashlib.sha256()
     for f in files:
@@ -346,8 +361,11 @@ class Evaluator:
             if cached is not None and (cached / "config.json").is_file():
                 from shared_core.routers import load_router
 
-                router = load_router(cached)
-                self.log(f"  loaded retrained {recipe} (without {len(exclude)} arena questions) from {cached}")
+                try:
+                    router = load_router(cached)
+                    self.log(f"  loaded retrained {recipe} (without {len(exclude)} arena questions) from {cached}")
+                except (ArtifactError, ConfigError, OSError) as exc:  # the cache only saves time
+                    self.log(f"  warning: cannot read the cached router {str(cached)!r} ({exc}); retraining")
             if router is None:
                 try:
                     router = self.trainer(recipe, **kwargs)
@@ -361,6 +379,8 @@ class Evaluator:
                         router.save(cached)
                     except NotImplementedError:
                         pass
+                    except (ArtifactError, OSError) as exc:  # a read-only cache: go on without it
+                        self.log(f"  warning: cannot cache the retrained router in {str(cached)!r}: {exc}")
             self._retrained[key] = _with_embedding_cache(router) if self.cache_embeddings else router
             self.log(f"  retrained {recipe} without {len(exclude)} arena questions in {time.perf_counter() - started:.1f}s")
         return self._retrained[key]

@@ -18,7 +18,7 @@ Because far-away prompts no longer see the neighbours, the neighbour part can be
 made more source-specific without hurting transfer: a softmax classifier from
 embedding to MMLU subject (``group``) predicts each prompt's expected subject
 label, mixed 50/50 into the MMLU bank's neighbour score (on its own this lifted
-MMLU but lowered transfer in ``ensemble``; /work/notes/quality.md #22).
+MMLU but lowered transfer in ``ensemble``; docs/quality.md #22).
 
 The head also gets two prompt features more than ``ensemble``'s (count of
 arithmetic-quantity words such as *total, each, per, percent, cost*, and of
@@ -27,7 +27,7 @@ features these were the ones whose correlation with the label had the same
 sign on MMLU and on arena-bench.
 
 Dev numbers (MMLU-train 5-fold CV / arena-bench 5-fold CV / MMLU->arena /
-arena->MMLU; /work/notes/quality.md, section H7): ``ensemble`` 0.671 / 0.561 /
+arena->MMLU; docs/quality.md, second round): ``ensemble`` 0.671 / 0.561 /
 0.556 / 0.530 (mean 0.580); this router 0.678 / 0.570 / 0.569 / 0.539 (mean 0.589).
 """
 

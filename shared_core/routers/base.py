@@ -61,11 +61,24 @@ class Decision:
         }
 
 
+#: The threshold of ``strong_fraction=1``: every score (clipped to [0, 1]) reaches it.
+ALWAYS_STRONG = 0.0
+#: The threshold of ``strong_fraction=0``: the float just above 1.0, so that no
+#: score reaches it (a threshold of 1.0 would still send a score of 1.0 strong).
+NEVER_STRONG = math.nextafter(1.0, math.inf)
+
+
 def check_threshold(threshold: Any) -> float:
-    """Return ``threshold`` as a float, or raise if it is not a number in [0, 1]."""
+    """Return ``threshold`` as a float, or raise if it is not a number in [0, 1].
+
+    The one value above 1 accepted is :data:`NEVER_STRONG`, the threshold that
+    ``strong_fraction=0`` turns into, so that it can be passed on and recorded.
+    """
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)):
         raise ConfigError(f"threshold must be a number in [0, 1], got {threshold!r}")
     value = float(threshold)
+    if value == NEVER_STRONG:
+        return value
     if math.isnan(value) or not 0.0 <= value <= 1.0:
         raise ConfigError(f"threshold must be in [0, 1], got {threshold!r}")
     return value

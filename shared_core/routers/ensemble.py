@@ -12,7 +12,7 @@ Why both, and why ``head_weight = 0.7``: the neighbours are best inside a source
 (MMLU-train 5-fold CV APGR 0.667 vs 0.660 for the head alone) but do not transfer
 between sources (trained on MMLU, scored on arena-bench: 0.51; the reverse
 0.48), while the head does (0.57 and 0.55). 0.7 gave the best mean of in-source
-CV and cross-source transfer without losing MMLU (/work/notes/quality.md).
+CV and cross-source transfer without losing MMLU (docs/quality.md).
 
 The head is a weighted ridge regression of the labels on
 ``[embedding, standardised features]`` (sources weighted by ``source_weights``:

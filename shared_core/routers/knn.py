@@ -18,7 +18,7 @@ A new prompt is scored in three steps, for a whole batch at once:
 
 Without the gate a prompt's neighbours would mix sources by raw similarity, and
 arena-bench's 300 chat prompts would be swamped by thousands of MMLU questions
-(measured in /work/notes/quality.md: arena-bench APGR 0.51 mixed, 0.54 gated).
+(measured in docs/quality.md: arena-bench APGR 0.51 mixed, 0.54 gated).
 
 The artifact stores the banks' embeddings (int8 with a per-row scale, as
 ``sw_ranking`` does; the quantised vectors are used from training on, so a saved
@@ -56,7 +56,7 @@ if TYPE_CHECKING:  # pandas is needed to fit, not to route
 LABELLED_COLUMNS = ("prompt", "label", "source")
 
 #: Bank settings chosen by cross-validation on the MMLU training half and arena-bench
-#: (notes/quality.md); a source without an entry uses ``"*"``.
+#: (docs/quality.md); a source without an entry uses ``"*"``.
 DEFAULT_BANKS: dict[str, dict[str, float]] = {
     "mmlu": {"k": 100, "temperature": 0.2, "prior_weight": 1.0, "gate_bias": 0.0},
     "arena": {"k": 30, "temperature": 0.05, "prior_weight": 1.0, "gate_bias": 0.05},

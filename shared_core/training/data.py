@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from shared_core.errors import DataError
+from shared_core.files import existing_file
 from shared_core.routers._models import model_key
 
 BATTLE_COLUMNS = ("prompt", "model_a", "model_b", "winner")
@@ -44,9 +45,7 @@ FORMATS = ("battles", "arena", "outcomes")
 # Reading -------------------------------------------------------------------------
 def read_table(path: str | Path) -> pd.DataFrame:
     """A ``.csv``, ``.jsonl`` or ``.json`` file as a DataFrame."""
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"data file {str(p)!r} does not exist")
+    p = existing_file(path, "data file", DataError)
     suffix = p.suffix.lower()
     try:
         if suffix == ".csv":  # text columns stay text ("42" is a prompt, not a number)

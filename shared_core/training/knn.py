@@ -14,7 +14,7 @@ one training prompt, in [0, 1]:
   the prompt's difficulty, minus the mean grade of every model that answered
   (:func:`difficulty_labels`; 5-fold CV APGR 0.55).
 
-Numbers behind these choices: /work/notes/quality.md.
+Numbers behind these choices: docs/quality.md.
 """
 
 from __future__ import annotations

@@ -26,6 +26,17 @@ class KeywordRouter(Router):
         return np.array([0.9 if HARD in p.lower() else 0.1 for p in prompts])
 
 
+class ChainMeta(BaseCallbackHandler):
+    """Records the decision each chain run's metadata carries (``metadata["routellm"]``)."""
+
+    def __init__(self) -> None:
+        self.records: list[dict] = []
+
+    def on_chain_start(self, serialized, inputs, *, metadata=None, **kwargs) -> None:
+        if metadata and "routellm" in metadata:
+            self.records.append(metadata["routellm"])
+
+
 class Recorder(BaseCallbackHandler):
     def __init__(self) -> None:
         self.starts = 0

@@ -19,8 +19,9 @@ import langchain_routellm.runnables
 from lc_support import HARD, Recorder, merge_chunks
 from langchain_routellm import DECISION_KEY, RouteLLMChat, to_conversation
 from langchain_routellm.chat_models import PER_MODEL_KWARGS
-from langchain_routellm.fakes import FakeToolChatModel
+from langchain_routellm.testing import FakeToolChatModel
 from shared_core.engine import shipped_router_names
+from shared_core.attempts import AllModelsFailedError
 from shared_core.errors import ConfigError
 
 EASY = "What is the capital of France?"
@@ -103,7 +104,7 @@ def test_metadata_on_every_response(llm):
     record = llm.invoke(HARD_Q).response_metadata[DECISION_KEY]
     assert record == {
         "role": "strong", "model": "strong-fake", "score": pytest.approx(0.9), "threshold": 0.5,
-        "router": "keyword", "reason": "score", "fallback": None,
+        "router": "keyword", "reason": "score", "fallback": None, "failures": [],
     }
     chunks = list(llm.stream(EASY))
     assert DECISION_KEY in chunks[0].response_metadata
@@ -277,7 +278,7 @@ def test_call_settings_are_forwarded(keyword_router):
 def test_fallback_off_by_default_raises(strong, keyword_router):
     llm = RouteLLMChat(strong=strong, weak=FakeToolChatModel(model_name="weak-down", fail=True),
                        router=keyword_router, threshold=0.5)
-    with pytest.raises(RuntimeError, match="weak-down is down"):
+    with pytest.raises(ConnectionError, match="weak-down is down"):
         llm.invoke(EASY)
 
 
@@ -291,15 +292,40 @@ def test_fallback_calls_the_other_model_and_records_it(strong, keyword_router, e
     assert message.text == f"[strong-fake] {EASY}"
     assert record["role"] == "strong" and record["model"] == "strong-fake"
     assert record["score"] == pytest.approx(0.1)  # the router's decision is kept
-    assert record["fallback"] == {"from": "weak", "model": "weak-down", "error": "RuntimeError: weak-down is down"}
+    assert record["fallback"] == {"from": "weak", "model": "weak-down", "error": "ConnectionError: weak-down is down"}
+    assert record["failures"] == [{"role": "weak", "model": "weak-down", "error": "ConnectionError: weak-down is down"}]
     assert list(usage.usage_metadata) == ["strong-fake"]
 
 
-def test_fallback_raises_when_both_fail(keyword_router):
-    down = FakeToolChatModel(model_name="down", fail=True)
-    llm = RouteLLMChat(strong=down, weak=down, router=keyword_router, threshold=0.5, fallback=True)
-    with pytest.raises(RuntimeError, match="down is down"):
-        llm.invoke(EASY)
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_fallback_raises_one_error_with_both_failures(keyword_router, entry):
+    # Before: only the last error survived, with no trace of the first.
+    llm = RouteLLMChat(strong=FakeToolChatModel(model_name="strong-down", fail=True),
+                       weak=FakeToolChatModel(model_name="weak-down", fail=True),
+                       router=keyword_router, threshold=0.5, fallback=True)
+    with pytest.raises(AllModelsFailedError) as info:
+        _call(llm, entry, EASY, {})
+    assert [(f.role.value, f.model, str(f.error)) for f in info.value.errors] == [
+        ("weak", "weak-down", "weak-down is down"), ("strong", "strong-down", "strong-down is down")]
+    assert info.value.__cause__ is info.value.errors[-1].error
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_a_programming_error_does_not_fall_back(strong, keyword_router, entry):
+    # Before: every Exception fell back, so a bug in one model's call hid behind the other's answer.
+    llm = RouteLLMChat(strong=strong, weak=FakeToolChatModel(model_name="weak-bug", fail=TypeError("bad kwarg")),
+                       router=keyword_router, threshold=0.5, fallback=True)
+    with pytest.raises(TypeError, match="bad kwarg"):
+        _call(llm, entry, EASY, {})
+
+
+def test_fallback_on_chooses_the_errors(strong, keyword_router):
+    weak = FakeToolChatModel(model_name="weak-odd", fail=KeyError("odd"))
+    llm = RouteLLMChat(strong=strong, weak=weak, router=keyword_router, threshold=0.5, fallback=True,
+                       fallback_on=(KeyError,))
+    assert llm.invoke(EASY).response_metadata[DECISION_KEY]["model"] == "strong-fake"
+    with pytest.raises(ConfigError, match="fallback_on"):
+        RouteLLMChat(strong=strong, weak=weak, router=keyword_router, threshold=0.5, fallback_on="KeyError")
 
 
 # Configuration ---------------------------------------------------------------------
@@ -334,7 +360,8 @@ def test_calibration_prompts_from_an_iterator_are_kept(strong, weak):
         ({"router": "./does/not/exist"}, "does not exist"),
         ({"on_no_text": "medium"}, "on_no_text must be 'strong' or 'weak'"),
         ({"threshhold": 0.2}, "threshhold"),
-        ({"timeout": 10}, "timeout"),
+        ({"timeout": 0}, "timeout must be a positive number"),
+        ({"max_retries": 2}, "max_retries"),
     ],
 )
 def test_bad_configuration_fails_at_construction(strong, weak, overrides, match):

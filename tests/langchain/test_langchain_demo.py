@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from langchain_routellm import demo
+from langchain_routellm.examples import demo
 
 TWO = ["--prompt", "What is the capital of France?", "--prompt", "Say hello to a new colleague in one sentence."]
 
@@ -95,3 +95,14 @@ def test_unreachable_strong_endpoint_is_reported_per_prompt(monkeypatch):
     assert "[strong] score 0.706 >= 0.500  ?" in out and "ERROR OpenAIConnectionError: Connection error." in out
     assert "[weak  ] score 0.209 <  0.500  smollm2-135m-instruct" in out  # the weak call still answered
     assert "1 call(s) failed" in out
+
+
+def test_the_routellm_demo_entry_point_names_the_examples_module():
+    tomllib = pytest.importorskip("tomllib")
+    from pathlib import Path
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text(encoding="utf-8"))
+    target = pyproject["project"]["entry-points"]["routellm.commands"]["demo"]
+    module, _, attr = target.partition(":")
+    assert module == "langchain_routellm.examples.demo"  # the demo is an example, not the integration
+    assert getattr(__import__(module, fromlist=[attr]), attr) is demo.add_parser

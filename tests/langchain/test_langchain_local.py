@@ -6,7 +6,7 @@ import pytest
 from langchain_core.callbacks import get_usage_metadata_callback
 
 from langchain_routellm import DECISION_KEY, RouteLLMChat
-from langchain_routellm.local import LlamaCppChat, smollm2_gguf_path
+from langchain_routellm.examples.local import LlamaCppChat, smollm2_gguf_path
 
 pytest.importorskip("llama_cpp")
 pytestmark = pytest.mark.slow

@@ -5,25 +5,15 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.runnables import RunnableLambda
 
-from lc_support import HARD
+from lc_support import HARD, ChainMeta
 from langchain_routellm import DECISION_KEY, RouteLLMChat, RouteLLMRunnable
 from shared_core.errors import ConfigError
 
 EASY = "What is 2 + 2?"
 HARD_Q = f"{HARD} Fermat's little theorem"
-
-
-class ChainMeta(BaseCallbackHandler):
-    def __init__(self) -> None:
-        self.records: list[dict] = []
-
-    def on_chain_start(self, serialized, inputs, *, metadata=None, **kwargs) -> None:
-        if metadata and DECISION_KEY in metadata:
-            self.records.append(metadata[DECISION_KEY])
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """langchain-tests standard suites over fake inner models that support tools.
 
-The inner models are :class:`langchain_routellm.fakes.FakeToolChatModel`
+The inner models are :class:`langchain_routellm.testing.FakeToolChatModel`
 (deterministic, offline), so ``ChatModelIntegrationTests`` exercises the whole
 wrapper (routing, delegation, tools, structured output, streaming, usage)
 without a network. The real provider path is in test_server.py.
@@ -15,7 +15,7 @@ from langchain_tests.integration_tests import ChatModelIntegrationTests
 from langchain_tests.unit_tests import ChatModelUnitTests
 
 from langchain_routellm import RouteLLMChat
-from langchain_routellm.fakes import FakeToolChatModel
+from langchain_routellm.testing import FakeToolChatModel
 
 
 def _params() -> dict[str, Any]:
@@ -27,9 +27,10 @@ def _params() -> dict[str, Any]:
     }
 
 
-# timeout and max_retries belong to the inner models' clients: the router has no
-# client of its own, and RouteLLMChat rejects unknown arguments instead of ignoring them.
-_STANDARD = {"temperature": 0, "max_tokens": 100, "stop": []}
+# max_retries belongs to the inner models' clients: the router has no client of its
+# own, and RouteLLMChat rejects unknown arguments instead of ignoring them. timeout
+# is RouteLLMChat's own: seconds each model may take.
+_STANDARD = {"temperature": 0, "max_tokens": 100, "timeout": 60, "stop": []}
 
 
 class TestRouteLLMChatUnit(ChatModelUnitTests):

@@ -3,7 +3,9 @@ instrumentation events tell which one ran, a keyword router and an event recorde
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from collections import Counter
 from typing import Any, List
 
@@ -13,7 +15,11 @@ from llama_index.core.base.llms.types import ChatMessage, LLMMetadata, MessageRo
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.base.llms.types import CompletionResponse
 from llama_index.core.llms import MockLLM
-from llama_index.core.llms.callbacks import llm_completion_callback
+from llama_index.core.base.llms.generic_utils import (
+    astream_completion_response_to_chat_response,
+    completion_response_to_chat_response,
+)
+from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.mock import MockFunctionCallingLLM
 
 from shared_core.routers import Router
@@ -40,23 +46,79 @@ class NamedMockLLM(MockLLM):
 
 
 class FailingMockLLM(NamedMockLLM):
-    """A NamedMockLLM whose provider is down: every call raises (a stream raises
-    before its first chunk, or after it with ``fail_after_first_chunk``)."""
+    """A NamedMockLLM whose provider is down: every call raises ``ConnectionError``
+    (or ``error`` when set; a stream raises before its first chunk, or after it
+    with ``fail_after_first_chunk``)."""
 
     fail_after_first_chunk: bool = False
+    error: Any = None
+
+    def __init__(self, name: str = "mock", error: Any = None, **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+        self.error = error
+
+    def _error(self) -> BaseException:
+        return self.error if self.error is not None else ConnectionError(f"{self.name} is down")
 
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        raise RuntimeError(f"{self.name} is down")
+        raise self._error()
 
     @llm_completion_callback()
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any):
         def gen():
             if self.fail_after_first_chunk:
                 yield CompletionResponse(text="partial", delta="partial")
-            raise RuntimeError(f"{self.name} is down")
+            raise self._error()
 
         return gen()
+
+
+class SlowMockLLM(NamedMockLLM):
+    """A NamedMockLLM that waits ``delay`` seconds before answering or streaming
+    (``asyncio.sleep`` on the async paths, which MockLLM would run blocking)."""
+
+    delay: float = 1.0
+
+    def __init__(self, name: str = "mock", delay: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+        self.delay = delay
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        time.sleep(self.delay)
+        return MockLLM.complete(self, prompt, formatted=formatted, **kwargs)
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any):
+        def gen():
+            time.sleep(self.delay)
+            yield CompletionResponse(text=prompt, delta=prompt)
+
+        return gen()
+
+    @llm_completion_callback()
+    async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        await asyncio.sleep(self.delay)
+        return MockLLM.complete(self, prompt, formatted=formatted, **kwargs)
+
+    @llm_completion_callback()
+    async def astream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any):
+        async def gen():
+            await asyncio.sleep(self.delay)
+            yield CompletionResponse(text=prompt, delta=prompt)
+
+        return gen()
+
+    @llm_chat_callback()
+    async def achat(self, messages, **kwargs: Any):
+        return completion_response_to_chat_response(await self.acomplete(self.messages_to_prompt(messages),
+                                                                         formatted=True))
+
+    @llm_chat_callback()
+    async def astream_chat(self, messages, **kwargs: Any):
+        return astream_completion_response_to_chat_response(
+            await self.astream_complete(self.messages_to_prompt(messages), formatted=True))
 
 
 class NamedMockFunctionCallingLLM(MockFunctionCallingLLM):

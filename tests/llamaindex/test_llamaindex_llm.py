@@ -15,6 +15,7 @@ from llama_index.core.tools import FunctionTool
 import llamaindex_routellm.embeddings
 import llamaindex_routellm.llm
 from llamaindex_routellm import DECISION_KEY, RouteLLM, to_conversation
+from shared_core.attempts import AllModelsFailedError, ModelTimeoutError
 from shared_core.errors import ConfigError
 from shared_core.routers import Role
 
@@ -354,7 +355,7 @@ def test_without_fallback_the_chosen_models_error_propagates(models, method):
 
     llm = RouteLLM(strong=FailingMockLLM(name="strong-down"), weak=models["weak"], router=KeywordRouter(),
                    threshold=0.5)
-    with pytest.raises(RuntimeError, match="strong-down is down"):
+    with pytest.raises(ConnectionError, match="strong-down is down"):
         _consume(_call(llm, method, HARD_Q))
 
 
@@ -368,7 +369,8 @@ def test_fallback_answers_with_the_other_model_and_says_so(models, events, metho
     record = _last(result).additional_kwargs[DECISION_KEY]
     assert record["role"] == "weak" and record["model"] == "weak-mock"
     assert record["score"] == pytest.approx(0.9)  # the router still chose strong
-    assert record["fallback"] == {"from": "strong", "model": "strong-down", "error": "RuntimeError: strong-down is down"}
+    assert record["fallback"] == {"from": "strong", "model": "strong-down", "error": "ConnectionError: strong-down is down"}
+    assert record["failures"] == [{"role": "strong", "model": "strong-down", "error": "ConnectionError: strong-down is down"}]
     assert HARD_Q in str(_last(result))
     assert events.models()[0] == "strong-down" and events.models()[-1] == "weak-mock"
     # A model that works is not retried: the record says no fallback.
@@ -383,7 +385,7 @@ def test_a_stream_that_fails_after_its_first_chunk_does_not_fall_back(models, me
     strong = FailingMockLLM(name="strong-down")
     strong.fail_after_first_chunk = True
     llm = RouteLLM(strong=strong, weak=models["weak"], router=KeywordRouter(), threshold=0.5, fallback=True)
-    with pytest.raises(RuntimeError, match="strong-down is down"):
+    with pytest.raises(ConnectionError, match="strong-down is down"):
         _consume(_call(llm, method, HARD_Q))
 
 
@@ -406,3 +408,126 @@ def test_fallback_in_a_query_engine_template_call(models, use_async):
 def test_fallback_must_be_a_bool(models):
     with pytest.raises(ConfigError, match="fallback must be True or False"):
         RouteLLM(strong=models["strong"], weak=models["weak"], router="random", threshold=0.5, fallback="yes")
+
+
+# The attempt loop: which errors fall back, one error when all fail, timeouts -----------
+
+@pytest.mark.parametrize("method", CHAT + COMPLETE)
+def test_a_programming_error_does_not_fall_back(models, method):
+    # Before: every Exception fell back, so a bug in the call hid behind the other model's answer.
+    from li_support import FailingMockLLM
+
+    llm = RouteLLM(strong=FailingMockLLM(name="strong-bug", error=TypeError("bad kwarg")), weak=models["weak"],
+                   router=KeywordRouter(), threshold=0.5, fallback=True)
+    with pytest.raises(TypeError, match="bad kwarg"):
+        _consume(_call(llm, method, HARD_Q))
+
+
+@pytest.mark.parametrize("method", CHAT + COMPLETE)
+def test_when_both_fail_one_error_carries_both(method):
+    # Before: only the weak model's error survived, with no trace of the strong one's.
+    from li_support import FailingMockLLM
+
+    llm = RouteLLM(strong=FailingMockLLM(name="strong-down"), weak=FailingMockLLM(name="weak-down"),
+                   router=KeywordRouter(), threshold=0.5, fallback=True)
+    with pytest.raises(AllModelsFailedError) as info:
+        _consume(_call(llm, method, HARD_Q))
+    assert [(f.role, f.model, str(f.error)) for f in info.value.errors] == [
+        (Role.STRONG, "strong-down", "strong-down is down"), (Role.WEAK, "weak-down", "weak-down is down")]
+    assert info.value.__cause__ is info.value.errors[-1].error
+
+
+def test_fallback_on_chooses_the_errors(models):
+    from li_support import FailingMockLLM
+
+    llm = RouteLLM(strong=FailingMockLLM(name="strong-odd", error=KeyError("odd")), weak=models["weak"],
+                   router=KeywordRouter(), threshold=0.5, fallback=True, fallback_on=[KeyError])
+    assert llm.complete(HARD_Q).additional_kwargs[DECISION_KEY]["model"] == "weak-mock"
+
+
+@pytest.mark.parametrize("method", CHAT + COMPLETE)
+def test_timeout_is_a_setting_and_falls_back(models, method):
+    # Before: RouteLLM(timeout=...) was silently accepted and did nothing.
+    from li_support import SlowMockLLM
+
+    llm = RouteLLM(strong=SlowMockLLM(name="strong-slow", delay=1.0), weak=models["weak"], router=KeywordRouter(),
+                   threshold=0.5, fallback=True, timeout=0.05)
+    record = _last(_consume(_call(llm, method, HARD_Q))).additional_kwargs[DECISION_KEY]
+    assert record["model"] == "weak-mock"
+    assert record["failures"] == [{"role": "strong", "model": "strong-slow",
+                                   "error": "ModelTimeoutError: the strong model 'strong-slow' gave no "
+                                            + ("first chunk" if "stream" in method else "answer")
+                                            + " within timeout=0.05 s"}]
+    without = llm.model_copy(update={"fallback": False})
+    with pytest.raises(ModelTimeoutError, match="strong-slow"):
+        _consume(_call(without, method, HARD_Q))
+
+
+@pytest.mark.parametrize("method", ["complete", "stream_complete", "acomplete", "astream_complete", "chat"])
+def test_timeout_per_call(models, method):
+    from li_support import SlowMockLLM
+
+    llm = RouteLLM(strong=SlowMockLLM(name="strong-slow", delay=1.0), weak=models["weak"], router=KeywordRouter(),
+                   threshold=0.5)
+    question = [ChatMessage(role="user", content=HARD_Q)] if method == "chat" else HARD_Q
+    with pytest.raises(ModelTimeoutError, match="timeout=0.05 s"):
+        _consume(getattr(llm, method)(question, timeout=0.05))
+    with pytest.raises(ConfigError, match="timeout must be a positive number"):
+        _consume(getattr(llm, method)(question, timeout=-1))
+
+
+# Settings: one model, validated once; later changes take effect -----------------------
+
+def test_unknown_keyword_arguments_are_refused(models):
+    # Before: silently accepted and ignored.
+    with pytest.raises(ConfigError, match=r"unknown keyword argument\(s\) 'temprature'"):
+        RouteLLM(strong=models["strong"], weak=models["weak"], router="random", threshold=0.5, temprature=0.2)
+
+
+def test_calibration_prompts_must_not_be_one_string(models):
+    # Before: the string was split into its characters and calibrated on them.
+    with pytest.raises(ConfigError, match="calibration_prompts must be a list of strings, got a single string"):
+        RouteLLM(strong=models["strong"], weak=models["weak"], router="random", strong_fraction=0.5,
+                 calibration_prompts="What is 2 + 2?")
+
+
+def test_setting_a_field_later_takes_effect(models):
+    # Before: llm.threshold = ... changed the field and not the routing.
+    llm = RouteLLM(strong=models["strong"], weak=models["weak"], router=KeywordRouter(), threshold=0.5)
+    assert llm.complete(HARD_Q).additional_kwargs[DECISION_KEY]["role"] == "strong"
+    llm.threshold = 0.95
+    assert llm.engine.threshold == 0.95
+    assert llm.complete(HARD_Q).additional_kwargs[DECISION_KEY]["role"] == "weak"
+    copy = llm.model_copy(update={"threshold": 0.5})
+    assert copy.route(HARD_Q).role is Role.STRONG and llm.route(HARD_Q).role is Role.WEAK
+    with pytest.raises(ConfigError, match="on_no_text must be 'strong' or 'weak'"):
+        llm.on_no_text = "cheap"
+    with pytest.raises(ConfigError, match="not both"):
+        llm.strong_fraction = 0.3
+    assert (llm.on_no_text, llm.strong_fraction, llm.engine.threshold) == ("strong", None, 0.95)  # unchanged
+
+
+@pytest.mark.slow  # loads the shipped default router
+def test_copies_and_pickles_work_with_the_shipped_default_router(models):
+    # Before: pickle.dumps(llm) raised "cannot pickle '_thread.lock' object".
+    import copy
+    import pickle
+
+    llm = RouteLLM(strong=models["strong"], weak=models["weak"], threshold=0.5)
+    for clone in (copy.deepcopy(llm), pickle.loads(pickle.dumps(llm))):
+        assert clone.route(HARD_Q) == llm.route(HARD_Q) and clone.route(EASY_Q) == llm.route(EASY_Q)
+        assert clone.complete(EASY_Q).additional_kwargs[DECISION_KEY]["score"] == pytest.approx(
+            llm.route(EASY_Q).score, abs=1e-9)
+
+
+def test_the_models_callback_managers_are_left_alone(models):
+    # Before: setting RouteLLM's callback_manager overwrote both models' managers.
+    from llama_index.core.callbacks import CallbackManager, CBEventType, LlamaDebugHandler
+
+    mine, engines = LlamaDebugHandler(), LlamaDebugHandler()
+    strong = NamedMockLLM(name="strong-mock", callback_manager=CallbackManager([mine]))
+    llm = RouteLLM(strong=strong, weak=models["weak"], router=KeywordRouter(), threshold=0.5)
+    llm.callback_manager = CallbackManager([engines])
+    assert llm.complete(HARD_Q).text == HARD_Q
+    assert strong.callback_manager.handlers == [mine]
+    assert len(mine.get_event_pairs(CBEventType.LLM)) == 1 and len(engines.get_event_pairs(CBEventType.LLM)) == 1

@@ -21,6 +21,7 @@ def _text(cell) -> str:
     return "".join(parts)
 
 
+@pytest.mark.enable_socket  # the Jupyter kernel talks to nbclient over local ZMQ sockets
 @pytest.mark.slow  # a kernel start and the MiniLM model: about 30 s on 2 cores
 def test_llamaindex_cookbook_runs_offline(monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))

@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("langchain_core")
 try:
     from langchain_routellm import RouteLLMChat
-    from langchain_routellm.fakes import FakeToolChatModel
+    from langchain_routellm.testing import FakeToolChatModel
 except ImportError as exc:  # the LangChain wrapper is built in parallel (issue 4)
     pytest.skip(f"langchain_routellm.RouteLLMChat is not importable: {exc}", allow_module_level=True)
 

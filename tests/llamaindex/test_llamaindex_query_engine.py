@@ -122,9 +122,12 @@ def test_legacy_callback_handlers_see_one_llm_call_from_the_chosen_model(index, 
 
     # A synthesizer given a callback manager hands it to its LLM (here: RouteLLM).
     synthesizer = get_response_synthesizer(llm=llm, callback_manager=manager)
+    own = {role: model.callback_manager for role, model in (("strong", llm.strong), ("weak", llm.weak))}
     engine = RetrieverQueryEngine(index.as_retriever(similarity_top_k=3), synthesizer, callback_manager=manager)
-    assert llm.strong.callback_manager is manager and llm.weak.callback_manager is manager
     engine.query(question)
+    # The user's models keep their own callback managers (before: overwritten with the engine's).
+    assert llm.strong.callback_manager is own["strong"] and llm.weak.callback_manager is own["weak"]
+    assert debug not in llm.strong.callback_manager.handlers and debug not in llm.weak.callback_manager.handlers
     pairs = debug.get_event_pairs(CBEventType.LLM)
     assert len(pairs) == 1
     assert pairs[0][0].payload[EventPayload.SERIALIZED]["model_name"] == f"{role}-mock"

@@ -139,3 +139,45 @@ def test_reference_quantiles_checks():
     with pytest.raises(ArtifactError, match=r"numbers in \[0, 1\]"):
         check_reference_quantiles([2.0] * 101)
 
+
+
+def poison(directory, tensor, value):
+    """Set one element of ``tensor`` in ``directory``'s weights to ``value``, written past our checks."""
+    from safetensors.numpy import load_file, save_file
+
+    weights = directory / "model.safetensors"
+    tensors = load_file(str(weights))
+    array = tensors[tensor].copy()
+    array.reshape(-1)[-1] = value
+    tensors[tensor] = array
+    save_file(tensors, str(weights), metadata={"format": "np"})
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_weights_are_refused_at_load(saved, tmp_path, value):
+    router, path = saved
+    tensor = "P.weight" if router.name == "mf" else "battle_outcome"
+    broken = copy(path, tmp_path)
+    poison(broken, tensor, value)
+    with pytest.raises(ArtifactError, match=rf"model.safetensors'.*tensor '{tensor}' holds 1 NaN or infinite"):
+        load_router(broken)
+
+
+@pytest.mark.parametrize("tensor", ["head_coef", "labels", "group_value"])
+def test_non_finite_weights_of_the_shipped_default_router_are_refused(tmp_path, tensor):
+    import shutil
+
+    from shared_core.engine import CHECKPOINTS
+
+    broken = shutil.copytree(CHECKPOINTS / "adaptive_ensemble", tmp_path / "default")  
+    poison(broken, tensor, float("nan"))
+    with pytest.raises(ArtifactError, match=rf"{tmp_path}/default/model.safetensors'.*tensor '{tensor}'"):
+        load_router(broken)
+
+
+def test_non_finite_weights_are_not_saved(tmp_path):
+    from shared_core.artifacts import write_artifact
+
+    with pytest.raises(ArtifactError, match="cannot save .*tensor 'w' holds 1 NaN"):
+        write_artifact(tmp_path / "r", {"router": "mf"}, {"w": np.array([1.0, np.nan])})
+    assert not (tmp_path / "r" / "model.safetensors").exists()

@@ -269,6 +269,7 @@ def stand_in() -> Any:
         server.server_close()
 
 
+@pytest.mark.allow_hosts(["127.0.0.1"])
 def test_openai_request_body_and_batching(stand_in: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     url, handler = stand_in
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
@@ -290,6 +291,7 @@ def test_openai_request_body_and_batching(stand_in: Any, monkeypatch: pytest.Mon
                                "base_url": url}
 
 
+@pytest.mark.allow_hosts(["127.0.0.1"])
 def test_openai_probes_dim_once_and_keeps_the_env_key_for_openai(stand_in: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     url, handler = stand_in
     monkeypatch.setenv("OPENAI_API_KEY", "sk-env")
@@ -302,6 +304,7 @@ def test_openai_probes_dim_once_and_keeps_the_env_key_for_openai(stand_in: Any, 
     assert handler.requests[-1]["auth"] == "Bearer sk-given"  # a key given with the URL goes to it
 
 
+@pytest.mark.allow_hosts(["127.0.0.1"])
 def test_openai_asks_for_shortened_vectors(stand_in: Any) -> None:
     url, handler = stand_in
     emb = OpenAICompatibleEmbedder("text-embedding-3-small", base_url=url, dim=4)
@@ -309,6 +312,7 @@ def test_openai_asks_for_shortened_vectors(stand_in: Any) -> None:
     assert handler.requests[0]["body"] == {"model": "text-embedding-3-small", "input": ["hello"], "dimensions": 4}
 
 
+@pytest.mark.allow_hosts(["127.0.0.1"])
 def test_openai_http_error_names_url_and_status(stand_in: Any) -> None:
     url, handler = stand_in
     handler.mode = "error"
@@ -317,6 +321,7 @@ def test_openai_http_error_names_url_and_status(stand_in: Any) -> None:
         emb.embed(["x"])
 
 
+@pytest.mark.allow_hosts(["127.0.0.1"])
 def test_openai_bad_response_named(stand_in: Any) -> None:
     url, handler = stand_in
     handler.mode = "garbage"
@@ -324,12 +329,14 @@ def test_openai_bad_response_named(stand_in: Any) -> None:
         OpenAICompatibleEmbedder("local-embed", base_url=url, dim=4).embed(["x"])
 
 
+@pytest.mark.allow_hosts(["127.0.0.1"])
 def test_openai_dim_mismatch_named(stand_in: Any) -> None:
     url, _ = stand_in
     with pytest.raises(EmbeddingError, match="expected 8"):
         OpenAICompatibleEmbedder("local-embed", base_url=url, dim=8).embed(["x"])
 
 
+@pytest.mark.allow_hosts(["127.0.0.1"])
 def test_openai_unreachable_server_names_url() -> None:
     import socket
 

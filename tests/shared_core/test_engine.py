@@ -83,6 +83,22 @@ def test_strong_fraction_from_prompts_and_reference_quantiles():
     assert engine.threshold == pytest.approx(0.75)
 
 
+def test_strong_fraction_zero_is_never_and_one_is_always():
+    # Scores 0.0 and 1.0 exactly, and reference quantiles that cover neither end.
+    table = {"low": 0.0, "mid": 0.5, "high": 1.0}
+    with_quantiles = FixedRouter(table, quantiles=np.linspace(0.3, 0.7, 101))
+    for router, prompts in ((with_quantiles, None), (FixedRouter(table), None), (FixedRouter(table), ["mid"])):
+        never = RoutingEngine(router, threshold_for_fraction(router, 0.0, prompts))
+        always = RoutingEngine(router, threshold_for_fraction(router, 1.0, prompts))
+        assert [d.role for d in never.decide_texts(list(table))] == [Role.WEAK] * 3
+        assert [d.role for d in always.decide_texts(list(table))] == [Role.STRONG] * 3
+    engine = RoutingEngine.from_settings(router=with_quantiles, strong_fraction=0)
+    assert not any(d.is_strong for d in engine.decide_texts(list(table)))
+    # The ends need no scores, but what is passed is still checked.
+    with pytest.raises(ConfigError, match="single string"):
+        threshold_for_fraction(FixedRouter(table), 1.0, "one string")
+
+
 def test_unknown_router_names_the_value_and_choices():
     with pytest.raises(ConfigError, match=r"unknown router 'nope'.*random"):
         get_router_class("nope")

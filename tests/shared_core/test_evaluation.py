@@ -213,15 +213,12 @@ def test_mt_bench_comparison_with_commercial_routers():
     assert need["oracle"] < need["random"]
 
 
-def test_retrained_routers_are_cached_between_runs(tmp_path):
+def mf_trainer(bench, calls):
+    """A trainer of toy mf routers on ``bench``'s prompts, recording each call in ``calls``."""
     import pandas as pd
 
     from shared_core.embeddings import HashEmbedder
     from shared_core.routers.mf import MatrixFactorizationRouter
-
-    folds = [[f"id{i}" for i in range(k, 20, 2)] for k in range(2)]
-    bench = toy_bench(folds)
-    calls = []
 
     def trainer(recipe, *, data_dir, exclude_arena_questions, include_mmlu_train):
         calls.append(recipe)
@@ -232,13 +229,40 @@ def test_retrained_routers_are_cached_between_runs(tmp_path):
         router.training_ = {"data": "toy arena-bench", "excluded_arena_questions": len(exclude_arena_questions)}
         return router
 
-    shipped = LengthRouter({"data": ["arena-bench-v1 battles"]})
-    first = Evaluator(loader=lambda s: shipped, trainer=trainer, model_cache=tmp_path).evaluate(bench, ["mf"])
+    return trainer
+
+
+TWO_FOLDS = [[f"id{i}" for i in range(k, 20, 2)] for k in range(2)]
+ARENA_TRAINED = LengthRouter({"data": ["arena-bench-v1 battles"]})
+
+
+def test_retrained_routers_are_cached_between_runs(tmp_path):
+    bench, calls = toy_bench(TWO_FOLDS), []
+    trainer = mf_trainer(bench, calls)
+    first = Evaluator(loader=lambda s: ARENA_TRAINED, trainer=trainer, model_cache=tmp_path).evaluate(bench, ["mf"])
     assert calls == ["mf", "mf"]
-    second = Evaluator(loader=lambda s: shipped, trainer=trainer, model_cache=tmp_path).evaluate(bench, ["mf"])
+    second = Evaluator(loader=lambda s: ARENA_TRAINED, trainer=trainer, model_cache=tmp_path).evaluate(bench, ["mf"])
     assert calls == ["mf", "mf"]  # both fold routers came from the cache
     assert second.row("mf").metrics.apgr == pytest.approx(first.row("mf").metrics.apgr, abs=1e-6)
     assert len(list(tmp_path.iterdir())) == 2
+
+
+def test_a_corrupt_or_unwritable_router_cache_does_not_stop_evaluation(tmp_path):
+    bench, calls, logs = toy_bench(TWO_FOLDS), [], []
+    trainer = mf_trainer(bench, calls)
+    cache = tmp_path / "cache"
+    first = Evaluator(loader=lambda s: ARENA_TRAINED, trainer=trainer, model_cache=cache).evaluate(bench, ["mf"])
+    for directory in cache.iterdir():
+        (directory / "model.safetensors").write_bytes(b"garbage")
+    again = Evaluator(loader=lambda s: ARENA_TRAINED, trainer=trainer, model_cache=cache, log=logs.append)
+    assert again.evaluate(bench, ["mf"]).row("mf").metrics.apgr == pytest.approx(first.row("mf").metrics.apgr, abs=1e-6)
+    assert calls == ["mf"] * 4 and sum("cannot read the cached router" in line for line in logs) == 2
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache directory should be")
+    logs.clear()
+    Evaluator(loader=lambda s: ARENA_TRAINED, trainer=trainer, model_cache=blocker / "cache",
+              log=logs.append).evaluate(bench, ["mf"])
+    assert calls == ["mf"] * 6 and sum("cannot cache the retrained router" in line for line in logs) == 2
 
 
 def test_recipe_router_is_trained_on_allowed_data_then_cross_validated():
@@ -271,3 +295,122 @@ def test_oracle_is_above_the_shipped_routers_on_mmlu_test():
         if row.router != "oracle":
             assert row.metrics.apgr < oracle
             assert not row.retrained  # the shipped routers trained on MMLU-train only
+
+
+# --- checks before the run, and no shared state changed ------------------------------------
+def labelled_file(tmp_path):
+    f = tmp_path / "mine.jsonl"
+    rows = [{"prompt": f"p{i} " + "y" * i, "strong": 1.0, "weak": float(i < 10)} for i in range(20)]
+    f.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return f
+
+
+@pytest.fixture
+def evaluations(monkeypatch):
+    """Counts the benchmarks Evaluator.evaluate is run on."""
+    calls = []
+    original = Evaluator.evaluate
+
+    def counting(self, bench, routers):
+        calls.append(bench.name)
+        return original(self, bench, routers)
+
+    monkeypatch.setattr(Evaluator, "evaluate", counting)
+    return calls
+
+
+def test_cli_refuses_an_out_that_is_a_file_before_running(tmp_path, capsys, evaluations):
+    from shared_core.cli import main
+
+    f = labelled_file(tmp_path)
+    taken = tmp_path / "results.txt"
+    taken.write_text("keep me")
+    assert main(["evaluate", "-b", str(f), "-r", "random", "--out", str(taken), "--no-plot"]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {str(taken)!r} is an existing file" in err
+    assert evaluations == [] and taken.read_text() == "keep me"
+
+
+def test_cli_refuses_to_overwrite_results_unless_asked(tmp_path, capsys, evaluations):
+    from shared_core.cli import main
+
+    f = labelled_file(tmp_path)
+    out, md = tmp_path / "out", tmp_path / "table.md"
+    argv = ["evaluate", "-b", str(f), "-r", "random", "--out", str(out), "--markdown", str(md), "--no-plot"]
+    assert main(argv) == 0 and evaluations == ["mine"]
+    first = (out / "results.json").read_text()
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "refusing to overwrite" in err and "results.json" in err and "table.md" in err and "--overwrite" in err
+    assert evaluations == ["mine"] and (out / "results.json").read_text() == first
+    assert main([*argv, "--overwrite"]) == 0 and evaluations == ["mine", "mine"]
+    assert "--overwrite" in json.loads((out / "results.json").read_text())["meta"]["command"]
+
+
+def test_cli_refuses_a_markdown_path_that_is_a_directory(tmp_path, capsys, evaluations):
+    from shared_core.cli import main
+
+    argv = ["evaluate", "-b", str(labelled_file(tmp_path)), "-r", "random", "--out", str(tmp_path / "o"),
+            "--markdown", str(tmp_path), "--no-plot"]
+    assert main(argv) == 2 and "is a directory" in capsys.readouterr().err and evaluations == []
+
+
+def test_evaluate_says_where_its_data_comes_from(tmp_path, monkeypatch, capsys):
+    from shared_core.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    for words in ("RouteLLM", "arena-hard-auto", "--data-dir", "$ROUTELLM_DATA_DIR", "../shared/data"):
+        assert words in help_text, words
+    monkeypatch.setenv("ROUTELLM_DATA_DIR", str(tmp_path / "missing"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for argv in (["evaluate", "-b", "mmlu", "--out", str(tmp_path / "o")],
+                 ["evaluate", "-b", "gsm8k", "--data-dir", str(empty), "--out", str(tmp_path / "o")]):
+        assert main(argv) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert "lm-sys/RouteLLM" in err and "lmarena/arena-hard-auto" in err and "$ROUTELLM_DATA_DIR" in err, err
+
+
+class EmbeddingRouter(LengthRouter):
+    """LengthRouter with an embedder, as the trained routers have."""
+
+    name = "embedding"
+
+    def __init__(self):
+        from shared_core.embeddings import HashEmbedder
+
+        super().__init__({"data": ["toy data"]})
+        self.embedder = HashEmbedder(8)
+
+    def _score(self, prompts):
+        self.embedder.embed(prompts)
+        return super()._score(prompts)
+
+
+def test_evaluation_does_not_change_the_shipped_router_that_serving_shares(tmp_path, monkeypatch):
+    from shared_core.embeddings import CachedEmbedder
+    from shared_core.engine import resolve_router
+    from shared_core.evaluation.runner import load_router_for_eval
+
+    monkeypatch.setenv("ROUTELLM_CACHE_DIR", str(tmp_path / "cache"))
+    shared = resolve_router("default")
+    embedder = shared.embedder
+    evaluated = load_router_for_eval("default")
+    assert isinstance(evaluated.embedder, CachedEmbedder) and evaluated.embedder.inner is embedder
+    assert resolve_router("default") is shared
+    assert resolve_router("default").embedder is embedder and not isinstance(embedder, CachedEmbedder)
+
+
+def test_evaluator_leaves_a_router_object_as_it_was(tmp_path, monkeypatch):
+    from shared_core.embeddings import CachedEmbedder
+
+    monkeypatch.setenv("ROUTELLM_CACHE_DIR", str(tmp_path / "cache"))
+    router = EmbeddingRouter()
+    embedder = router.embedder
+    res = Evaluator().evaluate(toy_bench(), [router])
+    assert res.row("embedding").metrics.apgr == pytest.approx(0.75)
+    assert router.embedder is embedder and not isinstance(router.embedder, CachedEmbedder)
+    assert CachedEmbedder(embedder, tmp_path / "cache").cache.count() == 20  # the evaluation's copy cached

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from shared_core.errors import ConfigError
-from shared_core.thresholds import calibrate, threshold_from_quantiles
+from shared_core.routers import check_threshold
+from shared_core.thresholds import NEVER_STRONG, calibrate, format_threshold, threshold_from_quantiles
 
 
 def test_calibrate_distinct_scores_known_threshold():
@@ -36,8 +37,35 @@ def test_calibrate_extremes():
     assert all_strong.threshold == pytest.approx(0.0) and all_strong.achieved_fraction == 1.0
     none = calibrate(scores, 0.0)
     assert none.achieved_fraction == 0.0
-    assert none.threshold > 0.9 and none.threshold <= 1.0
+    assert none.threshold == NEVER_STRONG
     assert not (scores >= none.threshold).any()
+
+
+def test_fraction_one_is_always_and_zero_is_never_for_every_score():
+    """1 sends every possible score (0.0 included) strong, 0 none (1.0 included),
+    not only the calibration scores: a later prompt may score outside their range."""
+    every_score = np.array([0.0, 1e-9, 0.5, 1.0 - 1e-9, 1.0])
+    some = [0.3, 0.4, 0.6]
+    for threshold in (calibrate(some, 1.0).threshold, threshold_from_quantiles([0.3, 0.5, 0.6], 1.0)):
+        assert (every_score >= threshold).all(), threshold
+    for threshold in (calibrate(some, 0.0).threshold, calibrate([0.2, 1.0], 0.0).threshold,
+                      threshold_from_quantiles([0.3, 0.5, 0.6], 0.0), threshold_from_quantiles([0.3, 1.0], 0.0)):
+        assert not (every_score >= threshold).any(), threshold
+    assert calibrate([0.2, 1.0], 0.0).achieved_fraction == 0.0
+    assert calibrate(some, 1.0).achieved_fraction == 1.0
+
+
+def test_none_strong_among_scores_up_to_one_is_never():
+    # A 10% target on 4 scores is nearest to sending none (0%): above the top score, 1.0.
+    cal = calibrate([0.1, 0.2, 0.3, 1.0], 0.1)
+    assert cal.achieved_fraction == 0.0 and cal.threshold == NEVER_STRONG
+
+
+def test_never_strong_is_the_only_threshold_above_one():
+    assert NEVER_STRONG > 1.0 and check_threshold(NEVER_STRONG) == NEVER_STRONG
+    with pytest.raises(ConfigError, match="threshold must be in"):
+        check_threshold(1.0 + 1e-9)
+    assert format_threshold(NEVER_STRONG) == "never" and format_threshold(1.0) == "1.0000"
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan"), "0.3", None, True])
@@ -54,6 +82,7 @@ def test_calibrate_rejects_empty_scores():
 def test_threshold_from_quantiles_interpolates():
     q = np.linspace(0.0, 1.0, 101)  # uniform scores
     assert threshold_from_quantiles(q, 0.3) == pytest.approx(0.7)
-    assert threshold_from_quantiles(q, 0.0) == pytest.approx(1.0)
+    assert threshold_from_quantiles(q, 0.0) == NEVER_STRONG
+    assert threshold_from_quantiles(q, 1.0) == 0.0
     with pytest.raises(ConfigError, match="non-decreasing"):
         threshold_from_quantiles([0.5, 0.2], 0.3)

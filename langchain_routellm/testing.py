@@ -1,4 +1,7 @@
-"""A deterministic, offline chat model with tool calling, for tests, docs and the cookbook.
+"""Test doubles: a deterministic, offline chat model with tool calling.
+
+For unit tests, docstrings and the cookbook, never for production: nothing here
+calls a model.
 
 ``FakeToolChatModel`` answers ``"[<model_name>] <last human text>"``, calls a
 bound tool when the last message is a human one (arguments made up from the
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
@@ -35,7 +39,12 @@ class FakeToolChatModel(BaseChatModel):
     """Deterministic chat model with tools, streaming and usage; no network, no weights."""
 
     model_name: str = Field(default="fake-chat", description="Name reported in response metadata.")
-    fail: bool = Field(default=False, description="Raise on every call (to exercise fallbacks).")
+    fail: Any = Field(
+        default=False,
+        description="Raise on every call, to exercise fallbacks: True raises ConnectionError('<model_name> is "
+        "down'), as a provider that cannot be reached; an exception instance is raised as it is.",
+    )
+    delay: float = Field(default=0.0, description="Seconds to wait before answering (to exercise timeouts).")
 
     @property
     def _llm_type(self) -> str:
@@ -62,8 +71,12 @@ class FakeToolChatModel(BaseChatModel):
 
     # The answer ------------------------------------------------------------------
     def _answer(self, messages: list[BaseMessage], stop: Optional[list[str]], kwargs: dict[str, Any]) -> AIMessage:
+        if self.delay:
+            time.sleep(self.delay)
+        if isinstance(self.fail, BaseException):
+            raise self.fail
         if self.fail:
-            raise RuntimeError(f"{self.model_name} is down")
+            raise ConnectionError(f"{self.model_name} is down")
         tools = kwargs.get("tools") or []
         tool_choice = kwargs.get("tool_choice")
         last = messages[-1] if messages else None

@@ -1,7 +1,7 @@
 """``routellm demo``: a handful of real prompts through an LCEL chain with RouteLLMChat.
 
 The weak model is SmolLM2-135M-Instruct run in-process by llama-cpp-python
-(:class:`langchain_routellm.local.LlamaCppChat`). The strong model is any
+(:class:`langchain_routellm.examples.local.LlamaCppChat`). The strong model is any
 OpenAI-compatible endpoint (``--strong-base-url``/``--strong-model``/
 ``--strong-api-key-env``, or ``ROUTELLM_STRONG_BASE_URL``/``ROUTELLM_STRONG_MODEL``/
 ``ROUTELLM_STRONG_API_KEY``); with none given the demo runs offline with the
@@ -85,7 +85,7 @@ def _strong_model(args: argparse.Namespace, weak: Any, out: TextIO) -> tuple[Any
 def build_llm(args: argparse.Namespace, prompts: Sequence[str], out: TextIO) -> Any:
     """RouteLLMChat for the demo; the router is resolved before any model loads."""
     from langchain_routellm import RouteLLMChat
-    from langchain_routellm.local import LlamaCppChat
+    from langchain_routellm.examples.local import LlamaCppChat
     from shared_core.engine import is_model_string, resolve_router
 
     router: Any = args.router

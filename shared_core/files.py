@@ -1,0 +1,32 @@
+"""Checks on the files a user names (prompt files, training data, labelled benchmarks).
+
+One message for each way a path can be wrong, so that every command says the
+same thing: a missing path "does not exist", a directory "is a directory, not a
+file".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from shared_core.errors import ConfigError, RouteLLMError
+
+
+def existing_file(path: str | Path, what: str, error: type[RouteLLMError] = ConfigError) -> Path:
+    """``path`` as a :class:`~pathlib.Path` if it is a readable file, else raise ``error``.
+
+    ``what`` names the file in the message (``"prompt file"``, ``"data file"``).
+
+    >>> existing_file(".", "prompt file")
+    Traceback (most recent call last):
+    ...
+    shared_core.errors.ConfigError: prompt file '.' is a directory, not a file; name a file inside it
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise error(f"{what} {str(p)!r} is a directory, not a file; name a file inside it")
+    if not p.exists():
+        raise error(f"{what} {str(p)!r} does not exist")
+    if not p.is_file():
+        raise error(f"{what} {str(p)!r} is not a regular file")
+    return p

@@ -1,0 +1,140 @@
+"""The two OpenAI-compatible upstreams, called with httpx.
+
+Each :class:`Upstream` owns one ``httpx.AsyncClient`` bound to its base URL, with
+its key in the client's headers, requests only to paths relative to that URL and
+redirects not followed: a key can reach no other host. Errors are
+:class:`UpstreamError` carrying the upstream's HTTP status (504 for a timeout,
+502 for a broken connection), which :mod:`shared_core.attempts` reads to decide
+on a fallback (429 and 5xx fall back, other 4xx do not).
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Optional
+
+import httpx
+
+from shared_core.errors import RouteLLMError
+from shared_core.routers import Role
+
+CHAT_PATH = "chat/completions"  # relative: joined to the base URL's path
+
+
+class UpstreamError(RouteLLMError):
+    """An upstream answered with an error, timed out or could not be reached."""
+
+    def __init__(self, role: Role, model: str, status_code: int, message: str,
+                 error_type: str = "upstream_error", param: Any = None, code: Any = None) -> None:
+        self.role, self.model, self.status_code = role, model, status_code
+        self.upstream_message, self.error_type, self.param, self.code = message, error_type, param, code
+        super().__init__(f"the {role.value} model {model!r} returned HTTP {status_code}: {message}")
+
+    def __reduce__(self):
+        return (type(self), (self.role, self.model, self.status_code, self.upstream_message,
+                             self.error_type, self.param, self.code))
+
+
+def _error_from_body(role: Role, model: str, status: int, body: bytes) -> UpstreamError:
+    """An :class:`UpstreamError` from an error response, reading OpenAI's ``{"error": {...}}`` if there."""
+    if not 400 <= status <= 599:  # a redirect: not followed, so that the key stays with its URL
+        return UpstreamError(role, model, 502, f"answered HTTP {status}, which is not an answer (redirects are "
+                             "not followed)")
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    err = data.get("error") if isinstance(data, dict) else None
+    if isinstance(err, dict):
+        return UpstreamError(role, model, status, str(err.get("message", "")), str(err.get("type") or "upstream_error"),
+                             err.get("param"), err.get("code"))
+    if isinstance(err, str):
+        return UpstreamError(role, model, status, err)
+    text = body.decode("utf-8", "replace").strip()
+    return UpstreamError(role, model, status, text[:500] or f"HTTP {status} with an empty body")
+
+
+def _transport_error(role: Role, model: str, exc: httpx.TransportError) -> UpstreamError:
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamError(role, model, 504, f"no answer in time ({type(exc).__name__})", "timeout")
+    return UpstreamError(role, model, 502, f"unreachable ({type(exc).__name__}: {exc})", "upstream_unavailable")
+
+
+class Upstream:
+    """One OpenAI-compatible endpoint and the model name to ask it for."""
+
+    def __init__(self, role: Role, base_url: str, model: str, api_key: Optional[str], timeout: float,
+                 max_connections: int = 512) -> None:
+        self.role, self.base_url, self.model = role, base_url, model
+        headers = {"Accept-Encoding": "identity"}  # so that streamed bytes pass through as they are
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        self._client = httpx.AsyncClient(
+            base_url=base_url, headers=headers, follow_redirects=False,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0), pool=timeout),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        )
+
+    def __repr__(self) -> str:  # never the key
+        return f"Upstream({self.role.value}, {self.base_url!r}, model={self.model!r})"
+
+    @property
+    def name(self) -> str:
+        return self.model
+
+    def body_for(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The client's request for this upstream: every field unchanged but ``model``."""
+        return {**request, "model": self.model}
+
+    async def complete(self, request: dict[str, Any]) -> dict[str, Any]:
+        """A non-streaming chat completion: the upstream's JSON object."""
+        try:
+            response = await self._client.post(CHAT_PATH, json=self.body_for(request))
+        except httpx.TransportError as exc:
+            raise _transport_error(self.role, self.model, exc) from exc
+        if not response.is_success:
+            raise _error_from_body(self.role, self.model, response.status_code, response.content)
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise UpstreamError(self.role, self.model, 502, "answered 200 with a body that is not a JSON object")
+        return data
+
+    async def stream(self, request: dict[str, Any]) -> AsyncIterator[bytes]:
+        """The upstream's server-sent events, as raw bytes, as they arrive.
+
+        Raises :class:`UpstreamError` before the first chunk if the upstream
+        refuses the request; closing the iterator (or cancelling the task that
+        reads it) closes the upstream connection.
+        """
+        async with self._open(request) as response:
+            try:
+                async for chunk in response.aiter_raw():
+                    if chunk:
+                        yield chunk
+            except httpx.TransportError as exc:
+                raise _transport_error(self.role, self.model, exc) from exc
+
+    @asynccontextmanager
+    async def _open(self, request: dict[str, Any]) -> AsyncIterator[httpx.Response]:
+        try:
+            req = self._client.build_request("POST", CHAT_PATH, json=self.body_for(request))
+            response = await self._client.send(req, stream=True)
+        except httpx.TransportError as exc:
+            raise _transport_error(self.role, self.model, exc) from exc
+        try:
+            if not response.is_success:
+                try:
+                    body = await response.aread()
+                except httpx.TransportError as exc:
+                    raise _transport_error(self.role, self.model, exc) from exc
+                raise _error_from_body(self.role, self.model, response.status_code, body)
+            yield response
+        finally:
+            await response.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

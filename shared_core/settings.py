@@ -1,0 +1,284 @@
+"""The routing settings every integration shares, declared and validated once.
+
+:class:`RoutingSettings` is a pydantic model of the fields ``RouteLLMChat``,
+``RouteLLMRunnable`` and the LlamaIndex ``RouteLLM`` have in common (router,
+threshold or strong fraction, calibration prompts, where calls with no text go,
+fallback, which errors fall back, timeout), with one validator each.
+:class:`RoutedModel` adds what an integration needs on top: the
+:class:`~shared_core.engine.RoutingEngine` built from those fields, kept in step
+with them (setting a field, or ``model_copy(update=...)``, rebuilds it; a bad
+value raises and leaves the object as it was), copies and pickles that rebuild
+the engine instead of carrying it, and the :class:`~shared_core.attempts.Attempts`
+loop for a decision.
+
+Example:
+    >>> settings = RoutingSettings(router="random", threshold=0.5, fallback=True, timeout=30)
+    >>> settings.timeout, settings.on_no_text
+    (30.0, 'strong')
+    >>> RoutingSettings(router="random", calibration_prompts="one string")
+    Traceback (most recent call last):
+    ...
+    shared_core.errors.ConfigError: calibration_prompts must be a list of strings, got a single string 'one string'; wrap it in a list
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Literal, Mapping, Optional, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+from shared_core.attempts import Attempts, FallbackOn, Failure, check_timeout, fallback_predicate, model_label
+from shared_core.engine import RoutingEngine, attempt_order
+from shared_core.errors import ConfigError
+from shared_core.routers import Decision, Role, Router, check_prompts, check_threshold
+from shared_core.thresholds import check_fraction
+
+__all__ = ["ENGINE_FIELDS", "ROUTING_FIELDS", "RoutedModel", "RoutingSettings", "config_errors", "pop_timeout"]
+
+M = TypeVar("M")
+
+#: The fields the routing engine is built from.
+ENGINE_FIELDS = ("router", "threshold", "strong_fraction", "calibration_prompts", "on_no_text")
+#: Every shared routing field.
+ROUTING_FIELDS = ENGINE_FIELDS + ("fallback", "fallback_on", "timeout")
+
+
+class RoutingSettings(BaseModel):
+    """Router, threshold or strong fraction, and how calls are attempted."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    router: Any = Field(
+        default=None,
+        description="None (the shipped default router), a registry name ('random', 'mf', ...), a RouteLLM "
+        "model string ('router-mf-0.11593', which carries the threshold), a directory saved with Router.save, "
+        "or a Router object.",
+    )
+    threshold: Optional[float] = Field(
+        default=None, description="Send a call to the strong model when its score is >= this value, in [0, 1]."
+    )
+    strong_fraction: Optional[float] = Field(
+        default=None,
+        description="Instead of a threshold: the share of calls for the strong model, in [0, 1], calibrated on "
+        "calibration_prompts or the router's reference quantiles. Neither given means 0.5.",
+    )
+    calibration_prompts: Optional[List[str]] = Field(
+        default=None, description="Prompts (a list of strings, not one string) to calibrate strong_fraction on."
+    )
+    on_no_text: Literal["strong", "weak"] = Field(
+        default="strong", description="Where a call with no text to score goes: 'strong' or 'weak'."
+    )
+    fallback: bool = Field(
+        default=False,
+        description="If the chosen model fails with a fallback_on error, call the other one and record it. "
+        "A stream falls back only before its first chunk.",
+    )
+    fallback_on: Any = Field(
+        default=None,
+        description="Exception types, or a predicate, that trigger the fallback; None means provider errors "
+        "(connection errors, timeouts, HTTP 429 and 5xx), never a TypeError or ValueError.",
+    )
+    timeout: Optional[float] = Field(
+        default=None,
+        description="Seconds each model may take (a stream: for each chunk); running out raises "
+        "ModelTimeoutError, which falls back when fallback is on. None: no limit.",
+    )
+
+    def __init__(self, **data: Any) -> None:
+        # Our validators raise ConfigError; pydantic would wrap it in a ValidationError.
+        with config_errors(type(self)):
+            super().__init__(**data)
+
+    # One validator a field ---------------------------------------------------------------
+    @field_validator("router", mode="before")
+    @classmethod
+    def _check_router(cls, value: Any) -> Any:
+        if value is None or isinstance(value, (str, Path, Router)):
+            return value
+        raise ConfigError(
+            f"router must be None, a registry name, a RouteLLM model string, a path or a Router object, "
+            f"got {type(value).__name__}: {value!r}"
+        )
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _check_threshold(cls, value: Any) -> Optional[float]:
+        return None if value is None else check_threshold(value)
+
+    @field_validator("strong_fraction", mode="before")
+    @classmethod
+    def _check_fraction(cls, value: Any) -> Optional[float]:
+        return None if value is None else check_fraction(value)
+
+    @field_validator("calibration_prompts", mode="before")
+    @classmethod
+    def _check_calibration_prompts(cls, value: Any) -> Optional[List[str]]:
+        if value is None:
+            return None
+        try:
+            return check_prompts(value)  # reads an iterator once; refuses a bare string
+        except ConfigError as exc:
+            raise ConfigError(f"calibration_{exc}") from None
+
+    @field_validator("on_no_text", mode="before")
+    @classmethod
+    def _check_on_no_text(cls, value: Any) -> str:
+        if isinstance(value, Role):
+            return value.value
+        if value not in ("strong", "weak"):
+            raise ConfigError(f"on_no_text must be 'strong' or 'weak', got {value!r}")
+        return value
+
+    @field_validator("fallback", mode="before")
+    @classmethod
+    def _check_fallback(cls, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"fallback must be True or False, got {value!r}")
+        return value
+
+    @field_validator("fallback_on", mode="before")
+    @classmethod
+    def _check_fallback_on(cls, value: FallbackOn) -> FallbackOn:
+        if isinstance(value, list):
+            value = tuple(value)
+        fallback_predicate(value)
+        return value
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _check_timeout(cls, value: Any) -> Optional[float]:
+        return check_timeout(value)
+
+    # What the settings make ------------------------------------------------------------------
+    def routing_values(self) -> Dict[str, Any]:
+        """The shared routing fields of this object, by name."""
+        return {name: getattr(self, name) for name in ROUTING_FIELDS}
+
+    def build_engine(self) -> RoutingEngine:
+        """A routing engine for these settings (the combination is checked here:
+        threshold and strong_fraction exclude each other and a model string)."""
+        return RoutingEngine.from_settings(
+            router=self.router, threshold=self.threshold, strong_fraction=self.strong_fraction,
+            calibration_prompts=self.calibration_prompts, on_no_text=self.on_no_text,
+        )
+
+
+@contextlib.contextmanager
+def config_errors(owner: type) -> Iterator[None]:
+    """Turn pydantic's :class:`ValidationError` from building ``owner`` into one
+    :class:`ConfigError` that lists each problem (our validators' own messages,
+    unknown keyword arguments by name)."""
+    try:
+        yield
+    except ValidationError as exc:
+        problems, unknown = [], []
+        for error in exc.errors():
+            cause = (error.get("ctx") or {}).get("error")
+            if error.get("type") == "extra_forbidden":
+                unknown.append(".".join(str(p) for p in error.get("loc", ())))
+            elif isinstance(cause, ConfigError):
+                problems.append(str(cause))
+            else:
+                where = ".".join(str(p) for p in error.get("loc", ())) or owner.__name__
+                problems.append(f"{where}: {error.get('msg')} (got {error.get('input')!r})")
+        if unknown:
+            known = ", ".join(sorted(getattr(owner, "model_fields", {})))
+            problems.insert(0, f"{owner.__name__} got unknown keyword argument(s) {', '.join(map(repr, unknown))}; "
+                               f"expected some of: {known}")
+        raise ConfigError("; ".join(problems)) from None
+
+
+class RoutedModel(RoutingSettings):
+    """Base of the integrations: the shared settings plus the engine built from them.
+
+    Subclass it first (``class RouteLLMChat(RoutedModel, BaseChatModel)``). The
+    engine is built once the object is validated; afterwards a routing field can
+    be set (``llm.threshold = 0.9``) or changed in ``model_copy(update=...)``,
+    which validates the new value and rebuilds the engine. Copies share the router
+    object (routers are read-only); pickles carry the router as its setting (a
+    name or a path) and rebuild the engine, so they do not pickle loaded models.
+    """
+
+    _engine: Optional[RoutingEngine] = PrivateAttr(default=None)
+
+    def model_post_init(self, context: Any) -> None:
+        super().model_post_init(context)
+        self._engine = self.build_engine()
+
+    @property
+    def engine(self) -> RoutingEngine:
+        """The routing engine (router, threshold, message policy) in use."""
+        if self._engine is None:  # pragma: no cover - set by model_post_init
+            self._engine = self.build_engine()
+        return self._engine
+
+    # Changing settings ------------------------------------------------------------------------
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in ROUTING_FIELDS:
+            self._update_routing({name: value})
+        else:
+            super().__setattr__(name, value)
+
+    def _update_routing(self, changes: Mapping[str, Any]) -> None:
+        """Validate ``changes`` with the rest of the settings, rebuild the engine if
+        they touch it, then apply them; nothing changes if any of it fails."""
+        with config_errors(type(self)):
+            settings = RoutingSettings(**{**self.routing_values(), **changes})
+        engine = settings.build_engine() if any(name in ENGINE_FIELDS for name in changes) else self._engine
+        for name in changes:
+            super().__setattr__(name, getattr(settings, name))
+        self._engine = engine
+
+    def model_copy(self, *, update: Optional[Mapping[str, Any]] = None, deep: bool = False) -> Any:
+        update = dict(update or {})
+        routing = {name: update.pop(name) for name in list(update) if name in ROUTING_FIELDS}
+        copied = super().model_copy(update=update, deep=deep)
+        if routing:
+            copied._update_routing(routing)
+        return copied
+
+    # Copies and pickles -------------------------------------------------------------------------
+    def __deepcopy__(self, memo: Optional[Dict[int, Any]] = None) -> Any:
+        memo = {} if memo is None else memo
+        for shared in (self._engine, self.router):
+            if isinstance(shared, (RoutingEngine, Router)):
+                memo[id(shared)] = shared  # read-only: shared, not copied (a loaded model holds locks)
+        return super().__deepcopy__(memo)
+
+    def __getstate__(self) -> Dict[Any, Any]:
+        # pydantic's state (not a framework's that drops what it cannot pickle):
+        # everything but the engine, which is rebuilt from the settings.
+        state = BaseModel.__getstate__(self)
+        private = dict(state.get("__pydantic_private__") or {})
+        private.pop("_engine", None)
+        return {**state, "__pydantic_private__": private}
+
+    def __setstate__(self, state: Dict[Any, Any]) -> None:
+        BaseModel.__setstate__(self, state)
+        object.__setattr__(self, "__pydantic_private__", {**(self.__pydantic_private__ or {}), "_engine": None})
+        self._engine = self.build_engine()
+
+    # Attempts -------------------------------------------------------------------------------
+    def _attempts(
+        self,
+        decision: Decision,
+        model_for: Callable[[Role], M],
+        *,
+        timeout: Optional[float] = None,
+        name: Callable[[M], str] = model_label,
+        on_failure: Optional[Callable[[Failure], None]] = None,
+    ) -> Attempts[M]:
+        """The attempt loop for ``decision``: the chosen role, then the other with
+        ``fallback``; ``timeout`` overrides the field for one call."""
+        roles = attempt_order(decision, self.fallback)
+        return Attempts(
+            [(role, model_for(role)) for role in roles], fallback_on=self.fallback_on,
+            timeout=self.timeout if timeout is None else timeout, name=name, on_failure=on_failure,
+        )
+
+
+def pop_timeout(kwargs: Dict[str, Any]) -> Optional[float]:
+    """Take a per-call ``timeout`` out of call keyword arguments (validated)."""
+    return check_timeout(kwargs.pop("timeout", None))

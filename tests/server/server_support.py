@@ -1,0 +1,174 @@
+"""Test doubles for the server tests (a name no other test directory uses).
+
+* :class:`StandIn`: an OpenAI-compatible upstream on 127.0.0.1 whose behaviour a
+  test sets (answer, fail with a status, stall, stream slowly, drop mid-stream);
+  it records every request's body and headers and whether a stream was cut off.
+* :class:`ServerThread`: any ASGI app under uvicorn in a thread on an ephemeral
+  loopback port.
+* :class:`KeywordRouter`: win rate 0.9 for prompts containing "prove", else 0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from shared_core.routers import Router
+
+HARD = "prove"
+#: Upstream keys the tests configure (and look for where they must not be).
+STRONG_KEY = "sk-strong-secret-1111"
+WEAK_KEY = "sk-weak-secret-2222"
+
+
+class KeywordRouter(Router):
+    """Win rate 0.9 for texts containing ``HARD``, else 0.1; records each call's prompts."""
+
+    name = "keyword"
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def _score(self, prompts: list[str]) -> np.ndarray:
+        self.calls.append(list(prompts))
+        if any("explode" in p for p in prompts):
+            raise RuntimeError("this prompt breaks the router")
+        return np.array([0.9 if HARD in p.lower() else 0.1 for p in prompts])
+
+
+def completion(model: str, text: str, usage: bool = True) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": "chatcmpl-standin", "object": "chat.completion", "created": 1, "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+    }
+    if usage:
+        body["usage"] = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+    return body
+
+
+def sse_chunks(model: str, words: list[str]) -> list[bytes]:
+    """The events of a streamed answer, one word a chunk, a usage chunk, then ``[DONE]``."""
+    events = []
+    for i, word in enumerate(words):
+        delta = {"role": "assistant", "content": word} if i == 0 else {"content": word}
+        chunk = {"id": "chatcmpl-standin", "object": "chat.completion.chunk", "created": 1, "model": model,
+                 "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+        events.append(f"data: {json.dumps(chunk)}\n\n".encode())
+    final = {"id": "chatcmpl-standin", "object": "chat.completion.chunk", "created": 1, "model": model,
+             "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+             "usage": {"prompt_tokens": 5, "completion_tokens": len(words), "total_tokens": 5 + len(words)}}
+    events.append(f"data: {json.dumps(final)}\n\n".encode())
+    events.append(b"data: [DONE]\n\n")
+    return events
+
+
+class StandIn:
+    """An OpenAI-compatible upstream whose behaviour the test sets.
+
+    ``mode``: ``"ok"`` (answer), ``"error"`` (``status`` with ``error_body``),
+    ``"stall"`` (sleep ``delay`` seconds, then answer), ``"drop"`` (stream two
+    chunks, then break the connection). Streams wait ``delay`` seconds between
+    chunks.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.url = ""
+        self.reset()
+        self.app = Starlette(routes=[Route("/v1/chat/completions", self._chat, methods=["POST"])])
+
+    def reset(self) -> None:
+        self.mode = "ok"
+        self.status = 500
+        self.error_body: Any = {"error": {"message": "stand-in failure", "type": "server_error", "code": None}}
+        self.delay = 0.0
+        self.words = ["Hello", " from", " the", " stand-in", "."]
+        self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self.stream_cancelled = threading.Event()
+        self.stream_finished = threading.Event()
+
+    async def _chat(self, request: Request) -> Response:
+        body = await request.json()
+        self.requests.append(body)
+        self.headers.append(dict(request.headers))
+        if self.mode == "error":
+            if isinstance(self.error_body, (dict, list)):
+                return JSONResponse(self.error_body, status_code=self.status)
+            return Response(str(self.error_body), status_code=self.status, media_type="text/plain")
+        if self.mode == "redirect":  # to wherever ``error_body`` says
+            return Response(status_code=307, headers={"location": str(self.error_body)})
+        if self.mode == "stall":
+            await asyncio.sleep(self.delay)
+        text = f"{self.name} answers"
+        if body.get("stream"):
+            return StreamingResponse(self._events(body["model"]), media_type="text/event-stream")
+        return JSONResponse(completion(body["model"], text))
+
+    async def _events(self, model: str):
+        events = sse_chunks(model, self.words)
+        try:
+            for i, event in enumerate(events):
+                if self.mode == "drop" and i == 2:
+                    raise ConnectionResetError("stand-in drops the stream")
+                yield event
+                if self.delay and i + 1 < len(events):
+                    await asyncio.sleep(self.delay)
+            self.stream_finished.set()
+        except asyncio.CancelledError:
+            self.stream_cancelled.set()
+            raise
+
+
+class ServerThread:
+    """Run an ASGI app with uvicorn on 127.0.0.1 in a background thread."""
+
+    def __init__(self, app: Any, **config: Any) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", **config))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "ServerThread":
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+        self.sock.close()
+
+    def __enter__(self) -> "ServerThread":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def closed_port() -> int:
+    """A loopback port that nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

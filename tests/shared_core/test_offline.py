@@ -1,0 +1,53 @@
+"""The shared_core tests themselves run offline (see conftest.py)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from pytest_socket import SocketBlockedError, SocketConnectBlockedError
+
+# pytest-socket warns as well as raising; here the raise is what is tested.
+pytestmark = pytest.mark.filterwarnings("ignore:A test tried to use socket")
+
+
+def test_sockets_are_disabled():
+    with pytest.raises(SocketBlockedError):
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    with pytest.raises(SocketBlockedError):
+        socket.create_connection(("192.0.2.1", 80), timeout=0.1)  # TEST-NET-1: never reached
+
+
+def test_unix_sockets_stay_allowed():
+    a, b = socket.socketpair()
+    a.sendall(b"x")
+    assert b.recv(1) == b"x"
+    a.close()
+    b.close()
+
+
+@pytest.mark.allow_hosts(["127.0.0.1"])
+def test_a_loopback_test_reaches_127_0_0_1_and_nothing_else():
+    class Ok(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Ok)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.server_address[1]}/", timeout=5) as response:
+            assert response.status == 204
+        with pytest.raises(SocketConnectBlockedError):
+            socket.create_connection(("192.0.2.1", 80), timeout=0.1)
+    finally:
+        server.shutdown()
+        server.server_close()
