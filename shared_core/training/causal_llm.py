@@ -75,7 +75,26 @@ def load_base(base: Path):
         kwargs, where = {}, str(base)
     tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
     model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, **kwargs)
+    if kwargs:
+        forget_gguf(model)
     return model, tokenizer
+
+
+def forget_gguf(model: Any) -> None:
+    """A model read from GGUF holds dequantized float weights but stays marked as GGUF-quantized,
+    and transformers refuses to save it; drop the mark once every weight is checked to be float."""
+    import torch
+
+    not_float = sorted({str(p.dtype) for p in model.parameters() if not torch.is_floating_point(p)})
+    if not_float:
+        raise ConfigError(f"the GGUF model kept weights of type {not_float}; it cannot be fine-tuned here")
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer = None
+    for holder in (model, model.config):
+        if hasattr(holder, "quantization_config"):
+            delattr(holder, "quantization_config")
+    if getattr(model, "is_quantized", False):
+        model.is_quantized = False
 
 
 def battle_labels(battles: Any, strong: str, weak: str) -> tuple[list[str], list[int]]:
