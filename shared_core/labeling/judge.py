@@ -32,7 +32,8 @@ PAIRWISE_SYSTEM = (
 PAIRWISE_USER = (
     "[User question]\n{question}\n\n"
     "[Assistant A's answer]\n{answer_a}\n[End of assistant A's answer]\n\n"
-    "[Assistant B's answer]\n{answer_b}\n[End of assistant B's answer]"
+    "[Assistant B's answer]\n{answer_b}\n[End of assistant B's answer]\n\n"
+    "End your reply with your verdict: [[A]], [[B]] or [[C]]."
 )
 GRADE_SYSTEM = (
     "You grade an AI assistant's answer to a user question on a scale from 1 to 5, using a reference "
@@ -44,7 +45,8 @@ GRADE_SYSTEM = (
 GRADE_USER = (
     "[User question]\n{question}\n\n"
     "[Reference answer]\n{reference}\n[End of reference answer]\n\n"
-    "[Assistant's answer]\n{answer}\n[End of assistant's answer]"
+    "[Assistant's answer]\n{answer}\n[End of assistant's answer]\n\n"
+    "End your reply with your grade: [[1]], [[2]], [[3]], [[4]] or [[5]]."
 )
 
 _VERDICT = re.compile(r"\[\[\s*([ABC])\s*\]\]")

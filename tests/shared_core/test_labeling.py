@@ -405,6 +405,7 @@ def test_kill_mid_run_then_resume_repeats_no_finished_prompt(tmp_path):
 # Real model ---------------------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.server
+@pytest.mark.allow_hosts(["127.0.0.1"])
 def test_label_with_smollm2_server_then_train(tmp_path, capsys):
     """SmolLM2 as strong, weak and judge through the CLI, then `routellm train` on its battles."""
     from shared_core.cli import main
@@ -417,7 +418,7 @@ def test_label_with_smollm2_server_then_train(tmp_path, capsys):
                        "Name a primary colour.\n")
     run_dir = tmp_path / "labels"
     args = ["label", str(prompts), "-o", str(run_dir), "--no-progress", "--concurrency", "1",
-            "--max-tokens", "48", "--judge-max-tokens", "48", "--strong-name", "smollm2-as-strong",
+            "--max-tokens", "48", "--judge-max-tokens", "96", "--strong-name", "smollm2-as-strong",
             "--weak-name", "smollm2-as-weak"]
     for role in ("strong", "weak", "judge"):
         args += [f"--{role}-url", url, f"--{role}-model", "smollm2-135m-instruct"]
@@ -430,12 +431,38 @@ def test_label_with_smollm2_server_then_train(tmp_path, capsys):
     battles = read_jsonl(run_dir / BATTLES_FILE) if (run_dir / BATTLES_FILE).is_file() else []
     unparsed = read_jsonl(run_dir / UNPARSED_FILE) if (run_dir / UNPARSED_FILE).is_file() else []
     assert len(battles) + len(unparsed) == 4
-    if not battles:
-        pytest.skip("SmolLM2 gave no parseable verdict for any prompt; nothing to train on")
+    assert all(u["status"] == "unparsed" and len(u["judge_answers"]) == 2 for u in unparsed)
+    if not battles:  # a 135M judge rarely writes a well-formed verdict (measured: 0 of 4)
+        pytest.skip("SmolLM2 gave no parseable verdict; label and resume ran, train is covered by "
+                    "test_label_output_trains_with_routellm_train")
     code = main(["train", "sw_ranking", "--data", str(run_dir / BATTLES_FILE), "--strong", "smollm2-as-strong",
                  "--weak", "smollm2-as-weak", "-o", str(tmp_path / "router"), "--no-progress"])
     assert code == 0
     code = main(["route", "--router", str(tmp_path / "router"), "--threshold", "0.5", "What is 3 times 4?"])
+    assert code == 0 and "router=sw_ranking" in capsys.readouterr().out
+
+
+def test_label_output_trains_with_routellm_train(tmp_path, capsys):
+    """battles.jsonl as written goes straight into `routellm train` (the shipped ONNX embedder, offline)."""
+    from shared_core.cli import main
+
+    def judge(messages):  # strong wins on questions, weak on the rest; ties where it cannot tell
+        text = messages[-1]["content"]
+        if "?" not in text.split("[Assistant A")[0]:
+            return "[[C]]"
+        return fair_judge(messages)
+
+    strong, weak, judge_model = FakeChat("big", answerer("STRONG")), FakeChat("small", answerer("weak")), FakeChat(
+        "judge", judge)
+    prompts = [f"What is {i} plus {i}?" for i in range(6)] + [f"Write a line about topic {i}." for i in range(6)]
+    label_prompts(prompts, strong=strong, weak=weak, judge=judge_model, output_dir=tmp_path / "labels",
+                  progress=False)
+    code = main(["train", "sw_ranking", "--data", str(tmp_path / "labels" / BATTLES_FILE), "--strong", "big",
+                 "--weak", "small", "-o", str(tmp_path / "router"), "--no-progress", "--no-cache"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["battles"] == 12
+    code = main(["route", "--router", str(tmp_path / "router"), "--threshold", "0.5", "What is 9 plus 9?"])
     assert code == 0 and "router=sw_ranking" in capsys.readouterr().out
 
 
