@@ -22,7 +22,7 @@ from shared_core.errors import ConfigError, RouteLLMError
 from shared_core.files import existing_file
 
 #: Built-in subcommand modules, each exposing ``add_parser(subparsers)``.
-_COMMAND_MODULES = ("shared_core.training.cli", "shared_core.evaluation.cli")
+_COMMAND_MODULES = ("shared_core.training.cli", "shared_core.evaluation.cli", "shared_core.labeling.cli")
 _TEXT_COLUMNS = ("prompt", "text", "question")
 
 

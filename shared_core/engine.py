@@ -83,7 +83,8 @@ def resolve_router(spec: str | Path | Router | None = None, **kwargs: Any) -> Ro
     * a :class:`Router`: used as it is;
     * ``"random"``: a seeded random router;
     * another registry name (``"mf"``, ``"sw_ranking"``, ...): the checkpoint of
-      that name shipped in the package;
+      that name shipped in the package, else one trained into the cache directory
+      (``<cache>/routers/<name>``, e.g. ``bert`` after ``routellm train bert --recipe``);
     * a path to a directory saved with ``Router.save`` (or a RouteLLM checkpoint).
     """
     if isinstance(spec, Router):
@@ -104,12 +105,32 @@ def resolve_router(spec: str | Path | Router | None = None, **kwargs: Any) -> Ro
         return _load_shipped(spec) if not kwargs else load_router(shipped, **kwargs)
     if spec != DEFAULT_ROUTER:
         get_router_class(spec)  # raises for unknown names
+        trained = trained_router_dir(spec)
+        if (trained / "config.json").is_file():  # trained into the cache by `routellm train <name> --recipe`
+            return _load_trained(str(trained), (trained / "config.json").stat().st_mtime_ns, **kwargs)
         raise ConfigError(
             f"router {spec!r} needs trained weights and none ship under that name "
-            f"(shipped: {', '.join(shipped_router_names()) or 'none'}); train one with "
-            "'routellm train' and pass its directory"
+            f"(shipped: {', '.join(shipped_router_names()) or 'none'}) or are in {str(trained)!r}; train one with "
+            f"'routellm train {spec} --recipe -o {trained}' (found there by name) or pass a directory"
         )
     raise ConfigError(f"the package's default router is missing from {str(shipped)!r}; reinstall the package")
+
+
+def trained_router_dir(name: str) -> Path:
+    """Where a router trained for this user is found by name: ``<cache dir>/routers/<name>``."""
+    from shared_core.routers._finetuned import trained_router_dir as where
+
+    return where(name)
+
+
+def _load_trained(path: str, mtime_ns: int, **kwargs: Any) -> Router:
+    # Fine-tuned routers take seconds to load: once per process and version of the file.
+    return load_router(Path(path), **kwargs) if kwargs else _load_trained_cached(path, mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_trained_cached(path: str, mtime_ns: int) -> Router:
+    return load_router(Path(path))
 
 
 @functools.lru_cache(maxsize=8)

@@ -1,7 +1,7 @@
 """Router registry by RouteLLM's names, and loading of saved routers.
 
-``ROUTERS`` maps a name to its class. ``bert`` and ``causal_llm`` are RouteLLM
-names kept for routers that arrive later: asking for them raises a clear error.
+``ROUTERS`` maps a name to its class: RouteLLM's names (``random``, ``mf``,
+``sw_ranking``, ``bert``, ``causal_llm``) and this package's others.
 """
 
 from __future__ import annotations
@@ -32,9 +32,13 @@ R = TypeVar("R", bound=type[Router])
 
 ROUTERS: dict[str, type[Router]] = {"random": RandomRouter}
 #: RouteLLM names that have no implementation here yet.
-RESERVED = {"bert": "a later release", "causal_llm": "a later release"}
+RESERVED: dict[str, str] = {}
 #: Modules that register routers when imported.
 BUILTIN_MODULES = ("mf", "sw_ranking", "knn", "ensemble", "adaptive_ensemble", "irt", "feedback")
+#: Fine-tuned routers (torch + transformers, the ``finetune`` extra); registered on
+#: import like the others, listed apart so that evaluating "every router" does not
+#: fine-tune a transformer unasked.
+FINETUNED_MODULES = ("bert", "causal_llm")
 
 
 def register_router(cls: R) -> R:
@@ -45,7 +49,7 @@ def register_router(cls: R) -> R:
 
 def _load_builtin_routers() -> None:
     # Imported lazily so that ``import shared_core`` stays cheap (no torch).
-    for module in BUILTIN_MODULES:
+    for module in BUILTIN_MODULES + FINETUNED_MODULES:
         try:
             importlib.import_module(f"shared_core.routers.{module}")
         except ModuleNotFoundError as exc:
@@ -96,6 +100,10 @@ def load_router(path: str | Path, **kwargs) -> Router:
     name = config.get("router")
     if name is None and {"num_models", "text_dim"} <= set(config):
         name = "mf"
+    if name is None:  # a Hugging Face model directory (RouteLLM's bert / causal_llm layout)
+        from shared_core.routers._finetuned import hf_layout
+
+        name = hf_layout(config)
     if not isinstance(name, str):
         raise ArtifactError(f"{str(Path(path) / 'config.json')!r} has no 'router' name (got {name!r})")
     cls = get_router_class(name)
