@@ -9,6 +9,7 @@ model and ``routellm demo`` (the ``local`` extra)."""
 
 from langchain_routellm._routing import DECISION_KEY, to_conversation
 from langchain_routellm.chat_models import RouteLLMChat
+from langchain_routellm.ledger import LedgerCallbackHandler
 from langchain_routellm.runnables import RouteLLMRunnable
 
-__all__ = ["DECISION_KEY", "RouteLLMChat", "RouteLLMRunnable", "to_conversation"]
+__all__ = ["DECISION_KEY", "LedgerCallbackHandler", "RouteLLMChat", "RouteLLMRunnable", "to_conversation"]

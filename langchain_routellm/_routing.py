@@ -28,6 +28,8 @@ from langchain_core.runnables.utils import gather_with_concurrency
 
 from shared_core.engine import RoutingEngine
 from shared_core.errors import ConfigError
+from shared_core.escalation import AnswerView, ToolCall
+from shared_core.policy import check_thread_id, content_text
 from shared_core.routers import Decision
 
 #: Key of ``response_metadata`` (chat model) under which each answer records its decision.
@@ -39,6 +41,39 @@ _CHAT_ROLES = {"user": "user", "human": "user", "assistant": "assistant", "ai": 
 #: A decision made ahead of the call (``batch`` scores all inputs at once), keyed
 #: by the id of the object that made it; read once by that object's next call.
 _PENDING: ContextVar[tuple[int, Decision] | None] = ContextVar("routellm_pending_decision", default=None)
+
+
+#: Call keyword under which a wrapper's ``invoke``/``stream`` pass the thread id to its own ``_generate``/``_stream``.
+THREAD_KWARG = "routellm_thread_id"
+
+
+def thread_of(config: Any) -> Any:
+    """The caller's thread id, ``config["configurable"]["thread_id"]`` (LangGraph's key), or ``None``."""
+    configurable = (config or {}).get("configurable") or {}
+    return check_thread_id(configurable.get("thread_id"))
+
+
+def message_view(message: BaseMessage, generation_info: dict[str, Any] | None = None) -> AnswerView:
+    """A LangChain message as the escalation checks see it (:mod:`shared_core.escalation`)."""
+    calls: list[ToolCall] = []
+    for call in getattr(message, "tool_calls", None) or []:
+        calls.append(ToolCall(call.get("name") or "", call.get("args")))
+    for call in getattr(message, "invalid_tool_calls", None) or []:
+        calls.append(ToolCall(call.get("name") or "", call.get("args")))  # raw string args: not an object
+    metadata, info = message.response_metadata or {}, generation_info or {}
+    finish = next((v for v in (metadata.get("finish_reason"), info.get("finish_reason"), metadata.get("stop_reason"),
+                               metadata.get("done_reason")) if isinstance(v, str)), None)
+    return AnswerView(text=content_text(message.content), tool_calls=tuple(calls), finish_reason=finish, raw=message)
+
+
+def output_view(output: Any) -> AnswerView:
+    """Any runnable output as a view: a message or a string is read; other values
+    (a dict) have no text, only a user predicate judges them (``view.raw``)."""
+    if isinstance(output, BaseMessage):
+        return message_view(output)
+    if isinstance(output, str):
+        return AnswerView(text=output, raw=output)
+    return AnswerView(text=None, raw=output)
 
 
 def to_conversation(messages: Sequence[BaseMessage]) -> list[tuple[str, Any]]:
@@ -114,7 +149,8 @@ def decide_each(
         except errors:
             conversations.append(None)
     index = [i for i, c in enumerate(conversations) if c is not None]
-    decided = engine.decide([conversations[i] for i in index]) if index else []
+    # An unreadable prompt gets None too (skip_invalid): its own call raises its PromptError.
+    decided = engine.decide([conversations[i] for i in index], skip_invalid=True) if index else []
     out: list[Decision | None] = [None] * len(inputs)
     for i, d in zip(index, decided):
         out[i] = d

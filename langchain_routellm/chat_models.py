@@ -5,32 +5,46 @@ from __future__ import annotations
 import json
 from typing import Any, AsyncIterator, Callable, Iterator, Optional, Sequence, Union
 
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.callbacks import (
+    AsyncCallbackManager,
+    AsyncCallbackManagerForLLMRun,
+    CallbackManager,
+    CallbackManagerForLLMRun,
+)
 from langchain_core.language_models import BaseChatModel, LanguageModelInput, ModelProfile
 from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, LLMResult
 from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig
-from langchain_core.runnables.config import run_in_executor
+from langchain_core.runnables.config import ensure_config, run_in_executor
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field
 
 from langchain_routellm._routing import (
     DECISION_KEY,
+    THREAD_KWARG,
     arun_batch,
     decide_each,
+    message_view,
     model_name,
     run_batch,
     take_pending,
+    thread_of,
     to_conversation,
 )
-from shared_core.attempts import Attempts
-from shared_core.engine import outcome_record
+from shared_core.attempts import Attempts, Outcome
 from shared_core.errors import ConfigError
+from shared_core.escalation import AnswerView, CallContext
 from shared_core.routers import Decision, Role
-from shared_core.settings import RoutedModel, pop_timeout
+from shared_core.settings import RoutedModel, ladder_ends, pop_timeout
 
 #: ``bind_tools`` stores each model's own tool keyword arguments under this call keyword.
 PER_MODEL_KWARGS = "routellm_per_model"
+#: ``stream()`` hands ``_stream`` a sink for the answers a check rejected under this call keyword.
+REJECTED_KWARG = "routellm_rejected"
+#: ``bind_tools`` stores the tools' parameter schemas (for the ``tool_calls`` check) under this call keyword.
+TOOLS_KWARG = "routellm_tools"
+_REQUIRED_CHOICES = ("any", "required")
 _PROFILE_MIN = ("max_input_tokens", "max_output_tokens")
 
 
@@ -85,6 +99,23 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
             Also a call argument: ``llm.invoke(..., timeout=5)``.
         temperature, max_tokens, stop: optional
             When set, passed to whichever model is chosen, as call arguments.
+        escalate_on: None | "all" | list of check names, checks, predicates
+            Checks on the weak model's answer (``"empty"``, ``"refusal"``,
+            ``"length"``, ``"tool_calls"``, ``"structured"``, or ``view -> bool``)
+            that send the same call to the strong model; recorded in
+            ``["routellm"]["escalations"]``, the rejected answer's usage
+            reported as its own chat-model run. Streams of the weak model are
+            buffered while checked (see ``docs/escalation.md``).
+        route_on: "last_user" | "last_turn"
+            Score the last human message, or the previous turn with it.
+        pin_threads: int
+            Pin each conversation (``config={"configurable": {"thread_id": ...}}``)
+            to the model its first call went to, unless an answer escalates;
+            this many threads are remembered. 0 (default): off.
+        ladder: list of (model, name, threshold)
+            Instead of ``strong``/``weak``: chat models cheapest first, each
+            with its name in a multi-model router's table (``irt``) and the
+            predicted quality it needs (:mod:`shared_core.ladder`).
 
     Instantiate:
         .. code-block:: python
@@ -135,6 +166,15 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
             >>> llm.model_copy(update={"threshold": 0.9}).route("What is 2 + 2?").role.value
             'weak'
 
+    Escalate when the weak answer fails a check (the same call goes to ``strong``):
+        .. code-block:: python
+
+            >>> picky = llm.model_copy(update={
+            ...     "threshold": 0.9, "escalate_on": ["empty", lambda view: view.text.startswith("[small]")]})
+            >>> record = picky.invoke("What is 2 + 2?").response_metadata["routellm"]
+            >>> record["model"], record["escalated"]["from"], record["escalated"]["reason"]
+            ('big', 'weak', '<lambda>: the predicate rejected the answer')
+
     Tool calling and structured output bind on both models, so whichever is
     chosen can answer: ``llm.bind_tools([...])``, ``llm.with_structured_output(Schema)``.
     Structured output binds the schema as a tool (as ``BaseChatModel`` does; a
@@ -155,16 +195,20 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
     max_tokens: Optional[int] = Field(default=None, description="Passed to the chosen model when set.")
     stop: Optional[list[str]] = Field(default=None, description="Stop sequences for calls that give none.")
 
-    def __init__(self, *, strong: BaseChatModel, weak: BaseChatModel, **kwargs: Any) -> None:
-        """``strong``, ``weak`` and the settings above; the routing fields are
-        :class:`shared_core.settings.RoutingSettings`'."""
-        for name, model in (("strong", strong), ("weak", weak)):
+    def __init__(self, *, strong: Optional[BaseChatModel] = None, weak: Optional[BaseChatModel] = None,
+                 **kwargs: Any) -> None:
+        """``strong``, ``weak`` (or a ``ladder``) and the settings above; the
+        routing fields are :class:`shared_core.settings.RoutingSettings`'."""
+
+        def check(name: str, model: Any) -> None:
             if not isinstance(model, BaseChatModel):
                 hint = (" (a bound model: pass the model itself and use RouteLLMChat.bind_tools / bind)"
                         if isinstance(model, RunnableBinding) else "")
                 raise ConfigError(
                     f"{name} must be a LangChain BaseChatModel, got {type(model).__name__}: {model!r}{hint}"
                 )
+
+        strong, weak = ladder_ends(strong, weak, kwargs, check)
         super().__init__(strong=strong, weak=weak, **kwargs)
 
     # Description ---------------------------------------------------------------
@@ -179,6 +223,7 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
             "weak": model_name(self.weak),
             **self.engine.describe(),
             "fallback": self.fallback,
+            **({"ladder_models": [model_name(m) for _, m in self._members()]} if self.ladder is not None else {}),
         }
 
     def _get_ls_params(self, stop: Optional[list[str]] = None, **kwargs: Any) -> LangSmithParams:
@@ -198,18 +243,17 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
         return params
 
     def _resolve_model_profile(self) -> Optional[ModelProfile]:
-        """What holds for both models: capabilities both have, the smaller limits."""
-        profiles = (self.strong.profile, self.weak.profile)
+        """What holds for every model (both, or each rung): capabilities all have, the smallest limits."""
+        profiles = [m.profile for _, m in self._members()]
         if not all(isinstance(p, dict) for p in profiles):
             return None
-        strong, weak = profiles
         merged: dict[str, Any] = {}
-        for key in strong.keys() & weak.keys():
-            a, b = strong[key], weak[key]
-            if isinstance(a, bool) and isinstance(b, bool):
-                merged[key] = a and b
-            elif key in _PROFILE_MIN and isinstance(a, int) and isinstance(b, int):
-                merged[key] = min(a, b)
+        for key in set.intersection(*(set(p) for p in profiles)):
+            values = [p[key] for p in profiles]
+            if all(isinstance(v, bool) for v in values):
+                merged[key] = all(values)
+            elif key in _PROFILE_MIN and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+                merged[key] = min(values)
         return ModelProfile(**merged)
 
     # Routing -------------------------------------------------------------------
@@ -227,23 +271,39 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
             (ValueError, TypeError),
         )
 
-    def _decide(self, messages: list[BaseMessage]) -> Decision:
+    def _decide(self, messages: list[BaseMessage], thread: Any = None) -> Decision:
         pending = take_pending(self)
+        pinned = self._pinned(thread)
+        if pinned is not None:
+            return pinned
         return pending if pending is not None else self.engine.decide_one(to_conversation(messages))
 
-    def _plan(self, decision: Decision, kwargs: dict[str, Any]) -> Attempts[tuple[BaseChatModel, dict[str, Any]]]:
+    async def _adecide(self, messages: list[BaseMessage], thread: Any) -> Decision:
+        pending = take_pending(self)
+        pinned = self._pinned(thread)
+        if pinned is not None:
+            return pinned
+        return pending or await run_in_executor(None, self.engine.decide_one, to_conversation(messages))
+
+    def _plan(
+        self, decision: Decision, kwargs: dict[str, Any], view: Optional[Callable[[Any], AnswerView]] = None,
+    ) -> Attempts[tuple[BaseChatModel, dict[str, Any]]]:
         """The attempt loop: each model to try with its call keyword arguments."""
         timeout = pop_timeout(kwargs)
         per_model = kwargs.pop(PER_MODEL_KWARGS, None) or {}
+        tools = kwargs.pop(TOOLS_KWARG, None) or {}
         defaults = {k: v for k, v in (("temperature", self.temperature), ("max_tokens", self.max_tokens))
                     if v is not None}
+        context = CallContext(tools=tools.get("schemas") or {}, tool_required=bool(tools.get("required")),
+                              structured_as_tool=bool(tools.get("structured")))
         return self._attempts(
-            decision, lambda r: (self._model(r), {**defaults, **kwargs, **per_model.get(r.value, {})}),
-            timeout=timeout, name=lambda entry: model_name(entry[0]),
+            decision,
+            lambda k: (self._model(k), {**defaults, **kwargs, **per_model.get(self._key_label(k), {})}),
+            timeout=timeout, name=lambda entry: model_name(entry[0]), view=view, context=context,
         )
 
-    def _model(self, role: Role) -> BaseChatModel:
-        return self.strong if role is Role.STRONG else self.weak
+    def _model(self, key: Any) -> BaseChatModel:
+        return self._member(key)
 
     # Generation: every path decides the same way, then hands the chosen model our run
     def _generate(
@@ -253,15 +313,20 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
         run_manager: Optional[CallbackManagerForLLMRun] = None,
         **kwargs: Any,
     ) -> ChatResult:
-        decision = self._decide(messages)
+        thread = kwargs.pop(THREAD_KWARG, None)
+        kwargs.pop(REJECTED_KWARG, None)  # this run manager reports them
+        decision = self._decide(messages, thread)
 
         def call(entry: tuple[BaseChatModel, dict[str, Any]]) -> ChatResult:
             model, call_kwargs = entry
             _acquire(model)
             return model._generate(messages, stop=stop or self.stop, run_manager=run_manager, **call_kwargs)  # noqa: SLF001
 
-        outcome = self._plan(decision, kwargs).run(call)
-        return _tag_result(outcome.value, outcome_record(decision, outcome))
+        attempts = self._plan(decision, kwargs, _result_view)
+        outcome = attempts.run(call)
+        _report_rejected(run_manager, messages, outcome)
+        self._pin(thread, decision, attempts, outcome)
+        return _tag_result(outcome.value, self._record(decision, attempts, outcome, _usage))
 
     async def _agenerate(
         self,
@@ -270,15 +335,20 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
         run_manager: Optional[AsyncCallbackManagerForLLMRun] = None,
         **kwargs: Any,
     ) -> ChatResult:
-        decision = take_pending(self) or await run_in_executor(None, self._decide, messages)
+        thread = kwargs.pop(THREAD_KWARG, None)
+        kwargs.pop(REJECTED_KWARG, None)  # this run manager reports them
+        decision = await self._adecide(messages, thread)
 
         async def call(entry: tuple[BaseChatModel, dict[str, Any]]) -> ChatResult:
             model, call_kwargs = entry
             await _aacquire(model)
             return await model._agenerate(messages, stop=stop or self.stop, run_manager=run_manager, **call_kwargs)  # noqa: SLF001
 
-        outcome = await self._plan(decision, kwargs).arun(call)
-        return _tag_result(outcome.value, outcome_record(decision, outcome))
+        attempts = self._plan(decision, kwargs, _result_view)
+        outcome = await attempts.arun(call)
+        await _areport_rejected(run_manager, messages, outcome)
+        self._pin(thread, decision, attempts, outcome)
+        return _tag_result(outcome.value, self._record(decision, attempts, outcome, _usage))
 
     def _stream(
         self,
@@ -287,12 +357,24 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
         run_manager: Optional[CallbackManagerForLLMRun] = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        decision = self._decide(messages)
-        chunks = self._plan(decision, kwargs).stream(
-            lambda entry: _inner_stream(entry[0], messages, stop or self.stop, run_manager, entry[1])
+        thread, sink = kwargs.pop(THREAD_KWARG, None), kwargs.pop(REJECTED_KWARG, None)
+        decision = self._decide(messages, thread)
+        attempts = self._plan(decision, kwargs, _chunks_view)
+        # A checked (buffered) answer streams no tokens of its own: they are released once it passes.
+        quiet = _checked(attempts)
+        chunks = attempts.stream(
+            lambda entry: _inner_stream(entry[0], messages, stop or self.stop,
+                                        None if id(entry) in quiet else run_manager, entry[1])
         )
         for i, chunk in enumerate(chunks):
-            yield _tag_chunk(chunk, outcome_record(decision, chunks.outcome)) if i == 0 else chunk
+            if i == 0:
+                if sink is not None:  # stream() / invoke(streaming) give no run manager: they report them
+                    sink.outcome = chunks.outcome
+                else:
+                    _report_rejected(run_manager, messages, chunks.outcome)
+                self._pin(thread, decision, attempts, chunks.outcome)
+                chunk = _tag_chunk(chunk, self._record(decision, attempts, chunks.outcome, _usage))
+            yield chunk
 
     async def _astream(
         self,
@@ -301,14 +383,66 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
         run_manager: Optional[AsyncCallbackManagerForLLMRun] = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        decision = take_pending(self) or await run_in_executor(None, self._decide, messages)
-        chunks = self._plan(decision, kwargs).astream(
-            lambda entry: _inner_astream(entry[0], messages, stop or self.stop, run_manager, entry[1])
+        thread, sink = kwargs.pop(THREAD_KWARG, None), kwargs.pop(REJECTED_KWARG, None)
+        decision = await self._adecide(messages, thread)
+        attempts = self._plan(decision, kwargs, _chunks_view)
+        quiet = _checked(attempts)
+        chunks = attempts.astream(
+            lambda entry: _inner_astream(entry[0], messages, stop or self.stop,
+                                         None if id(entry) in quiet else run_manager, entry[1])
         )
         first = True
         async for chunk in chunks:
-            yield _tag_chunk(chunk, outcome_record(decision, chunks.outcome)) if first else chunk
-            first = False
+            if first:
+                if sink is not None:
+                    sink.outcome = chunks.outcome
+                else:
+                    await _areport_rejected(run_manager, messages, chunks.outcome)
+                self._pin(thread, decision, attempts, chunks.outcome)
+                chunk = _tag_chunk(chunk, self._record(decision, attempts, chunks.outcome, _usage))
+                first = False
+            yield chunk
+
+    # Call keywords for our own _generate / _stream: the thread id from the config,
+    # and (escalation on) a sink for the rejected answers a _stream without a run
+    # manager cannot report (BaseChatModel gives _stream none): reported here after it.
+    def _own_kwargs(self, config: Optional[RunnableConfig], kwargs: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+        thread, sink = thread_of(config), None
+        own = {**kwargs, THREAD_KWARG: thread} if thread is not None and self.pin_threads else dict(kwargs)
+        if self.escalate_on is not None:
+            sink = own[REJECTED_KWARG] = _Rejected()
+        return own, sink
+
+    def invoke(self, input: LanguageModelInput, config: Optional[RunnableConfig] = None, *,  # noqa: A002
+               stop: Optional[list[str]] = None, **kwargs: Any) -> AIMessage:
+        own, sink = self._own_kwargs(config, kwargs)
+        result = super().invoke(input, config, stop=stop, **own)
+        if sink is not None:
+            sink.report(self, config, input)
+        return result
+
+    async def ainvoke(self, input: LanguageModelInput, config: Optional[RunnableConfig] = None, *,  # noqa: A002
+                      stop: Optional[list[str]] = None, **kwargs: Any) -> AIMessage:
+        own, sink = self._own_kwargs(config, kwargs)
+        result = await super().ainvoke(input, config, stop=stop, **own)
+        if sink is not None:
+            await sink.areport(self, config, input)
+        return result
+
+    def stream(self, input: LanguageModelInput, config: Optional[RunnableConfig] = None, *,  # noqa: A002
+               stop: Optional[list[str]] = None, **kwargs: Any) -> Iterator[AIMessageChunk]:
+        own, sink = self._own_kwargs(config, kwargs)
+        yield from super().stream(input, config, stop=stop, **own)
+        if sink is not None:
+            sink.report(self, config, input)
+
+    async def astream(self, input: LanguageModelInput, config: Optional[RunnableConfig] = None, *,  # noqa: A002
+                      stop: Optional[list[str]] = None, **kwargs: Any) -> AsyncIterator[AIMessageChunk]:
+        own, sink = self._own_kwargs(config, kwargs)
+        async for chunk in super().astream(input, config, stop=stop, **own):
+            yield chunk
+        if sink is not None:
+            await sink.areport(self, config, input)
 
     # Batches: one router call for all inputs ------------------------------------
     def batch(
@@ -353,7 +487,7 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
         """
         tracing = {k: kwargs.pop(k) for k in ("ls_structured_output_format",) if k in kwargs}
         per_model: dict[str, dict[str, Any]] = {}
-        for role, model in (("strong", self.strong), ("weak", self.weak)):
+        for role, model in self._members():
             extra = {"tool_choice": tool_choice} if tool_choice is not None else {}
             try:
                 bound = model.bind_tools(tools, **extra, **kwargs)
@@ -368,21 +502,139 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
                     "bound to the model itself; RouteLLMChat cannot route it"
                 )
             per_model[role] = dict(bound.kwargs)
-        return self.bind(**{PER_MODEL_KWARGS: per_model}, **tracing)
+        schemas = {}
+        for tool in tools:
+            function = convert_to_openai_tool(tool).get("function") or {}
+            if function.get("name"):
+                schemas[function["name"]] = function.get("parameters") or {"type": "object"}
+        required = tool_choice is True or tool_choice in _REQUIRED_CHOICES or isinstance(tool_choice, dict) or (
+            isinstance(tool_choice, str) and tool_choice in schemas)
+        tools_info = {"schemas": schemas, "required": required, "structured": bool(tracing)}
+        return self.bind(**{PER_MODEL_KWARGS: per_model, TOOLS_KWARG: tools_info}, **tracing)
 
     # Token counting: as the model that would answer counts ------------------------
     def get_num_tokens(self, text: str) -> int:
         """Tokens of ``text`` as counted by the model it would be routed to."""
-        return self._model(self.engine.decide_one([("user", text)]).role).get_num_tokens(text)
+        return self._model(self._decision_key(self.engine.decide_one([("user", text)]))).get_num_tokens(text)
 
     def get_num_tokens_from_messages(
         self, messages: list[BaseMessage], tools: Optional[Sequence[Any]] = None
     ) -> int:
         """Tokens of ``messages`` as counted by the model they would be routed to."""
-        model = self._model(self.engine.decide_one(to_conversation(messages)).role)
+        model = self._model(self._decision_key(self.engine.decide_one(to_conversation(messages))))
         if tools is None:
             return model.get_num_tokens_from_messages(messages)
         return model.get_num_tokens_from_messages(messages, tools=tools)
+
+
+# Escalation: views of an answer, rejected answers' usage ---------------------------
+def _result_view(result: ChatResult) -> AnswerView:
+    generation = result.generations[0]
+    return message_view(generation.message, generation.generation_info)
+
+
+def _merged(chunks: Sequence[ChatGenerationChunk]) -> ChatGeneration:
+    if not chunks:
+        return ChatGeneration(message=AIMessage(content=""))
+    merged = chunks[0]
+    for chunk in chunks[1:]:
+        merged = merged + chunk
+    return merged
+
+
+def _chunks_view(chunks: Sequence[ChatGenerationChunk]) -> AnswerView:
+    generation = _merged(chunks)
+    return message_view(generation.message, generation.generation_info)
+
+
+def _generation(value: Any) -> ChatGeneration:
+    return value.generations[0] if isinstance(value, ChatResult) else _merged(value)
+
+
+def _usage(value: Any) -> Any:
+    """A rejected answer's token usage, for its escalation record."""
+    return getattr(_generation(value).message, "usage_metadata", None)
+
+
+def _checked(attempts: Attempts[Any]) -> set[int]:
+    """Ids of the plan entries whose answers may be checked (buffered while streaming): the weak ones."""
+    if not attempts.checks:
+        return set()
+    return {id(entry) for role, entry in (*attempts.plan, *attempts.escalate_to) if role is Role.WEAK}
+
+
+def _rejected_runs(outcome: Optional[Outcome[Any]]) -> list[tuple[str, LLMResult, dict[str, Any]]]:
+    if outcome is None:
+        return []
+    return [(e.model, LLMResult(generations=[[_generation(e.value)]]),
+             {"routellm": {"rejected": True, "role": e.role.value, "reason": e.reason}})
+            for e in outcome.escalations]
+
+
+class _Rejected:
+    """Where ``_stream`` leaves its outcome for ``stream()`` to report the rejected answers."""
+
+    outcome: Optional[Outcome[Any]] = None
+
+    def __repr__(self) -> str:  # shown in invocation params
+        return "<routellm rejected-answers sink>"
+
+    def _runs(self, owner: "RouteLLMChat", config: Optional[RunnableConfig], input: Any, cls: type) -> Any:  # noqa: A002
+        config = ensure_config(config)
+        manager = cls.configure(config.get("callbacks"), owner.callbacks, owner.verbose,
+                                [*(config.get("tags") or []), "routellm:rejected"], owner.tags,
+                                config.get("metadata"), owner.metadata)
+        return manager, owner._convert_input(input).to_messages()  # noqa: SLF001
+
+    def report(self, owner: "RouteLLMChat", config: Optional[RunnableConfig], input: Any) -> None:  # noqa: A002
+        runs = _rejected_runs(self.outcome)
+        if runs:
+            manager, messages = self._runs(owner, config, input, CallbackManager)
+            for name, result, metadata in runs:
+                manager.add_metadata(metadata)
+                for run in manager.on_chat_model_start({"name": name}, [messages], name=name):
+                    run.on_llm_end(result)
+
+    async def areport(self, owner: "RouteLLMChat", config: Optional[RunnableConfig], input: Any) -> None:  # noqa: A002
+        runs = _rejected_runs(self.outcome)
+        if runs:
+            manager, messages = self._runs(owner, config, input, AsyncCallbackManager)
+            for name, result, metadata in runs:
+                manager.add_metadata(metadata)
+                for run in await manager.on_chat_model_start({"name": name}, [messages], name=name):
+                    await run.on_llm_end(result)
+
+
+def _sibling(run_manager: Any, manager_cls: type, metadata: dict[str, Any]) -> Any:
+    """A callback manager for a run beside ``run_manager``'s (same handlers, tags, parent)."""
+    manager = manager_cls(handlers=list(run_manager.handlers), inheritable_handlers=list(run_manager.inheritable_handlers),
+                          parent_run_id=run_manager.parent_run_id)
+    manager.add_tags([*run_manager.inheritable_tags, "routellm:rejected"])
+    manager.add_metadata({**run_manager.inheritable_metadata, **metadata})
+    return manager
+
+
+def _report_rejected(run_manager: Optional[CallbackManagerForLLMRun], messages: list[BaseMessage],
+                     outcome: Optional[Outcome[Any]]) -> None:
+    """Report each rejected answer as a chat-model run of its own, beside this call's
+    (same parent, tag ``routellm:rejected``), so that callbacks (usage, cost) count
+    the rejected model's tokens once, and the answer's tokens once in this run."""
+    if run_manager is None:
+        return
+    for name, result, metadata in _rejected_runs(outcome):
+        for run in _sibling(run_manager, CallbackManager, metadata).on_chat_model_start(
+                {"name": name}, [messages], name=name):
+            run.on_llm_end(result)
+
+
+async def _areport_rejected(run_manager: Optional[AsyncCallbackManagerForLLMRun], messages: list[BaseMessage],
+                            outcome: Optional[Outcome[Any]]) -> None:
+    if run_manager is None:
+        return
+    for name, result, metadata in _rejected_runs(outcome):
+        for run in await _sibling(run_manager, AsyncCallbackManager, metadata).on_chat_model_start(
+                {"name": name}, [messages], name=name):
+            await run.on_llm_end(result)
 
 
 # Helpers -------------------------------------------------------------------------

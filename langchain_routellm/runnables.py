@@ -29,15 +29,18 @@ from langchain_routellm._routing import (
     arun_batch,
     decide_each,
     model_name,
+    output_view,
     run_batch,
     take_pending,
+    thread_of,
     to_conversation,
 )
 from shared_core.attempts import Attempts, Failure
-from shared_core.engine import decision_record, outcome_record
+from shared_core.engine import decision_record
 from shared_core.errors import ConfigError
 from shared_core.routers import Decision, Role
-from shared_core.settings import RoutedModel, pop_timeout
+from shared_core.escalation import AnswerView
+from shared_core.settings import RoutedModel, ladder_ends, pop_timeout
 
 #: One attempt: the role and the runnable that plays it.
 _Entry = tuple[Role, Runnable]
@@ -54,7 +57,11 @@ class RouteLLMRunnable(RoutedModel, RunnableSerializable[Any, Any]):
     routing settings of :class:`shared_core.settings.RoutingSettings`, as for
     :class:`~langchain_routellm.RouteLLMChat`: ``router``, ``threshold``,
     ``strong_fraction``, ``calibration_prompts``, ``on_no_text``, ``fallback``,
-    ``fallback_on``, ``timeout`` (also a call argument: ``invoke(x, timeout=5)``).
+    ``fallback_on``, ``timeout`` (also a call argument: ``invoke(x, timeout=5)``),
+    ``escalate_on`` (checks on the weak runnable's output: a message or a string
+    is read as text; any other output only by a predicate, ``view.raw``),
+    ``route_on``, ``pin_threads`` (thread id from ``config["configurable"]["thread_id"]``)
+    and ``ladder`` (runnables cheapest first instead of ``strong``/``weak``).
 
     Example:
         .. code-block:: python
@@ -80,10 +87,12 @@ class RouteLLMRunnable(RoutedModel, RunnableSerializable[Any, Any]):
     weak: Runnable = Field(description="Runnable for the inputs the router judges easy.")
     input_key: Optional[str] = Field(default=None, description="Key of a dict input holding the text to route on.")
 
-    def __init__(self, *, strong: Runnable, weak: Runnable, **kwargs: Any) -> None:
-        for name, runnable in (("strong", strong), ("weak", weak)):
+    def __init__(self, *, strong: Optional[Runnable] = None, weak: Optional[Runnable] = None, **kwargs: Any) -> None:
+        def check(name: str, runnable: Any) -> None:
             if not isinstance(runnable, Runnable):
                 raise ConfigError(f"{name} must be a LangChain Runnable, got {type(runnable).__name__}: {runnable!r}")
+
+        strong, weak = ladder_ends(strong, weak, kwargs, check)
         super().__init__(strong=strong, weak=weak, **kwargs)
 
     # Routing -------------------------------------------------------------------
@@ -119,17 +128,31 @@ class RouteLLMRunnable(RoutedModel, RunnableSerializable[Any, Any]):
     async def aroute(self, input: Any) -> Decision:  # noqa: A002
         return await run_in_executor(None, self.route, input)
 
-    def _decide(self, input: Any) -> Decision:  # noqa: A002
+    def _decide(self, input: Any, thread: Any = None) -> Decision:  # noqa: A002
         pending = take_pending(self)
+        pinned = self._pinned(thread)
+        if pinned is not None:
+            return pinned
         return pending if pending is not None else self.route(input)
 
-    def _plan(self, decision: Decision, kwargs: dict[str, Any]) -> tuple[Attempts[_Entry], list[Failure]]:
+    async def _adecide(self, input: Any, thread: Any) -> Decision:  # noqa: A002
+        pending = take_pending(self)
+        pinned = self._pinned(thread)
+        if pinned is not None:
+            return pinned
+        return pending or await self.aroute(input)
+
+    def _plan(
+        self, decision: Decision, kwargs: dict[str, Any], view: Any = None
+    ) -> tuple[Attempts[_Entry], list[Failure]]:
         """The attempt loop over ``(role, runnable)``, and the failures so far (each
         child run's metadata records them)."""
         failures: list[Failure] = []
+        ladder = self.engine.ladder
         attempts = self._attempts(
-            decision, lambda r: (r, self.strong if r is Role.STRONG else self.weak), timeout=pop_timeout(kwargs),
-            name=lambda entry: model_name(entry[1]), on_failure=failures.append,
+            decision, lambda k: (ladder.role(k) if ladder is not None else k, self._member(k)),
+            timeout=pop_timeout(kwargs), name=lambda entry: model_name(entry[1]), on_failure=failures.append,
+            view=view,
         )
         return attempts, failures
 
@@ -145,34 +168,39 @@ class RouteLLMRunnable(RoutedModel, RunnableSerializable[Any, Any]):
 
     # Invoke ----------------------------------------------------------------------
     def invoke(self, input: Any, config: Optional[RunnableConfig] = None, **kwargs: Any) -> Any:  # noqa: A002
-        decision = self._decide(input)
-        attempts, failures = self._plan(decision, kwargs)
+        thread = thread_of(config)
+        decision = self._decide(input, thread)
+        attempts, failures = self._plan(decision, kwargs, output_view)
 
         def run(value: Any, run_manager: Any, config: RunnableConfig) -> Any:
             outcome = attempts.run(
                 lambda e: e[1].invoke(value, self._child_config(config, run_manager, decision, e, failures), **kwargs)
             )
-            return _tag(outcome.value, outcome_record(decision, outcome))
+            self._pin(thread, decision, attempts, outcome)
+            return _tag(outcome.value, self._record(decision, attempts, outcome))
 
         return self._call_with_config(run, input, config)
 
     async def ainvoke(self, input: Any, config: Optional[RunnableConfig] = None, **kwargs: Any) -> Any:  # noqa: A002
-        decision = take_pending(self) or await self.aroute(input)
-        attempts, failures = self._plan(decision, kwargs)
+        thread = thread_of(config)
+        decision = await self._adecide(input, thread)
+        attempts, failures = self._plan(decision, kwargs, output_view)
 
         async def run(value: Any, run_manager: Any, config: RunnableConfig) -> Any:
             outcome = await attempts.arun(
                 lambda e: e[1].ainvoke(value, self._child_config(config, run_manager, decision, e, failures), **kwargs)
             )
-            return _tag(outcome.value, outcome_record(decision, outcome))
+            self._pin(thread, decision, attempts, outcome)
+            return _tag(outcome.value, self._record(decision, attempts, outcome))
 
         return await self._acall_with_config(run, input, config)
 
     # Stream: the chosen runnable's own chunks ------------------------------------
     def stream(self, input: Any, config: Optional[RunnableConfig] = None, **kwargs: Any) -> Iterator[Any]:  # noqa: A002
         config = ensure_config(config)
-        decision = self._decide(input)
-        attempts, failures = self._plan(decision, kwargs)
+        thread = thread_of(config)
+        decision = self._decide(input, thread)
+        attempts, failures = self._plan(decision, kwargs, _chunks_view)
         run_manager = get_callback_manager_for_config(config).on_chain_start(
             None, input, name=config.get("run_name") or self.get_name(), run_id=config.pop("run_id", None)
         )
@@ -183,7 +211,8 @@ class RouteLLMRunnable(RoutedModel, RunnableSerializable[Any, Any]):
             )
             for chunk in chunks:
                 if final is None:
-                    chunk = final = _tag(chunk, outcome_record(decision, chunks.outcome))
+                    self._pin(thread, decision, attempts, chunks.outcome)
+                    chunk = final = _tag(chunk, self._record(decision, attempts, chunks.outcome))
                 else:
                     final = _add(final, chunk)
                 yield chunk
@@ -194,8 +223,9 @@ class RouteLLMRunnable(RoutedModel, RunnableSerializable[Any, Any]):
 
     async def astream(self, input: Any, config: Optional[RunnableConfig] = None, **kwargs: Any) -> AsyncIterator[Any]:  # noqa: A002
         config = ensure_config(config)
-        decision = take_pending(self) or await self.aroute(input)
-        attempts, failures = self._plan(decision, kwargs)
+        thread = thread_of(config)
+        decision = await self._adecide(input, thread)
+        attempts, failures = self._plan(decision, kwargs, _chunks_view)
         run_manager = await get_async_callback_manager_for_config(config).on_chain_start(
             None, input, name=config.get("run_name") or self.get_name(), run_id=config.pop("run_id", None)
         )
@@ -206,7 +236,8 @@ class RouteLLMRunnable(RoutedModel, RunnableSerializable[Any, Any]):
             )
             async for chunk in chunks:
                 if final is None:
-                    chunk = final = _tag(chunk, outcome_record(decision, chunks.outcome))
+                    self._pin(thread, decision, attempts, chunks.outcome)
+                    chunk = final = _tag(chunk, self._record(decision, attempts, chunks.outcome))
                 else:
                     final = _add(final, chunk)
                 yield chunk
@@ -231,6 +262,14 @@ class RouteLLMRunnable(RoutedModel, RunnableSerializable[Any, Any]):
             return []
         decisions = await run_in_executor(None, self._decide_many, inputs)
         return await arun_batch(self, inputs, config, decisions, self.ainvoke, return_exceptions, kwargs)
+
+
+def _chunks_view(chunks: list[Any]) -> AnswerView:
+    """A buffered stream's view: its chunks added up (strings, message chunks, dicts)."""
+    final = None
+    for chunk in chunks:
+        final = chunk if final is None else _add(final, chunk)
+    return output_view("" if final is None else final)
 
 
 def _tag(output: Any, record: dict[str, Any]) -> Any:

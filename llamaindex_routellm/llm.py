@@ -10,7 +10,9 @@ emits them, once, exactly as if it had been called directly.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import ChainMap
+from dataclasses import dataclass
 from contextvars import ContextVar
 from typing import (
     TYPE_CHECKING, Any, AsyncGenerator, Awaitable, Callable, Dict, Generator, Iterator, List, Optional,
@@ -31,18 +33,24 @@ from llama_index.core.base.llms.types import (
 )
 from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
 from llama_index.core.callbacks import CallbackManager
+from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import LLM, ToolSelection
 from llama_index.core.prompts import BasePromptTemplate
 
-from shared_core.attempts import Attempts
-from shared_core.engine import outcome_record
+from shared_core.attempts import Attempts, Outcome
 from shared_core.errors import ConfigError
+from shared_core.escalation import AnswerView, CallContext, ToolCall
+from shared_core.policy import check_thread_id, content_text
 from shared_core.routers import Decision, Role
-from shared_core.settings import RoutedModel, pop_timeout
+from shared_core.settings import RoutedModel, ladder_ends, pop_timeout
 
 if TYPE_CHECKING:
     from llama_index.core.tools.types import BaseTool
+
+#: Spans for the tool calls too (LlamaIndex spans chat and complete itself), so that
+#: an instrumentation handler (the ledger) sees every tagged response.
+dispatcher = get_dispatcher(__name__)
 
 #: Key under which every response's ``additional_kwargs`` records the decision.
 DECISION_KEY = "routellm"
@@ -92,6 +100,16 @@ def _tools_conversation(
     return to_conversation(messages)
 
 
+
+def _usage(answer: Any) -> Optional[dict[str, Any]]:
+    """Token usage of a rejected answer (a response, or a buffered stream's chunks), for its record."""
+    from llamaindex_routellm.ledger import response_usage
+
+    if isinstance(answer, (list, tuple)):
+        answer = answer[-1] if answer else None
+    n_in, n_out = response_usage(answer)
+    return None if n_in is None or n_out is None else {"input_tokens": n_in, "output_tokens": n_out}
+
 class RouteLLM(RoutedModel, FunctionCallingLLM):
     """A LlamaIndex LLM that routes every call to a strong or a weak LLM.
 
@@ -129,6 +147,17 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
             out raises ``ModelTimeoutError`` (and falls back with ``fallback``).
             Also a call argument of ``chat``, ``complete``, their stream and async
             forms and the tool calls: ``llm.complete(prompt, timeout=5)``.
+        escalate_on: checks on the weak model's answer (``"empty"``, ``"refusal"``,
+            ``"length"``, ``"tool_calls"``, ``"structured"``, or a predicate
+            ``view -> bool``) that send the same call to the strong model;
+            recorded in ``additional_kwargs["routellm"]["escalations"]``; a weak
+            stream is buffered while checked (``docs/escalation.md``).
+        route_on: ``"last_user"`` (default) or ``"last_turn"`` (the previous turn too).
+        pin_threads: pin a conversation to the model its first call went to
+            (``llm.chat(messages, thread_id="t1")``), unless an answer escalates;
+            this many threads are remembered. 0 (default): off.
+        ladder: instead of ``strong``/``weak``, ``(llm, name, threshold)`` rungs
+            cheapest first, for a multi-model router (``irt``; :mod:`shared_core.ladder`).
 
     These settings are :class:`shared_core.settings.RoutingSettings`, shared with
     the LangChain wrappers; setting one later (``llm.threshold = 0.7``) takes
@@ -172,6 +201,15 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         >>> llm.route("Prove that there are infinitely many primes.").role.value
         'strong'
 
+    Escalate an answer that fails a check, and pin a conversation to its model:
+        >>> picky = RouteLLM(strong=MockLLM(), weak=MockLLM(), router="random", threshold=0.5,
+        ...                  escalate_on=[lambda view: "hi" in view.text], pin_threads=100)
+        >>> record = picky.complete("Say hi", thread_id="t1").additional_kwargs["routellm"]
+        >>> record["role"], record["escalated"]["from"]
+        ('strong', 'weak')
+        >>> picky.complete("Thanks", thread_id="t1").additional_kwargs["routellm"]["reason"]
+        'pinned'
+
     In a query engine (``index.as_query_engine(llm=llm)``) the decision is made
     on the question; read it from :attr:`last_decision`. Tool calling
     (``chat_with_tools``, ``FunctionAgent``) works when both models are
@@ -185,10 +223,12 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
 
     _key: str = PrivateAttr(default_factory=lambda: uuid4().hex)
 
-    def __init__(self, strong: LLM, weak: LLM, **kwargs: Any) -> None:
-        for name, model in (("strong", strong), ("weak", weak)):
+    def __init__(self, strong: Optional[LLM] = None, weak: Optional[LLM] = None, **kwargs: Any) -> None:
+        def check(name: str, model: Any) -> None:
             if not isinstance(model, LLM):
                 raise ConfigError(f"{name} must be a LlamaIndex LLM, got {type(model).__name__}: {model!r}")
+
+        strong, weak = ladder_ends(strong, weak, kwargs, check)
         super().__init__(strong=strong, weak=weak, **kwargs)
 
     @classmethod
@@ -197,21 +237,21 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
 
     @property
     def metadata(self) -> LLMMetadata:
-        """What holds for both models: the smaller context window, the larger
-        output reservation, chat and function calling only if both have them."""
-        s, w = self.strong.metadata, self.weak.metadata
+        """What holds for every model (both, or each rung): the smallest context
+        window, the largest output reservation, chat and function calling only if
+        all have them."""
+        models = [m for _, m in self._members()]
+        meta = [m.metadata for m in models]
+        roles = {m.system_role for m in meta}
         return LLMMetadata(
-            context_window=min(s.context_window, w.context_window),
-            num_output=max(s.num_output, w.num_output),
-            is_chat_model=s.is_chat_model and w.is_chat_model,
-            is_function_calling_model=(
-                s.is_function_calling_model
-                and w.is_function_calling_model
-                and isinstance(self.strong, FunctionCallingLLM)
-                and isinstance(self.weak, FunctionCallingLLM)
+            context_window=min(m.context_window for m in meta),
+            num_output=max(m.num_output for m in meta),
+            is_chat_model=all(m.is_chat_model for m in meta),
+            is_function_calling_model=all(
+                m.is_function_calling_model and isinstance(model, FunctionCallingLLM) for m, model in zip(meta, models)
             ),
-            model_name=f"routellm[{self.engine.router.name}]({s.model_name}|{w.model_name})",
-            system_role=s.system_role if s.system_role == w.system_role else MessageRole.SYSTEM,
+            model_name=f"routellm[{self.engine.router.name}]({'|'.join(m.model_name for m in meta)})",
+            system_role=roles.pop() if len(roles) == 1 else MessageRole.SYSTEM,
         )
 
     # Routing -----------------------------------------------------------------
@@ -232,28 +272,37 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         _LAST_DECISIONS.set({**(_LAST_DECISIONS.get() or {}), self._key: decision})
         return decision
 
-    def _decide(self, conversation: List[Tuple[str, Any]]) -> Decision:
-        return self._remember(self.engine.decide_one(conversation))
+    def _decide(self, conversation: List[Tuple[str, Any]], thread: Any = None) -> Decision:
+        pinned = self._pinned(thread)
+        return self._remember(pinned if pinned is not None else self.engine.decide_one(conversation))
 
-    async def _adecide(self, conversation: List[Tuple[str, Any]]) -> Decision:
+    async def _adecide(self, conversation: List[Tuple[str, Any]], thread: Any = None) -> Decision:
+        pinned = self._pinned(thread)
+        if pinned is not None:
+            return self._remember(pinned)
         # The router may run a model (embeddings); keep it off the event loop.
         return self._remember(await asyncio.to_thread(self.engine.decide_one, conversation))
 
-    def _model(self, role: Role) -> LLM:
-        """The model for ``role``, seeing this LLM's callback manager too (a copy
-        of the model when it must: the user's model is not changed)."""
-        model = self.strong if role is Role.STRONG else self.weak
+    def _model(self, key: Any) -> LLM:
+        """The model for ``key`` (a role, or a ladder's rung), seeing this LLM's
+        callback manager too (a copy of the model when it must: the user's model
+        is not changed)."""
+        model = self._member(key)
         ours = [h for h in self.callback_manager.handlers if h not in model.callback_manager.handlers]
         if not ours:
             return model
         manager = CallbackManager(handlers=[*model.callback_manager.handlers, *ours])
         return model.model_copy(update={"callback_manager": manager})
 
-    def _plan(self, decision: Decision, tools: bool, timeout: Optional[float] = None) -> Attempts[LLM]:
-        """The attempt loop: the chosen model, then the other with ``fallback``."""
-        attempts = self._attempts(decision, self._model, timeout=timeout)
+    def _plan(
+        self, decision: Decision, tools: bool, timeout: Optional[float] = None, view: Any = None,
+        context: Optional[CallContext] = None,
+    ) -> Attempts[LLM]:
+        """The attempt loop: the chosen model, then the other with ``fallback``
+        (and, with ``escalate_on``, the strong model for a rejected weak answer)."""
+        attempts = self._attempts(decision, self._model, timeout=timeout, view=view, context=context)
         if tools:
-            for role, model in attempts.plan:
+            for role, model in (*attempts.plan, *attempts.escalate_to):
                 if not isinstance(model, FunctionCallingLLM):
                     raise ConfigError(
                         f"tool calling needs both models to be function-calling LLMs; the {role.value} model "
@@ -261,91 +310,113 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
                     )
         return attempts
 
+    def _finish(self, decision: Decision, attempts: Attempts[Any], outcome: Outcome[Any], tag: bool,
+                thread: Any) -> Any:
+        self._pin(thread, decision, attempts, outcome)
+        value = outcome.value
+        if isinstance(value, _ParseFailure):
+            raise value.error  # the last model's structured output did not parse either
+        return _tag(value, self._record(decision, attempts, outcome, _usage)) if tag else value
+
     def _call(
         self, decision: Decision, call: Callable[[Any], Any], tag: bool = True, tools: bool = False,
-        timeout: Optional[float] = None,
+        timeout: Optional[float] = None, thread: Any = None, context: Optional[CallContext] = None,
+        view: Callable[[Any], AnswerView] = None,
     ) -> Any:
-        outcome = self._plan(decision, tools, timeout).run(call)
-        return _tag(outcome.value, outcome_record(decision, outcome)) if tag else outcome.value
+        attempts = self._plan(decision, tools, timeout, view or _response_view, context)
+        return self._finish(decision, attempts, attempts.run(call), tag, thread)
 
     async def _acall(
         self, decision: Decision, call: Callable[[Any], Awaitable[Any]], tag: bool = True, tools: bool = False,
-        timeout: Optional[float] = None,
+        timeout: Optional[float] = None, thread: Any = None, context: Optional[CallContext] = None,
+        view: Callable[[Any], AnswerView] = None,
     ) -> Any:
-        outcome = await self._plan(decision, tools, timeout).arun(call)
-        return _tag(outcome.value, outcome_record(decision, outcome)) if tag else outcome.value
+        attempts = self._plan(decision, tools, timeout, view or _response_view, context)
+        return self._finish(decision, attempts, await attempts.arun(call), tag, thread)
 
     def _stream(
         self, decision: Decision, call: Callable[[Any], Iterator[Any]], tag: bool = True, tools: bool = False,
-        timeout: Optional[float] = None,
+        timeout: Optional[float] = None, thread: Any = None, context: Optional[CallContext] = None,
     ) -> Generator[Any, None, None]:
         # The chosen model's call starts now, as a direct call would (eager); a
         # fallback happens only if the error comes before the first chunk.
-        chunks = self._plan(decision, tools, timeout).stream(call, eager=True)
+        attempts = self._plan(decision, tools, timeout, _chunks_view, context)
+        chunks = attempts.stream(call, eager=True)
 
         def tagged() -> Generator[Any, None, None]:
             record = None
             for chunk in chunks:
-                if tag:
-                    record = record or outcome_record(decision, chunks.outcome)
-                    chunk = _tag(chunk, record)
-                yield chunk
+                if record is None:
+                    self._pin(thread, decision, attempts, chunks.outcome)
+                    record = self._record(decision, attempts, chunks.outcome, _usage)
+                yield _tag(chunk, record) if tag else chunk
 
         return tagged()
 
     async def _astream(
         self, decision: Decision, call: Callable[[Any], Awaitable[Any]], tag: bool = True, tools: bool = False,
-        timeout: Optional[float] = None,
+        timeout: Optional[float] = None, thread: Any = None, context: Optional[CallContext] = None,
     ) -> AsyncGenerator[Any, None]:
-        chunks = await self._plan(decision, tools, timeout).astream(call).open_first()
+        attempts = self._plan(decision, tools, timeout, _chunks_view, context)
+        chunks = await attempts.astream(call).open_first()
 
         async def tagged() -> AsyncGenerator[Any, None]:
             record = None
             async for chunk in chunks:
-                if tag:
-                    record = record or outcome_record(decision, chunks.outcome)
-                    chunk = _tag(chunk, record)
-                yield chunk
+                if record is None:
+                    self._pin(thread, decision, attempts, chunks.outcome)
+                    record = self._record(decision, attempts, chunks.outcome, _usage)
+                yield _tag(chunk, record) if tag else chunk
 
         return tagged()
 
     # Chat and completion -----------------------------------------------------
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        decision, timeout = self._decide(to_conversation(messages)), pop_timeout(kwargs)
-        return self._call(decision, lambda m: m.chat(messages, **kwargs), timeout=timeout)
+        timeout, thread = pop_timeout(kwargs), _pop_thread(kwargs)
+        decision = self._decide(to_conversation(messages), thread)
+        return self._call(decision, lambda m: m.chat(messages, **kwargs), timeout=timeout, thread=thread)
 
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
-        decision, timeout = self._decide(to_conversation(messages)), pop_timeout(kwargs)
-        return self._stream(decision, lambda m: m.stream_chat(messages, **kwargs), timeout=timeout)
+        timeout, thread = pop_timeout(kwargs), _pop_thread(kwargs)
+        decision = self._decide(to_conversation(messages), thread)
+        return self._stream(decision, lambda m: m.stream_chat(messages, **kwargs), timeout=timeout, thread=thread)
 
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        decision, timeout = await self._adecide(to_conversation(messages)), pop_timeout(kwargs)
-        return await self._acall(decision, lambda m: m.achat(messages, **kwargs), timeout=timeout)
+        timeout, thread = pop_timeout(kwargs), _pop_thread(kwargs)
+        decision = await self._adecide(to_conversation(messages), thread)
+        return await self._acall(decision, lambda m: m.achat(messages, **kwargs), timeout=timeout, thread=thread)
 
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
-        decision, timeout = await self._adecide(to_conversation(messages)), pop_timeout(kwargs)
-        return await self._astream(decision, lambda m: m.astream_chat(messages, **kwargs), timeout=timeout)
+        timeout, thread = pop_timeout(kwargs), _pop_thread(kwargs)
+        decision = await self._adecide(to_conversation(messages), thread)
+        return await self._astream(decision, lambda m: m.astream_chat(messages, **kwargs), timeout=timeout,
+                                   thread=thread)
 
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        decision, timeout = self._decide(_prompt_conversation(prompt)), pop_timeout(kwargs)
-        return self._call(decision, lambda m: m.complete(prompt, formatted=formatted, **kwargs), timeout=timeout)
+        timeout, thread = pop_timeout(kwargs), _pop_thread(kwargs)
+        decision = self._decide(_prompt_conversation(prompt), thread)
+        return self._call(decision, lambda m: m.complete(prompt, formatted=formatted, **kwargs), timeout=timeout,
+                          thread=thread)
 
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
-        decision, timeout = self._decide(_prompt_conversation(prompt)), pop_timeout(kwargs)
+        timeout, thread = pop_timeout(kwargs), _pop_thread(kwargs)
+        decision = self._decide(_prompt_conversation(prompt), thread)
         return self._stream(decision, lambda m: m.stream_complete(prompt, formatted=formatted, **kwargs),
-                            timeout=timeout)
+                            timeout=timeout, thread=thread)
 
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        decision, timeout = await self._adecide(_prompt_conversation(prompt)), pop_timeout(kwargs)
+        timeout, thread = pop_timeout(kwargs), _pop_thread(kwargs)
+        decision = await self._adecide(_prompt_conversation(prompt), thread)
         return await self._acall(decision, lambda m: m.acomplete(prompt, formatted=formatted, **kwargs),
-                                 timeout=timeout)
+                                 timeout=timeout, thread=thread)
 
     async def astream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
-        decision, timeout = await self._adecide(_prompt_conversation(prompt)), pop_timeout(kwargs)
+        timeout, thread = pop_timeout(kwargs), _pop_thread(kwargs)
+        decision = await self._adecide(_prompt_conversation(prompt), thread)
         return await self._astream(decision, lambda m: m.astream_complete(prompt, formatted=formatted, **kwargs),
-                                   timeout=timeout)
+                                   timeout=timeout, thread=thread)
 
     # Prompt templates (query engines): route on query_str, the chosen model formats
     def _template_conversation(
@@ -378,9 +449,12 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         **prompt_args: Any,
     ) -> Any:
         decision = self._decide(self._template_conversation(prompt, prompt_args))
+        catch = self.escalate_on is not None
         return self._call(
-            decision, lambda m: m.structured_predict(output_cls, prompt, llm_kwargs=llm_kwargs, **prompt_args),
-            tag=False,
+            decision,
+            lambda m: _parsed(lambda: m.structured_predict(output_cls, prompt, llm_kwargs=llm_kwargs, **prompt_args),
+                              catch),
+            tag=False, view=_structured_view,
         )
 
     async def astructured_predict(
@@ -388,9 +462,11 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         **prompt_args: Any,
     ) -> Any:
         decision = await self._adecide(self._template_conversation(prompt, prompt_args))
+        catch = self.escalate_on is not None
         return await self._acall(
-            decision, lambda m: m.astructured_predict(output_cls, prompt, llm_kwargs=llm_kwargs, **prompt_args),
-            tag=False,
+            decision,
+            lambda m: _aparsed(m.astructured_predict(output_cls, prompt, llm_kwargs=llm_kwargs, **prompt_args), catch),
+            tag=False, view=_structured_view,
         )
 
     def stream_structured_predict(
@@ -416,6 +492,7 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         )
 
     # Function calling: the chosen model formats the tools and parses its calls
+    @dispatcher.span
     def chat_with_tools(
         self,
         tools: Sequence["BaseTool"],
@@ -428,9 +505,12 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
     ) -> ChatResponse:
         timeout = pop_timeout(kwargs)
         args = _tool_args(user_msg, chat_history, verbose, allow_parallel_tool_calls, tool_required, kwargs)
-        decision = self._decide(_tools_conversation(user_msg, chat_history))
-        return self._call(decision, lambda m: m.chat_with_tools(tools, **args), tools=True, timeout=timeout)
+        thread = _pop_thread(args)
+        decision = self._decide(_tools_conversation(user_msg, chat_history), thread)
+        return self._call(decision, lambda m: m.chat_with_tools(tools, **args), tools=True, timeout=timeout,
+                          thread=thread, context=_tools_context(tools, tool_required))
 
+    @dispatcher.span
     async def achat_with_tools(
         self,
         tools: Sequence["BaseTool"],
@@ -443,8 +523,10 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
     ) -> ChatResponse:
         timeout = pop_timeout(kwargs)
         args = _tool_args(user_msg, chat_history, verbose, allow_parallel_tool_calls, tool_required, kwargs)
-        decision = await self._adecide(_tools_conversation(user_msg, chat_history))
-        return await self._acall(decision, lambda m: m.achat_with_tools(tools, **args), tools=True, timeout=timeout)
+        thread = _pop_thread(args)
+        decision = await self._adecide(_tools_conversation(user_msg, chat_history), thread)
+        return await self._acall(decision, lambda m: m.achat_with_tools(tools, **args), tools=True, timeout=timeout,
+                                 thread=thread, context=_tools_context(tools, tool_required))
 
     def stream_chat_with_tools(
         self,
@@ -458,8 +540,10 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
     ) -> ChatResponseGen:
         timeout = pop_timeout(kwargs)
         args = _tool_args(user_msg, chat_history, verbose, allow_parallel_tool_calls, tool_required, kwargs)
-        decision = self._decide(_tools_conversation(user_msg, chat_history))
-        return self._stream(decision, lambda m: m.stream_chat_with_tools(tools, **args), tools=True, timeout=timeout)
+        thread = _pop_thread(args)
+        decision = self._decide(_tools_conversation(user_msg, chat_history), thread)
+        return self._stream(decision, lambda m: m.stream_chat_with_tools(tools, **args), tools=True, timeout=timeout,
+                            thread=thread, context=_tools_context(tools, tool_required))
 
     async def astream_chat_with_tools(
         self,
@@ -473,8 +557,10 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
     ) -> ChatResponseAsyncGen:
         timeout = pop_timeout(kwargs)
         args = _tool_args(user_msg, chat_history, verbose, allow_parallel_tool_calls, tool_required, kwargs)
-        decision = await self._adecide(_tools_conversation(user_msg, chat_history))
-        return await self._astream(decision, lambda m: m.astream_chat_with_tools(tools, **args), tools=True, timeout=timeout)
+        thread = _pop_thread(args)
+        decision = await self._adecide(_tools_conversation(user_msg, chat_history), thread)
+        return await self._astream(decision, lambda m: m.astream_chat_with_tools(tools, **args), tools=True,
+                                   timeout=timeout, thread=thread, context=_tools_context(tools, tool_required))
 
     def _prepare_chat_with_tools(
         self,
@@ -489,7 +575,7 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         # The chosen model formats the tools; the same conversation then routes
         # ``chat(**prepared)`` to that same model.
         args = _tool_args(user_msg, chat_history, verbose, allow_parallel_tool_calls, tool_required, kwargs)
-        decision = self._decide(_tools_conversation(user_msg, chat_history))
+        decision = self._decide(_tools_conversation(user_msg, chat_history), _pop_thread(args))
         model = self._plan(decision, tools=True).plan[0][1]
         return model._prepare_chat_with_tools_compat(tools, **args)
 
@@ -500,10 +586,108 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         decision record; a response without one, such as an agent's empty
         placeholder, is parsed by the strong model)."""
         record = response.additional_kwargs.get(DECISION_KEY) or {}
-        model = self.weak if record.get("role") == Role.WEAK.value else self.strong
+        if self.ladder is not None and isinstance(record.get("answered_rung"), int):
+            model = self._member(record["answered_rung"])
+        else:
+            model = self.weak if record.get("role") == Role.WEAK.value else self.strong
         if not isinstance(model, FunctionCallingLLM):
             raise ConfigError(f"the model {type(model).__name__} that wrote this response cannot call tools")
         return model.get_tool_calls_from_response(response, error_on_no_tool_call=error_on_no_tool_call, **kwargs)
+
+
+def _pop_thread(kwargs: Dict[str, Any]) -> Any:
+    """Take the caller's ``thread_id`` (for ``pin_threads``) out of call keyword arguments."""
+    return check_thread_id(kwargs.pop("thread_id", None))
+
+
+# Escalation: responses as the checks see them ------------------------------------------
+def _response_view(response: Any) -> AnswerView:
+    """A ChatResponse or CompletionResponse (or a plain value, as ``predict`` returns)."""
+    if isinstance(response, ChatResponse):
+        message = response.message
+        calls = [ToolCall(getattr(b, "tool_name", ""), getattr(b, "tool_kwargs", None))
+                 for b in message.blocks if getattr(b, "block_type", None) == "tool_call"]
+        for call in message.additional_kwargs.get("tool_calls") or []:
+            function = call.get("function") if isinstance(call, dict) else getattr(call, "function", None)
+            name = function.get("name") if isinstance(function, dict) else getattr(function, "name", "")
+            raw = function.get("arguments") if isinstance(function, dict) else getattr(function, "arguments", None)
+            try:
+                args = json.loads(raw) if isinstance(raw, str) else raw
+            except ValueError:
+                args = raw  # the model's arguments are not JSON: the tool_calls check says so
+            calls.append(ToolCall(name or "", args))
+        return AnswerView(text=content_text(message.blocks), tool_calls=tuple(calls),
+                          finish_reason=_finish_reason(response), raw=response)
+    if isinstance(response, CompletionResponse):
+        return AnswerView(text=response.text or "", finish_reason=_finish_reason(response), raw=response)
+    if isinstance(response, str):
+        return AnswerView(text=response, raw=response)
+    return AnswerView(text=None, raw=response)
+
+
+def _chunks_view(chunks: List[Any]) -> AnswerView:
+    """A buffered stream: its last chunk holds the whole answer (LlamaIndex chunks are cumulative)."""
+    if not chunks:
+        return AnswerView(text="")
+    last = chunks[-1]
+    if isinstance(last, str):  # ``stream(prompt)`` yields text deltas
+        return AnswerView(text="".join(chunks), raw=chunks)
+    return _response_view(last)
+
+
+def _finish_reason(response: Any) -> Optional[str]:
+    """The provider's finish reason, where LlamaIndex keeps it: ``raw`` (OpenAI's
+    ``choices[0].finish_reason``, Anthropic's ``stop_reason``) or ``additional_kwargs``."""
+    raw = getattr(response, "raw", None)
+    candidates = [(response.additional_kwargs or {}).get("finish_reason")]
+    if isinstance(raw, dict):
+        choices = raw.get("choices") or [{}]
+        candidates += [raw.get("finish_reason"), raw.get("stop_reason"),
+                       choices[0].get("finish_reason") if isinstance(choices[0], dict) else None]
+    elif raw is not None:
+        choices = getattr(raw, "choices", None) or [None]
+        candidates += [getattr(raw, "stop_reason", None), getattr(choices[0], "finish_reason", None)]
+    return next((c for c in candidates if isinstance(c, str)), None)
+
+
+@dataclass(frozen=True)
+class _ParseFailure:
+    """A model's structured output that did not parse (kept to escalate, raised if it is the last)."""
+
+    error: BaseException
+
+
+#: What a structured output that does not parse raises (pydantic's ValidationError is a ValueError).
+_PARSE_ERRORS = (ValueError, TypeError)
+
+
+def _parsed(call: Callable[[], Any], catch: bool) -> Any:
+    if not catch:
+        return call()
+    try:
+        return call()
+    except _PARSE_ERRORS as exc:
+        return _ParseFailure(exc)
+
+
+async def _aparsed(awaitable: Awaitable[Any], catch: bool) -> Any:
+    if not catch:
+        return await awaitable
+    try:
+        return await awaitable
+    except _PARSE_ERRORS as exc:
+        return _ParseFailure(exc)
+
+
+def _structured_view(value: Any) -> AnswerView:
+    if isinstance(value, _ParseFailure):
+        return AnswerView(text=None, parse_error=value.error)
+    return AnswerView(text=None, parsed=value, raw=value)
+
+
+def _tools_context(tools: Sequence["BaseTool"], tool_required: bool) -> CallContext:
+    schemas = {t.metadata.name: t.metadata.get_parameters_dict() for t in tools if t.metadata.name}
+    return CallContext(tools=schemas, tool_required=tool_required)
 
 
 def _prompt_conversation(prompt: str) -> List[Tuple[str, Any]]:

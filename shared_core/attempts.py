@@ -16,6 +16,14 @@ and which failed before it, or raises one error that carries every failure.
   that runs out raises :class:`ModelTimeoutError`, which always counts as a
   reason to fall back.
 * A stream falls back only before its first chunk; after that, errors propagate.
+* ``check`` (opt-in) judges an answer that did come back: given ``(role, value)``
+  (for a stream, the list of its chunks, buffered until the check passes) it
+  returns ``None`` to accept it or a reason to reject it, and a rejected answer
+  *escalates* to the next of ``escalate_to`` not tried yet (the same call on a
+  stronger model). Each rejection is an :class:`Escalation` on the outcome, with
+  the rejected value, so that its usage can still be counted. An answer is
+  checked only while an escalation target is left; the last one is returned as
+  it is. Errors of an escalated model follow the ``fallback_on`` rules.
 * When more than one model was tried and all failed, :class:`AllModelsFailedError`
   carries each failure in order, the last one chained as ``__cause__``. A plan of
   one model (no fallback) raises that model's own error unchanged.
@@ -64,6 +72,8 @@ __all__ = [
     "AsyncAttemptStream",
     "AttemptStream",
     "Attempts",
+    "Check",
+    "Escalation",
     "Failure",
     "FallbackOn",
     "ModelTimeoutError",
@@ -77,6 +87,8 @@ __all__ = [
 M = TypeVar("M")
 T = TypeVar("T")
 
+#: An answer check: ``(role, value) -> None`` (accept) or a reason to escalate.
+Check = Callable[[Role, Any], Optional[str]]
 #: Exception types, one type, or a predicate; ``None`` means :func:`is_provider_error`.
 FallbackOn = Union[type, Tuple[type, ...], Callable[[BaseException], bool], None]
 
@@ -203,14 +215,30 @@ class Failure:
 
 
 @dataclass(frozen=True)
+class Escalation:
+    """An answer a check rejected: who gave it, why, and the answer itself
+    (``value``; a stream's buffered chunks), kept so that its usage counts."""
+
+    role: Role
+    model: str
+    reason: str
+    value: Any = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, str]:
+        return {"role": self.role.value, "model": self.model, "reason": self.reason}
+
+
+@dataclass(frozen=True)
 class Outcome(Generic[T]):
-    """What answered: the value, the role and model that gave it, the failures before it."""
+    """What answered: the value, the role and model that gave it, the failures
+    before it and the answers rejected before it (``escalations``)."""
 
     value: T
     role: Role
     model: Any
     model_name: str
     failures: Tuple[Failure, ...] = ()
+    escalations: Tuple[Escalation, ...] = ()
 
 
 class AllModelsFailedError(RouteLLMError):
@@ -305,6 +333,11 @@ class Attempts(Generic[M]):
         name: how to name a model in failures and outcomes (default :func:`model_label`).
         on_failure: called with each :class:`Failure` the loop moves on from,
             before the next model is tried (to say so in that call's metadata).
+        check: judges each answer while an escalation target is left (see the
+            module docstring); ``None``: every answer is accepted.
+        escalate_to: ``(role, model)`` pairs, in order, that a rejected answer
+            escalates to; a pair also in ``plan`` is the same attempt (compared
+            by identity), not a second one.
     """
 
     def __init__(
@@ -315,13 +348,22 @@ class Attempts(Generic[M]):
         timeout: Optional[float] = None,
         name: Callable[[M], str] = model_label,
         on_failure: Optional[Callable[[Failure], None]] = None,
+        check: Optional[Check] = None,
+        escalate_to: Sequence[Tuple[Role, M]] = (),
     ) -> None:
         self.plan: Tuple[Tuple[Role, M], ...] = tuple(plan)
         if not self.plan:
             raise ConfigError("an attempt plan needs at least one (role, model) pair, got none")
-        for i, item in enumerate(self.plan):
-            if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], Role)):
-                raise ConfigError(f"plan[{i}] must be a (Role, model) pair, got {item!r}")
+        self.escalate_to: Tuple[Tuple[Role, M], ...] = tuple(escalate_to)
+        for what, pairs in (("plan", self.plan), ("escalate_to", self.escalate_to)):
+            for i, item in enumerate(pairs):
+                if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], Role)):
+                    raise ConfigError(f"{what}[{i}] must be a (Role, model) pair, got {item!r}")
+        if check is not None and not callable(check):
+            raise ConfigError(f"check must be a callable (role, value) -> reason or None, got {check!r}")
+        self._check = check
+        #: What the caller calls each model, by ``id`` (a role, a ladder's rung); the loop does not read it.
+        self.keys: dict[int, Any] = {}
         self.timeout = check_timeout(timeout)
         self._should_fall_back = fallback_predicate(fallback_on)
         self._name = name
@@ -331,16 +373,19 @@ class Attempts(Generic[M]):
     def _falls_back(self, exc: BaseException) -> bool:
         return isinstance(exc, ModelTimeoutError) or bool(self._should_fall_back(exc))
 
-    def _failed(self, failures: list[Failure], attempt: int, role: Role, model: M, exc: BaseException) -> None:
+    def _queue(self) -> "_Queue[M]":
+        return _Queue(self)
+
+    def _failed(self, failures: list[Failure], last: bool, role: Role, model: M, exc: BaseException) -> None:
         """Record a failure, or raise: a non-fallback error as it is, the last one
-        as itself (plan of one) or as :class:`AllModelsFailedError`."""
+        as itself (one model tried) or as :class:`AllModelsFailedError`."""
         if not self._falls_back(exc):
             if failures and hasattr(exc, "add_note"):
                 exc.add_note("after: " + "; ".join(f"{f.role.value} model {f.model!r} failed with "
                                                     f"{type(f.error).__name__}: {f.error}" for f in failures))
             raise exc
         failures.append(Failure(role, self._name(model), exc))
-        if attempt + 1 == len(self.plan):
+        if last:
             if len(failures) == 1:
                 raise exc
             raise AllModelsFailedError(failures) from exc
@@ -350,14 +395,19 @@ class Attempts(Generic[M]):
     def _timeout_error(self, role: Role, model: M, what: str = "answer") -> Callable[[], BaseException]:
         return lambda: ModelTimeoutError(role, self._name(model), self.timeout or 0.0, what)
 
-    def _outcome(self, value: T, role: Role, model: M, failures: list[Failure]) -> Outcome[T]:
-        return Outcome(value, role, model, self._name(model), tuple(failures))
+    def _outcome(self, value: T, role: Role, model: M, queue: "_Queue[M]") -> Outcome[T]:
+        return Outcome(value, role, model, self._name(model), tuple(queue.failures), tuple(queue.escalations))
+
+    @property
+    def checks(self) -> bool:
+        """Whether answers may be checked (a check and somewhere to escalate to)."""
+        return self._check is not None and bool(self.escalate_to)
 
     # run / arun --------------------------------------------------------------------------------
     def run(self, call: Callable[[M], T]) -> Outcome[T]:
-        """``call(model)`` for each model in turn until one returns."""
-        failures: list[Failure] = []
-        for attempt, (role, model) in enumerate(self.plan):
+        """``call(model)`` for each model in turn until one returns an accepted answer."""
+        queue = self._queue()
+        for role, model in queue:
             try:
                 if self.timeout is None:
                     value = call(model)
@@ -365,21 +415,23 @@ class Attempts(Generic[M]):
                     value = _in_thread(lambda: call(model), self.timeout, contextvars.copy_context(),
                                        self._timeout_error(role, model))
             except Exception as exc:
-                self._failed(failures, attempt, role, model, exc)
+                queue.failed(role, model, exc)
                 continue
-            return self._outcome(value, role, model, failures)
+            if queue.accepts(role, model, value):
+                return self._outcome(value, role, model, queue)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def arun(self, call: Callable[[M], Awaitable[T]]) -> Outcome[T]:
-        """``await call(model)`` for each model in turn until one returns."""
-        failures: list[Failure] = []
-        for attempt, (role, model) in enumerate(self.plan):
+        """``await call(model)`` for each model in turn until one returns an accepted answer."""
+        queue = self._queue()
+        for role, model in queue:
             try:
                 value = await _await_within(call(model), self.timeout, self._timeout_error(role, model))
             except Exception as exc:
-                self._failed(failures, attempt, role, model, exc)
+                queue.failed(role, model, exc)
                 continue
-            return self._outcome(value, role, model, failures)
+            if queue.accepts(role, model, value):
+                return self._outcome(value, role, model, queue)
         raise AssertionError("unreachable")  # pragma: no cover
 
     # stream / astream ------------------------------------------------------------------------
@@ -400,6 +452,51 @@ class Attempts(Generic[M]):
         return AsyncAttemptStream(self, open_stream)
 
 
+class _Queue(Generic[M]):
+    """The order of one call's attempts: the plan, grown by an escalation target
+    when an answer is rejected at its end. Iterate it for ``(role, model)``;
+    report each attempt with :meth:`failed` or :meth:`accepts`."""
+
+    def __init__(self, attempts: Attempts[M]) -> None:
+        self.attempts = attempts
+        self.entries: list[Tuple[Role, M]] = list(attempts.plan)
+        self.failures: list[Failure] = []
+        self.escalations: list[Escalation] = []
+        self.position = -1
+
+    def __iter__(self) -> Iterator[Tuple[Role, M]]:
+        while self.position + 1 < len(self.entries):
+            self.position += 1
+            yield self.entries[self.position]
+
+    def _untried_targets(self) -> list[Tuple[Role, M]]:
+        tried = {id(model) for _, model in self.entries[: self.position + 1]}
+        return [t for t in self.attempts.escalate_to if id(t[1]) not in tried]
+
+    def checking(self) -> bool:
+        """Whether the current attempt's answer will be checked."""
+        return self.attempts._check is not None and bool(self._untried_targets())  # noqa: SLF001
+
+    def failed(self, role: Role, model: M, exc: BaseException) -> None:
+        last = self.position + 1 == len(self.entries)
+        self.attempts._failed(self.failures, last, role, model, exc)  # noqa: SLF001
+
+    def accepts(self, role: Role, model: M, value: Any) -> bool:
+        """Check ``value``; a rejection records an :class:`Escalation` and queues
+        the next escalation target (if the queue has no next attempt)."""
+        if not self.checking():
+            return True
+        reason = self.attempts._check(role, value)  # type: ignore[misc]  # noqa: SLF001
+        if reason is None:
+            return True
+        if not isinstance(reason, str) or not reason:
+            raise ConfigError(f"an answer check must return None or a non-empty reason string, got {reason!r}")
+        self.escalations.append(Escalation(role, self.attempts._name(model), reason, value))  # noqa: SLF001
+        if self.position + 1 == len(self.entries):
+            self.entries.append(self._untried_targets()[0])
+        return False
+
+
 @dataclass(eq=False)
 class AttemptStream(Generic[M, T]):
     """Iterator over the answering model's chunks; see :meth:`Attempts.stream`."""
@@ -414,6 +511,7 @@ class AttemptStream(Generic[M, T]):
     _opened: Any = field(default=None, repr=False)
     _ctx: contextvars.Context = field(default_factory=contextvars.copy_context, repr=False)
     _stalled: bool = field(default=False, repr=False)
+    _buffered: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.eager:
@@ -439,13 +537,14 @@ class AttemptStream(Generic[M, T]):
                           self.attempts._timeout_error(role, model, what))  # noqa: SLF001
 
     def _start(self) -> None:
-        attempts, failures, base = self.attempts, [], self._ctx
-        for attempt, (role, model) in enumerate(attempts.plan):
+        attempts, queue, base = self.attempts, self.attempts._queue(), self._ctx  # noqa: SLF001
+        for role, model in queue:
             # One context per attempt, kept across its chunks: a timed-out attempt's
             # thread may still be running in the previous one.
             self._ctx = base.copy()
+            checked = queue.checking()
             try:
-                if attempt == 0 and self._opened is not None:
+                if queue.position == 0 and self._opened is not None:
                     opened, self._opened = self._opened, None
                     if isinstance(opened, BaseException):
                         raise opened
@@ -453,11 +552,22 @@ class AttemptStream(Generic[M, T]):
                 else:
                     chunks = self._open(model, role)
                 head = self._next_of(chunks, role, model, "first chunk")
+                if checked:  # the whole answer, before any chunk is released
+                    buffered = [] if head is _END else [head]
+                    while head is not _END:
+                        head = self._next_of(chunks, role, model, "next chunk")
+                        if head is not _END:
+                            buffered.append(head)
             except Exception as exc:
-                attempts._failed(failures, attempt, role, model, exc)  # noqa: SLF001
+                queue.failed(role, model, exc)
                 continue
+            if checked:
+                if not queue.accepts(role, model, buffered):
+                    continue
+                chunks, head = iter(buffered), _END
+                self._buffered = True
             self._chunks, self._head = chunks, head
-            self.outcome = attempts._outcome(None, role, model, failures)  # noqa: SLF001
+            self.outcome = attempts._outcome(None, role, model, queue)  # noqa: SLF001
             return
 
     def __next__(self) -> T:
@@ -468,6 +578,8 @@ class AttemptStream(Generic[M, T]):
                 return head
         if self._stalled:
             raise StopIteration
+        if self._buffered:
+            return next(self._chunks)  # type: ignore[arg-type]
         try:
             chunk = self._next_of(self._chunks, self.outcome.role, self.outcome.model, "next chunk")
         except ModelTimeoutError:
@@ -496,6 +608,7 @@ class AsyncAttemptStream(Generic[M, T]):
     _ctx: contextvars.Context = field(default_factory=contextvars.copy_context, repr=False)
     _stalled: bool = field(default=False, repr=False)
     _opened: Any = field(default=None, repr=False)
+    _buffer: Optional[Iterator[T]] = field(default=None, repr=False)
 
     def __aiter__(self) -> "AsyncAttemptStream[M, T]":
         return self
@@ -533,11 +646,12 @@ class AsyncAttemptStream(Generic[M, T]):
                                    self.attempts._timeout_error(role, model), self._ctx)  # noqa: SLF001
 
     async def _start(self) -> None:
-        attempts, failures, base = self.attempts, [], self._ctx
-        for attempt, (role, model) in enumerate(attempts.plan):
+        attempts, queue, base = self.attempts, self.attempts._queue(), self._ctx  # noqa: SLF001
+        for role, model in queue:
             self._ctx = base.copy()
+            checked = queue.checking()
             try:
-                if attempt == 0 and self._opened is not None:
+                if queue.position == 0 and self._opened is not None:
                     opened, self._opened = self._opened, None
                     if isinstance(opened, BaseException):
                         raise opened
@@ -545,11 +659,21 @@ class AsyncAttemptStream(Generic[M, T]):
                 else:
                     chunks = await self._open(model, role)
                 head = await self._anext_of(chunks, role, model, "first chunk")
+                if checked:  # the whole answer, before any chunk is released
+                    buffered = [] if head is _END else [head]
+                    while head is not _END:
+                        head = await self._anext_of(chunks, role, model, "next chunk")
+                        if head is not _END:
+                            buffered.append(head)
             except Exception as exc:
-                attempts._failed(failures, attempt, role, model, exc)  # noqa: SLF001
+                queue.failed(role, model, exc)
                 continue
+            if checked:
+                if not queue.accepts(role, model, buffered):
+                    continue
+                self._buffer, head = iter(buffered), _END
             self._chunks, self._head = chunks, head
-            self.outcome = attempts._outcome(None, role, model, failures)  # noqa: SLF001
+            self.outcome = attempts._outcome(None, role, model, queue)  # noqa: SLF001
             return
 
     async def __anext__(self) -> T:
@@ -560,6 +684,11 @@ class AsyncAttemptStream(Generic[M, T]):
                 return head
         if self._stalled:
             raise StopAsyncIteration
+        if self._buffer is not None:
+            chunk = next(self._buffer, _END)
+            if chunk is _END:
+                raise StopAsyncIteration
+            return chunk
         try:
             chunk = await self._anext_of(self._chunks, self.outcome.role, self.outcome.model, "next chunk")
         except ModelTimeoutError:

@@ -5,7 +5,12 @@ The directory layout is the one described in ``../shared/data/README.md``:
 * ``routellm/`` -- RouteLLM's evaluation data (MMLU, GSM8K, MT-Bench, the
   commercial-router MT-Bench answers and the contaminated-prompt lists);
 * ``arena-bench-v1/`` -- 300 hard Chatbot Arena prompts graded 1-10 by a GPT-4
-  judge for 15 models.
+  judge for 15 models;
+* ``alpaca_eval/`` -- 569 AlpacaEval 2.0 chat instructions, 69 models each judged
+  by GPT-4-turbo against ``gpt-4-1106-preview`` (data licence CC BY-NC 4.0:
+  non-commercial, see :data:`ALPACA_EVAL_LICENSE`);
+* ``mmlu_pro/`` -- 5,222 MMLU-Pro STEM questions (none from original MMLU) with
+  the graded answers of 30 models.
 
 Every loader returns a fresh :class:`pandas.DataFrame` (callers may modify it),
 reads the files by path (nothing is copied into the package) and raises
@@ -24,6 +29,7 @@ import os
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import pandas as pd
 
 from shared_core.errors import DataError
@@ -34,6 +40,18 @@ WEAK_MODEL = "mistralai/Mixtral-8x7B-Instruct-v0.1"
 
 #: Environment variable overriding the data directory.
 DATA_DIR_ENV = "ROUTELLM_DATA_DIR"
+
+#: The strong model of the mmlu-pro benchmark (gpt-4-1106-preview was not evaluated there).
+MMLU_PRO_STRONG_MODEL = "gpt-4o-2024-05-13"
+#: The judge of the alpaca-eval benchmark's Mixtral answers (the other judge is ``alpaca_eval_cot_gpt4_turbo_fn``).
+ALPACA_EVAL_ANNOTATOR = "alpaca_eval_gpt4_turbo_fn"
+#: AlpacaEval's annotators in the order :func:`load_alpaca_eval` prefers them when a model has several.
+ALPACA_EVAL_ANNOTATORS = ("alpaca_eval_gpt4_turbo_fn", "weighted_alpaca_eval_gpt4_turbo", "alpaca_eval_cot_gpt4_turbo_fn")
+#: The reference model every AlpacaEval judgement compares against (the strong model of the pair).
+ALPACA_EVAL_REFERENCE = "gpt-4-1106-preview"
+#: AlpacaEval spells some models differently from the other sources.
+ALPACA_EVAL_ALIASES = {"gpt4_1106_preview": "gpt-4-1106-preview"}
+ALPACA_EVAL_LICENSE = "CC BY-NC 4.0 (AlpacaEval data: non-commercial use only)"
 
 #: Benchmarks that ship a RouteLLM contaminated-prompt list.
 CONTAMINATION_BENCHMARKS = ("mmlu", "gsm8k", "mt_bench")
@@ -276,6 +294,151 @@ def load_arena_bench(data_dir: str | Path | None = None) -> pd.DataFrame:
 def arena_models(df: pd.DataFrame) -> list[str]:
     """The model columns of a :func:`load_arena_bench` frame."""
     return [c for c in df.columns if c not in ("question_id", "prompt")]
+
+
+# ---------------------------------------------------------------------------
+# AlpacaEval
+# ---------------------------------------------------------------------------
+@functools.lru_cache(maxsize=4)
+def _load_alpaca_prompts(path: Path) -> pd.DataFrame:
+    rows = _read_jsonl(path)
+    df = pd.DataFrame(rows)
+    _require(df, ["prompt_id", "dataset", "instruction"], path)
+    bad = [i for i, v in enumerate(df["instruction"]) if not isinstance(v, str) or not v.strip()]
+    if bad:
+        raise DataError(f"{str(path)!r} line {bad[0] + 1}: 'instruction' must be a non-empty string")
+    df["prompt_id"] = df["prompt_id"].astype(str)
+    if df["prompt_id"].duplicated().any():
+        raise DataError(f"{str(path)!r} has duplicate prompt_ids, e.g. {df['prompt_id'][df['prompt_id'].duplicated()].iloc[0]!r}")
+    return df.rename(columns={"instruction": "prompt"})[["prompt_id", "dataset", "prompt"]]
+
+
+@functools.lru_cache(maxsize=4)
+def _load_alpaca_judgments(path: Path) -> pd.DataFrame:
+    df = pd.read_csv(path, dtype={"prompt_id": str, "model": str, "annotator": str})
+    _require(df, ["prompt_id", "model", "annotator", "preference"], path)
+    pref = pd.to_numeric(df["preference"], errors="coerce")
+    bad = pref.isna() | (pref < 1) | (pref > 2)
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(f"{str(path)!r} row {i + 2}: preference {str(df['preference'].iloc[i])!r} is not a number in [1, 2]")
+    df = df.assign(preference=pref.astype(float))
+    df["model"] = df["model"].map(lambda m: ALPACA_EVAL_ALIASES.get(m, m))
+    keys = ["prompt_id", "model", "annotator"]
+    # The file repeats some judgements verbatim; a repeat with another value is an error.
+    spread = df.groupby(keys)["preference"].agg(["min", "max"])
+    conflict = spread[spread["max"] - spread["min"] > 1e-9]
+    if len(conflict):
+        raise DataError(f"{str(path)!r} judges {conflict.index[0]} twice with different preferences")
+    return df.drop_duplicates(keys).reset_index(drop=True)
+
+
+def load_alpaca_eval_judgments(data_dir: str | Path | None = None) -> pd.DataFrame:
+    """Every AlpacaEval judgement, one row each: ``prompt_id``, ``model``, ``annotator`` and
+    ``win`` = P(``model``'s answer preferred over gpt-4-1106-preview's) = ``preference - 1``.
+
+    Verbatim repeats in the file are kept once; ``gpt4_1106_preview`` is spelled
+    ``gpt-4-1106-preview`` as in the other sources. Data licence: :data:`ALPACA_EVAL_LICENSE`.
+    """
+    df = _load_alpaca_judgments(_file(data_dir, "alpaca_eval", "judgments.csv")).copy()
+    df["win"] = df.pop("preference") - 1.0
+    return df
+
+
+def load_alpaca_eval(
+    data_dir: str | Path | None = None, annotators: Iterable[str] = ALPACA_EVAL_ANNOTATORS
+) -> tuple[pd.DataFrame, dict[str, str]]:
+    """AlpacaEval as outcomes: ``prompt_id``, ``dataset``, ``prompt`` and, per model, its win
+    probability against gpt-4-1106-preview (in [0, 1]; NaN where not judged).
+
+    A model judged by several annotators takes the first of ``annotators`` that judged it;
+    the second value returned maps each model column to its annotator. The reference
+    model itself is a column of 0.5 (its answer against itself). Data licence:
+    :data:`ALPACA_EVAL_LICENSE`.
+    """
+    order = list(annotators)
+    if not order:
+        raise DataError("annotators must name at least one AlpacaEval annotator")
+    prompts = _load_alpaca_prompts(_file(data_dir, "alpaca_eval", "prompts.jsonl"))
+    judged = load_alpaca_eval_judgments(data_dir)
+    if not set(order) & set(judged["annotator"]):
+        raise DataError(f"no AlpacaEval judgements by annotator(s) {order}; the file has {sorted(set(judged['annotator']))}")
+    rank = {a: i for i, a in enumerate(order)}
+    judged = judged[judged["annotator"].isin(rank)]
+    first = judged.assign(rank=judged["annotator"].map(rank)).groupby("model")["rank"].min()
+    chosen = {m: order[int(r)] for m, r in first.items()}
+    judged = judged[judged["annotator"] == judged["model"].map(chosen)]
+    stray = sorted(set(judged["prompt_id"]) - set(prompts["prompt_id"]))
+    if stray:
+        raise DataError(f"AlpacaEval judgements name prompt_ids not in prompts.jsonl, e.g. {stray[:3]}")
+    wide = judged.pivot(index="prompt_id", columns="model", values="win")
+    wide[ALPACA_EVAL_REFERENCE] = 0.5
+    chosen.setdefault(ALPACA_EVAL_REFERENCE, "reference")
+    out = prompts.merge(wide, left_on="prompt_id", right_index=True, how="left")
+    out[ALPACA_EVAL_REFERENCE] = 0.5
+    return out.reset_index(drop=True), chosen
+
+
+# ---------------------------------------------------------------------------
+# MMLU-Pro
+# ---------------------------------------------------------------------------
+OPTION_LETTERS = "ABCDEFGHIJKLMNOP"
+
+
+def mmlu_pro_prompt(question: str, options: Iterable[str]) -> str:
+    """A question and its options in RouteLLM's MMLU prompt layout: ``A. ...`` lines, then ``Answer:``."""
+    opts = list(options)
+    if not isinstance(question, str) or not question.strip():
+        raise DataError(f"an MMLU-Pro question must be a non-empty string, got {question!r}")
+    if not opts or len(opts) > len(OPTION_LETTERS):
+        raise DataError(f"an MMLU-Pro question needs 1-{len(OPTION_LETTERS)} options, got {len(opts)}")
+    lines = [question.strip(), *(f"{OPTION_LETTERS[i]}. {str(o).strip()}" for i, o in enumerate(opts)), "Answer:"]
+    return "\n".join(lines)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_mmlu_pro(root: Path) -> pd.DataFrame:
+    qpath = root / "questions.jsonl"
+    qs = pd.DataFrame(_read_jsonl(qpath))
+    _require(qs, ["question_id", "src", "category", "question", "options"], qpath)
+    qs["question_id"] = qs["question_id"].astype(str)
+    if qs["question_id"].duplicated().any():
+        raise DataError(f"{str(qpath)!r} has duplicate question_ids")
+    for i, opts in enumerate(qs["options"]):
+        if not isinstance(opts, list):
+            raise DataError(f"{str(qpath)!r} line {i + 1}: 'options' must be a list, got {opts!r}")
+    qs["prompt"] = [mmlu_pro_prompt(q, o) for q, o in zip(qs["question"], qs["options"])]
+    opath = root / "outcomes.csv"
+    outcomes = pd.read_csv(opath, dtype={"question_id": str, "model": str})
+    _require(outcomes, ["question_id", "model", "correct"], opath)
+    correct = pd.to_numeric(outcomes["correct"], errors="coerce")
+    bad = ~correct.isin((0, 1))
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(f"{str(opath)!r} row {i + 2}: correct {str(outcomes['correct'].iloc[i])!r} is not 0 or 1")
+    outcomes = outcomes.assign(correct=correct.astype(float))
+    dup = outcomes.duplicated(["question_id", "model"])
+    if dup.any():
+        raise DataError(f"{str(opath)!r} grades {tuple(outcomes.loc[dup, ['question_id', 'model']].iloc[0])} twice")
+    stray = sorted(set(outcomes["question_id"]) - set(qs["question_id"]))
+    if stray:
+        raise DataError(f"{str(opath)!r} grades question_ids not in questions.jsonl, e.g. {stray[:3]}")
+    wide = outcomes.pivot(index="question_id", columns="model", values="correct")
+    out = qs[["question_id", "src", "category", "prompt"]].merge(wide, left_on="question_id", right_index=True, how="left")
+    return out.reset_index(drop=True)
+
+
+def load_mmlu_pro(data_dir: str | Path | None = None) -> pd.DataFrame:
+    """MMLU-Pro: ``question_id``, ``src``, ``category``, ``prompt`` (question and options in
+    RouteLLM's MMLU layout, :func:`mmlu_pro_prompt`) and per model 1.0/0.0 (answer right)
+    or NaN (not graded)."""
+    return _load_mmlu_pro(_file(data_dir, "mmlu_pro")).copy()
+
+
+def outcome_columns(df: pd.DataFrame) -> list[str]:
+    """The model columns of an :func:`load_alpaca_eval` / :func:`load_mmlu_pro` / :func:`load_arena_bench` frame."""
+    meta = {"question_id", "prompt_id", "prompt", "dataset", "src", "category", "subject", "split", "turn2"}
+    return [c for c in df.columns if c not in meta]
 
 
 # ---------------------------------------------------------------------------

@@ -12,12 +12,15 @@ import functools
 import json
 import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-from shared_core.attempts import Failure, Outcome
-from shared_core.errors import ConfigError
-from shared_core.policy import routing_text
+from shared_core.attempts import Escalation, Failure, Outcome
+from shared_core.controller import Controller
+from shared_core.errors import ConfigError, PromptError
+from shared_core.feedback import DecisionLog, record_feedback
+from shared_core.policy import check_route_on, routing_text
 from shared_core.routers import Decision, Role, Router, check_prompts, check_threshold, get_router_class, load_router
+from shared_core.routers.base import NEVER_STRONG, check_prompt
 from shared_core.thresholds import calibrate, check_fraction, end_threshold, threshold_from_quantiles
 
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
@@ -148,6 +151,8 @@ def decision_record(
     role: Role,
     model: str,
     failures: Sequence[Failure] = (),
+    escalations: Sequence[Escalation] = (),
+    usage: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """The decision as every integration records it on a response.
 
@@ -156,19 +161,38 @@ def decision_record(
     ``reason`` are the router's decision; ``failures`` lists each model that
     failed before the answer (``role``, ``model``, ``error``), in the order
     tried (an :class:`~shared_core.attempts.Outcome`'s ``failures``), and
-    ``fallback`` is ``None`` or the first of them as ``from``/``model``/``error``.
+    ``fallback`` is ``None`` or the first of them as ``from``/``model``/``error``;
+    ``id`` is the decision's id, for :meth:`RoutingEngine.record_feedback`.
+
+    Only when an answer was rejected by the escalation checks
+    (:mod:`shared_core.escalation`): ``escalations`` lists each rejected answer
+    (``role``, ``model``, ``reason``, and ``usage`` when ``usage`` gives it, one
+    entry per escalation) and ``escalated`` is the first as ``from``/``model``/``reason``.
     """
     failed = [f.to_dict() for f in failures]
     record = {**decision.to_dict(), "role": role.value, "model": model, "fallback": None, "failures": failed}
+    record["id"] = decision.id  # what record_feedback(...) refers to
     if failed:
         first = failed[0]
         record["fallback"] = {"from": first["role"], "model": first["model"], "error": first["error"]}
+    if escalations:
+        rejected = [e.to_dict() for e in escalations]
+        for entry, used in zip(rejected, usage):
+            if used is not None:
+                entry["usage"] = dict(used)
+        record["escalations"] = rejected
+        record["escalated"] = {"from": rejected[0]["role"], "model": rejected[0]["model"],
+                               "reason": rejected[0]["reason"]}
     return record
 
 
-def outcome_record(decision: Decision, outcome: Outcome[Any]) -> dict[str, Any]:
-    """:func:`decision_record` for what an :class:`~shared_core.attempts.Attempts` loop returned."""
-    return decision_record(decision, outcome.role, outcome.model_name, outcome.failures)
+def outcome_record(
+    decision: Decision, outcome: Outcome[Any], usage: Callable[[Any], Any] | None = None
+) -> dict[str, Any]:
+    """:func:`decision_record` for what an :class:`~shared_core.attempts.Attempts` loop returned;
+    ``usage(value)`` reads the token usage of a rejected answer, for its record."""
+    used = [usage(e.value) for e in outcome.escalations] if usage is not None else ()
+    return decision_record(decision, outcome.role, outcome.model_name, outcome.failures, outcome.escalations, used)
 
 
 class RoutingEngine:
@@ -180,7 +204,8 @@ class RoutingEngine:
     """
 
     def __init__(
-        self, router: Router, threshold: float, on_no_text: str = "strong", *, router_spec: str | Path | None = None
+        self, router: Router, threshold: float, on_no_text: str = "strong", *, router_spec: str | Path | None = None,
+        controller: Controller | None = None, route_on: str = "last_user", ladder: Any = None,
     ) -> None:
         self.router = router
         self.threshold = check_threshold(threshold)
@@ -189,13 +214,24 @@ class RoutingEngine:
         self.on_no_text = Role(on_no_text)
         #: The name or path the router was loaded from (``None``: a Router object was given).
         self.router_spec = router_spec
+        #: Moves the threshold online (:mod:`shared_core.controller`); ``None``: the threshold is fixed.
+        self.controller = check_controller(controller)
+        #: Which text is scored: ``"last_user"`` or ``"last_turn"`` (:func:`shared_core.policy.routing_text`).
+        self.route_on = check_route_on(route_on)
+        #: A :class:`~shared_core.ladder.Ladder` over the router's models, or ``None`` (strong / weak).
+        self.ladder = ladder
+        #: The routing texts of the latest decisions by id, for :meth:`record_feedback`.
+        self.recent = DecisionLog()
 
     def __reduce__(self) -> tuple[Any, ...]:
         # A router loaded by name or path pickles as that name or path (a loaded
         # embedder holds sessions and locks); a Router object given pickles itself.
+        rungs = None if self.ladder is None else [(r.name, r.threshold) for r in self.ladder.rungs]
         if self.router_spec is not None:
-            return (_engine_from_spec, (self.router_spec, self.threshold, self.on_no_text.value))
-        return (type(self), (self.router, self.threshold, self.on_no_text.value))
+            return (_engine_from_spec, (self.router_spec, self.threshold, self.on_no_text.value, self.route_on, rungs,
+                                        self.controller))
+        return (_engine_from_router, (self.router, self.threshold, self.on_no_text.value, self.route_on, rungs,
+                                      None, self.controller))
 
     @classmethod
     def from_settings(
@@ -205,7 +241,25 @@ class RoutingEngine:
         strong_fraction: float | None = None,
         calibration_prompts: Sequence[str] | None = None,
         on_no_text: str = "strong",
+        controller: Controller | None = None,
+        route_on: str = "last_user",
+        ladder: Sequence[tuple[str, float | None]] | None = None,
     ) -> "RoutingEngine":
+        """The engine for these settings. ``ladder``: ``(name, threshold)`` rungs,
+        cheapest first (:mod:`shared_core.ladder`), instead of a threshold."""
+        if ladder is not None:
+            if controller is not None:
+                raise ConfigError("a ladder gives each rung its own threshold; a controller moves one threshold: "
+                                  f"pass one of them, not both (got controller={controller!r})")
+            if threshold is not None or strong_fraction is not None or is_model_string(router):
+                raise ConfigError(
+                    "a ladder gives each rung its own threshold; do not also pass threshold, strong_fraction "
+                    f"or a RouteLLM model string (got threshold={threshold!r}, strong_fraction={strong_fraction!r}, "
+                    f"router={router!r})"
+                )
+            spec = None if isinstance(router, Router) else (DEFAULT_ROUTER if router is None else router)
+            return _engine_from_router(resolve_router(router), NEVER_STRONG, on_no_text, route_on, ladder,
+                                       router_spec=spec)
         if threshold is not None and strong_fraction is not None:
             raise ConfigError(
                 f"give either threshold ({threshold!r}) or strong_fraction ({strong_fraction!r}), not both"
@@ -221,45 +275,128 @@ class RoutingEngine:
         spec = None if isinstance(router, Router) else (DEFAULT_ROUTER if router is None else router)
         if threshold is not None:
             thr = check_threshold(threshold)
-            return cls(resolve_router(router), thr, on_no_text, router_spec=spec)
+            return cls(resolve_router(router), thr, on_no_text, router_spec=spec, controller=controller,
+                       route_on=route_on)
         fraction = check_fraction(DEFAULT_STRONG_FRACTION if strong_fraction is None else strong_fraction)
         router_obj = resolve_router(router)
         return cls(router_obj, threshold_for_fraction(router_obj, fraction, calibration_prompts), on_no_text,
-                   router_spec=spec)
+                   router_spec=spec, controller=controller, route_on=route_on)
 
     # Decisions -------------------------------------------------------------
-    def decide_texts(self, texts: Sequence[str | None], reasons: Sequence[str] | None = None) -> list[Decision]:
+    def decide_texts(
+        self, texts: Sequence[str | None], reasons: Sequence[str] | None = None, *, skip_invalid: bool = False
+    ) -> list[Decision]:
         """Decide for each text; ``None`` entries (nothing to score) go to ``on_no_text``.
 
-        All texts are scored in one router call.
+        All texts are scored in one router call. A text the router cannot read (not
+        valid Unicode) raises :class:`~shared_core.errors.PromptError` naming it; with
+        ``skip_invalid`` it gets ``None`` instead, so a batch can fail that item alone.
+        With a ladder, the decisions are :class:`~shared_core.ladder.LadderDecision` objects.
         """
         texts = list(texts)
         reasons = list(reasons) if reasons is not None else ["score" if t is not None else "no_text" for t in texts]
-        idx = [i for i, t in enumerate(texts) if t is not None]
+        invalid: set[int] = set()
+        for i, t in enumerate(texts):
+            if t is not None:
+                try:
+                    check_prompt(t, i)
+                except PromptError as exc:
+                    if not skip_invalid:
+                        if len(texts) == 1:  # one call's prompt: no batch index to name
+                            raise PromptError(str(exc).replace("prompts[0]", "the prompt", 1), index=0) from None
+                        raise
+                    invalid.add(i)
+        if self.ladder is not None:
+            valid = [i for i in range(len(texts)) if i not in invalid]
+            laddered = self.ladder.decide_texts([texts[i] for i in valid], [reasons[i] for i in valid])
+            decided: list[Any] = [None] * len(texts)
+            for i, d in zip(valid, laddered):
+                decided[i] = d
+            return decided
+        idx = [i for i, t in enumerate(texts) if t is not None and i not in invalid]
         scores = self.router.score([texts[i] for i in idx]) if idx else []
+        if self.controller is not None:
+            return self._controlled(texts, reasons, dict(zip(idx, scores)), invalid)  # type: ignore[return-value]
         out: list[Decision | None] = [None] * len(texts)
         for i, s in zip(idx, scores):
             role = Role.STRONG if s >= self.threshold else Role.WEAK
             out[i] = Decision(role, float(s), self.threshold, self.router.name)
+            self.recent.add(out[i].id, texts[i], float(s))
         for i, t in enumerate(texts):
             if t is None:
                 out[i] = Decision(self.on_no_text, None, self.threshold, self.router.name, reasons[i])
         return out  # type: ignore[return-value]
 
-    def decide(self, conversations: Sequence[Sequence[tuple[str, Any]]]) -> list[Decision]:
+    def _controlled(self, texts: list[str | None], reasons: list[str], scores: dict[int, float],
+                    invalid: set[int]) -> list[Decision | None]:
+        """Decisions by the controller, which observes each one in the order given
+        (an invalid item, skipped, gets ``None`` and is not observed)."""
+        out: list[Decision | None] = []
+        for i in range(len(texts)):
+            if i in invalid:
+                out.append(None)
+                continue
+            score = float(scores[i]) if i in scores else None
+            c = self.controller.decide(score, self.threshold, self.on_no_text, reasons[i])  # type: ignore[union-attr]
+            decision = Decision(c.role, score, c.threshold, self.router.name, c.reason)
+            if score is not None:
+                self.recent.add(decision.id, texts[i], score)
+            out.append(decision)
+        return out
+
+    def decide(
+        self, conversations: Sequence[Sequence[tuple[str, Any]]], *, skip_invalid: bool = False
+    ) -> list[Decision]:
         """Decide for each conversation of ``(role, content)`` pairs, in one router call."""
-        pairs = [routing_text(c) for c in conversations]
-        return self.decide_texts([t for t, _ in pairs], [r for _, r in pairs])
+        pairs = [routing_text(c, self.route_on) for c in conversations]
+        return self.decide_texts([t for t, _ in pairs], [r for _, r in pairs], skip_invalid=skip_invalid)
 
     def decide_one(self, conversation: Sequence[tuple[str, Any]]) -> Decision:
         return self.decide([conversation])[0]
 
+    def pinned(self, key: Any) -> Decision:
+        """The decision of a conversation pinned to ``key`` (a role, or a ladder's rung), nothing scored."""
+        if self.ladder is not None:
+            return self.ladder.pinned(key)  # type: ignore[return-value]
+        return Decision(key, None, self.threshold, self.router.name, "pinned")
+
+    def record_feedback(self, target: Decision | str, outcome: Any, *, store: Any = None) -> Any:
+        """Record how a decision turned out; see :func:`shared_core.feedback.record_feedback`."""
+        return record_feedback(self, target, outcome, store=store)
+
     def describe(self) -> dict[str, Any]:
+        if self.ladder is not None:
+            return self.ladder.describe()
         return {"router": self.router.name, "threshold": self.threshold}
 
 
-def _engine_from_spec(router_spec: str | Path, threshold: float, on_no_text: str) -> RoutingEngine:
-    return RoutingEngine(resolve_router(router_spec), threshold, on_no_text, router_spec=router_spec)
+def _engine_from_spec(router_spec: str | Path, threshold: float, on_no_text: str, route_on: str = "last_user",
+                      ladder: Sequence[tuple[str, float | None]] | None = None,
+                      controller: Controller | None = None) -> RoutingEngine:
+    return _engine_from_router(resolve_router(router_spec), threshold, on_no_text, route_on, ladder,
+                               router_spec=router_spec, controller=controller)
+
+
+def _engine_from_router(router: Router, threshold: float, on_no_text: str, route_on: str = "last_user",
+                        ladder: Sequence[tuple[str, float | None]] | None = None,
+                        router_spec: str | Path | None = None, controller: Controller | None = None) -> RoutingEngine:
+    rungs = None
+    if ladder is not None:
+        from shared_core.ladder import Ladder
+
+        rungs = Ladder(router, ladder, on_no_text, route_on)
+    return RoutingEngine(router, threshold, on_no_text, router_spec=router_spec, route_on=route_on, ladder=rungs,
+                         controller=controller)
+
+
+def check_controller(controller: Any) -> Controller | None:
+    """``controller`` if it is ``None`` or a :class:`~shared_core.controller.Controller`, else raise."""
+    if controller is None or isinstance(controller, Controller):
+        return controller
+    raise ConfigError(
+        f"controller must be a ShareController, a BudgetController or None, got {type(controller).__name__}: "
+        f"{controller!r}"
+    )
 
 
 def threshold_for_fraction(

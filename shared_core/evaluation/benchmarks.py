@@ -14,12 +14,21 @@ mt-bench   80 questions minus contaminated;  mean GPT-4 judge score of both turn
            routed on turn 1
 arena-bench 300 arena-bench-v1 prompts with  GPT-4 judge grade (1-10)                 5-fold CV by question:
            a grade for both models                                                    all but the fold
+alpaca-eval 569 AlpacaEval 2.0 instructions   win rate against gpt-4-1106-preview:     5-fold CV by prompt:
+                                             strong 0.5, weak P(Mixtral preferred)    all but the fold
+                                             (judge ``alpaca_eval_gpt4_turbo_fn``)
+mmlu-pro   MMLU-Pro questions graded for     accuracy (%)                             5-fold CV by question:
+           both gpt-4o and Mixtral                                                    all but the fold
 ========== ================================ ======================================== =====================
 
 The strong model is ``gpt-4-1106-preview`` and the weak one
-``mistralai/Mixtral-8x7B-Instruct-v0.1`` throughout (RouteLLM's pair). A user's
-own labelled file (``prompt`` plus a strong and a weak quality column) is a
-benchmark too (:func:`load_labelled_file`).
+``mistralai/Mixtral-8x7B-Instruct-v0.1`` (RouteLLM's pair) everywhere but on
+mmlu-pro, where gpt-4-1106-preview was not evaluated and ``gpt-4o-2024-05-13``
+is the strong model. A user's own labelled file (``prompt`` plus a strong and a
+weak quality column) is a benchmark too (:func:`load_labelled_file`).
+
+A cross-validated benchmark names the training ``source`` its folds hold out
+(``arena``, ``alpaca_eval``, ``mmlu_pro``: the names the training recipes use).
 """
 
 from __future__ import annotations
@@ -32,15 +41,21 @@ import numpy as np
 import pandas as pd
 
 from shared_core import datasets
-from shared_core.datasets import STRONG_MODEL, WEAK_MODEL
+from shared_core.datasets import ALPACA_EVAL_ANNOTATOR, MMLU_PRO_STRONG_MODEL, STRONG_MODEL, WEAK_MODEL
 from shared_core.errors import DataError
 from shared_core.files import existing_file
+from shared_core.routers._models import same_model
 
-BENCHMARKS = ("mmlu", "gsm8k", "mt-bench", "arena-bench")
-#: arena-bench cross-validation: folds and the seed of the question shuffle.
-ARENA_FOLDS = 5
-ARENA_FOLD_SEED = 0
-_ALIASES = {"mt_bench": "mt-bench", "mtbench": "mt-bench", "arena": "arena-bench", "arena_bench": "arena-bench"}
+BENCHMARKS = ("mmlu", "gsm8k", "mt-bench", "arena-bench", "alpaca-eval", "mmlu-pro")
+#: Cross-validation of arena-bench, alpaca-eval and mmlu-pro: folds and the seed of the id shuffle.
+CV_FOLDS = 5
+CV_FOLD_SEED = 0
+ARENA_FOLDS, ARENA_FOLD_SEED = CV_FOLDS, CV_FOLD_SEED
+_ALIASES = {
+    "mt_bench": "mt-bench", "mtbench": "mt-bench", "arena": "arena-bench", "arena_bench": "arena-bench",
+    "alpaca_eval": "alpaca-eval", "alpaca": "alpaca-eval", "alpacaeval": "alpaca-eval", "mmlu_pro": "mmlu-pro",
+    "mmlupro": "mmlu-pro",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -64,6 +79,8 @@ class Benchmark:
     notes: dict[str, Any] = field(default_factory=dict)
     strong_model: str = STRONG_MODEL
     weak_model: str = WEAK_MODEL
+    #: The training source whose questions the folds hold out (``arena``, ``alpaca_eval``, ``mmlu_pro``).
+    source: str | None = None
 
     def __post_init__(self) -> None:
         n = len(self.prompts)
@@ -113,6 +130,7 @@ class Benchmark:
             "weak_quality": self.weak_mean,
             "excluded_from_training": self.excluded_from_training,
             "cv_folds": len(self.folds) if self.folds else 0,
+            "cv_source": self.source,
             **self.notes,
         }
 
@@ -164,11 +182,14 @@ def load_mt_bench(data_dir: str | Path | None = None) -> Benchmark:
     )
 
 
-def arena_folds(question_ids: Sequence[Any], n_folds: int = ARENA_FOLDS, seed: int = ARENA_FOLD_SEED) -> list[list[Any]]:
+def cv_folds(question_ids: Sequence[Any], n_folds: int = CV_FOLDS, seed: int = CV_FOLD_SEED) -> list[list[Any]]:
     """Question ids split into ``n_folds`` folds of near-equal size (seeded shuffle of the sorted ids)."""
     ids = sorted(set(question_ids), key=str)
     order = np.random.default_rng(seed).permutation(len(ids))
     return [[ids[i] for i in part] for part in np.array_split(order, n_folds)]
+
+
+arena_folds = cv_folds
 
 
 def load_arena_bench(data_dir: str | Path | None = None) -> Benchmark:
@@ -190,6 +211,64 @@ def load_arena_bench(data_dir: str | Path | None = None) -> Benchmark:
             "ungraded_strong": int(df[STRONG_MODEL].isna().sum()),
             "ungraded_weak": int(df[WEAK_MODEL].isna().sum()),
         },
+        source="arena",
+    )
+
+
+def load_alpaca_eval(data_dir: str | Path | None = None) -> Benchmark:
+    """alpaca-eval: the routed system's win rate against gpt-4-1106-preview, per prompt.
+
+    Routed strong, a prompt scores 0.5 (the reference model against itself); routed
+    weak, P(Mixtral's answer preferred) under the ``alpaca_eval_gpt4_turbo_fn`` judge.
+    """
+    judged = datasets.load_alpaca_eval_judgments(data_dir)
+    weak = judged[(judged["annotator"] == ALPACA_EVAL_ANNOTATOR)
+                  & judged["model"].map(lambda m: same_model(m, WEAK_MODEL))]
+    if weak.empty:
+        raise DataError(f"AlpacaEval has no {ALPACA_EVAL_ANNOTATOR!r} judgements of {WEAK_MODEL!r}")
+    prompts, _ = datasets.load_alpaca_eval(data_dir, annotators=[ALPACA_EVAL_ANNOTATOR])
+    win = dict(zip(weak["prompt_id"], weak["win"]))
+    kept = prompts[prompts["prompt_id"].isin(win)].reset_index(drop=True)
+    weak_quality = kept["prompt_id"].map(win).to_numpy(float)
+    return Benchmark(
+        name="alpaca-eval",
+        prompts=kept["prompt"].tolist(),
+        strong_quality=np.full(len(kept), 0.5),
+        weak_quality=weak_quality,
+        quality_name=f"win rate vs gpt-4-1106-preview (judge {ALPACA_EVAL_ANNOTATOR})",
+        excluded_from_training=f"the test fold's AlpacaEval prompts ({CV_FOLDS}-fold CV by prompt)",
+        question_ids=kept["prompt_id"].tolist(),
+        folds=cv_folds(kept["prompt_id"]),
+        notes={"annotator": ALPACA_EVAL_ANNOTATOR, "not_judged_dropped": int(len(prompts) - len(kept)),
+               "data_license": datasets.ALPACA_EVAL_LICENSE},
+        source="alpaca_eval",
+    )
+
+
+def load_mmlu_pro(data_dir: str | Path | None = None) -> Benchmark:
+    """mmlu-pro: accuracy of gpt-4o-2024-05-13 (strong) and Mixtral-8x7B-Instruct-v0.1 (weak)."""
+    df = datasets.load_mmlu_pro(data_dir)
+    weak_col = next((c for c in datasets.outcome_columns(df)
+                     if same_model(c, WEAK_MODEL)), None)
+    for name, col in (("strong", MMLU_PRO_STRONG_MODEL if MMLU_PRO_STRONG_MODEL in df.columns else None),
+                      ("weak", weak_col)):
+        if col is None:
+            raise DataError(f"MMLU-Pro outcomes have no {name} model column; models: {datasets.outcome_columns(df)}")
+    graded = df[MMLU_PRO_STRONG_MODEL].notna() & df[weak_col].notna()
+    kept = df[graded].reset_index(drop=True)
+    return Benchmark(
+        name="mmlu-pro",
+        prompts=kept["prompt"].tolist(),
+        strong_quality=_quality(kept, MMLU_PRO_STRONG_MODEL, 100.0),
+        weak_quality=_quality(kept, weak_col, 100.0),
+        quality_name="accuracy (%)",
+        excluded_from_training=f"the test fold's MMLU-Pro questions ({CV_FOLDS}-fold CV by question)",
+        question_ids=kept["question_id"].tolist(),
+        folds=cv_folds(df["question_id"]),
+        notes={"ungraded_dropped": int((~graded).sum())},
+        strong_model=MMLU_PRO_STRONG_MODEL,
+        weak_model=weak_col,
+        source="mmlu_pro",
     )
 
 
@@ -255,7 +334,8 @@ def load_labelled_file(
     )
 
 
-_LOADERS = {"mmlu": load_mmlu_test, "gsm8k": load_gsm8k, "mt-bench": load_mt_bench, "arena-bench": load_arena_bench}
+_LOADERS = {"mmlu": load_mmlu_test, "gsm8k": load_gsm8k, "mt-bench": load_mt_bench, "arena-bench": load_arena_bench,
+            "alpaca-eval": load_alpaca_eval, "mmlu-pro": load_mmlu_pro}
 
 
 def canonical_name(name: str) -> str:
@@ -273,7 +353,8 @@ def load_benchmark(
     strong_column: str | None = None,
     weak_column: str | None = None,
 ) -> Benchmark:
-    """A benchmark by name (``mmlu``, ``gsm8k``, ``mt-bench``, ``arena-bench``) or a labelled file path
+    """A benchmark by name (``mmlu``, ``gsm8k``, ``mt-bench``, ``arena-bench``, ``alpaca-eval``,
+    ``mmlu-pro``) or a labelled file path
     (``strong_column``/``weak_column`` apply to labelled files only)."""
     text = str(name)
     if text.lower().endswith((".csv", ".jsonl")):

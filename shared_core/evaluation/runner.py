@@ -97,11 +97,15 @@ class BenchmarkResult:
 # Which data a router saw
 # ---------------------------------------------------------------------------
 _TEST_WORDS = {
-    "arena-bench": ("arena-bench", "arena_bench", "arena-hard", "arena"),
-    "mmlu": ("mmlu",),
-    "gsm8k": ("gsm8k",),
-    "mt-bench": ("mt-bench", "mt_bench", "mtbench"),
+    "arena-bench": (r"arena-bench", r"arena_bench", r"arena-hard", r"arena"),
+    "mmlu": (r"mmlu(?![ _-]?pro)",),
+    "gsm8k": (r"gsm8k",),
+    "mt-bench": (r"mt-bench", r"mt_bench", r"mtbench"),
+    "alpaca-eval": (r"alpaca",),
+    "mmlu-pro": (r"mmlu[ _-]?pro",),
 }
+#: The training source whose questions a cross-validated benchmark holds out.
+_CV_SOURCES = {"arena-bench": "arena", "alpaca-eval": "alpaca_eval", "mmlu-pro": "mmlu_pro"}
 
 
 def training_record(router: Router) -> dict[str, Any] | None:
@@ -140,12 +144,17 @@ def saw_test_prompts(record: dict[str, Any] | None, benchmark: str) -> bool | No
     words = _TEST_WORDS.get(benchmark)
     if words is None:
         return None
-    if not any(w in text for w in words):
+    if not any(re.search(w, text) for w in words):
         return False
     if benchmark == "mmlu":
         return not (re.search(r"mmlu[ _-]train", text) or record.get("mmlu_split") == "train")
     if benchmark == "arena-bench":
-        return not (record.get("exclude_arena_questions") or record.get("excluded_arena_questions"))
+        held = record.get("excluded_questions")
+        return not (record.get("exclude_arena_questions") or record.get("excluded_arena_questions")
+                    or (isinstance(held, dict) and held.get("arena")))
+    if benchmark in _CV_SOURCES:
+        held = record.get("excluded_questions")
+        return not (isinstance(held, dict) and held.get(_CV_SOURCES[benchmark]))
     return True
 
 
@@ -219,7 +228,7 @@ def code_fingerprint() -> str:
     root = Path(__file__).resolve().parent.parent
     files = sorted(
         [*root.glob("training/*.py"), *root.glob("routers/*.py"), *root.glob("embeddings/*.py"),
-         root / "datasets.py", root / "artifacts.py"]
+         root / "datasets.py", root / "artifacts.py", root / "features.py"]
     )
     h = hashlib.sha256()
     for f in files:
@@ -281,6 +290,7 @@ class Evaluator:
         self.model_cache = Path(model_cache) if model_cache is not None else None
         self._routers: dict[str, Router] = {}
         self._retrained: dict[tuple, Router] = {}
+        self._peers: dict[str, Callable[[Sequence[str]], np.ndarray]] = {}
 
     # Baselines -------------------------------------------------------------
     def random_row(self, bench: Benchmark) -> RouterResult:
@@ -348,22 +358,30 @@ class Evaluator:
                 self._routers[key] = load_router_for_eval(spec, self.cache_embeddings)
         return self._routers[key]
 
-    def _trained(self, recipe: str, exclude: tuple, include_mmlu_train: bool, fallback: str | None = None) -> Router:
-        """The router of ``recipe`` trained without ``exclude``; ``fallback`` is the recipe of the
+    def _trained(
+        self, recipe: str, exclude: tuple, include_mmlu_train: bool, fallback: str | None = None,
+        source: str = "arena",
+    ) -> Router:
+        """The router of ``recipe`` trained without the questions ``exclude`` of training
+        ``source`` (``arena``, ``alpaca_eval``, ``mmlu_pro``); ``fallback`` is the recipe of the
         router's class, used when ``recipe`` (a checkpoint name such as ``default``) has none."""
-        key = (recipe, exclude, include_mmlu_train)
+        key = (recipe, source, exclude, include_mmlu_train)
         if key not in self._retrained:
             started = time.perf_counter()
-            kwargs = dict(data_dir=self.data_dir, exclude_arena_questions=list(exclude),
-                          include_mmlu_train=include_mmlu_train)
-            cached = self._cache_path(recipe, exclude, include_mmlu_train)
+            kwargs: dict[str, Any] = dict(data_dir=self.data_dir, include_mmlu_train=include_mmlu_train)
+            if source == "arena":
+                kwargs["exclude_arena_questions"] = list(exclude)
+            else:
+                kwargs["exclude_arena_questions"] = []
+                kwargs["exclude_questions"] = {source: list(exclude)}
+            cached = self._cache_path(recipe, exclude, include_mmlu_train, source)
             router = None
             if cached is not None and (cached / "config.json").is_file():
                 from shared_core.routers import load_router
 
                 try:
                     router = load_router(cached)
-                    self.log(f"  loaded retrained {recipe} (without {len(exclude)} arena questions) from {cached}")
+                    self.log(f"  loaded retrained {recipe} (without {len(exclude)} {source} questions) from {cached}")
                 except (ArtifactError, ConfigError, OSError) as exc:  # the cache only saves time
                     self.log(f"  warning: cannot read the cached router {str(cached)!r} ({exc}); retraining")
             if router is None:
@@ -382,15 +400,16 @@ class Evaluator:
                     except (ArtifactError, OSError) as exc:  # a read-only cache: go on without it
                         self.log(f"  warning: cannot cache the retrained router in {str(cached)!r}: {exc}")
             self._retrained[key] = _with_embedding_cache(router) if self.cache_embeddings else router
-            self.log(f"  retrained {recipe} without {len(exclude)} arena questions in {time.perf_counter() - started:.1f}s")
+            self.log(f"  retrained {recipe} without {len(exclude)} {source} questions in {time.perf_counter() - started:.1f}s")
         return self._retrained[key]
 
-    def _cache_path(self, recipe: str, exclude: tuple, include_mmlu_train: bool) -> Path | None:
+    def _cache_path(self, recipe: str, exclude: tuple, include_mmlu_train: bool, source: str = "arena") -> Path | None:
         if self.model_cache is None:
             return None
         key = {
             "recipe": recipe,
             "exclude": sorted(map(str, exclude)),
+            **({} if source == "arena" else {"source": source}),
             "include_mmlu_train": include_mmlu_train,
             "data_dir": str(Path(self.data_dir).resolve()) if self.data_dir is not None else None,
             "code": code_fingerprint(),
@@ -407,6 +426,10 @@ class Evaluator:
         recipe = None
         if isinstance(spec, str) and "/" not in spec and not spec.startswith("."):
             recipe = spec[len(RECIPE_PREFIX):] if spec.startswith(RECIPE_PREFIX) else spec
+            if not spec.startswith(RECIPE_PREFIX):
+                from shared_core.engine import shipped_aliases
+
+                recipe = shipped_aliases().get(recipe, recipe)  # "default" retrains the recipe of the router it names
         must_retrain = self.retrain == "always" or (self.retrain == "auto" and seen is not False and bool(bench.folds))
         if bench.name == "mmlu" and self.retrain == "auto" and seen is not False:
             must_retrain = True  # it saw MMLU-test, or its record cannot rule it out
@@ -426,21 +449,35 @@ class Evaluator:
             scores = shipped.score(bench.prompts)
             return self.scores_row(bench, label, scores, describe_training(record), time.perf_counter() - start)
         if bench.folds:
+            source = bench.source or "arena"
             scores = np.empty(bench.n)
             for k, idx in enumerate(bench.fold_indices()):
-                router = self._trained(recipe, tuple(bench.folds[k]), True, shipped.name)
+                router = self._trained(recipe, tuple(bench.folds[k]), True, shipped.name, source)
                 if len(idx):
                     scores[idx] = router.score([bench.prompts[i] for i in idx])
             desc = describe_training(training_record(router))
-            trained_on = f"{desc}; retrained {len(bench.folds)}x, each without its test fold's arena-bench questions"
+            trained_on = f"{desc}; retrained {len(bench.folds)}x, each without its test fold's {bench.name} questions"
         else:
             router = self._trained(recipe, (), True, shipped.name)
             trained_on = f"{describe_training(training_record(router))}; retrained without MMLU-test"
             scores = router.score(bench.prompts)
         return self.scores_row(bench, label, scores, trained_on, time.perf_counter() - start, retrained=True)
 
-    def evaluate(self, bench: Benchmark, routers: Iterable[str | Path | Router]) -> BenchmarkResult:
-        """Rows for ``routers`` plus ``random`` and ``oracle`` (once each), sorted as given."""
+    def peer_row(self, bench: Benchmark, name: str) -> RouterResult:
+        """A row for another project's router (:mod:`shared_core.evaluation.peers`), from its scores."""
+        from shared_core.evaluation.peers import PEERS, peer_scorer
+
+        if name not in self._peers:
+            self._peers[name] = peer_scorer(name)
+        start = time.perf_counter()
+        scores = self._peers[name](bench.prompts)
+        return self.scores_row(bench, name, scores, PEERS[name], time.perf_counter() - start)
+
+    def evaluate(
+        self, bench: Benchmark, routers: Iterable[str | Path | Router], peers: Sequence[str] = ()
+    ) -> BenchmarkResult:
+        """Rows for ``routers`` plus ``random`` and ``oracle`` (once each), sorted as given, then
+        one row per peer router named in ``peers`` (before ``oracle``)."""
         rows: list[RouterResult] = []
         specs = list(routers)
         if not any(str(s) == "random" for s in specs if not isinstance(s, Router)):
@@ -457,6 +494,11 @@ class Evaluator:
                 row = self.router_row(bench, spec)
             self.log(f"  {bench.name:12} {row.router:14} APGR {row.metrics.apgr:.3f}  ({time.perf_counter() - t:.1f}s)")
             rows.append(row)
+        for name in peers:
+            t = time.perf_counter()
+            row = self.peer_row(bench, name)
+            self.log(f"  {bench.name:12} {row.router:14} APGR {row.metrics.apgr:.3f}  ({time.perf_counter() - t:.1f}s)")
+            rows.insert(len(rows) - 1 if rows and rows[-1].router == "oracle" else len(rows), row)
         comparisons = []
         if bench.name == "mt-bench" and bench.question_ids is not None:
             from shared_core.evaluation.commercial import commercial_comparison

@@ -34,7 +34,7 @@ ROUTERS: dict[str, type[Router]] = {"random": RandomRouter}
 #: RouteLLM names that have no implementation here yet.
 RESERVED: dict[str, str] = {}
 #: Modules that register routers when imported.
-BUILTIN_MODULES = ("mf", "sw_ranking", "knn", "ensemble", "adaptive_ensemble")
+BUILTIN_MODULES = ("mf", "sw_ranking", "knn", "ensemble", "adaptive_ensemble", "irt", "feedback")
 #: Fine-tuned routers (torch + transformers, the ``finetune`` extra); registered on
 #: import like the others, listed apart so that evaluating "every router" does not
 #: fine-tune a transformer unasked.

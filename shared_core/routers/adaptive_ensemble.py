@@ -44,7 +44,7 @@ from shared_core.errors import ArtifactError, ConfigError
 from shared_core.routers import register_router
 from shared_core.routers.ensemble import FEATURE_NAMES as BASE_FEATURE_NAMES
 from shared_core.routers.ensemble import EnsembleRouter, fit_weighted_ridge, prompt_features
-from shared_core.routers.knn import KNNRouter, _number, top_k, validate_labelled
+from shared_core.routers.knn import KNNRouter, _number, validate_labelled
 
 if TYPE_CHECKING:  # pandas is needed to fit, not to route
     import pandas as pd
@@ -211,6 +211,9 @@ class AdaptiveEnsembleRouter(EnsembleRouter):
     def score_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
         """The gated neighbour win rates, the groups' bank mixed with :meth:`group_scores`."""
         scores, gates = self.bank_scores(embeddings)
+        return self._mix_groups(scores, gates, embeddings)
+
+    def _mix_groups(self, scores: np.ndarray, gates: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
         if self.groups_ and self.group_source_ in self.sources_:
             j = self.sources_.index(self.group_source_)
             scores[:, j] = (1 - self.group_mix) * scores[:, j] + self.group_mix * self.group_scores(embeddings)
@@ -224,17 +227,18 @@ class AdaptiveEnsembleRouter(EnsembleRouter):
 
     def knn_weights(self, embeddings: np.ndarray) -> np.ndarray:
         """Per-prompt weight of the neighbours, from the mean similarity of the ``sim_k`` nearest training prompts."""
-        self._check_fitted()
-        sims = np.asarray(embeddings, dtype=np.float32) @ self.embeddings_.T
-        _, top = top_k(sims, self.sim_k)
-        closeness = (top.mean(axis=1) - self.sim_low) / (self.sim_high - self.sim_low)
+        return self._weights_from_nearest(self._bank_pass(embeddings, self.sim_k)[2])
+
+    def _weights_from_nearest(self, nearest: np.ndarray) -> np.ndarray:
+        closeness = (nearest.mean(axis=1) - self.sim_low) / (self.sim_high - self.sim_low)
         return self.knn_weight * np.clip(closeness, 0.0, 1.0)
 
     def _score(self, prompts: list[str]) -> np.ndarray:
         self._check_fitted()
         emb = self.embedder.embed(prompts)
-        w = self.knn_weights(emb)
-        return w * self.score_embeddings(emb) + (1.0 - w) * self.head_scores(prompts, emb)
+        scores, gates, nearest = self._bank_pass(emb, self.sim_k)  # one similarity product for everything
+        w = self._weights_from_nearest(nearest)
+        return w * self._mix_groups(scores, gates, emb) + (1.0 - w) * self.head_scores(prompts, emb)
 
     # Artifacts -------------------------------------------------------------------
     def config(self) -> dict[str, Any]:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import enum
 import math
+import uuid
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
@@ -32,13 +33,21 @@ class Role(str, enum.Enum):
     WEAK = "weak"
 
 
+def new_decision_id() -> str:
+    """A fresh decision id: ``dec_`` and 24 random hex digits."""
+    return "dec_" + uuid.uuid4().hex[:24]
+
+
 @dataclass(frozen=True)
 class Decision:
     """One routing decision.
 
     ``score`` is the strong model's predicted win rate, or ``None`` when the
     prompt had no text to score (see :mod:`shared_core.policy`); ``reason`` says
-    why a decision was made without a score.
+    why a decision was made without a score. ``id`` names the decision for
+    feedback (:mod:`shared_core.feedback`); it is not compared and not in
+    :meth:`to_dict` (the record of a call carries it, see
+    :func:`shared_core.engine.decision_record`).
     """
 
     role: Role
@@ -46,6 +55,7 @@ class Decision:
     threshold: float
     router: str
     reason: str = "score"
+    id: str = field(default_factory=new_decision_id, compare=False)
 
     @property
     def is_strong(self) -> bool:

@@ -227,6 +227,12 @@ class KNNRouter(Router):
 
     def bank_scores(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(scores, gates)``, both ``(n, banks)``: each bank's win rate and its gate weight."""
+        scores, gates, _ = self._bank_pass(embeddings, 0)
+        return scores, gates
+
+    def _bank_pass(self, embeddings: np.ndarray, top_n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`bank_scores` plus the ``top_n`` largest similarities to any training prompt, ``(n, top_n)``,
+        from the same similarity product and partial sorts (no second pass over the banks)."""
         self._check_fitted()
         e = np.asarray(embeddings, dtype=np.float32)
         if e.ndim != 2 or e.shape[1] != self.embeddings_.shape[1]:
@@ -234,9 +240,11 @@ class KNNRouter(Router):
         sims = e @ self.embeddings_.T
         scores = np.empty((len(e), len(self.sources_)))
         logits = np.empty_like(scores)
+        tops = []
         for j, cfg in enumerate(self.settings_):
-            # one partial sort per bank serves both the neighbours and the gate
-            idx, top = top_k(sims[:, self.offsets_[j] : self.offsets_[j + 1]], max(cfg["k"], self.gate_k))
+            # one partial sort per bank serves the neighbours, the gate and the overall nearest
+            idx, top = top_k(sims[:, self.offsets_[j] : self.offsets_[j + 1]], max(cfg["k"], self.gate_k, top_n))
+            tops.append(top[:, :top_n])
             kk = min(cfg["k"], idx.shape[1])
             scores[:, j] = _weighted_mean(
                 idx[:, :kk], top[:, :kk], self.labels_[self.offsets_[j] : self.offsets_[j + 1]],
@@ -244,7 +252,8 @@ class KNNRouter(Router):
             )
             logits[:, j] = (top[:, : self.gate_k].mean(axis=1) + cfg["gate_bias"]) / self.gate_temperature
         gates = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return scores, gates / gates.sum(axis=1, keepdims=True)
+        nearest = -np.sort(-np.concatenate(tops, axis=1), axis=1)[:, :top_n]
+        return scores, gates / gates.sum(axis=1, keepdims=True), nearest
 
     def score_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
         """Win rates for prompt embeddings ``(n, dim)``."""

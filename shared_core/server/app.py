@@ -24,7 +24,7 @@ import time
 import uuid
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any, AsyncIterator, Awaitable, Callable, Optional
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Optional
 
 import anyio
 from fastapi import FastAPI, Request
@@ -33,6 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared_core.attempts import AllModelsFailedError, Attempts, Outcome
 from shared_core.engine import RoutingEngine, attempt_order, decision_record, outcome_record
+from shared_core.ledger import PriceTable
 from shared_core.routers import Decision, Role
 from shared_core.server.config import ServerConfig, is_loopback
 from shared_core.server.metrics import Metrics
@@ -63,14 +64,20 @@ def build_aliases(config: ServerConfig) -> dict[str, RoutingEngine]:
 
 
 def create_app(config: ServerConfig, engine: Optional[RoutingEngine] = None,
-               aliases: Optional[dict[str, RoutingEngine]] = None) -> FastAPI:
-    """The app for ``config``; ``engine`` and ``aliases`` default to those the config names."""
+               aliases: Optional[dict[str, RoutingEngine]] = None,
+               prices: PriceTable | Mapping[str, Any] | None = None) -> FastAPI:
+    """The app for ``config``; ``engine`` and ``aliases`` default to those the config names.
+    With ``prices`` (dollars per million tokens by upstream model name, both models
+    priced) the metrics add cost and counterfactual strong cost by role."""
     if engine is None:
         engine, built = build_engines(config)
         aliases = built if aliases is None else aliases
     elif aliases is None:
         aliases = build_aliases(config)
-    server = _Server(config, engine, aliases or {})
+    table = None if prices is None else PriceTable(prices)
+    if table is not None:
+        table.price(config.weak_model, "weak")
+    server = _Server(config, engine, aliases or {}, table)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -157,7 +164,8 @@ class _UsageScanner:
 
 # The server -------------------------------------------------------------------------------
 class _Server:
-    def __init__(self, config: ServerConfig, engine: RoutingEngine, aliases: dict[str, RoutingEngine]) -> None:
+    def __init__(self, config: ServerConfig, engine: RoutingEngine, aliases: dict[str, RoutingEngine],
+                 prices: Optional[PriceTable] = None) -> None:
         self.config = config
         self.resolver = ModelResolver(engine, config.model_name, aliases, config.on_no_text)
         self.upstreams = {
@@ -167,7 +175,7 @@ class _Server:
                                 config.upstream_timeout, config.max_upstream_connections),
         }
         self.tokens = [t.get_secret_value().encode() for t in config.auth_tokens]
-        self.metrics = Metrics()
+        self.metrics = Metrics(prices, config.strong_model)
         self.access = logging.getLogger(ACCESS_LOGGER)
 
     async def warm_up(self) -> None:
@@ -258,7 +266,7 @@ class _Server:
             record = self._answered(decision, outcome, entry, stream=False)
             body = {**outcome.value, DECISION_FIELD: record}
             entry["prompt_tokens"], entry["completion_tokens"] = self.metrics.add_usage(
-                outcome.role.value, outcome.value.get("usage"))
+                outcome.role.value, outcome.value.get("usage"), outcome.model_name)
             entry["status"] = 200
             return JSONResponse(body, headers=decision_headers(record))
         except APIError as exc:
@@ -330,7 +338,7 @@ class _Server:
                 with anyio.CancelScope(shield=True):
                     await chunks.aclose()
                 entry["prompt_tokens"], entry["completion_tokens"] = self.metrics.add_usage(
-                    record["role"], scanner.usage)
+                    record["role"], scanner.usage, record["model"])
                 self._finish(entry, started)
 
         return _DisconnectAwareStream(body(), media_type="text/event-stream",

@@ -8,8 +8,15 @@ evaluation protocol allows for training:
   and the weak model, as battles;
 * arena-bench-v1: 300 prompts x 15 models graded 1-10, as battles between every
   pair of models (higher grade wins, equal grades tie, missing grades skipped),
-  minus the questions the evaluation holds out (``exclude_arena_questions``).
+  minus the questions the evaluation holds out (``exclude_arena_questions``);
+* MMLU-Pro (``mmlu_pro``: 5,222 questions x 30 models, right or wrong) and
+  AlpacaEval (``alpaca_eval``: 569 instructions x 69 models, each judged against
+  gpt-4-1106-preview; data licence CC BY-NC 4.0), for the recipes that use them,
+  minus the held-out questions of ``exclude_questions[source]``.
 
+A recipe never sees a held-out question: the sources' readers drop them by id,
+and :meth:`RecipeData.drop_held_out_texts` drops any training prompt whose text
+equals a held-out one (the same text under another id or in another source).
 GSM8K and MT-Bench are never trained on. Prompts are embedded through a
 :class:`~shared_core.embeddings.CachedEmbedder`, so refitting (5-fold CV) does not
 re-embed.
@@ -40,6 +47,8 @@ RecipeFn = Callable[["RecipeData"], Router]
 RECIPES: dict[str, RecipeFn] = {}
 
 MMLU_SPLIT_RULE = "MMLU train half: SHA-256 hex digest of the UTF-8 prompt starts with 8-f"
+#: Training sources whose questions an evaluation may hold out, and the id column of each.
+HELD_OUT_SOURCES = {"arena": "question_id", "alpaca_eval": "prompt_id", "mmlu_pro": "question_id"}
 
 
 def register_recipe(name: str) -> Callable[[RecipeFn], RecipeFn]:
@@ -91,11 +100,87 @@ class RecipeData:
     include_mmlu_train: bool = True
     include_arena: bool = True
     embedder: Any = None
+    #: Held-out ids per source (``arena``, ``alpaca_eval``, ``mmlu_pro``); ``arena`` joins ``exclude_arena_questions``.
+    exclude_questions: dict[str, frozenset[str]] = field(default_factory=dict)
+    #: Whether the recipes that use MMLU-Pro / AlpacaEval may read them.
+    include_mmlu_pro: bool = True
+    include_alpaca_eval: bool = True
     seed: int = 0
     progress: bool = True
     #: Router constructor overrides (``strong``, ``weak``, ``epochs``, ...) from the caller.
     options: dict[str, Any] = field(default_factory=dict)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.exclude_questions, dict):
+            raise ConfigError(f"exclude_questions must map a source to question ids, got {type(self.exclude_questions).__name__}")
+        unknown = sorted(set(self.exclude_questions) - set(HELD_OUT_SOURCES))
+        if unknown:
+            raise ConfigError(f"exclude_questions names unknown source(s) {unknown}; expected {sorted(HELD_OUT_SOURCES)}")
+        held = {}
+        for source, ids in self.exclude_questions.items():
+            if isinstance(ids, str):
+                raise ConfigError(f"exclude_questions[{source!r}] must be a collection of ids, not one string")
+            held[source] = frozenset(map(str, ids))
+        arena = frozenset(map(str, self.exclude_arena_questions)) | held.get("arena", frozenset())
+        self.exclude_arena_questions = arena
+        held["arena"] = arena
+        self.exclude_questions = {s: v for s, v in held.items() if v}
+
+    def held_out(self, source: str) -> frozenset[str]:
+        """The held-out question ids of ``source``."""
+        return self.exclude_questions.get(source, frozenset())
+
+    def _without_held_out(self, df: pd.DataFrame, source: str, what: str) -> pd.DataFrame:
+        column = HELD_OUT_SOURCES[source]
+        held = self.held_out(source)
+        unknown = held - set(df[column].astype(str))
+        if unknown:
+            raise DataError(f"exclude_questions[{source!r}] names unknown {what} id(s): {sorted(unknown)[:5]}")
+        return df[~df[column].astype(str).isin(held)].reset_index(drop=True)
+
+    def held_out_texts(self) -> frozenset[str]:
+        """The prompt texts of every held-out question (of every source)."""
+        if "held_out_texts" not in self._cache:
+            from shared_core import datasets
+
+            texts: set[str] = set()
+            readers = {"arena": datasets.load_arena_bench, "mmlu_pro": datasets.load_mmlu_pro,
+                       "alpaca_eval": lambda d: datasets.load_alpaca_eval(d)[0]}
+            for source, held in self.exclude_questions.items():
+                df = readers[source](self.data_dir)
+                texts |= set(df.loc[df[HELD_OUT_SOURCES[source]].astype(str).isin(held), "prompt"])
+            self._cache["held_out_texts"] = frozenset(texts)
+        return self._cache["held_out_texts"]
+
+    def drop_held_out_texts(self, df: pd.DataFrame) -> pd.DataFrame:
+        """``df`` without the rows whose ``prompt`` is the text of a held-out question."""
+        texts = self.held_out_texts()
+        return df[~df["prompt"].isin(texts)].reset_index(drop=True) if texts else df
+
+    def mmlu_pro(self) -> pd.DataFrame:
+        """MMLU-Pro outcomes minus the held-out questions (see :func:`shared_core.datasets.load_mmlu_pro`)."""
+        from shared_core.datasets import load_mmlu_pro
+
+        if not self.include_mmlu_pro:
+            raise DataError("this recipe reads MMLU-Pro, but include_mmlu_pro is off")
+        if "mmlu_pro" not in self._cache:
+            self._cache["mmlu_pro"] = self._without_held_out(load_mmlu_pro(self.data_dir), "mmlu_pro", "MMLU-Pro question")
+        return self._cache["mmlu_pro"].copy()
+
+    def alpaca_eval(self) -> pd.DataFrame:
+        """AlpacaEval outcomes (win rate against gpt-4-1106-preview per model) minus the held-out prompts.
+
+        Data licence CC BY-NC 4.0: a router trained on it says so in its config.
+        """
+        from shared_core.datasets import load_alpaca_eval
+
+        if not self.include_alpaca_eval:
+            raise DataError("this recipe reads AlpacaEval, but include_alpaca_eval is off")
+        if "alpaca_eval" not in self._cache:
+            df, _ = load_alpaca_eval(self.data_dir)
+            self._cache["alpaca_eval"] = self._without_held_out(df, "alpaca_eval", "AlpacaEval prompt")
+        return self._cache["alpaca_eval"].copy()
 
     def mmlu_train(self) -> pd.DataFrame:
         """MMLU training-half outcomes: ``prompt``, ``subject`` and a bool column per model."""
@@ -112,10 +197,10 @@ class RecipeData:
 
         if "arena" not in self._cache:
             df = load_arena_bench(self.data_dir)
-            unknown = set(self.exclude_arena_questions) - set(df["question_id"])
+            unknown = set(self.exclude_arena_questions) - set(df["question_id"].astype(str))
             if unknown:
                 raise DataError(f"exclude_arena_questions names unknown arena-bench question(s): {sorted(unknown)[:5]}")
-            self._cache["arena"] = df[~df["question_id"].isin(self.exclude_arena_questions)].reset_index(drop=True)
+            self._cache["arena"] = df[~df["question_id"].astype(str).isin(self.exclude_arena_questions)].reset_index(drop=True)
         return self._cache["arena"].copy()
 
     def battles(self) -> pd.DataFrame:
@@ -148,6 +233,7 @@ class RecipeData:
             "data": " + ".join(parts),
             "split": "MMLU test half (hex digest 0-7), GSM8K and MT-Bench are never trained on",
             "excluded_arena_questions": len(self.exclude_arena_questions),
+            "excluded_questions": {s: len(v) for s, v in sorted(self.exclude_questions.items())},
             "seed": self.seed,
         }
 
@@ -184,13 +270,17 @@ def train_recipe(
     seed: int = 0,
     progress: bool = True,
     options: dict[str, Any] | None = None,
+    exclude_questions: dict[str, Iterable[str]] | None = None,
+    include_mmlu_pro: bool = True,
+    include_alpaca_eval: bool = True,
 ) -> Router:
     """Train router ``router`` with its recipe on the allowed data of ``data_dir``.
 
     ``embedder`` defaults to the cached all-MiniLM-L6-v2 (:func:`default_embedder`).
     ``options`` override the recipe's router settings (for example ``strong``,
-    ``weak``, ``epochs``). The returned router's ``training_`` records the data,
-    the split and the seed.
+    ``weak``, ``epochs``). ``exclude_questions`` maps a source (``arena``,
+    ``alpaca_eval``, ``mmlu_pro``) to the ids held out of training. The returned
+    router's ``training_`` records the data, the split and the seed.
     """
     if isinstance(exclude_arena_questions, str):
         raise ConfigError("exclude_arena_questions must be a collection of question ids, not one string")
@@ -204,6 +294,9 @@ def train_recipe(
         seed=seed,
         progress=progress,
         options=dict(options or {}),
+        exclude_questions=dict(exclude_questions or {}),
+        include_mmlu_pro=include_mmlu_pro,
+        include_alpaca_eval=include_alpaca_eval,
     )
     trained = recipe(data)
     trained.training_ = {**data.description(), **(getattr(trained, "training_", None) or {})}
@@ -234,6 +327,7 @@ def _sw_ranking(data: RecipeData) -> Router:
 
 
 __all__ = [
+    "HELD_OUT_SOURCES",
     "RECIPES",
     "RecipeData",
     "default_embedder",

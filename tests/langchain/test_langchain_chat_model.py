@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import doctest
+from unittest.mock import ANY
 
 import pytest
 from langchain_core.callbacks import get_usage_metadata_callback
@@ -16,7 +17,7 @@ from pydantic import BaseModel, Field
 
 import langchain_routellm.chat_models
 import langchain_routellm.runnables
-from lc_support import HARD, Recorder, merge_chunks
+from lc_support import HARD, KeywordRouter, Recorder, merge_chunks
 from langchain_routellm import DECISION_KEY, RouteLLMChat, to_conversation
 from langchain_routellm.chat_models import PER_MODEL_KWARGS
 from langchain_routellm.testing import FakeToolChatModel
@@ -105,6 +106,7 @@ def test_metadata_on_every_response(llm):
     assert record == {
         "role": "strong", "model": "strong-fake", "score": pytest.approx(0.9), "threshold": 0.5,
         "router": "keyword", "reason": "score", "fallback": None, "failures": [],
+        "id": ANY,
     }
     chunks = list(llm.stream(EASY))
     assert DECISION_KEY in chunks[0].response_metadata
@@ -390,3 +392,18 @@ def test_docstring_examples_run():
     for module in (langchain_routellm.chat_models, langchain_routellm.runnables):
         result = doctest.testmod(module, raise_on_error=False)
         assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+def test_unreadable_prompt_fails_only_its_batch_item() -> None:
+    """A lone surrogate in one prompt fails that item with a PromptError, not the whole batch."""
+    from shared_core.errors import PromptError
+
+    llm = RouteLLMChat(strong=FakeToolChatModel(model_name="big"), weak=FakeToolChatModel(model_name="small"),
+                       router=KeywordRouter(), threshold=0.5)
+    prompts = ["fine prompt", "bad \udc80 prompt", "another"]
+    for out in (llm.batch(prompts, return_exceptions=True),
+                asyncio.run(llm.abatch(prompts, return_exceptions=True))):
+        assert [type(o).__name__ for o in out] == ["AIMessage", "PromptError", "AIMessage"]
+        assert "the prompt is not valid Unicode text" in str(out[1]) and "lone surrogate" in str(out[1])
+    with pytest.raises(PromptError, match="the prompt is not valid Unicode text"):
+        llm.invoke("bad \udc80 prompt")

@@ -1,38 +1,17 @@
 """Fixtures for the LlamaIndex wrapper tests (helpers live in li_support.py).
 
-Offline, with sockets disabled (unix sockets allowed, asyncio needs them); tests
-marked ``server`` or ``enable_socket`` may use loopback only."""
+The socket policy (offline; ``server`` tests reach loopback only) is in tests/conftest.py."""
 
 from __future__ import annotations
-
-import socket
 
 import pytest
 
 pytest.importorskip("llama_index.core")
 
 from llama_index.core.instrumentation import get_dispatcher  # noqa: E402
-from pytest_socket import disable_socket, enable_socket, socket_allow_hosts  # noqa: E402
 
+from li_support import wait_for_slow_calls  # noqa: E402
 from li_support import EventRecorder, NamedMockFunctionCallingLLM, NamedMockLLM, tool_answer_generator  # noqa: E402
-
-LOOPBACK = ["127.0.0.1", "::1", "localhost"]
-
-
-@pytest.fixture(autouse=True)
-def _no_network(request):
-    loopback = request.node.get_closest_marker("server") or request.node.get_closest_marker("enable_socket")
-    connect = socket.socket.connect  # socket_allow_hosts patches it; enable_socket does not restore it
-    if loopback:
-        socket_allow_hosts(LOOPBACK, allow_unix_socket=True)
-    else:
-        disable_socket(allow_unix_socket=True)
-    try:
-        yield
-    finally:
-        enable_socket()
-        socket.socket.connect = connect
-
 
 @pytest.fixture
 def events():
@@ -61,3 +40,10 @@ def fc_models():
         "weak": NamedMockFunctionCallingLLM(name="weak-fc", window=4000, parsed=[],
                                             response_generator=tool_answer_generator),
     }
+
+
+@pytest.fixture(autouse=True)
+def _slow_calls_finish():
+    """A test ends only when the slow mock calls it timed out have ended (no events leak on)."""
+    yield
+    wait_for_slow_calls()

@@ -4,7 +4,9 @@ instrumentation events tell which one ran, a keyword router and an event recorde
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+import threading
 import time
 from collections import Counter
 from typing import Any, List
@@ -74,6 +76,31 @@ class FailingMockLLM(NamedMockLLM):
         return gen()
 
 
+#: Synchronous slow calls still running: a timed-out call goes on in its worker thread
+#: (Python cannot stop a thread) and would emit its events into a later test's recorder.
+_SLOW_CALLS = threading.Condition()
+_slow_running = 0
+
+
+@contextlib.contextmanager
+def _slow_call():
+    global _slow_running
+    with _SLOW_CALLS:
+        _slow_running += 1
+    try:
+        yield
+    finally:
+        with _SLOW_CALLS:
+            _slow_running -= 1
+            _SLOW_CALLS.notify_all()
+
+
+def wait_for_slow_calls(timeout: float = 10.0) -> None:
+    """Block until no synchronous :class:`SlowMockLLM` call is running (they end by themselves)."""
+    with _SLOW_CALLS:
+        _SLOW_CALLS.wait_for(lambda: _slow_running == 0, timeout=timeout)
+
+
 class SlowMockLLM(NamedMockLLM):
     """A NamedMockLLM that waits ``delay`` seconds before answering or streaming
     (``asyncio.sleep`` on the async paths, which MockLLM would run blocking)."""
@@ -86,13 +113,15 @@ class SlowMockLLM(NamedMockLLM):
 
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        time.sleep(self.delay)
-        return MockLLM.complete(self, prompt, formatted=formatted, **kwargs)
+        with _slow_call():
+            time.sleep(self.delay)
+            return MockLLM.complete(self, prompt, formatted=formatted, **kwargs)
 
     @llm_completion_callback()
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any):
         def gen():
-            time.sleep(self.delay)
+            with _slow_call():
+                time.sleep(self.delay)
             yield CompletionResponse(text=prompt, delta=prompt)
 
         return gen()

@@ -32,7 +32,7 @@ def test_rejects_what_is_not_an_embedder():
 @pytest.mark.slow  # loads the packaged MiniLM model (a few seconds)
 def test_default_is_the_packaged_minilm_and_ranks_by_meaning():
     emb = LocalEmbedding()
-    assert emb.model_name == "sentence-transformers/all-MiniLM-L6-v2"
+    assert emb.model_name == "sentence-transformers/all-MiniLM-L6-v2:onnx-int8"  # the packaged graph, no torch
     query = emb.get_query_embedding("When does the office open in the morning?")
     docs = emb.get_text_embedding_batch(
         ["The office opens at 8:30 on weekdays.", "Fermat's little theorem concerns primes."]

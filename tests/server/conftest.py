@@ -1,4 +1,4 @@
-"""Server tests: real HTTP on 127.0.0.1 only (every other address is blocked)."""
+"""Server tests: real HTTP on loopback only (tests/conftest.py blocks every other address)."""
 
 from __future__ import annotations
 
@@ -8,21 +8,10 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 pytest.importorskip("prometheus_client")
 
-from pytest_socket import enable_socket, socket_allow_hosts  # noqa: E402
-
 from server_support import STRONG_KEY, WEAK_KEY, KeywordRouter, ServerThread, StandIn  # noqa: E402
 from shared_core.engine import RoutingEngine  # noqa: E402
 from shared_core.server.app import create_app  # noqa: E402
 from shared_core.server.config import load_config  # noqa: E402
-
-@pytest.fixture(autouse=True)
-def _loopback_only():
-    socket_allow_hosts(["127.0.0.1"], allow_unix_socket=True)
-    try:
-        yield
-    finally:
-        enable_socket()
-
 
 @pytest.fixture(scope="session")
 def _standins():

@@ -7,6 +7,7 @@ import asyncio
 import json
 import threading
 import time
+from unittest.mock import ANY
 
 import httpx
 import pytest
@@ -46,7 +47,7 @@ def test_routes_and_forwards_every_field_unchanged(make_server, strong, weak):
     assert data["choices"][0]["message"]["content"] == "weak answers"
     assert data["routellm"] == {"role": "weak", "model": "weak-model", "score": pytest.approx(0.1, abs=1e-9),
                                 "threshold": 0.5, "router": "keyword", "reason": "score", "fallback": None,
-                                "failures": []}
+                                "failures": [], "id": ANY}
     assert strong.requests == []
     assert weak.requests == [{**body, "model": "weak-model"}]  # only model differs
 

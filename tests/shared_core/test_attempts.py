@@ -449,6 +449,7 @@ def test_decision_record_lists_the_failures_before_the_answer():
         "role": "weak", "model": "small", "score": 0.8, "threshold": 0.5, "router": "random", "reason": "score",
         "fallback": {"from": "strong", "model": "big", "error": "ConnectionError: big is down"},
         "failures": [{"role": "strong", "model": "big", "error": "ConnectionError: big is down"}],
+        "id": decision.id,
     }
     assert decision_record(decision, Role.STRONG, "big")["failures"] == []
     assert decision_record(decision, Role.STRONG, "big")["fallback"] is None

@@ -102,7 +102,8 @@ def test_strong_fraction_zero_is_never_and_one_is_always():
 def test_unknown_router_names_the_value_and_choices():
     with pytest.raises(ConfigError, match=r"unknown router 'nope'.*random"):
         get_router_class("nope")
-    assert get_router_class("bert").name == "bert"  # no longer a reserved name (issue 10)
+    assert get_router_class("bert").name == "bert"  # RouteLLM's fine-tuned routers are registered now
+    assert get_router_class("causal_llm").name == "causal_llm"
     with pytest.raises(ConfigError, match="router must be"):
         resolve_router(42)
 

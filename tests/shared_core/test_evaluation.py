@@ -132,8 +132,8 @@ def test_labelled_file_columns_and_errors(tmp_path):
     g.write_text("prompt,strong,weak\na,good,0\n")
     with pytest.raises(DataError, match="'good' is not a number"):
         B.load_labelled_file(g)
-    with pytest.raises(DataError, match="unknown benchmark 'mmlu-pro'"):
-        B.load_benchmark("mmlu-pro", tmp_path)
+    with pytest.raises(DataError, match="unknown benchmark 'hellaswag'"):
+        B.load_benchmark("hellaswag", tmp_path)
 
 
 # --- the CLI through add_parser ------------------------------------------------------
@@ -414,3 +414,47 @@ def test_evaluator_leaves_a_router_object_as_it_was(tmp_path, monkeypatch):
     assert res.row("embedding").metrics.apgr == pytest.approx(0.75)
     assert router.embedder is embedder and not isinstance(router.embedder, CachedEmbedder)
     assert CachedEmbedder(embedder, tmp_path / "cache").cache.count() == 20  # the evaluation's copy cached
+
+
+def test_default_alias_retrains_the_recipe_of_the_router_it_names(monkeypatch):
+    import shared_core.engine as engine
+
+    monkeypatch.setattr(engine, "shipped_aliases", lambda: {"default": "adaptive_ensemble_pro"})
+    folds = [[f"id{i}" for i in range(k, 20, 2)] for k in range(2)]
+    calls = []
+
+    def trainer(recipe, *, data_dir, exclude_arena_questions, include_mmlu_train):
+        calls.append(recipe)
+        return LengthRouter({"data": ["arena-bench-v1"], "exclude_arena_questions": exclude_arena_questions})
+
+    shipped = LengthRouter({"data": ["arena-bench-v1 battles"]})
+    row = Evaluator(loader=lambda spec: shipped, trainer=trainer).evaluate(toy_bench(folds), ["default"]).row("default")
+    assert row.retrained and calls == ["adaptive_ensemble_pro"] * 2
+
+
+def test_peer_rows_sit_before_the_oracle_and_name_their_training(monkeypatch):
+    bench = toy_bench()
+    rows = Evaluator(loader=lambda spec: LengthRouter({"data": ["toy"]})).evaluate(bench, ["length"], peers=["prompt-length"]).rows
+    assert [r.router for r in rows] == ["random", "length", "prompt-length", "oracle"]
+    assert rows[2].trained_on.startswith("nothing") and rows[2].metrics.apgr == pytest.approx(0.75)
+    with pytest.raises(ConfigError, match="unknown peer router 'gpt'"):
+        Evaluator().evaluate(bench, [], peers=["gpt"])
+
+
+def test_saw_test_prompts_of_the_new_cross_validated_benchmarks():
+    pro = {"data": "MMLU train half + MMLU-Pro right/wrong of all 30 models"}
+    assert saw_test_prompts(pro, "mmlu-pro") is True
+    assert saw_test_prompts({**pro, "excluded_questions": {"mmlu_pro": 1000}}, "mmlu-pro") is False
+    assert saw_test_prompts(pro, "mmlu") is False  # MMLU-Pro and the MMLU train half are not MMLU-test
+    assert saw_test_prompts(pro, "alpaca-eval") is False
+    nc = {"data": "... + AlpacaEval 2.0 judgements", "excluded_questions": {"alpaca_eval": 114}}
+    assert saw_test_prompts(nc, "alpaca-eval") is False
+    assert saw_test_prompts({"data": "AlpacaEval 2.0 judgements"}, "alpaca-eval") is True
+
+
+def test_langchain_model_router_peer_scores_with_its_own_signals():
+    pytest.importorskip("langchain_model_router")
+    from shared_core.evaluation.peers import peer_scorer
+
+    scores = peer_scorer("lmr-heuristic")(["hi", "Prove step by step that sqrt(2) is irrational, analysing each case."])
+    assert scores.shape == (2,) and scores[1] > scores[0]

@@ -1,4 +1,4 @@
-"""The shared_core tests themselves run offline (see conftest.py)."""
+"""Every tier runs offline (tests/conftest.py): no sockets, or loopback only where marked."""
 
 from __future__ import annotations
 

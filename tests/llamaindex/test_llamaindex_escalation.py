@@ -1,0 +1,224 @@
+"""The LlamaIndex RouteLLM: escalation, ladders and conversation options."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from llama_index.core.base.llms.types import ChatMessage, CompletionResponse
+from llama_index.core.callbacks import CallbackManager, TokenCountingHandler
+from llama_index.core.llms.callbacks import llm_completion_callback
+from llama_index.core.prompts import PromptTemplate
+from llama_index.core.tools import FunctionTool
+from pydantic import BaseModel
+
+from llamaindex_routellm import DECISION_KEY, RouteLLM
+
+from li_support import KeywordRouter, NamedMockFunctionCallingLLM, NamedMockLLM, tool_answer_generator
+from shared_support import TableRouter, in_threads
+
+
+class FixedMockLLM(NamedMockLLM):
+    """A NamedMockLLM that answers ``answer`` whatever the prompt (streams it as one chunk)."""
+
+    answer: str = ""
+
+    def __init__(self, name: str = "mock", answer: str = "", **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+        self.answer = answer
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        return CompletionResponse(text=self.answer)
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any):
+        def gen():  # one chunk, empty or not (LlamaIndex's callback needs a last response)
+            yield CompletionResponse(text=self.answer, delta=self.answer)
+
+        return gen()
+
+
+def routed(weak, strong=None, **kwargs):
+    return RouteLLM(strong=strong or NamedMockLLM(name="strong-mock"), weak=weak, router=KeywordRouter(),
+                    threshold=0.5, **kwargs)
+
+
+def record(response):
+    return response.additional_kwargs[DECISION_KEY]
+
+
+USER = [ChatMessage(role="user", content="say hi")]
+
+
+@pytest.mark.parametrize("method", ["complete", "chat", "acomplete", "achat"])
+def test_empty_weak_answers_escalate_on_every_entry_point(method):
+    llm = routed(FixedMockLLM(name="weak-mock", answer=""), escalate_on=["empty"])
+    arg = USER if "chat" in method else "say hi"
+    result = getattr(llm, method)(arg)
+    response = asyncio.run(result) if method.startswith("a") else result
+    rec = record(response)
+    assert (rec["role"], rec["model"]) == ("strong", "strong-mock")
+    assert rec["escalated"] == {"from": "weak", "model": "weak-mock",
+                                "reason": "empty: the answer has no text and no tool call"}
+    assert "say hi" in (response.text if hasattr(response, "text") else response.message.content)
+
+
+def test_good_weak_answers_stay_weak_and_escalation_off_changes_nothing():
+    good = routed(FixedMockLLM(name="weak-mock", answer="hello"), escalate_on="all").complete("say hi")
+    assert record(good)["model"] == "weak-mock" and "escalations" not in record(good)
+    off = routed(FixedMockLLM(name="weak-mock", answer="")).complete("say hi")
+    assert record(off)["model"] == "weak-mock" and off.text == ""
+
+
+def test_token_counts_see_each_model_once():
+    def count(escalate_on):
+        counter = TokenCountingHandler(tokenizer=lambda text: text.split())
+        llm = routed(FixedMockLLM(name="weak-mock", answer="I cannot help with that."), escalate_on=escalate_on,
+                     callback_manager=CallbackManager([counter]))
+        llm.complete("say hi")
+        return counter
+
+    plain, escalated = count(None), count(["refusal"])
+    assert len(plain.llm_token_counts) == 1 and len(escalated.llm_token_counts) == 2
+    weak_event, strong_event = escalated.llm_token_counts
+    assert weak_event.completion == "I cannot help with that." and strong_event.completion == "say hi"
+    assert escalated.total_llm_token_count == plain.total_llm_token_count + strong_event.total_token_count
+
+
+def test_streams_are_buffered_while_checked_and_release_the_accepted_answer():
+    llm = routed(FixedMockLLM(name="weak-mock", answer="I'm sorry, but I can't do that."), escalate_on=["refusal"])
+    chunks = list(llm.stream_complete("say hi"))
+    assert "".join(c.delta for c in chunks) == "say hi"
+    assert record(chunks[0])["escalations"][0]["model"] == "weak-mock"
+    empty = routed(FixedMockLLM(name="weak-mock", answer=""), escalate_on=["empty"])
+    assert record(list(empty.stream_chat(USER))[-1])["model"] == "strong-mock"
+
+    async def astream():
+        gen = await llm.astream_complete("say hi")
+        return [c async for c in gen]
+
+    assert record(asyncio.run(astream())[0])["model"] == "strong-mock"
+
+
+class Answer(BaseModel):
+    answer: int
+
+
+def test_structured_output_that_does_not_parse_escalates():
+    prompt = PromptTemplate("What is {q}? Reply as JSON.")
+    strong = FixedMockLLM(name="strong-mock", answer='{"answer": 4}')
+    llm = routed(FixedMockLLM(name="weak-mock", answer="four"), strong=strong, escalate_on=["structured"])
+    assert llm.structured_predict(Answer, prompt, q="2 + 2") == Answer(answer=4)
+    assert asyncio.run(llm.astructured_predict(Answer, prompt, q="2 + 2")) == Answer(answer=4)
+    off = routed(FixedMockLLM(name="weak-mock", answer="four"), strong=strong)
+    with pytest.raises(ValueError):
+        off.structured_predict(Answer, prompt, q="2 + 2")
+    both_bad = routed(FixedMockLLM(name="weak-mock", answer="four"), strong=FixedMockLLM(name="s", answer="five"),
+                      escalate_on=["structured"])
+    with pytest.raises(ValueError):  # the last model's own parse error
+        both_bad.structured_predict(Answer, prompt, q="2 + 2")
+
+
+def multiply(a: int, b: int) -> int:
+    """Multiply two integers."""
+    return a * b
+
+
+def test_a_missing_required_tool_call_escalates():
+    weak = NamedMockFunctionCallingLLM(name="weak-fc", response_generator=lambda m, **kw: ChatMessage(
+        role="assistant", content="No tool needed."))
+    strong = NamedMockFunctionCallingLLM(name="strong-fc", response_generator=tool_answer_generator)
+    llm = routed(weak, strong=strong, escalate_on=["tool_calls"])
+    tool = FunctionTool.from_defaults(fn=multiply)
+    response = llm.chat_with_tools([tool], user_msg="multiply 6 and 7", tool_required=True)
+    assert record(response)["model"] == "strong-fc"
+    assert "a tool call was required" in record(response)["escalated"]["reason"]
+    assert llm.get_tool_calls_from_response(response)[0].tool_kwargs == {"a": 6, "b": 7}
+    not_required = llm.chat_with_tools([tool], user_msg="multiply 6 and 7")
+    assert record(not_required)["model"] == "weak-fc"
+
+
+def test_concurrent_calls_escalate_independently():
+    llm = routed(NamedMockLLM(name="weak-mock"), escalate_on=[lambda v: "odd" in v.text])
+    results: dict[int, Any] = {}
+
+    def work(i):
+        results[i] = llm.complete(f"say {'odd' if i % 2 else 'even'} {i}")
+
+    assert not in_threads(work, 24)
+    for i, response in results.items():
+        assert record(response)["model"] == ("strong-mock" if i % 2 else "weak-mock") and str(i) in response.text
+
+
+# Ladders --------------------------------------------------------------------------------
+def ladder_llm(**kwargs):
+    models = [NamedMockLLM(name=n, window=w) for n, w in (("tiny-mock", 2000), ("mid-mock", 4000), ("big-mock", 8000))]
+    return RouteLLM(ladder=[(models[0], "tiny", 0.8), (models[1], "mid", 0.7), (models[2], "big", None)],
+                    router=TableRouter(), **kwargs)
+
+
+def test_ladder_routes_to_the_cheapest_good_enough_model():
+    llm = ladder_llm()
+    assert [record(llm.complete(q))["model"] for q in ("say hi", "explain tides", "prove it")] == [
+        "tiny-mock", "mid-mock", "big-mock"]
+    assert llm.metadata.context_window == 2000
+    assert llm.metadata.model_name == "routellm[table](tiny-mock|mid-mock|big-mock)"
+    assert record(asyncio.run(llm.achat([ChatMessage(role="user", content="explain x")])))["rung"] == 1
+
+
+def test_ladder_escalates_one_rung_up():
+    llm = ladder_llm(escalate_on=[lambda v: "climb" in v.text])  # every rung echoes it: all but the top rejected
+    rec = record(llm.complete("climb"))
+    assert [e["model"] for e in rec["escalations"]] == ["tiny-mock", "mid-mock"]
+    assert (rec["model"], rec["answered_rung"]) == ("big-mock", 2)
+
+
+# Conversations --------------------------------------------------------------------------
+def test_route_on_last_turn():
+    convo = [ChatMessage(role="user", content="Please prove it."), ChatMessage(role="assistant", content="Sure."),
+             ChatMessage(role="user", content="And again?")]
+    assert routed(NamedMockLLM(name="weak-mock")).route(convo).role.value == "weak"
+    assert routed(NamedMockLLM(name="weak-mock"), route_on="last_turn").route(convo).role.value == "strong"
+
+
+def test_thread_pins_by_keyword():
+    llm = routed(NamedMockLLM(name="weak-mock"), pin_threads=8)
+    assert record(llm.chat([ChatMessage(role="user", content="prove it")], thread_id="a"))["model"] == "strong-mock"
+    follow = record(llm.complete("thanks", thread_id="a"))
+    assert (follow["model"], follow["reason"]) == ("strong-mock", "pinned")
+    assert record(asyncio.run(llm.acomplete("hi", thread_id="a")))["model"] == "strong-mock"
+    assert record(llm.complete("hi"))["model"] == "weak-mock"
+    assert record(list(llm.stream_complete("hi", thread_id="a"))[0])["model"] == "strong-mock"
+
+
+def test_escalation_moves_a_pin():
+    llm = routed(NamedMockLLM(name="weak-mock"), pin_threads=8, escalate_on=[lambda v: "bad" in v.text])
+    assert record(llm.complete("say bad", thread_id=1))["model"] == "strong-mock"
+    assert record(llm.complete("say hi", thread_id=1))["reason"] == "pinned"
+
+
+class WithUsage(FixedMockLLM):
+    """A fixed answer with the token usage OpenAI-compatible LLMs report (5 in, 2 out)."""
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        return CompletionResponse(text=self.answer, raw={"usage": {"prompt_tokens": 5, "completion_tokens": 2}})
+
+
+def test_ledger_prices_the_rejected_weak_answer_once():
+    """The rejected answer's usage rides on the record, so the ledger pays for it once."""
+    from llamaindex_routellm import LedgerHandler
+
+    llm = routed(WithUsage(name="weak-mock", answer=""), WithUsage(name="strong-mock", answer="hi"),
+                 escalate_on=["empty"])
+    with LedgerHandler(prices={"strong-mock": (10.0, 30.0), "weak-mock": (1.0, 2.0)},
+                       strong_model="strong-mock") as ledger:
+        response = llm.complete("say hi")
+    rec = record(response)
+    assert rec["escalations"][0]["usage"] == {"input_tokens": 5, "output_tokens": 2}
+    [call] = ledger.ledger.calls
+    assert call.rejected == ("weak-mock",) and call.rejected_cost == pytest.approx((5 * 1.0 + 2 * 2.0) / 1e6)
+    assert call.cost == pytest.approx((5 * 10.0 + 2 * 30.0 + 5 * 1.0 + 2 * 2.0) / 1e6)
+    assert call.strong_cost == pytest.approx((5 * 10.0 + 2 * 30.0) / 1e6)

@@ -1,0 +1,241 @@
+"""The LlamaIndex ledger handler, the controllers through RouteLLM, and the same numbers as LangChain."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Sequence
+
+import pytest
+from llama_index.core.base.llms.types import ChatMessage, ChatResponse, CompletionResponse, MessageRole
+from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
+
+from li_support import KeywordRouter, NamedMockLLM
+from llamaindex_routellm import LedgerHandler, RouteLLM
+from llamaindex_routellm.ledger import response_usage
+from shared_core.controller import BUDGET_EXHAUSTED, BudgetController, ShareController
+from shared_core.errors import ConfigError
+from shared_core.ledger import Ledger, PriceError, UsageError
+
+PRICES = {"strong-m": (10.0, 30.0), "weak-m": (0.5, 1.5)}
+
+
+def _answer(name: str, messages: Sequence[ChatMessage]) -> tuple[str, dict[str, int]]:
+    """The FakeToolChatModel rule: "[name] <last user text>", one token a word (+1 a message in)."""
+    question = next((m.content for m in reversed(messages) if m.role == MessageRole.USER), "") or "Hello."
+    text = f"[{name}] {question}"
+    n_in = sum(len((m.content or "").split()) + 1 for m in messages)
+    return text, {"prompt_tokens": n_in, "completion_tokens": len(text.split())}
+
+
+class UsageMockLLM(NamedMockLLM):
+    """A NamedMockLLM that answers like langchain_routellm.testing.FakeToolChatModel and reports its
+    usage in ``raw["usage"]`` (streams: on the last chunk), as OpenAI-compatible LLMs do."""
+
+    @llm_chat_callback()
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        text, usage = _answer(self.name, messages)
+        return ChatResponse(message=ChatMessage(role="assistant", content=text), raw={"usage": usage})
+
+    @llm_chat_callback()
+    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any):
+        text, usage = _answer(self.name, messages)
+        words = text.split(" ")
+
+        def gen():
+            for i, _ in enumerate(words):
+                last = i == len(words) - 1
+                yield ChatResponse(message=ChatMessage(role="assistant", content=" ".join(words[: i + 1])),
+                                   delta=(" " if i else "") + words[i], raw={"usage": usage} if last else None)
+
+        return gen()
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        text, usage = _answer(self.name, [ChatMessage(role="user", content=prompt)])
+        return CompletionResponse(text=text, raw={"usage": usage})
+
+    @llm_chat_callback()
+    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        await asyncio.sleep(0)
+        return self.chat(messages, **kwargs)
+
+
+@pytest.fixture
+def llm():
+    return RouteLLM(strong=UsageMockLLM(name="strong-m"), weak=UsageMockLLM(name="weak-m"),
+                    router=KeywordRouter(), threshold=0.5)
+
+
+@pytest.fixture
+def handler():
+    with LedgerHandler(prices=PRICES, strong_model="strong-m") as h:
+        yield h
+
+
+def user(text: str) -> list[ChatMessage]:
+    return [ChatMessage(role="user", content=text)]
+
+
+def test_each_call_is_priced_from_its_decision_and_raw_usage(llm, handler):
+    hard = llm.chat(user("Prove that 2 is prime"))
+    easy = llm.complete("hi there")
+    calls = handler.ledger.calls
+    assert [(c.role, c.model) for c in calls] == [("strong", "strong-m"), ("weak", "weak-m")]
+    for call, response in zip(calls, (hard, easy)):
+        assert (call.input_tokens, call.output_tokens) == response_usage(response)
+        assert call.score == response.additional_kwargs["routellm"]["score"]
+    assert handler.totals()["strong_share"] == pytest.approx(0.5, abs=1e-12)
+
+
+def test_streams_and_async_paths_are_recorded_once_each(llm, handler):
+    list(llm.stream_chat(user("Prove it")))
+
+    async def main():
+        await llm.achat(user("prove a"))
+        await llm.acomplete("b")
+        stream = await llm.astream_chat(user("c"))
+        async for _ in stream:
+            pass
+
+    asyncio.run(main())
+    calls = handler.ledger.calls
+    assert [c.role for c in calls] == ["strong", "strong", "weak", "weak"]
+    assert calls[0].output_tokens == len("[strong-m] Prove it".split())
+
+
+def test_threads_and_gather_share_one_handler(llm, handler):
+    prompts = [("Prove " if i % 3 == 0 else "") + f"item {i}" for i in range(60)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda p: llm.chat(user(p)), prompts))
+
+    async def main():
+        await asyncio.gather(*(llm.achat(user(p)) for p in prompts))
+
+    asyncio.run(main())
+    totals = handler.totals()
+    assert (totals["calls"], totals["strong_calls"]) == (120, 40)
+
+
+def test_a_model_without_a_price_is_kept_and_raised_on_read():
+    llm = RouteLLM(strong=UsageMockLLM(name="strong-m"), weak=UsageMockLLM(name="unpriced"),
+                   router=KeywordRouter(), threshold=0.5)
+    with LedgerHandler(prices=PRICES, strong_model="strong-m") as handler:
+        llm.chat(user("hi"))  # LlamaIndex swallows handler errors: the handler keeps it
+    assert handler.ledger.calls == []
+    for read in (handler.check, handler.summary, handler.to_dict, handler.totals):
+        with pytest.raises(PriceError, match="no price for model 'unpriced' \\(the weak model\\)"):
+            read()
+
+
+def test_a_routed_answer_without_usage_is_an_error(handler):
+    plain = RouteLLM(strong=NamedMockLLM(name="strong-m"), weak=NamedMockLLM(name="weak-m"),
+                     router=KeywordRouter(), threshold=0.5)
+    plain.complete("hi")  # MockLLM reports no usage
+    with pytest.raises(UsageError, match="'weak-m' \\(weak\\) reported no token usage"):
+        handler.check()
+
+
+def test_usage_shapes():
+    class Obj:
+        def __init__(self, **kw):
+            self.__dict__.update(kw)
+
+    assert response_usage(CompletionResponse(text="", raw={"usage": {"input_tokens": 3, "output_tokens": 4}})) == (3, 4)
+    assert response_usage(CompletionResponse(text="", raw=Obj(usage=Obj(prompt_tokens=5, completion_tokens=6)))) == (5, 6)
+    assert response_usage(CompletionResponse(text="", additional_kwargs={"prompt_tokens": 7, "completion_tokens": 8})) == (7, 8)
+    assert response_usage(CompletionResponse(text="")) == (None, None)
+
+
+def test_attach_detach_and_arguments():
+    handler = LedgerHandler(prices=PRICES, strong_model="strong-m").attach()
+    with pytest.raises(ConfigError, match="already attached"):
+        handler.attach()
+    handler.detach()
+    handler.detach()  # twice is fine
+    with pytest.raises(ConfigError, match="not both"):
+        LedgerHandler(Ledger(PRICES, "strong-m"), strong_model="strong-m")
+    with pytest.raises(ConfigError, match="needs a ledger"):
+        LedgerHandler()
+
+
+def test_detached_handler_records_nothing(llm):
+    handler = LedgerHandler(prices=PRICES, strong_model="strong-m")
+    with handler:
+        llm.chat(user("one"))
+    llm.chat(user("two"))
+    assert handler.totals()["calls"] == 1
+
+
+# Same numbers as the LangChain handler for the same conversations -------------------------
+CONVERSATIONS = [
+    [("user", "Prove that there are infinitely many primes.")],
+    [("user", "hi there")],
+    [("user", "What is 2 + 2?"), ("assistant", "4."), ("user", "And prove it formally")],
+    [("system", "Be brief."), ("user", "Name a colour")],
+    [("user", "prove the lemma"), ("assistant", "Which one?"), ("user", "the pumping lemma, prove it")],
+]
+
+
+def test_langchain_and_llamaindex_ledgers_agree():
+    pytest.importorskip("langchain_core")
+    from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+
+    from langchain_routellm import LedgerCallbackHandler, RouteLLMChat
+    from langchain_routellm.testing import FakeToolChatModel
+
+    lc_types = {"user": HumanMessage, "assistant": AIMessage, "system": SystemMessage}
+    lc = RouteLLMChat(strong=FakeToolChatModel(model_name="strong-m"), weak=FakeToolChatModel(model_name="weak-m"),
+                      router=KeywordRouter(), threshold=0.5)
+    lc_handler = LedgerCallbackHandler(prices=PRICES, strong_model="strong-m")
+    li = RouteLLM(strong=UsageMockLLM(name="strong-m"), weak=UsageMockLLM(name="weak-m"),
+                  router=KeywordRouter(), threshold=0.5)
+    with LedgerHandler(prices=PRICES, strong_model="strong-m") as li_handler:
+        for conversation in CONVERSATIONS:
+            lc.invoke([lc_types[r](c) for r, c in conversation], config={"callbacks": [lc_handler]})
+            li.chat([ChatMessage(role=r, content=c) for r, c in conversation])
+    assert li_handler.to_dict() == lc_handler.ledger.to_dict()
+    assert li_handler.summary() == lc_handler.ledger.summary()
+    assert li_handler.totals()["calls"] == len(CONVERSATIONS)
+    assert li_handler.totals()["strong_calls"] == 3
+
+
+# Controllers through RouteLLM --------------------------------------------------------------
+def test_share_controller_thresholds_through_routellm():
+    llm = RouteLLM(strong=UsageMockLLM(name="strong-m"), weak=UsageMockLLM(name="weak-m"), router=KeywordRouter(),
+                   threshold=0.5, controller=ShareController(0.25, window=20, min_scores=5, max_step=0.2))
+    prompts = [("prove " if i % 2 else "") + f"q{i}" for i in range(60)]
+    records = [llm.complete(p).additional_kwargs["routellm"] for p in prompts]
+    mirror = ShareController(0.25, window=20, min_scores=5, max_step=0.2)
+    expected = [mirror.decide(0.9 if "prove" in p else 0.1, 0.5) for p in prompts]
+    assert [(r["role"], r["threshold"]) for r in records] == [(c.role.value, c.threshold) for c in expected]
+
+
+def test_budget_controller_through_routellm_and_the_ledger():
+    budget = BudgetController(0.0005, reserve=0.0002, clock=lambda: 0.0)
+    llm = RouteLLM(strong=UsageMockLLM(name="strong-m"), weak=UsageMockLLM(name="weak-m"), router=KeywordRouter(),
+                   threshold=0.5, controller=budget)
+    with LedgerHandler(prices=PRICES, strong_model="strong-m", budget=budget) as handler:
+        records = [llm.chat(user(f"Prove claim {i}")).additional_kwargs["routellm"] for i in range(5)]
+    assert [(r["role"], r["reason"]) for r in records] == [("strong", "score")] * 2 + [("weak", BUDGET_EXHAUSTED)] * 3
+    assert budget.spent == pytest.approx(handler.totals()["by_role"]["strong"]["cost"], abs=1e-15)
+    assert budget.spent <= 0.0005
+
+
+def test_tool_calls_are_recorded(fc_models):
+    from llama_index.core.tools import FunctionTool
+
+    def multiply(a: int, b: int) -> int:
+        """Multiply two integers."""
+        return a * b
+
+    for model in fc_models.values():
+        model.name = {"strong-fc": "strong-m", "weak-fc": "weak-m"}[model.name]
+    llm = RouteLLM(strong=fc_models["strong"], weak=fc_models["weak"], router=KeywordRouter(), threshold=0.5)
+    tool = FunctionTool.from_defaults(multiply)
+    with LedgerHandler(prices=PRICES, strong_model="strong-m") as handler:
+        response = llm.chat_with_tools([tool], user_msg="multiply 3 and 4")
+        response.raw = None  # MockFunctionCallingLLM reports no usage: the error is kept, not a zero
+        asyncio.run(llm.achat_with_tools([tool], user_msg="prove: multiply 5 and 6"))
+    assert len(handler.errors) == 2 and all("reported no token usage" in str(e) for e in handler.errors)
+    assert "'weak-m' (weak)" in str(handler.errors[0]) and "'strong-m' (strong)" in str(handler.errors[1])
