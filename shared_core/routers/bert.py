@@ -56,7 +56,7 @@ class BertRouter(Router):
     ``model`` is a ``transformers`` sequence-classification model with 3 labels and
     ``tokenizer`` its tokenizer; build one with :meth:`from_pretrained` or
     :func:`shared_core.training.bert.fit_bert`. Prompts are truncated to
-    ``max_length`` tokens and scored ``batch_size`` at a time on ``threads`` CPU
+    ``max_length`` tokens (a saved router: the length it was trained at) and scored ``batch_size`` at a time on ``threads`` CPU
     threads (default: the usable CPUs, at most 4; scoped to the call).
     """
 
@@ -89,7 +89,10 @@ class BertRouter(Router):
         except (OSError, ValueError, KeyError) as exc:
             raise ArtifactError(f"cannot load the bert router in {str(directory)!r}: {exc}") from None
         model.eval()
-        limit = max_length or min(int(getattr(tokenizer, "model_max_length", 512) or 512), 512)
+        settings = config.get("routellm") if isinstance(config.get("routellm"), dict) else {}
+        saved = settings.get("max_length")  # the length it was trained at (not HF's generation max_length)
+        limit = max_length or (saved if isinstance(saved, int) and saved > 0 else None) or min(
+            int(getattr(tokenizer, "model_max_length", 512) or 512), 512)
         router = cls(model, tokenizer, max_length=limit, batch_size=batch_size, threads=threads)
         for key, value in fields.items():
             setattr(router, key, value)
@@ -117,5 +120,5 @@ class BertRouter(Router):
         directory = save_dir(path)
         self.model.save_pretrained(str(directory), safe_serialization=True)
         self.tokenizer.save_pretrained(str(directory))
-        write_router_fields(directory, {**router_fields(self), "max_length": self.max_length})
+        write_router_fields(directory, {**router_fields(self), "routellm": {"max_length": self.max_length}})
         return directory

@@ -92,7 +92,9 @@ def test_save_round_trip_adds_router_keys(tmp_path):
     assert config["router"] == "bert" and config["training"] == {"data": "synthetic"}
     assert (out / "model.safetensors").is_file()
     assert not list(out.glob("*.bin")) and not list(out.glob("*.pkl"))
+    assert config["routellm"] == {"max_length": router.max_length}
     again = load_router(out)
+    assert again.max_length == router.max_length
     prompts = ["what is 2?", "write a poem"]
     assert again.score(prompts) == pytest.approx(router.score(prompts), abs=1e-6)
     assert again.training_ == {"data": "synthetic"} and again.scoring_pair_ == {"strong": "s", "weak": "w"}
@@ -144,6 +146,7 @@ def test_fit_learns_a_separable_signal(tmp_path):
     poem_scores = router.score([f"write poem {i}" for i in range(100, 105)])
     assert math_scores.min() > poem_scores.max()
     out = router.save(tmp_path / "fitted")
+    assert router.max_length == 128 and load_router(out).max_length == 128  # scored as trained
     assert load_router(out).score(["prove math 1"]) == pytest.approx(router.score(["prove math 1"]), abs=1e-6)
 
 
