@@ -51,3 +51,32 @@ def test_a_loopback_test_reaches_127_0_0_1_and_nothing_else():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _cannot_reach_another_host() -> None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        with pytest.raises(SocketConnectBlockedError):
+            sock.connect(("192.0.2.1", 80))  # TEST-NET-1: never routed
+    finally:
+        sock.close()
+
+
+@pytest.mark.enable_socket
+def test_a_notebook_kernel_test_reaches_no_other_host():
+    _cannot_reach_another_host()
+
+
+@pytest.mark.server
+def test_a_local_server_test_reaches_no_other_host():
+    _cannot_reach_another_host()
+
+
+def test_every_tier_shares_the_policy():
+    """The langchain, llamaindex, server and shared_core tiers have no socket fixture of their own."""
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parent
+    for conftest in tests.glob("*/conftest.py"):
+        text = conftest.read_text(encoding="utf-8")
+        assert "disable_socket" not in text and "socket_allow_hosts" not in text, conftest

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from lc_support import run_notebook
+
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("llama_cpp")
@@ -17,14 +19,7 @@ NOTEBOOK = Path(__file__).resolve().parents[2] / "cookbook" / "cost_controls.ipy
 @pytest.mark.slow
 @pytest.mark.enable_socket  # the Jupyter kernel talks to nbclient over local ZMQ sockets
 def test_cost_controls_cookbook_runs_top_to_bottom():
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
-                                     resources={"metadata": {"path": str(NOTEBOOK.parents[1])}})
-    client.execute()  # raises CellExecutionError on the first failing cell
-    text = "\n".join(
-        o.get("text", "") or str(o.get("data", {}).get("text/plain", ""))
-        for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs
-    )
+    text = run_notebook(NOTEBOOK)
     summary = re.search(r"^8 calls, (\d) strong \([\d.]+%\), cost \$[\d.]+ vs \$[\d.]+ all-strong", text, flags=re.M)
     assert summary, text[-2000:]  # the ledger priced all eight calls
     assert "'strong_share':" in text and "'savings':" in text
