@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import math
 import os
 from pathlib import Path
@@ -33,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from shared_core.errors import DataError
+from shared_core.files import jsonl_objects
 
 #: RouteLLM's strong and weak model, as named in the data files.
 STRONG_MODEL = "gpt-4-1106-preview"
@@ -103,19 +103,8 @@ def _file(data_dir: str | Path | None, *parts: str) -> Path:
 
 
 def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
     with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{str(path)!r} line {n} is not JSON: {exc}") from None
-            if not isinstance(item, dict):
-                raise DataError(f"{str(path)!r} line {n}: expected a JSON object, got {type(item).__name__}")
-            rows.append(item)
-    return rows
+        return jsonl_objects(fh, path)
 
 
 def _require(df: pd.DataFrame, columns: Iterable[str], where: Path | str) -> None:

@@ -7,9 +7,11 @@ file".
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any, Iterable
 
-from shared_core.errors import ConfigError, RouteLLMError
+from shared_core.errors import ConfigError, DataError, RouteLLMError
 
 
 def existing_file(path: str | Path, what: str, error: type[RouteLLMError] = ConfigError) -> Path:
@@ -30,3 +32,20 @@ def existing_file(path: str | Path, what: str, error: type[RouteLLMError] = Conf
     if not p.is_file():
         raise error(f"{what} {str(p)!r} is not a regular file")
     return p
+
+
+def jsonl_objects(lines: Iterable[str], where: str | Path, *, hint: str = "") -> list[dict[str, Any]]:
+    """The JSON objects of JSON-lines text (blank lines skipped), or a :class:`DataError`
+    naming the file ``where`` and the line; ``hint`` is added to that message."""
+    rows = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{str(where)!r} line {n} is not JSON: {exc}{hint}") from None
+        if not isinstance(item, dict):
+            raise DataError(f"{str(where)!r} line {n}: expected a JSON object, got {type(item).__name__}{hint}")
+        rows.append(item)
+    return rows

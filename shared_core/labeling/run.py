@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from shared_core.errors import ConfigError, DataError
+from shared_core.files import jsonl_objects
 from shared_core.labeling.chat import ChatFn, ChatReply, Messages, as_reply, is_retryable
 from shared_core.labeling.judge import (
     GRADE_SYSTEM,
@@ -96,18 +97,7 @@ class Journal:
             data = data[: data.rfind(b"\n") + 1]
             with self.path.open("r+b") as fh:
                 fh.truncate(len(data))
-        records = []
-        for n, line in enumerate(data.decode("utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{str(self.path)!r} line {n} is not JSON ({exc}); it was not written by this tool") from None
-            if not isinstance(record, dict):
-                raise DataError(f"{str(self.path)!r} line {n} is not a JSON object")
-            records.append(record)
-        return records
+        return jsonl_objects(data.decode("utf-8").splitlines(), self.path, hint="; it was not written by this tool")
 
     def append(self, record: Mapping[str, Any]) -> None:
         line = json.dumps(record, ensure_ascii=False) + "\n"
