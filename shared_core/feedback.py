@@ -48,7 +48,7 @@ from typing import Any, Iterable
 
 from shared_core.cache import check_cache_dir
 from shared_core.errors import ConfigError, DataError
-from shared_core.routers.base import Decision, check_prompt
+from shared_core.routers.base import MAX_PROMPT_CHARS, Decision, check_prompt
 
 try:  # POSIX; elsewhere the thread lock alone orders the writes of one process
     import fcntl
@@ -188,7 +188,11 @@ class FeedbackStore:
 
 
 class DecisionLog:
-    """The routing text and score of the latest ``maxlen`` decisions by id (thread-safe, in memory only)."""
+    """The routing text and score of the latest ``maxlen`` decisions by id (thread-safe, in memory only).
+
+    Only the part of a text a router reads (its first ``MAX_PROMPT_CHARS`` characters) is kept, so
+    the log holds at most ``maxlen`` of those however large the prompts are.
+    """
 
     def __init__(self, maxlen: int = RECENT_DECISIONS) -> None:
         self.maxlen = maxlen
@@ -197,7 +201,7 @@ class DecisionLog:
 
     def add(self, decision_id: str, text: str, score: float) -> None:
         with self._lock:
-            self._items[decision_id] = (text, score)
+            self._items[decision_id] = (text[:MAX_PROMPT_CHARS], score)
             while len(self._items) > self.maxlen:
                 self._items.popitem(last=False)
 

@@ -305,3 +305,14 @@ def test_llamaindex_record_feedback(base, store):
     assert [r.decision_id for r in store.read()] == [decision_id]
     # one label at similarity 1 against the base's prior weight of 2
     assert llm.route(MATHS).score == pytest.approx((2 * before + 1.0) / 3, abs=1e-6)
+
+
+def test_decision_log_keeps_only_what_a_router_reads():
+    """A 10 MB prompt is not held in memory for feedback: only the characters a router reads are."""
+    from shared_core.feedback import DecisionLog
+    from shared_core.routers.base import MAX_PROMPT_CHARS
+
+    log = DecisionLog(maxlen=2)
+    log.add("dec_a", "word " * 2_000_000, 0.5)
+    text, score = log.get("dec_a")
+    assert len(text) == MAX_PROMPT_CHARS and text == ("word " * 2_000_000)[:MAX_PROMPT_CHARS] and score == 0.5
