@@ -61,6 +61,12 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "routellm"
 
 
+def trained_router_dir(name: str) -> Path:
+    """Where a router trained for this user is found by name: ``<cache dir>/routers/<name>``
+    (``routellm train <name> --recipe`` saves there by default)."""
+    return default_cache_dir() / "routers" / name
+
+
 def _package_dirs() -> list[Path]:
     """Directories a cache must not live in: this package and the interpreter's site-packages."""
     dirs = [Path(__file__).resolve().parent]

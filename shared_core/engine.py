@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 
 from shared_core.attempts import Escalation, Failure, Outcome
 from shared_core.controller import Controller
+from shared_core.cache import trained_router_dir
 from shared_core.errors import ConfigError, PromptError
 from shared_core.feedback import DecisionLog, record_feedback
 from shared_core.policy import check_route_on, routing_text
@@ -114,13 +115,6 @@ def resolve_router(spec: str | Path | Router | None = None, **kwargs: Any) -> Ro
             f"'routellm train {spec} --recipe -o {trained}' (found there by name) or pass a directory"
         )
     raise ConfigError(f"the package's default router is missing from {str(shipped)!r}; reinstall the package")
-
-
-def trained_router_dir(name: str) -> Path:
-    """Where a router trained for this user is found by name: ``<cache dir>/routers/<name>``."""
-    from shared_core.routers._finetuned import trained_router_dir as where
-
-    return where(name)
 
 
 def _load_trained(path: str, mtime_ns: int, **kwargs: Any) -> Router:

@@ -11,7 +11,7 @@ such a router is built. Their thread count is set for our calls only and restore
 after (:func:`torch_threads`): the host application keeps its own setting.
 
 Trained routers that do not ship in the package live in the cache directory,
-``<cache>/routers/<name>`` (:func:`trained_router_dir`), where ``routellm train
+``<cache>/routers/<name>`` (:func:`shared_core.cache.trained_router_dir`), where ``routellm train
 <name> --recipe`` puts them by default.
 """
 
@@ -68,13 +68,6 @@ def check_threads(threads: Any) -> int | None:
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ConfigError(f"threads must be a positive integer or None, got {threads!r}")
     return threads
-
-
-def trained_router_dir(name: str) -> Path:
-    """Where ``routellm train <name> --recipe`` saves by default: ``<cache>/routers/<name>``."""
-    from shared_core.cache import default_cache_dir
-
-    return default_cache_dir() / "routers" / name
 
 
 def hf_layout(config: dict[str, Any]) -> str | None:

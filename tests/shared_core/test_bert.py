@@ -175,7 +175,7 @@ def test_partial_fine_tuning_freezes_lower_layers(tmp_path):
 @pytest.mark.slow
 def test_trained_bert_router_from_the_cache_routes(tmp_path):
     """The router `routellm train bert --recipe` puts in the cache, if it is there."""
-    from shared_core.routers._finetuned import trained_router_dir
+    from shared_core.cache import trained_router_dir
 
     directory = trained_router_dir("bert")
     if not (directory / "config.json").is_file():
@@ -189,7 +189,8 @@ def test_trained_bert_router_from_the_cache_routes(tmp_path):
 def test_registry_name_finds_the_router_trained_into_the_cache(tmp_path, monkeypatch, capsys):
     """`routellm route --router bert` after `routellm train bert --recipe -o <cache>/routers/bert`."""
     from shared_core.cli import main
-    from shared_core.engine import resolve_router, trained_router_dir
+    from shared_core.cache import trained_router_dir
+    from shared_core.engine import resolve_router
 
     monkeypatch.setenv("ROUTELLM_CACHE_DIR", str(tmp_path / "cache"))
     with pytest.raises(ConfigError, match=r"routellm train bert --recipe -o .*routers/bert"):

@@ -200,7 +200,7 @@ def test_smollm2_gguf_loads_into_transformers():
 
 @pytest.mark.slow
 def test_trained_causal_llm_router_from_the_cache_routes():
-    from shared_core.routers._finetuned import trained_router_dir
+    from shared_core.cache import trained_router_dir
 
     directory = trained_router_dir("causal_llm")
     if not (directory / "config.json").is_file():
