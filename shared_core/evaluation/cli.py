@@ -13,6 +13,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from shared_core.errors import ConfigError, DataError
 
@@ -31,16 +32,64 @@ DATA_SOURCES = (
 )
 
 
-def all_routers() -> list[str]:
-    """random, mf, sw_ranking, the other shipped routers, routers with a recipe but no
-    checkpoint (as ``recipe:<name>``), default, oracle."""
+#: Minutes of retraining one row may cost before it is reported as not run (``--retrain-budget``):
+#: bert's 5-fold arena-bench cross-validation (5 x ~5 min) fits, causal_llm's (5 x ~15 min) does not.
+DEFAULT_RETRAIN_BUDGET_MINUTES = 60.0
+
+
+def all_routers(note: Callable[[str], None] | None = None) -> list[str]:
+    """random, mf, sw_ranking, the fine-tuned routers trained into the cache, the other shipped
+    routers, routers with a recipe but no checkpoint (as ``recipe:<name>``), default, oracle.
+
+    A fine-tuned router (``bert``, ``causal_llm``) that is neither shipped nor trained into the
+    cache has no row; ``note`` gets a line for it naming the command that trains it."""
     from shared_core.engine import DEFAULT_ROUTER, shipped_router_names
     from shared_core.routers import BUILTIN_MODULES
 
     shipped = [n for n in shipped_router_names() if n != DEFAULT_ROUTER]
     first = [n for n in ("mf", "sw_ranking") if n in shipped]
+    finetuned = [n for n in trained_finetuned_routers(note) if n not in shipped]
     unshipped = [f"recipe:{n}" for n in BUILTIN_MODULES if n not in shipped and _has_recipe(n)]
-    return ["random", *first, *[n for n in shipped if n not in first], *unshipped, DEFAULT_ROUTER, "oracle"]
+    return ["random", *first, *finetuned, *[n for n in shipped if n not in first], *unshipped, DEFAULT_ROUTER,
+            "oracle"]
+
+
+def trained_finetuned_routers(note: Callable[[str], None] | None = None) -> list[str]:
+    """The fine-tuned routers that ship or are trained into ``<cache>/routers/<name>``; for each
+    other one, ``note`` (if given) gets :func:`untrained_note`. Nothing is trained here: fine-tuning
+    takes minutes to hours on a CPU, so evaluating every router does not start it unasked."""
+    from shared_core.cache import trained_router_dir
+    from shared_core.engine import shipped_router_names
+    from shared_core.routers import FINETUNED_MODULES
+
+    shipped = set(shipped_router_names())
+    found = []
+    for name in FINETUNED_MODULES:
+        if name in shipped or (trained_router_dir(name) / "config.json").is_file():
+            found.append(name)
+        elif note is not None:
+            note(untrained_note(name))
+    return found
+
+
+def untrained_note(name: str) -> str:
+    """The line that says why router ``name`` has no row, and the documented command that trains it."""
+    from shared_core.cache import trained_router_dir
+
+    path = trained_router_dir(name)
+    return (
+        f"note: no {name} row: router {name!r} is not trained (no {str(path / 'config.json')!r}); train it with "
+        f"'routellm train {name} --recipe -o {path}' (docs/finetuned_routers.md), then run this again"
+    )
+
+
+def retrain_budget_seconds(minutes: float | None) -> float | None:
+    """``--retrain-budget`` minutes as seconds (``None`` and ``inf``: no limit); a negative or NaN value is refused."""
+    if minutes is None or minutes == float("inf"):
+        return None
+    if not minutes >= 0:
+        raise ConfigError(f"--retrain-budget must be a number of minutes >= 0 (or inf), got {minutes!r}")
+    return 60.0 * minutes
 
 
 def _has_recipe(name: str) -> bool:
@@ -92,6 +141,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="retrain a shipped router's recipe without the test prompts: when its training record shows "
         "(or cannot rule out) that it saw them (auto), never, or always",
     )
+    add_retrain_budget(p)
     p.add_argument(
         "--no-model-cache", action="store_true",
         help="retrain routers even when a router retrained from the same code and data is cached "
@@ -99,6 +149,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.set_defaults(func=run)
     return p
+
+
+def add_retrain_budget(parser: argparse.ArgumentParser) -> None:
+    """``--retrain-budget MINUTES``, shared by ``routellm evaluate`` and scripts/results_table.py."""
+    parser.add_argument(
+        "--retrain-budget", type=float, default=DEFAULT_RETRAIN_BUDGET_MINUTES, metavar="MINUTES",
+        help="retraining one row may cost, estimated from its router's recorded training time; a row over it "
+        f"is reported as 'not run (cost)' with the estimate (default: {DEFAULT_RETRAIN_BUDGET_MINUTES:g}; inf: no limit)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -110,9 +169,14 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     benchmarks = list(args.benchmark or [])
     routers = list(args.routers or [])
+    budget = retrain_budget_seconds(args.retrain_budget)
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
     if args.all:
         benchmarks = benchmarks or list(BENCHMARKS)
-        routers = routers or all_routers()
+        routers = routers or all_routers(note=log)
     if not benchmarks:
         raise ConfigError("name at least one --benchmark (mmlu, gsm8k, mt-bench, arena-bench or a labelled file), or --all")
     routers = routers or ["default"]
@@ -131,12 +195,8 @@ def run(args: argparse.Namespace) -> int:
             raise DataError(f"{exc}. {DATA_SOURCES}") from None
     plots = [] if args.no_plot else [b.name for b in loaded]
     _make_dirs(_check_outputs(out, plots, args.markdown, args.overwrite))
-
-    def log(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
-
     model_cache = None if args.no_model_cache else default_model_cache()
-    evaluator = Evaluator(data_dir, retrain=args.retrain, model_cache=model_cache, log=log)
+    evaluator = Evaluator(data_dir, retrain=args.retrain, model_cache=model_cache, log=log, retrain_budget=budget)
     results = []
     for bench in loaded:
         log(f"{bench.name}: {bench.n} prompts")
@@ -220,6 +280,7 @@ def _command(args: argparse.Namespace) -> str:
         ("--data-dir", args.data_dir, None), ("--out", args.out, str(DEFAULT_OUT)),
         ("--markdown", args.markdown, None), ("--strong-column", args.strong_column, None),
         ("--weak-column", args.weak_column, None), ("--retrain", args.retrain, "auto"),
+        ("--retrain-budget", f"{args.retrain_budget:g}", f"{DEFAULT_RETRAIN_BUDGET_MINUTES:g}"),
     ):
         if value is not None and value != default:
             parts += [flag, value]

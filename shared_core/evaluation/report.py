@@ -39,6 +39,8 @@ def format_table(result: BenchmarkResult) -> str:
             f"{r.router:16} {m.apgr:6.3f} {m.auc:8.3f} {_pct(m.cpt[0.2]):>7} {_pct(m.cpt[0.5]):>7} "
             f"{_pct(m.cpt[0.8]):>7}  {r.trained_on}"
         )
+    for skipped in result.not_run:
+        lines.append(f"{skipped.router:16} not run ({skipped.cause}): {skipped.reason}")
     for comp in result.comparisons:
         needed = ", ".join(f"{k} {_pct(v)}" for k, v in comp["strong_share_needed"].items())
         lines.append(
@@ -69,13 +71,20 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+def _row_names(result: BenchmarkResult) -> list[str]:
+    """The routers of ``result`` in table order: its rows, with the ones not run before ``oracle``."""
+    names = [r.router for r in result.rows]
+    at = len(names) - 1 if names and names[-1] == "oracle" else len(names)
+    return names[:at] + [n.router for n in result.not_run if n.router not in names] + names[at:]
+
+
 def markdown_table(results: Sequence[BenchmarkResult], command: str | None = None, seconds: float | None = None) -> str:
     """The README results table: APGR and CPT(50%) per router and benchmark, then what each row trained on."""
     names = []
     for res in results:
-        for row in res.rows:
-            if row.router not in names:
-                names.append(row.router)
+        for name in _row_names(res):
+            if name not in names:
+                names.append(name)
     lines = []
     if command:
         lines += ["Made by:", "", "```", command, "```", ""]
@@ -87,7 +96,8 @@ def markdown_table(results: Sequence[BenchmarkResult], command: str | None = Non
             try:
                 row = res.row(name)
             except KeyError:
-                cells.append("")
+                skipped = [n for n in res.not_run if n.router == name]
+                cells.append(f"not run ({skipped[0].cause})" if skipped else "")
                 continue
             cells.append(f"{row.metrics.apgr:.3f} ({_pct(row.metrics.cpt[0.5])})")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -118,6 +128,10 @@ def markdown_table(results: Sequence[BenchmarkResult], command: str | None = Non
             by_benches.setdefault(", ".join(benches), []).append(name)
         where = "; ".join(f"{', '.join(names)} on {benches}" for benches, names in by_benches.items())
         lines.append(f"- {where}: {trained_on}")
+    for res in results:
+        for skipped in res.not_run:
+            title = TITLES.get(res.benchmark.name, res.benchmark.name)
+            lines.append(f"- {skipped.router} on {title}: not run ({skipped.cause}): {skipped.reason}")
     for res in results:
         for comp in res.comparisons:
             needed = comp["strong_share_needed"]

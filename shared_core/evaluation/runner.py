@@ -74,10 +74,26 @@ class RouterResult:
 
 
 @dataclass(frozen=True)
+class NotRun:
+    """A router a benchmark was not run for, and why (a table cell that says so instead of a number)."""
+
+    benchmark: str
+    router: str
+    reason: str
+    #: One word for the table cell: ``not run (<cause>)``.
+    cause: str = "cost"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"benchmark": self.benchmark, "router": self.router, "not_run": self.cause, "reason": self.reason}
+
+
+@dataclass(frozen=True)
 class BenchmarkResult:
     benchmark: Benchmark
     rows: list[RouterResult]
     comparisons: list[dict[str, Any]] = field(default_factory=list)
+    #: Routers named for this benchmark but not run on it (see ``Evaluator.retrain_budget``).
+    not_run: list[NotRun] = field(default_factory=list)
 
     def row(self, router: str) -> RouterResult:
         for r in self.rows:
@@ -90,6 +106,7 @@ class BenchmarkResult:
             "benchmark": self.benchmark.describe(),
             "rows": [r.to_dict() for r in self.rows],
             "comparisons": self.comparisons,
+            **({"not_run": [n.to_dict() for n in self.not_run]} if self.not_run else {}),
         }
 
 
@@ -115,6 +132,35 @@ def training_record(router: Router) -> dict[str, Any] | None:
 
 
 def describe_training(record: dict[str, Any] | None) -> str:
+    """One line naming the data a router was trained on, from its training record, and for a
+    fine-tuned router (a record with ``base_model``) how it was fine-tuned."""
+    data = describe_data(record)
+    how = _fine_tuning(record) if record else ""
+    return f"{data}; {how}" if how else data
+
+
+def _fine_tuning(record: dict[str, Any]) -> str:
+    """``fine-tuned <base> (top N layers) on n of N battles (k held out), e epoch(s)``, or ``""``
+    when the record names no base model (the routers that are not fine-tuned)."""
+    base = record.get("base_model")
+    if not base:
+        return ""
+    settings = record.get("settings") if isinstance(record.get("settings"), dict) else {}
+    text = f"fine-tuned {base}"
+    if settings.get("train_layers"):
+        text += f" (top {settings['train_layers']} layers)"
+    n, total = record.get("train_examples"), record.get("battles")
+    if n:
+        text += f" on {n} of {total} strong-vs-weak battles" if total else f" on {n} battles"
+    if record.get("held_out"):
+        text += f" ({record['held_out']} held out for early stopping)"
+    epochs = record.get("epochs_run", settings.get("epochs"))
+    if epochs:
+        text += f", {epochs:g} epoch{'' if epochs == 1 else 's'}"
+    return text
+
+
+def describe_data(record: dict[str, Any] | None) -> str:
     """One line naming the data a router was trained on, from its training record."""
     if not record:
         return "unknown (no training record)"
@@ -138,7 +184,7 @@ def saw_test_prompts(record: dict[str, Any] | None, benchmark: str) -> bool | No
     """
     if not record:
         return None
-    text = describe_training(record).lower()
+    text = describe_data(record).lower()
     if text.startswith("unknown"):
         return None
     words = _TEST_WORDS.get(benchmark)
@@ -156,6 +202,20 @@ def saw_test_prompts(record: dict[str, Any] | None, benchmark: str) -> bool | No
         held = record.get("excluded_questions")
         return not (isinstance(held, dict) and held.get(_CV_SOURCES[benchmark]))
     return True
+
+
+#: Keys of a training record that state how long training took, in seconds (the first found counts).
+_TIME_KEYS = ("recipe_seconds", "seconds", "train_seconds", "fit_seconds")
+
+
+def recorded_training_seconds(record: dict[str, Any] | None) -> float | None:
+    """How long the router's training took by its record (``recipe_seconds``, else ``seconds``,
+    ``train_seconds`` or ``fit_seconds``), or ``None`` when the record states no time."""
+    for key in _TIME_KEYS:
+        value = (record or {}).get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+            return float(value)
+    return None
 
 
 # ---------------------------------------------------------------------------
@@ -195,6 +255,22 @@ def load_router_for_eval(spec: str | Path | Router, cache_embeddings: bool = Tru
 
     router = resolve_router(spec)
     return _with_embedding_cache(router) if cache_embeddings else router
+
+
+def cache_provenance(spec: str | Path | Router) -> str:
+    """``"; found in the cache at <dir> ..."`` for a registry name that ships no checkpoint and
+    that the engine loads from the cache (:func:`shared_core.cache.trained_router_dir`), else ``""``."""
+    if not isinstance(spec, str) or "/" in spec or spec.startswith((".", RECIPE_PREFIX)) or spec in BASELINES:
+        return ""
+    from shared_core.cache import trained_router_dir
+    from shared_core.engine import shipped_aliases, shipped_router_names
+
+    if spec in shipped_router_names() or spec in shipped_aliases():
+        return ""
+    path = trained_router_dir(spec)
+    if not (path / "config.json").is_file():
+        return ""
+    return f"; found in the cache at {path}, where 'routellm train {spec} --recipe' saves it"
 
 
 def default_trainer(recipe: str, **kwargs: Any) -> Router:
@@ -259,7 +335,11 @@ class Evaluator:
     keyed by recipe, excluded questions, data directory and the source code of
     the training and router modules, so that a code change retrains); ``retrain`` chooses when: ``"auto"`` (when the training record shows
     or does not rule out that it saw them), ``"never"`` (mark the row instead)
-    or ``"always"``.
+    or ``"always"``. ``retrain_budget`` (seconds, ``None``: no limit) bounds the retraining one
+    row may cost, estimated as the retrainings it still needs (those neither done in this run
+    nor in ``model_cache``) times the training time its router's record states
+    (:func:`recorded_training_seconds`); a row over it is not run but reported as
+    :class:`NotRun` with that estimate. A record that states no time is never over the budget.
     """
 
     def __init__(
@@ -274,9 +354,16 @@ class Evaluator:
         retrain: str = "auto",
         model_cache: str | Path | None = None,
         log: Log | None = None,
+        retrain_budget: float | None = None,
     ) -> None:
         if retrain not in ("auto", "never", "always"):
             raise ConfigError(f"retrain must be 'auto', 'never' or 'always', got {retrain!r}")
+        if retrain_budget is not None and (
+            isinstance(retrain_budget, bool) or not isinstance(retrain_budget, (int, float))
+            or not retrain_budget >= 0
+        ):
+            raise ConfigError(f"retrain_budget must be a number of seconds >= 0 or None, got {retrain_budget!r}")
+        self.retrain_budget = retrain_budget
         if not random_seeds:
             raise ConfigError("random_seeds must name at least one seed")
         self.data_dir = data_dir
@@ -417,7 +504,31 @@ class Evaluator:
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode("utf-8")).hexdigest()[:24]
         return self.model_cache / f"{recipe}-{digest}"
 
-    def router_row(self, bench: Benchmark, spec: str | Path | Router) -> RouterResult:
+    def _over_budget(
+        self, recipe: str, record: dict[str, Any] | None, held_out: list[tuple], source: str, bench: Benchmark,
+    ) -> str | None:
+        """Why retraining ``recipe`` once per entry of ``held_out`` costs more than the budget, or ``None``."""
+        per = recorded_training_seconds(record)
+        if self.retrain_budget is None or per is None:
+            return None
+        pending = [
+            ex for ex in held_out
+            if (recipe, source, ex, True) not in self._retrained
+            and not ((path := self._cache_path(recipe, ex, True, source)) is not None and (path / "config.json").is_file())
+        ]
+        cost = len(pending) * per
+        if cost <= self.retrain_budget:
+            return None
+        why = (f"{len(bench.folds)}-fold cross-validation" if bench.folds
+               else f"without {bench.name}'s test prompts")
+        return (
+            f"{len(pending)} retraining{'s' if len(pending) != 1 else ''} of {recipe} ({why}) at "
+            f"{per / 60:.0f} min each by its training record, about {cost / 60:.0f} min, over the retraining budget "
+            f"of {self.retrain_budget / 60:.0f} min"
+        )
+
+    def router_row(self, bench: Benchmark, spec: str | Path | Router) -> RouterResult | NotRun:
+        """The row of ``spec`` on ``bench``, or :class:`NotRun` when its retraining is over the budget."""
         label = router_label(spec)
         start = time.perf_counter()
         shipped = self._router(spec)
@@ -447,9 +558,14 @@ class Evaluator:
             )
         if not must_retrain:
             scores = shipped.score(bench.prompts)
-            return self.scores_row(bench, label, scores, describe_training(record), time.perf_counter() - start)
+            trained_on = describe_training(record) + cache_provenance(spec)
+            return self.scores_row(bench, label, scores, trained_on, time.perf_counter() - start)
+        source = (bench.source or "arena") if bench.folds else "arena"
+        held_out = [tuple(f) for f in bench.folds] if bench.folds else [()]
+        reason = self._over_budget(recipe, record, held_out, source, bench)
+        if reason is not None:
+            return NotRun(bench.name, label, reason)
         if bench.folds:
-            source = bench.source or "arena"
             scores = np.empty(bench.n)
             for k, idx in enumerate(bench.fold_indices()):
                 router = self._trained(recipe, tuple(bench.folds[k]), True, shipped.name, source)
@@ -479,6 +595,7 @@ class Evaluator:
         """Rows for ``routers`` plus ``random`` and ``oracle`` (once each), sorted as given, then
         one row per peer router named in ``peers`` (before ``oracle``)."""
         rows: list[RouterResult] = []
+        not_run: list[NotRun] = []
         specs = list(routers)
         if not any(str(s) == "random" for s in specs if not isinstance(s, Router)):
             specs = ["random", *specs]
@@ -492,6 +609,10 @@ class Evaluator:
                 row = self.oracle_row(bench)
             else:
                 row = self.router_row(bench, spec)
+            if isinstance(row, NotRun):
+                self.log(f"  {bench.name:12} {row.router:14} not run ({row.cause}): {row.reason}")
+                not_run.append(row)
+                continue
             self.log(f"  {bench.name:12} {row.router:14} APGR {row.metrics.apgr:.3f}  ({time.perf_counter() - t:.1f}s)")
             rows.append(row)
         for name in peers:
@@ -504,4 +625,4 @@ class Evaluator:
             from shared_core.evaluation.commercial import commercial_comparison
 
             comparisons = commercial_comparison(bench, rows, self.data_dir)
-        return BenchmarkResult(bench, rows, comparisons)
+        return BenchmarkResult(bench, rows, comparisons, not_run)
