@@ -12,7 +12,10 @@ Two ways to turn a strong and a weak answer into a battle:
 
 A judge answer without exactly one well-formed verdict is *unparsed*:
 :func:`parse_verdict` and :func:`parse_grade` return ``None`` and the prompt is
-kept aside, never turned into a label.
+kept aside, never turned into a label; :func:`verdict_problem` and
+:func:`grade_problem` say why (no verdict at all, or verdicts that disagree).
+Nothing else in the text is read as a verdict: a judge that answers the question
+itself, or repeats the answers ("A: ..."), has given no verdict.
 """
 
 from __future__ import annotations
@@ -77,6 +80,24 @@ def parse_grade(text: str) -> int | None:
     """The 1-5 grade when the text holds grades that all agree, else ``None``."""
     found = {int(g) for g in _GRADE.findall(text or "")}
     return found.pop() if len(found) == 1 else None
+
+
+def verdict_problem(text: str) -> str | None:
+    """Why :func:`parse_verdict` reads no verdict in ``text`` (``None`` when it reads one)."""
+    return _problem(set(_VERDICT.findall(text or "")), "[[A]], [[B]] or [[C]] verdict")
+
+
+def grade_problem(text: str) -> str | None:
+    """Why :func:`parse_grade` reads no grade in ``text`` (``None`` when it reads one)."""
+    return _problem({int(g) for g in _GRADE.findall(text or "")}, "[[1]]..[[5]] grade")
+
+
+def _problem(found: set, what: str) -> str | None:
+    if len(found) == 1:
+        return None
+    if not found:
+        return f"no {what} in the answer"
+    return f"{len(found)} different {what}s in one answer: " + ", ".join(f"[[{v}]]" for v in sorted(found))
 
 
 def pairwise_winner(strong_first: str, strong_second: str) -> str:

@@ -43,11 +43,13 @@ from shared_core.labeling.judge import (
     PAIRWISE_SYSTEM,
     PAIRWISE_USER,
     grade_messages,
+    grade_problem,
     grade_winner,
     pairwise_messages,
     pairwise_winner,
     parse_grade,
     parse_verdict,
+    verdict_problem,
 )
 
 FORMAT_VERSION = 1
@@ -347,7 +349,7 @@ class _Labeller:
             verdicts = [parse_verdict(first), parse_verdict(second)]
             if None in verdicts:
                 self.unparsed.append({**base, "status": "unparsed", "judge_answers": [first, second],
-                                      "verdicts": verdicts})
+                                      "verdicts": verdicts, "problems": [verdict_problem(first), verdict_problem(second)]})
                 return False
             winner = pairwise_winner(verdicts[0], verdicts[1])
             extra = {"verdicts": verdicts}
@@ -355,7 +357,8 @@ class _Labeller:
             answer = self.call(key, "judge_grade", "judge", grade_messages(prompt, strong, weak))
             grade = parse_grade(answer)
             if grade is None:
-                self.unparsed.append({**base, "status": "unparsed", "judge_answers": [answer], "grade": None})
+                self.unparsed.append({**base, "status": "unparsed", "judge_answers": [answer], "grade": None,
+                                      "problems": [grade_problem(answer)]})
                 return False
             winner = grade_winner(grade, self.weak_wins_at)
             extra = {"grade": grade, "weak_wins_at": self.weak_wins_at}

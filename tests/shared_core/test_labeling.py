@@ -28,7 +28,7 @@ from shared_core.labeling import (
     parse_grade,
     parse_verdict,
 )
-from shared_core.labeling.judge import pairwise_winner
+from shared_core.labeling.judge import grade_problem, pairwise_winner, verdict_problem
 from shared_core.labeling.run import Journal, prompt_key
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -124,6 +124,28 @@ def test_verdict_parsing():
     assert parse_grade("[[2]] ... [[5]]") is None
 
 
+#: SmolLM2-135M-Instruct's answers as judge (scripts/llama_server.sh, the slow test's prompts, greedy):
+#: it repeats the prompt's template or answers the question itself; none holds a verdict.
+SMOLLM2_JUDGE_ANSWERS = [
+    "[User question]\nWhat is the capital of France?\n\nThe answer to this question would be Paris.",
+    "The sea is a vast and mysterious realm that exists beneath the waves, where countless creatures and "
+    "wonders blend together to create an unending tapestry of life.",
+    "[User question]\nWhat is 3 times 4?",
+    "A: 3 times 4 is 12.\nB: 3 times 4 equals 12, which is the answer you requested.",
+]
+
+
+def test_why_a_judge_answer_is_unparsed():
+    for answer in SMOLLM2_JUDGE_ANSWERS:
+        assert parse_verdict(answer) is None and parse_grade(answer) is None
+        assert verdict_problem(answer) == "no [[A]], [[B]] or [[C]] verdict in the answer"
+        assert grade_problem(answer) == "no [[1]]..[[5]] grade in the answer"
+    assert verdict_problem("End with [[A]], [[B]] or [[C]]. [[B]]") == (
+        "3 different [[A]], [[B]] or [[C]] verdicts in one answer: [[A]], [[B]], [[C]]")
+    assert grade_problem("[[2]] ... [[5]]") == "2 different [[1]]..[[5]] grades in one answer: [[2]], [[5]]"
+    assert verdict_problem("so [[B]]") is None and grade_problem("[[4.0]]") is None
+
+
 def test_unparsed_judge_answers_are_kept_not_labelled(tmp_path):
     def judge(messages):
         return "I cannot decide." if "haiku" in messages[-1]["content"] else fair_judge(messages)
@@ -136,6 +158,7 @@ def test_unparsed_judge_answers_are_kept_not_labelled(tmp_path):
     assert unparsed[0]["status"] == "unparsed"
     assert unparsed[0]["prompt"] == PROMPTS[1]
     assert unparsed[0]["judge_answers"] == ["I cannot decide.", "I cannot decide."]
+    assert unparsed[0]["problems"] == ["no [[A]], [[B]] or [[C]] verdict in the answer"] * 2
     assert PROMPTS[1] not in [b["prompt"] for b in read_jsonl(tmp_path / BATTLES_FILE)]
     # a resumed run does not ask again about the unparsed prompt
     again = label_prompts(PROMPTS, strong=strong, weak=weak, judge=judge_model, output_dir=tmp_path, progress=False)
@@ -432,9 +455,14 @@ def test_label_with_smollm2_server_then_train(tmp_path, capsys):
     unparsed = read_jsonl(run_dir / UNPARSED_FILE) if (run_dir / UNPARSED_FILE).is_file() else []
     assert len(battles) + len(unparsed) == 4
     assert all(u["status"] == "unparsed" and len(u["judge_answers"]) == 2 for u in unparsed)
-    if not battles:  # a 135M judge rarely writes a well-formed verdict (measured: 0 of 4)
-        pytest.skip("SmolLM2 gave no parseable verdict; label and resume ran, train is covered by "
-                    "test_label_output_trains_with_routellm_train")
+    assert all(u["problems"] == [verdict_problem(a) for a in u["judge_answers"]] for u in unparsed)
+    if not battles:
+        # Measured (0 of 4 prompts, 8 answers): SmolLM2-135M does not judge. Its answers repeat the judge
+        # prompt's template or answer the question (SMOLLM2_JUDGE_ANSWERS); with few-shot examples it writes
+        # a well-formed [[X]], but the letter follows the examples' order ([[D]] after B, A, C) and not
+        # which answer is right, so such "verdicts" would not be labels, and the test is not made to pass.
+        pytest.skip("SmolLM2-135M wrote no verdict (it repeats the template or answers the question); "
+                    "label and resume ran, train is covered by test_label_output_trains_with_routellm_train")
     code = main(["train", "sw_ranking", "--data", str(run_dir / BATTLES_FILE), "--strong", "smollm2-as-strong",
                  "--weak", "smollm2-as-weak", "-o", str(tmp_path / "router"), "--no-progress"])
     assert code == 0
