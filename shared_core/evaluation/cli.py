@@ -124,7 +124,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "directories, or recipe:<name> (train that recipe on the data the protocol allows) (default: default)",
     )
     p.add_argument("--all", action="store_true",
-                   help="all four benchmarks and all shipped routers (the README results table)")
+                   help="all six benchmarks and all shipped routers, with bert and causal_llm when they are trained "
+                   "into the cache (else a note names the training command) (the README results table)")
     p.add_argument("--data-dir", help="directory holding RouteLLM's routellm/ and arena-hard-auto's arena-bench-v1/ "
                    "files (default: $ROUTELLM_DATA_DIR, else ../shared/data)")
     p.add_argument("--out", default=str(DEFAULT_OUT),
