@@ -270,7 +270,11 @@ def cache_provenance(spec: str | Path | Router) -> str:
     path = trained_router_dir(spec)
     if not (path / "config.json").is_file():
         return ""
-    return f"; found in the cache at {path}, where 'routellm train {spec} --recipe' saves it"
+    try:
+        shown = f"~/{path.relative_to(Path.home())}"
+    except ValueError:  # not under the home directory
+        shown = str(path)
+    return f"; found in the cache at {shown}, where 'routellm train {spec} --recipe' saves it"
 
 
 def default_trainer(recipe: str, **kwargs: Any) -> Router:

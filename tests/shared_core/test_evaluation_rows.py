@@ -185,6 +185,10 @@ def test_a_row_of_a_router_found_in_the_cache_says_so(tmp_path, monkeypatch):
         describe_training(BERT_RECORD)
         + f"; found in the cache at {tmp_path / 'routers' / 'bert'}, where 'routellm train bert --recipe' saves it"
     )
+    monkeypatch.setenv("HOME", str(tmp_path.parent))  # a cache under the home directory is shown from ~
+    row = Evaluator(loader=lambda spec: LengthRouter(BERT_RECORD)).evaluate(bench("gsm8k"), ["bert"]).row("bert")
+    assert row.trained_on.endswith(f"found in the cache at ~/{tmp_path.name}/routers/bert, where "
+                                   "'routellm train bert --recipe' saves it")
 
 
 # --- which rows the table has --------------------------------------------------------------------
