@@ -14,8 +14,9 @@ from shared_core.routers import Router
 from shared_core.training.knn import labelled_prompts
 from shared_core.training.recipes import RecipeData, register_recipe
 
-#: The linear head's source weights with the chat corpus: its 748 prompts count as much as arena-bench's 300 x 20.
-CHAT_SOURCE_WEIGHTS = {"arena": 20.0, "chat": 8.0}
+#: The linear head's source weights with the chat corpus: its 748 prompts count as much as arena-bench's 300 x 20,
+#: and MMLU-Pro's 5,086 questions less than one each (dev numbers: docs/quality.md, fourth round, F8).
+CHAT_SOURCE_WEIGHTS = {"arena": 20.0, "chat": 8.0, "mmlu_pro": 0.3}
 
 
 def mmlu_pro_labelled(data: RecipeData, weak: str) -> pd.DataFrame:

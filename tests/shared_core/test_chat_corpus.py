@@ -87,7 +87,7 @@ def test_recipe_adds_the_corpus_as_ties_and_drops_held_out_texts(toy_data, tmp_p
     assert router.training_["prompts"]["chat"] == 4
     assert router.training_["mean_label"]["chat"] == pytest.approx(0.5)
     assert "chatterbot-corpus" in router.training_["data"] and "an assumption, not a measured outcome" in router.training_["data"]
-    assert router.source_weights == {"arena": 20.0, "chat": 8.0}
+    assert router.source_weights == {"arena": 20.0, "chat": 8.0, "mmlu_pro": 0.3}
     # a chat opening whose text is a held-out arena prompt is not trained on
     toy = datasets.load_chat_corpus()
     extra = pd.concat([toy, pd.DataFrame({"prompt": ["arena task 3"], "category": ["x"]})], ignore_index=True)
@@ -117,3 +117,4 @@ def test_reference_prompts_mix_arena_and_corpus_and_fall_back_without_it(toy_dat
 
     monkeypatch.setattr(datasets, "load_chat_corpus", missing)
     assert recipes.reference_prompts(toy_data) == [f"arena task {i}" for i in range(20)]
+
