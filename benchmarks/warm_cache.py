@@ -3,7 +3,8 @@
 Training and evaluation then get cache hits instead of re-embedding ~16k prompts.
 The texts are exactly those the readers in :mod:`shared_core.datasets` return:
 MMLU ``prompt`` columns (57 csv files), GSM8K ``prompt``s, MT-Bench turn 1 and
-turn 2, arena-bench ``turns[0]``.
+turn 2, arena-bench ``turns[0]``, and, where they are in the data directory or
+installed, the MMLU-Pro and AlpacaEval prompts and the chat-corpus openings.
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/warm_cache.py            # default MiniLM
     python benchmarks/warm_cache.py --embedder openai:text-embedding-3-small
@@ -53,7 +54,18 @@ def data_prompts(data_dir: str | Path | None = None) -> dict[str, list[str]]:
     gsm8k = list(pd.read_csv(root / "routellm" / "gsm8k" / "gsm8k_responses.csv")["prompt"].astype(str))
     mt_bench = [t for q in _jsonl(root / "routellm" / "mt_bench" / "question.jsonl") for t in q["turns"][:2]]
     arena = [q["turns"][0] for q in _jsonl(root / "arena-bench-v1" / "question.jsonl")]
-    return {"mmlu": mmlu, "gsm8k": gsm8k, "mt_bench": mt_bench, "arena_bench": arena}
+    out = {"mmlu": mmlu, "gsm8k": gsm8k, "mt_bench": mt_bench, "arena_bench": arena}
+    from shared_core import datasets
+
+    if (root / "mmlu_pro").is_dir():
+        out["mmlu_pro"] = datasets.load_mmlu_pro(root)["prompt"].tolist()
+    if (root / "alpaca_eval").is_dir():
+        out["alpaca_eval"] = datasets.load_alpaca_eval(root)[0]["prompt"].tolist()
+    try:
+        out["chat_corpus"] = datasets.load_chat_corpus()["prompt"].tolist()
+    except datasets.DataError:  # the chatterbot-corpus package is not installed: nothing to warm
+        pass
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

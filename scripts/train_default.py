@@ -12,18 +12,20 @@ embeddings through the on-disk cache), then
   RouteLLM's contaminated prompts), GSM8K and MT-Bench, with the evaluation's
   metrics (AUC, APGR, CPT) -- recorded under ``training.held_out`` in the config;
 * computes ``reference_quantiles``: the router's score quantiles (0..100%) on the
-  reference prompt set = the arena-bench-v1 open chat prompts (only
-  the 101 numbers ship, never the prompts);
+  reference prompt set (:func:`shared_core.training.recipes.reference_prompts`: the
+  300 arena-bench-v1 prompts and 300 chatterbot-corpus openings; only the 101
+  numbers ship, never the prompts);
 * writes ``shared_core/checkpoints/<name>/`` (``config.json`` + ``model.safetensors``,
   each file under 5 MB).
 
 ``default`` becomes an alias (``shared_core/checkpoints/aliases.json``) of ``--default``
-(``adaptive_ensemble_pro``: chosen on dev numbers, cross-validation and cross-source
-transfer, as docs/quality.md logs; never on the held-out numbers this script prints).
+(``adaptive_ensemble_chat``: chosen on dev numbers, cross-validation, cross-source
+transfer and a dev set of easy and hard chat prompts, as docs/quality.md logs; never on
+the held-out numbers this script prints).
 The full evaluation (``python scripts/results_table.py``) adds the cross-validated
 benchmarks and the peer routers.
 
-    python scripts/train_default.py --routers adaptive_ensemble_pro irt irt_nc
+    python scripts/train_default.py --routers adaptive_ensemble_chat
 """
 
 from __future__ import annotations
@@ -47,8 +49,9 @@ from shared_core.training.recipes import (  # noqa: E402
 
 CHECKPOINTS = REPO / "shared_core" / "checkpoints"
 #: Every shipped router, and the one ``default`` names (chosen on dev numbers: docs/quality.md).
-SHIPPED = ("mf", "sw_ranking", "knn", "ensemble", "adaptive_ensemble", "adaptive_ensemble_pro", "irt", "irt_nc")
-DEFAULT = "adaptive_ensemble_pro"
+SHIPPED = ("mf", "sw_ranking", "knn", "ensemble", "adaptive_ensemble", "adaptive_ensemble_pro", "adaptive_ensemble_chat",
+           "irt", "irt_nc")
+DEFAULT = "adaptive_ensemble_chat"
 MAX_FILE_BYTES = 5 * 1024 * 1024
 
 
@@ -76,7 +79,8 @@ def train_one(name: str, args, embedder, n_reference: int) -> dict:
     router.training_["recipe_seconds"] = round(fit_seconds, 1)
     router.reference_quantiles_ = router_reference_quantiles(router, args.data_dir)
     router.training_["reference_prompts"] = (
-        f"arena-bench-v1 ({n_reference} open chat prompts); only the quantiles are shipped"
+        f"{n_reference} open chat prompts: arena-bench-v1's 300 and {n_reference - 300} chatterbot-corpus openings "
+        "(shared_core.training.recipes.reference_prompts); only the quantiles are shipped"
     )
     path = router.save(args.output_dir / name)
     for f in path.iterdir():

@@ -12,6 +12,10 @@ The directory layout is the one described in ``../shared/data/README.md``:
 * ``mmlu_pro/`` -- 5,222 MMLU-Pro STEM questions (none from original MMLU) with
   the graded answers of 30 models.
 
+:func:`load_chat_corpus` reads one more source, which is not in that directory:
+the English conversations of the ``chatterbot-corpus`` package (BSD-3-Clause),
+ordinary small talk, trivia and simple requests without any model outcomes.
+
 Every loader returns a fresh :class:`pandas.DataFrame` (callers may modify it),
 reads the files by path (nothing is copied into the package) and raises
 :class:`~shared_core.errors.DataError` naming the missing file or column.
@@ -422,6 +426,55 @@ def load_mmlu_pro(data_dir: str | Path | None = None) -> pd.DataFrame:
     RouteLLM's MMLU layout, :func:`mmlu_pro_prompt`) and per model 1.0/0.0 (answer right)
     or NaN (not graded)."""
     return _load_mmlu_pro(_file(data_dir, "mmlu_pro")).copy()
+
+
+#: Licence of the chatterbot-corpus conversations (:func:`load_chat_corpus`).
+CHAT_CORPUS_LICENSE = "BSD-3-Clause (chatterbot-corpus)"
+
+
+def _chat_corpus_dir(language: str) -> Path:
+    try:
+        import chatterbot_corpus
+    except ImportError as exc:
+        raise DataError(
+            "the chat corpus needs the chatterbot-corpus package: pip install -e \".[train]\" "
+            "(or pip install chatterbot-corpus)"
+        ) from exc
+    return Path(chatterbot_corpus.__file__).resolve().parent / "data" / language
+
+
+def load_chat_corpus(directory: str | Path | None = None, *, language: str = "english") -> pd.DataFrame:
+    """The opening user turn of every chatterbot-corpus conversation: ``prompt``, ``category``.
+
+    ``directory`` holds the corpus's ``*.yml`` files (default: the installed
+    ``chatterbot-corpus`` package's ``data/<language>``). Each file has a
+    ``categories`` list and ``conversations``, lists of turns starting with the
+    user's; the first turn of each conversation is kept, once per text (the corpus
+    repeats openings with different replies). These prompts have no model
+    outcomes: what a recipe assumes about them is the recipe's to say.
+    """
+    import yaml
+
+    root = Path(directory) if directory is not None else _chat_corpus_dir(language)
+    files = sorted(root.glob("*.yml")) if root.is_dir() else []
+    if not files:
+        raise DataError(f"no chat corpus files (*.yml) in {str(root)!r}")
+    rows: dict[str, str] = {}
+    for path in files:
+        try:
+            doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise DataError(f"chat corpus file {str(path)!r} is not valid YAML text: {exc}") from exc
+        if not isinstance(doc, dict) or not isinstance(doc.get("conversations"), list):
+            raise DataError(f"chat corpus file {str(path)!r} has no 'conversations' list")
+        categories = doc.get("categories") or [path.stem]
+        category = str(categories[0]) if isinstance(categories, list) and categories else path.stem
+        for turns in doc["conversations"]:
+            if isinstance(turns, list) and turns and isinstance(turns[0], str) and turns[0].strip():
+                rows.setdefault(turns[0].strip(), category)
+    if not rows:
+        raise DataError(f"the chat corpus in {str(root)!r} has no conversation that starts with a text turn")
+    return pd.DataFrame({"prompt": list(rows), "category": list(rows.values())})
 
 
 def outcome_columns(df: pd.DataFrame) -> list[str]:

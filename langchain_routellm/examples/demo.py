@@ -82,6 +82,16 @@ def _strong_model(args: argparse.Namespace, weak: Any, out: TextIO) -> tuple[Any
     return strong, f"{args.strong_model} at {args.strong_base_url}"
 
 
+def _router_label(spec: Any, kind: str) -> str:
+    """The shipped name the user asked for (``default`` named by its alias), and the router's kind."""
+    from shared_core.engine import shipped_aliases
+
+    name = "default" if spec is None else spec
+    if isinstance(name, str) and name in shipped_aliases():
+        name = f"{shipped_aliases()[name]}, the default"
+    return kind if not isinstance(name, str) or name == kind else f"{name} ({kind} router)"
+
+
 def build_llm(args: argparse.Namespace, prompts: Sequence[str], out: TextIO) -> Any:
     """RouteLLMChat for the demo; the router is resolved before any model loads."""
     from langchain_routellm import RouteLLMChat
@@ -107,7 +117,7 @@ def build_llm(args: argparse.Namespace, prompts: Sequence[str], out: TextIO) -> 
     llm = RouteLLMChat(strong=strong, weak=weak, router=router, threshold=args.threshold,
                        strong_fraction=args.strong_fraction, calibration_prompts=calibration)
     out.write(f"strong: {strong_label}\nweak:   smollm2-135m-instruct (local, llama-cpp-python)\n"
-              f"router: {llm.engine.router.name}, threshold {llm.engine.threshold:.4f}"
+              f"router: {_router_label(args.router, llm.engine.router.name)}, threshold {llm.engine.threshold:.4f}"
               f"{' (calibrated on these prompts)' if calibration else ''}\n\n")
     return llm
 

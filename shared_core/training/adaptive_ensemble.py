@@ -14,6 +14,10 @@ from shared_core.routers import Router
 from shared_core.training.knn import labelled_prompts
 from shared_core.training.recipes import RecipeData, register_recipe
 
+#: The linear head's source weights with the chat corpus: its 748 prompts count as much as arena-bench's 300 x 20,
+#: and MMLU-Pro's 5,086 questions less than one each (dev numbers: docs/quality.md, fourth round, F8).
+CHAT_SOURCE_WEIGHTS = {"arena": 20.0, "chat": 8.0, "mmlu_pro": 0.3}
+
 
 def mmlu_pro_labelled(data: RecipeData, weak: str) -> pd.DataFrame:
     """MMLU-Pro as labelled prompts: ``0.5 + 0.5 * (gpt-4o right - weak right)``.
@@ -30,18 +34,46 @@ def mmlu_pro_labelled(data: RecipeData, weak: str) -> pd.DataFrame:
     return pd.DataFrame({"prompt": pro["prompt"][keep], "label": labels[keep], "source": "mmlu_pro"})
 
 
-def _train(data: RecipeData, with_mmlu_pro: bool) -> Router:
+#: The label of a chat-corpus prompt: a tie (the knn family's 0.5 for "both models equal").
+CHAT_LABEL = 0.5
+
+
+def chat_corpus_labelled(data: RecipeData) -> pd.DataFrame:
+    """The chatterbot-corpus openings as labelled prompts, each labelled a tie (:data:`CHAT_LABEL`).
+
+    The label is an assumption, not a measurement: the corpus is small talk,
+    trivia and simple requests that a rule-based chatbot answers from a list, so
+    both models of any pair in the data answer them well and neither is the
+    better choice. It is the only permissively licensed source of such prompts
+    here; every other source holds exam questions or prompts chosen for being hard.
+    """
+    from shared_core.datasets import load_chat_corpus
+
+    chat = data.drop_held_out_texts(load_chat_corpus())
+    return pd.DataFrame({"prompt": chat["prompt"], "label": CHAT_LABEL, "source": "chat"})
+
+
+def _train(data: RecipeData, with_mmlu_pro: bool, with_chat: bool = False) -> Router:
     from shared_core.datasets import STRONG_MODEL, WEAK_MODEL
     from shared_core.routers.adaptive_ensemble import AdaptiveEnsembleRouter
 
     settings = {"strong": STRONG_MODEL, "weak": WEAK_MODEL, "progress": data.progress, **(data.options or {})}
     settings.pop("seed", None)  # deterministic: nothing to seed
+    if with_chat:
+        settings.setdefault("source_weights", dict(CHAT_SOURCE_WEIGHTS))
     labelled, info = labelled_prompts(data, settings["strong"], settings["weak"])
-    if with_mmlu_pro:
+    if with_mmlu_pro and data.include_mmlu_pro:  # a leave-MMLU-Pro-out run switches it off
         labelled = pd.concat([data.drop_held_out_texts(labelled), mmlu_pro_labelled(data, settings["weak"])],
                              ignore_index=True)
         info["data"] = (data.description()["data"] + " + MMLU-Pro right/wrong of gpt-4o-2024-05-13 (standing in "
                         "for the strong model) and the weak model, as correctness labels")
+    if with_chat:
+        from shared_core.datasets import CHAT_CORPUS_LICENSE
+
+        labelled = pd.concat([labelled, chat_corpus_labelled(data)], ignore_index=True)
+        info["data"] = (info.get("data", data.description()["data"]) + " + chatterbot-corpus English "
+                        f"conversation openings ({CHAT_CORPUS_LICENSE}), each labelled a tie ({CHAT_LABEL}): "
+                        "an assumption, not a measured outcome")
     if data.include_mmlu_train:
         mmlu = data.mmlu_train()
         subject = dict(zip(mmlu["prompt"], mmlu["subject"]))
@@ -64,4 +96,10 @@ def train_adaptive_ensemble_pro(data: RecipeData) -> Router:
     return _train(data, with_mmlu_pro=True)
 
 
-__all__ = ["mmlu_pro_labelled", "train_adaptive_ensemble", "train_adaptive_ensemble_pro"]
+@register_recipe("adaptive_ensemble_chat")
+def train_adaptive_ensemble_chat(data: RecipeData) -> Router:
+    """``adaptive_ensemble_pro`` plus the chatterbot-corpus openings as ties: ordinary small talk and trivia."""
+    return _train(data, with_mmlu_pro=True, with_chat=True)
+
+
+__all__ = ["chat_corpus_labelled", "mmlu_pro_labelled", "train_adaptive_ensemble_chat", "train_adaptive_ensemble", "train_adaptive_ensemble_pro"]

@@ -238,21 +238,39 @@ class RecipeData:
         }
 
 
+#: How many chat-corpus openings join arena-bench-v1 in the reference prompt set.
+REFERENCE_CHAT_PROMPTS = 300
+
+
 def reference_prompts(data_dir: str | Path | None = None) -> list[str]:
-    """The reference prompt set of shipped score quantiles: the arena-bench-v1 prompts."""
-    return RecipeData(data_dir).arena()["prompt"].tolist()
+    """The reference prompt set of shipped score quantiles: open chat, half hard and half ordinary.
+
+    The 300 arena-bench-v1 prompts (chosen from Chatbot Arena for being hard) and
+    :data:`REFERENCE_CHAT_PROMPTS` chatterbot-corpus openings (small talk, trivia,
+    simple requests; a fixed seeded sample), so that ``strong_fraction=0.5`` puts
+    the threshold between the two kinds. Without the chatterbot-corpus package
+    (the ``train`` extra) the arena-bench prompts alone.
+    """
+    from shared_core.datasets import load_chat_corpus
+
+    arena = RecipeData(data_dir).arena()["prompt"].tolist()
+    try:
+        chat = load_chat_corpus()["prompt"].to_numpy()
+    except DataError:
+        return arena
+    pick = np.random.default_rng(0).choice(len(chat), size=min(REFERENCE_CHAT_PROMPTS, len(chat)), replace=False)
+    return arena + [str(p) for p in chat[np.sort(pick)]]
 
 
 def router_reference_quantiles(router: Router, data_dir: str | Path | None = None) -> np.ndarray:
-    """``router``'s score quantiles on the reference set: open chat prompts (arena-bench-v1).
+    """``router``'s score quantiles on :func:`reference_prompts`.
 
     The integrations route chat traffic, so the shipped quantiles describe chat
     prompts: ``strong_fraction=0.3`` then sends about 30% of chat-like calls to the
-    strong model. Exam-style multiple-choice questions score lower than any chat
-    prompt (GPT-4's edge over Mixtral is smaller there), so a mixed reference set
-    puts its median between the two kinds and sends nearly every chat prompt to
-    the strong model (measured on the shipped default: arena median 0.784, MMLU
-    median 0.552). Traffic of another kind should calibrate on its own prompts.
+    strong model. Exam-style multiple-choice questions are not in the set: they
+    score lower than chat prompts (GPT-4's edge over Mixtral is smaller there);
+    traffic of another kind should calibrate on its own prompts
+    (``calibration_prompts``).
     """
     from shared_core.artifacts import reference_quantiles
 

@@ -106,3 +106,12 @@ def test_the_routellm_demo_entry_point_names_the_examples_module():
     module, _, attr = target.partition(":")
     assert module == "langchain_routellm.examples.demo"  # the demo is an example, not the integration
     assert getattr(__import__(module, fromlist=[attr]), attr) is demo.add_parser
+
+
+def test_demo_names_the_router_the_user_asked_for():
+    from langchain_routellm.examples.demo import _router_label
+    from shared_core.engine import shipped_aliases
+
+    assert _router_label(None, "adaptive_ensemble") == f"{shipped_aliases()['default']}, the default (adaptive_ensemble router)"
+    assert _router_label("irt", "irt") == "irt"
+    assert _router_label("/x/saved", "mf") == "/x/saved (mf router)"

@@ -93,9 +93,13 @@ def test_observations_are_validated():
 # --- the recipes on a tiny data directory shaped like ../shared/data -------------------------
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
+    return write_toy_data(tmp_path_factory.mktemp("irtdata"))
+
+
+def write_toy_data(root):
+    """A tiny data directory shaped like ../shared/data: MMLU, arena-bench (3 models), MMLU-Pro, AlpacaEval."""
     from tests.shared_core.test_new_sources import write_alpaca, write_mmlu_pro
 
-    root = tmp_path_factory.mktemp("irtdata")
     strong, weak = "gpt-4-1106-preview", "mistralai/Mixtral-8x7B-Instruct-v0.1"
     mmlu = root / "routellm" / "mmlu" / "responses"
     mmlu.mkdir(parents=True)

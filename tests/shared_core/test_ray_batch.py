@@ -36,8 +36,8 @@ def prompts(n):
 def test_same_decisions_in_input_order(local_ray):
     texts = prompts(300)
     texts[7], texts[150] = "", "   "  # no text: not scored, sent to on_no_text as routellm route does
-    expected = RoutingEngine.from_settings(strong_fraction=0.3, on_no_text="weak").decide([[("user", t)] for t in texts])
-    got = decide_texts_on_ray(texts, strong_fraction=0.3, on_no_text="weak", batch_size=64, concurrency=2)
+    expected = RoutingEngine.from_settings(strong_fraction=0.5, on_no_text="weak").decide([[("user", t)] for t in texts])
+    got = decide_texts_on_ray(texts, strong_fraction=0.5, on_no_text="weak", batch_size=64, concurrency=2)
     assert [(d.role, d.reason) for d in got] == [(d.role, d.reason) for d in expected]
     assert got[7].score is None and got[150].score is None and got[7].role.value == "weak"
     scored = [i for i in range(len(texts)) if i not in (7, 150)]
