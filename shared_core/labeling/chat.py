@@ -80,12 +80,19 @@ def is_retryable(exc: BaseException) -> bool:
                     "RemoteProtocolError", "ReadError", "WriteError", "PoolTimeout"}
 
 
+#: Request fields :class:`OpenAIChat` sets itself (``extra_body`` may not override them).
+OWN_FIELDS = ("model", "messages", "max_tokens", "temperature", "stream")
+
+
 class OpenAIChat:
     """An OpenAI-compatible ``/chat/completions`` endpoint as a chat model.
 
     ``api_key`` is sent as a bearer token when given (pass it from an environment
     variable, never from a saved file). Greedy decoding (``temperature=0``) by
     default so that a repeated run asks the same question the same way.
+    ``extra_body`` adds provider-specific fields to every request (as the ``openai``
+    client's ``extra_body`` does), e.g. a ``response_format`` that constrains a judge
+    to a verdict; it may not set the fields this class sets itself (:data:`OWN_FIELDS`).
 
         >>> model = OpenAIChat("http://127.0.0.1:8765/v1", "smollm2-135m-instruct")
         >>> model.name
@@ -101,6 +108,7 @@ class OpenAIChat:
         max_tokens: int = 512,
         temperature: float = 0.0,
         timeout: float = 120.0,
+        extra_body: dict[str, Any] | None = None,
     ) -> None:
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
             raise ConfigError(f"base_url must be an http(s) URL such as http://127.0.0.1:8765/v1, got {base_url!r}")
@@ -108,6 +116,12 @@ class OpenAIChat:
             raise ConfigError(f"model must be a non-empty model name, got {model!r}")
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
             raise ConfigError(f"max_tokens must be a positive integer, got {max_tokens!r}")
+        if extra_body is not None and not isinstance(extra_body, dict):
+            raise ConfigError(f"extra_body must be a JSON object (a dict), got {type(extra_body).__name__}: {extra_body!r}")
+        taken = sorted(set(extra_body or {}) & set(OWN_FIELDS))
+        if taken:
+            raise ConfigError(f"extra_body may not set {taken}: those come from this model's own settings {OWN_FIELDS}")
+        self.extra_body = dict(extra_body or {})
         self.base_url = base_url.rstrip("/")
         self.name = model
         self.api_key = api_key
@@ -127,6 +141,7 @@ class OpenAIChat:
             "messages": messages,
             "max_tokens": self.max_tokens,
             "temperature": self.temperature,
+            **self.extra_body,
         }
         url = f"{self.base_url}/chat/completions"
         try:

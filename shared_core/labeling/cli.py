@@ -48,6 +48,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--weak-wins-at", type=int, default=4, help="grade mode: weak wins at this grade or above (default 4)")
     p.add_argument("--max-tokens", type=int, default=512, help="answer length limit of strong and weak (default 512)")
     p.add_argument("--judge-max-tokens", type=int, default=512, help="judge answer length limit (default 512)")
+    p.add_argument("--judge-extra-body", default=None, metavar="JSON",
+                   help="JSON object added to every judge request, e.g. a provider's response_format that constrains "
+                   "the judge to a verdict (docs/finetuned_routers.md has one for llama.cpp); not model/messages")
     p.add_argument("--concurrency", type=int, default=4, help="prompts in flight at once (default 4)")
     p.add_argument("--retries", type=int, default=4, help="retries of a call on provider errors (default 4)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per call (default 120)")
@@ -78,7 +81,19 @@ def _prices(args: argparse.Namespace):
     return Prices(table)
 
 
-def _model(args: argparse.Namespace, role: str, max_tokens: int):
+def _extra_body(text: str | None) -> dict | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--judge-extra-body must be a JSON object, got {text!r} ({exc})") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"--judge-extra-body must be a JSON object, got {type(value).__name__}: {text!r}")
+    return value
+
+
+def _model(args: argparse.Namespace, role: str, max_tokens: int, extra_body: dict | None = None):
     from shared_core.labeling.chat import OpenAIChat
 
     url = getattr(args, f"{role}_url")
@@ -90,13 +105,15 @@ def _model(args: argparse.Namespace, role: str, max_tokens: int):
         key = os.environ.get(env)
         if not key:
             raise ConfigError(f"--{role}-key-env names {env!r}, but that environment variable is empty or unset")
-    return OpenAIChat(url, getattr(args, f"{role}_model"), api_key=key, max_tokens=max_tokens, timeout=args.timeout)
+    return OpenAIChat(url, getattr(args, f"{role}_model"), api_key=key, max_tokens=max_tokens, timeout=args.timeout,
+                      extra_body=extra_body)
 
 
 def run(args: argparse.Namespace) -> int:
     from shared_core.cli import read_prompts
     from shared_core.labeling.run import estimate_cost, label_prompts
 
+    judge_extra = _extra_body(args.judge_extra_body)  # a bad flag fails before any file is read
     prompts = read_prompts(args.prompts)
     if args.limit is not None:
         if args.limit < 1:
@@ -116,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         prompts,
         strong=_model(args, "strong", args.max_tokens),
         weak=_model(args, "weak", args.max_tokens),
-        judge=_model(args, "judge", args.judge_max_tokens),
+        judge=_model(args, "judge", args.judge_max_tokens, judge_extra),
         output_dir=args.output,
         strong_name=strong_name,
         weak_name=weak_name,
