@@ -186,6 +186,27 @@ def test_trained_bert_router_from_the_cache_routes(tmp_path):
     assert scores.shape == (2,) and np.all((scores >= 0) & (scores <= 1))
 
 
+@pytest.mark.slow
+def test_documented_training_command_then_route(tmp_path, monkeypatch, capsys):
+    """The README's command, for real: `routellm train bert --recipe -o <cache>/routers/bert`, then `--router bert`."""
+    from shared_core import datasets
+    from shared_core.cache import trained_router_dir
+    from shared_core.cli import main
+
+    try:
+        datasets.default_data_dir()
+    except datasets.DataError:
+        pytest.skip("router data directory not found")
+    monkeypatch.setenv("ROUTELLM_CACHE_DIR", str(tmp_path / "cache"))
+    directory = trained_router_dir("bert")
+    assert main(["train", "bert", "--recipe", "-o", str(directory), "--no-progress"]) == 0
+    router = load_router(directory)
+    assert router.training_["battles"] > 1000 and "MMLU train half" in router.training_["data"]
+    capsys.readouterr()
+    assert main(["route", "--router", "bert", "--threshold", "0.5", "Prove that sqrt(2) is irrational."]) == 0
+    assert "router=bert" in capsys.readouterr().out
+
+
 def test_registry_name_finds_the_router_trained_into_the_cache(tmp_path, monkeypatch, capsys):
     """`routellm route --router bert` after `routellm train bert --recipe -o <cache>/routers/bert`."""
     from shared_core.cli import main
