@@ -43,14 +43,13 @@ def auc(hard: np.ndarray, easy: np.ndarray) -> float:
 
 def load_router(spec: str, data_dir):
     """``(router, threshold at strong_fraction=0.5)`` for a shipped name, a directory or ``recipe:NAME``."""
-    from shared_core.artifacts import reference_quantiles
     from shared_core.engine import resolve_router
     from shared_core.thresholds import threshold_from_quantiles
-    from shared_core.training.recipes import reference_prompts, train_recipe
+    from shared_core.training.recipes import router_reference_quantiles, train_recipe
 
     if spec.startswith("recipe:"):
         router = train_recipe(spec.split(":", 1)[1], data_dir=data_dir, progress=False)
-        quantiles = reference_quantiles(router.score(reference_prompts(data_dir)))
+        quantiles = router_reference_quantiles(router, data_dir)
     else:
         router = resolve_router(spec)
         quantiles = router.reference_quantiles

@@ -41,6 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from shared_core.training.recipes import (  # noqa: E402
+    RecipeData,
     default_embedder,
     reference_prompts,
     router_reference_quantiles,
@@ -71,17 +72,14 @@ def held_out_metrics(router, data_dir) -> dict[str, dict]:
     return out
 
 
-def train_one(name: str, args, embedder, n_reference: int) -> dict:
+def train_one(name: str, args, embedder, reference: str) -> dict:
     started = time.perf_counter()
     router = train_recipe(name, data_dir=args.data_dir, embedder=embedder, seed=args.seed, progress=not args.quiet)
     fit_seconds = time.perf_counter() - started
     router.training_["held_out"] = held_out_metrics(router, args.data_dir)
     router.training_["recipe_seconds"] = round(fit_seconds, 1)
     router.reference_quantiles_ = router_reference_quantiles(router, args.data_dir)
-    router.training_["reference_prompts"] = (
-        f"{n_reference} open chat prompts: arena-bench-v1's 300 and {n_reference - 300} chatterbot-corpus openings "
-        "(shared_core.training.recipes.reference_prompts); only the quantiles are shipped"
-    )
+    router.training_["reference_prompts"] = reference
     path = router.save(args.output_dir / name)
     for f in path.iterdir():
         if f.stat().st_size > MAX_FILE_BYTES:
@@ -106,10 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     embedder = default_embedder()
-    n_reference = len(reference_prompts(args.data_dir))
+    n_reference, n_arena = len(reference_prompts(args.data_dir)), len(RecipeData(args.data_dir).arena())
+    reference = (f"{n_reference} open chat prompts: arena-bench-v1's {n_arena} and {n_reference - n_arena} "
+                 "chatterbot-corpus openings (shared_core.training.recipes.reference_prompts); only the quantiles "
+                 "are shipped")
     if args.default not in args.routers and not (args.output_dir / args.default / "config.json").is_file():
         raise SystemExit(f"--default {args.default!r} is neither trained now ({args.routers}) nor in {args.output_dir}")
-    results = [train_one(name, args, embedder, n_reference) for name in args.routers]
+    results = [train_one(name, args, embedder, reference) for name in args.routers]
     best = next((r for r in results if r["name"] == args.default), {"name": args.default, "held_out": None})
     stale = args.output_dir / "default"
     if (stale / "config.json").is_file():  # an old byte-for-byte copy: the alias replaces it

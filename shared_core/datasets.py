@@ -453,9 +453,14 @@ def load_chat_corpus(directory: str | Path | None = None, *, language: str = "en
     repeats openings with different replies). These prompts have no model
     outcomes: what a recipe assumes about them is the recipe's to say.
     """
+    root = Path(directory) if directory is not None else _chat_corpus_dir(language)
+    return _load_chat_corpus(root.resolve()).copy()
+
+
+@functools.lru_cache(maxsize=4)
+def _load_chat_corpus(root: Path) -> pd.DataFrame:
     import yaml
 
-    root = Path(directory) if directory is not None else _chat_corpus_dir(language)
     files = sorted(root.glob("*.yml")) if root.is_dir() else []
     if not files:
         raise DataError(f"no chat corpus files (*.yml) in {str(root)!r}")
@@ -467,7 +472,7 @@ def load_chat_corpus(directory: str | Path | None = None, *, language: str = "en
             raise DataError(f"chat corpus file {str(path)!r} is not valid YAML text: {exc}") from exc
         if not isinstance(doc, dict) or not isinstance(doc.get("conversations"), list):
             raise DataError(f"chat corpus file {str(path)!r} has no 'conversations' list")
-        categories = doc.get("categories") or [path.stem]
+        categories = doc.get("categories")
         category = str(categories[0]) if isinstance(categories, list) and categories else path.stem
         for turns in doc["conversations"]:
             if isinstance(turns, list) and turns and isinstance(turns[0], str) and turns[0].strip():

@@ -80,7 +80,8 @@ def is_retryable(exc: BaseException) -> bool:
                     "RemoteProtocolError", "ReadError", "WriteError", "PoolTimeout"}
 
 
-#: Request fields :class:`OpenAIChat` sets itself (``extra_body`` may not override them).
+#: Request fields :class:`OpenAIChat` sets, or whose default it relies on (``stream``: one JSON reply);
+#: ``extra_body`` may not set them.
 OWN_FIELDS = ("model", "messages", "max_tokens", "temperature", "stream")
 
 

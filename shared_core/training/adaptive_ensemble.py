@@ -62,18 +62,20 @@ def _train(data: RecipeData, with_mmlu_pro: bool, with_chat: bool = False) -> Ro
     if with_chat:
         settings.setdefault("source_weights", dict(CHAT_SOURCE_WEIGHTS))
     labelled, info = labelled_prompts(data, settings["strong"], settings["weak"])
+    extra = []  # what the description of the recipe's data gains
     if with_mmlu_pro and data.include_mmlu_pro:  # a leave-MMLU-Pro-out run switches it off
         labelled = pd.concat([data.drop_held_out_texts(labelled), mmlu_pro_labelled(data, settings["weak"])],
                              ignore_index=True)
-        info["data"] = (data.description()["data"] + " + MMLU-Pro right/wrong of gpt-4o-2024-05-13 (standing in "
-                        "for the strong model) and the weak model, as correctness labels")
+        extra.append("MMLU-Pro right/wrong of gpt-4o-2024-05-13 (standing in for the strong model) and the weak "
+                     "model, as correctness labels")
     if with_chat:
         from shared_core.datasets import CHAT_CORPUS_LICENSE
 
         labelled = pd.concat([labelled, chat_corpus_labelled(data)], ignore_index=True)
-        info["data"] = (info.get("data", data.description()["data"]) + " + chatterbot-corpus English "
-                        f"conversation openings ({CHAT_CORPUS_LICENSE}), each labelled a tie ({CHAT_LABEL}): "
-                        "an assumption, not a measured outcome")
+        extra.append(f"chatterbot-corpus English conversation openings ({CHAT_CORPUS_LICENSE}), each labelled a "
+                     f"tie ({CHAT_LABEL}): an assumption, not a measured outcome")
+    if extra:
+        info["data"] = " + ".join([data.description()["data"], *extra])
     if data.include_mmlu_train:
         mmlu = data.mmlu_train()
         subject = dict(zip(mmlu["prompt"], mmlu["subject"]))
@@ -102,4 +104,10 @@ def train_adaptive_ensemble_chat(data: RecipeData) -> Router:
     return _train(data, with_mmlu_pro=True, with_chat=True)
 
 
-__all__ = ["chat_corpus_labelled", "mmlu_pro_labelled", "train_adaptive_ensemble_chat", "train_adaptive_ensemble", "train_adaptive_ensemble_pro"]
+__all__ = [
+    "chat_corpus_labelled",
+    "mmlu_pro_labelled",
+    "train_adaptive_ensemble",
+    "train_adaptive_ensemble_chat",
+    "train_adaptive_ensemble_pro",
+]
