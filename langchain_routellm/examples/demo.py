@@ -86,9 +86,9 @@ def _router_label(spec: Any, kind: str) -> str:
     """The shipped name the user asked for (``default`` named by its alias), and the router's kind."""
     from shared_core.engine import shipped_aliases
 
-    name = "default" if spec is None else spec
-    if isinstance(name, str) and name in shipped_aliases():
-        name = f"{shipped_aliases()[name]}, the default"
+    name, aliases = ("default" if spec is None else spec), shipped_aliases()
+    if isinstance(name, str) and name in aliases:
+        name = f"{aliases[name]}, the default"
     return kind if not isinstance(name, str) or name == kind else f"{name} ({kind} router)"
 
 
