@@ -280,6 +280,21 @@ class BudgetController(Controller):
             self._spent += cost
             self._pending = max(0, self._pending - 1)
 
+    def charge_unknown(self) -> None:
+        """A strong call whose cost is not known (it reported no usage): as a cost is never
+        taken to be zero, the period's budget counts as spent (strong calls resume next period)."""
+        with self._lock:
+            self._roll()
+            self._spent = max(self._spent, self.budget) + math.ulp(self.budget)  # over the cap, finite
+            self._pending = max(0, self._pending - 1)
+
+    def release(self) -> None:
+        """Free the reservation of a call decided strong that the strong model did not answer
+        (it failed); nothing is charged."""
+        with self._lock:
+            self._roll()
+            self._pending = max(0, self._pending - 1)
+
     def decide(self, score: Optional[float], threshold: float, default: Role = Role.STRONG,
                reason: str = "score") -> Control:
         with self._lock:
