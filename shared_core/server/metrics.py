@@ -86,8 +86,7 @@ class Metrics:
     def add_usage(self, role: str, usage: object, model: Optional[str] = None) -> tuple[int | None, int | None]:
         """Count an OpenAI ``usage`` object (and price it, with prices, as ``model``'s);
         returns ``(prompt, completion)`` tokens (or ``None``)."""
-        if not isinstance(usage, dict):
-            return None, None
+        usage = usage if isinstance(usage, dict) else {}
         counts = []
         for kind in ("prompt", "completion"):
             n = usage.get(f"{kind}_tokens")
