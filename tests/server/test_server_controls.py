@@ -313,3 +313,30 @@ def test_create_app_takes_prices_once(strong, weak):
              "weak_model": "weak-model", "prices": PRICES}
     with pytest.raises(ConfigError, match="give them once"):
         create_app(load_config(flags, env={}), RoutingEngine(KeywordRouter(), 0.5), prices=PRICES)
+
+
+def test_the_readme_example_starts_with_these_settings(tmp_path, monkeypatch):
+    """The README's server cost-control example: its price table and flags make the settings it describes."""
+    import argparse
+    import shlex
+    from pathlib import Path
+
+    from shared_core.controller import BudgetController, ShareController
+    from shared_core.server.config import load_config
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    part = text[text.index("### Cost controls on the server"):text.index("### Scale-out on Ray")]
+    toml = re.search(r"```toml\n(.*?)```", part, re.S).group(1)
+    command = re.search(r"```bash\n(.*?)```", part, re.S).group(1).replace("\\\n", " ")
+    (tmp_path / "prices.toml").write_text(toml)
+    monkeypatch.chdir(tmp_path)
+    words = shlex.split(command)
+    parser = argparse.ArgumentParser(prog="routellm")
+    cli.add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(words[words.index("serve"):])
+    config = load_config(cli._flags(args), env={})  # noqa: SLF001 - the flags as `routellm serve` reads them
+    assert config.prices == {"gpt-4o": {"input": 2.5, "output": 10.0}, "llama3.2": {"input": 0.0, "output": 0.0}}
+    budget = config.controller()
+    assert isinstance(budget, BudgetController) and (budget.budget, budget.period, budget.reserve) == (5.0, 86400.0, 0.05)
+    assert isinstance(budget.inner, ShareController) and budget.inner.target == 0.3
+    assert config.escalate_on == ("empty", "refusal")
