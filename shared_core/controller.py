@@ -29,7 +29,9 @@ reserve of calls admitted but not charged yet included) stays within the
 budget; otherwise it goes weak, with the reason ``"budget_exhausted"`` where it
 would have gone strong. With
 ``reserve`` at least the cost of one strong call, the strong spend of a period
-never exceeds the budget. Weak calls are never refused (the router cannot
+never exceeds the budget. :meth:`BudgetController.release` frees the reservation
+of a strong call that failed; :meth:`BudgetController.charge_unknown` charges a
+strong call whose cost is unknown (no usage) as the rest of the period's budget. Weak calls are never refused (the router cannot
 refuse a call), so they are not capped. ``inner`` (a ShareController) decides
 while the budget lasts; without it, the engine's threshold does.
 

@@ -268,7 +268,18 @@ class _Server:
     def __init__(self, config: ServerConfig, engine: RoutingEngine, aliases: dict[str, RoutingEngine],
                  prices: Optional[PriceTable] = None) -> None:
         self.config = config
-        self.resolver = ModelResolver(engine, config.model_name, aliases, config.on_no_text)
+        self.prices = prices
+        self.controller: Optional[Controller] = engine.controller
+        self.budget = self.controller if isinstance(self.controller, BudgetController) else None
+        if self.budget is not None and prices is None:
+            raise ConfigError("a strong budget needs prices to charge strong answers at; configure prices")
+        if self.budget is not None and aliases:
+            raise ConfigError(f"aliases ({', '.join(sorted(aliases))}) route with their own router, outside the "
+                              "strong budget; remove them or the budget")
+        self.resolver = ModelResolver(
+            engine, config.model_name, aliases, config.on_no_text,
+            None if self.budget is None else "a router chosen per request would route outside the strong budget",
+        )
         self.upstreams = {
             Role.STRONG: Upstream(Role.STRONG, config.strong_base_url, config.strong_model, config.api_key("strong"),
                                   config.upstream_timeout, config.max_upstream_connections),
@@ -276,15 +287,9 @@ class _Server:
                                 config.upstream_timeout, config.max_upstream_connections),
         }
         self.tokens = [t.get_secret_value().encode() for t in config.auth_tokens]
-        self.prices = prices
-        self.controller: Optional[Controller] = engine.controller
-        self.budget = self.controller if isinstance(self.controller, BudgetController) else None
         self.checks = None if config.escalate_on is None else AnswerChecks.from_spec(list(config.escalate_on))
         self.metrics = Metrics(prices, config.strong_model, self.controller)
         self.access = logging.getLogger(ACCESS_LOGGER)
-        if self.budget is not None:
-            self.resolver.no_model_strings = ("a router chosen per request would route outside the strong budget "
-                                              "(--strong-budget)")
 
     async def warm_up(self) -> None:
         """One score per engine before serving, so that no client waits for lazy loading

@@ -340,3 +340,19 @@ def test_the_readme_example_starts_with_these_settings(tmp_path, monkeypatch):
     assert isinstance(budget, BudgetController) and (budget.budget, budget.period, budget.reserve) == (5.0, 86400.0, 0.05)
     assert isinstance(budget.inner, ShareController) and budget.inner.target == 0.3
     assert config.escalate_on == ("empty", "refusal")
+
+
+def test_an_engine_with_its_own_budget_needs_prices(strong, weak):
+    from shared_core.controller import BudgetController
+    from shared_core.server.app import create_app
+    from shared_core.server.config import load_config
+
+    flags = {"strong_base_url": strong.url, "strong_model": "strong-model", "weak_base_url": weak.url,
+             "weak_model": "weak-model"}
+    engine = RoutingEngine(KeywordRouter(), 0.5, controller=BudgetController(1.0))
+    with pytest.raises(ConfigError, match="a strong budget needs prices"):
+        create_app(load_config(flags, env={}), engine)
+    with pytest.raises(ConfigError, match="is not the one the settings ask for"):
+        create_app(load_config({**flags, "target_strong_share": 0.3}, env={}), engine)
+    app = create_app(load_config(flags, env={}), engine, prices=PRICES)
+    assert app.state.routellm.budget is engine.controller
