@@ -495,10 +495,13 @@ class _Server:
         self.metrics.answers.labels(outcome.role.value, str(stream).lower()).inc()
         entry.update(role=record["role"], model=record["model"],
                      fallback_from=record["fallback"]["from"] if record["fallback"] else None)
+        # The check's name only: its reason may quote the answer, which the access log does not hold.
         if record.get("escalated"):
-            entry["escalated"] = record["escalated"]
+            entry.update(escalated_from=record["escalated"]["from"],
+                         escalation_check=record["escalated"]["reason"].split(":", 1)[0])
         if spend.refused is not None:
-            entry["escalation_refused"] = spend.refused
+            entry.update(escalation_refused=spend.refused["because"],
+                         escalation_check=spend.refused["reason"].split(":", 1)[0])
         return record
 
     def _count(self, outcome: Outcome, usage: Any, entry: dict[str, Any], spend: _Spend) -> None:

@@ -3,6 +3,8 @@ budget, the strong-share controller, escalation, and what /health and /metrics s
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 
 import httpx
@@ -161,10 +163,14 @@ def test_share_controller_under_a_budget(make_server):
 
 # Escalation -------------------------------------------------------------------------------
 @pytest.mark.parametrize("text, check", [("", "empty"), ("   ", "empty"), (REFUSAL, "refusal")])
-def test_a_rejected_weak_answer_goes_to_the_strong_model(make_server, strong, weak, text, check):
+def test_a_rejected_weak_answer_goes_to_the_strong_model(make_server, strong, weak, text, check, caplog):
     server = make_server(escalate_on="empty,refusal", prices=PRICES)
     weak.text = text
-    r = chat(server, EASY_Q, temperature=0.1)
+    with caplog.at_level(logging.INFO, logger="shared_core.server.access"):
+        r = chat(server, EASY_Q, temperature=0.1)
+    access = [json.loads(rec.getMessage()) for rec in caplog.records if rec.name == "shared_core.server.access"]
+    assert [(a["escalated_from"], a["escalation_check"], a["role"]) for a in access] == [("weak", check, "strong")]
+    assert "sorry" not in caplog.text  # the check's name is logged, not the answer it quotes
     assert r.status_code == 200, r.text
     assert r.headers["x-routellm-role"] == "strong" and r.headers["x-routellm-model"] == "strong-model"
     assert r.headers["x-routellm-escalated-from"] == "weak"
