@@ -352,6 +352,8 @@ def load_config(
         if any(name in layer for name in _THRESHOLD_CHOICE):
             for name in _THRESHOLD_CHOICE:
                 merged.pop(name, None)
+            if "target_strong_share" not in layer:  # a threshold chosen above: no controller, nor its window
+                merged.pop("controller_window", None)
         merged.update(layer)
     if isinstance(merged.get("prices"), (str, Path)):  # a flag, the environment or the file named a prices file
         merged["prices"] = read_prices_file(merged["prices"])

@@ -175,3 +175,6 @@ def test_controls_from_env_and_file_and_the_controllers_they_make(tmp_path):
     # The flag's target owns the threshold choice over the file's threshold, as strong_fraction would.
     config = load_config({"target_strong_share": 0.2}, env={}, config_file=path)
     assert (config.threshold, config.target_strong_share) == (None, 0.2)
+    # ... and a threshold flag over an environment's target takes its window with it.
+    config = load_config({**BASE, "threshold": 0.4}, env={k: env[k] for k in ("ROUTELLM_SERVE_TARGET_STRONG_SHARE", "ROUTELLM_SERVE_CONTROLLER_WINDOW")})
+    assert (config.threshold, config.target_strong_share, config.controller_window) == (0.4, None, None)
