@@ -78,9 +78,18 @@ def build_engines(config: ServerConfig) -> tuple[RoutingEngine, dict[str, Routin
     """The configured engine (with the config's controller: a share controller starts
     from the threshold its target gives) and one per alias (loads the routers: call once
     per process)."""
-    fraction = config.strong_fraction if config.target_strong_share is None else config.target_strong_share
-    default = RoutingEngine.from_settings(router=config.router, threshold=config.threshold, strong_fraction=fraction,
-                                          on_no_text=config.on_no_text, controller=config.controller())
+    target = config.target_strong_share
+    fraction = config.strong_fraction if target is None else target
+    try:
+        default = RoutingEngine.from_settings(router=config.router, threshold=config.threshold,
+                                              strong_fraction=fraction, on_no_text=config.on_no_text,
+                                              controller=config.controller())
+    except ConfigError as exc:
+        if target is None or "reference score quantiles" not in str(exc):
+            raise
+        raise ConfigError(f"target_strong_share={target!r}: the share controller starts from the threshold the "
+                          f"router's reference score quantiles give for that share, and router {config.router!r} "
+                          "ships none; serve a router that ships them") from None
     return default, build_aliases(config)
 
 

@@ -295,6 +295,7 @@ def test_serve_refuses_bad_controls_before_binding(capsys):
     assert "strong_budget (2.0) needs prices" in run("--strong-budget", "2")
     assert "escalate_on[0] is 'polite'; known checks: empty, refusal, length" in run("--escalate-on", "polite")
     assert "workers=2 each worker would hold its own" in run("--target-strong-share", "0.3", "--workers", "2")
+    assert "router 'random' ships none; serve a router that ships them" in run("--target-strong-share", "0.3")
     with pytest.raises(SystemExit):  # argparse: not allowed with argument --threshold
         cli.main([*base, "--threshold", "0.3", "--target-strong-share", "0.2"])
     assert "not allowed with argument" in capsys.readouterr().err
