@@ -29,7 +29,9 @@ reserve of calls admitted but not charged yet included) stays within the
 budget; otherwise it goes weak, with the reason ``"budget_exhausted"`` where it
 would have gone strong. With
 ``reserve`` at least the cost of one strong call, the strong spend of a period
-never exceeds the budget. Weak calls are never refused (the router cannot
+never exceeds the budget. :meth:`BudgetController.release` frees the reservation
+of a strong call that failed; :meth:`BudgetController.charge_unknown` charges a
+strong call whose cost is unknown (no usage) as the rest of the period's budget. Weak calls are never refused (the router cannot
 refuse a call), so they are not capped. ``inner`` (a ShareController) decides
 while the budget lasts; without it, the engine's threshold does.
 
@@ -278,6 +280,21 @@ class BudgetController(Controller):
         with self._lock:
             self._roll()
             self._spent += cost
+            self._pending = max(0, self._pending - 1)
+
+    def charge_unknown(self) -> None:
+        """A strong call whose cost is not known (it reported no usage): as a cost is never
+        taken to be zero, the period's budget counts as spent (strong calls resume next period)."""
+        with self._lock:
+            self._roll()
+            self._spent = max(self._spent, self.budget) + math.ulp(self.budget)  # over the cap, finite
+            self._pending = max(0, self._pending - 1)
+
+    def release(self) -> None:
+        """Free the reservation of a call decided strong that the strong model did not answer
+        (it failed); nothing is charged."""
+        with self._lock:
+            self._roll()
             self._pending = max(0, self._pending - 1)
 
     def decide(self, score: Optional[float], threshold: float, default: Role = Role.STRONG,

@@ -13,6 +13,23 @@ server-sent events, byte for byte, as they arrive.
 
 Trying the chosen model and, with ``fallback``, the other one is the core's one
 attempt loop (:class:`shared_core.attempts.Attempts`).
+
+The cost controls of the config (``docs/costs.md``, ``docs/escalation.md``):
+
+* a price table prices every answer's usage into ``/metrics``; an answer without
+  usage is counted as unpriced, never priced at zero;
+* a controller (``target_strong_share``: :class:`~shared_core.controller.ShareController`;
+  ``strong_budget``: :class:`~shared_core.controller.BudgetController`, over the share
+  controller if both are set) is the configured engine's, so that every decision of
+  the configured model name goes through it. The budget is charged each strong
+  answer's cost at the configured prices (a stream: from its final usage chunk). A
+  strong answer without usage (a stream without ``stream_options.include_usage``,
+  or cut off by the client) has an unknown cost, so, as the ledger never prices a
+  call at zero, the period's budget counts as spent;
+* ``escalate_on``: a weak answer the checks reject is sent to the strong model, by
+  the attempt loop's ``check`` / ``escalate_to`` (a stream is buffered while
+  checked). With a budget, an escalation is a strong call like any other: made only
+  if the budget admits it.
 """
 
 from __future__ import annotations
@@ -32,17 +49,23 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared_core.attempts import AllModelsFailedError, Attempts, Outcome
+from shared_core.controller import BUDGET_EXHAUSTED, BudgetController, Controller
 from shared_core.engine import RoutingEngine, attempt_order, decision_record, outcome_record
+from shared_core.errors import ConfigError
+from shared_core.escalation import AnswerChecks, AnswerView
 from shared_core.ledger import PriceTable
 from shared_core.routers import Decision, Role
 from shared_core.server.config import ServerConfig, is_loopback
-from shared_core.server.metrics import Metrics
+from shared_core.server.metrics import Metrics, controls_state
 from shared_core.server.protocol import (
     DECISION_FIELD,
     APIError,
+    call_context,
+    completion_view,
     conversation,
     decision_headers,
     parse_chat_request,
+    stream_view,
 )
 from shared_core.server.routing import ModelResolver
 from shared_core.server.upstream import Upstream, UpstreamError
@@ -52,10 +75,38 @@ log = logging.getLogger("shared_core.server")
 
 
 def build_engines(config: ServerConfig) -> tuple[RoutingEngine, dict[str, RoutingEngine]]:
-    """The configured engine and one per alias (loads the routers: call once per process)."""
-    default = RoutingEngine.from_settings(router=config.router, threshold=config.threshold,
-                                          strong_fraction=config.strong_fraction, on_no_text=config.on_no_text)
+    """The configured engine (with the config's controller: a share controller starts
+    from the threshold its target gives) and one per alias (loads the routers: call once
+    per process)."""
+    target = config.target_strong_share
+    fraction = config.strong_fraction if target is None else target
+    try:
+        default = RoutingEngine.from_settings(router=config.router, threshold=config.threshold,
+                                              strong_fraction=fraction, on_no_text=config.on_no_text,
+                                              controller=config.controller())
+    except ConfigError as exc:
+        if target is None or "reference score quantiles" not in str(exc):
+            raise
+        raise ConfigError(f"target_strong_share={target!r}: the share controller starts from the threshold the "
+                          f"router's reference score quantiles give for that share, and router {config.router!r} "
+                          "ships none; serve a router that ships them") from None
     return default, build_aliases(config)
+
+
+def with_controls(engine: RoutingEngine, config: ServerConfig) -> RoutingEngine:
+    """``engine`` deciding through the config's controller: as it is if it has one of the
+    same kind (or the config none), else a new engine over the same router and threshold."""
+    wanted = config.controller()
+    if engine.ladder is not None:
+        raise ConfigError("the server routes between a strong and a weak upstream; an engine with a ladder cannot "
+                          "serve it")
+    if wanted is None or engine.controller is not None:
+        if wanted is not None and type(engine.controller) is not type(wanted):
+            raise ConfigError(f"the engine's controller ({type(engine.controller).__name__}) is not the one the "
+                              f"settings ask for ({type(wanted).__name__})")
+        return engine
+    return RoutingEngine(engine.router, engine.threshold, engine.on_no_text.value, router_spec=engine.router_spec,
+                         controller=wanted, route_on=engine.route_on)
 
 
 def build_aliases(config: ServerConfig) -> dict[str, RoutingEngine]:
@@ -66,14 +117,19 @@ def build_aliases(config: ServerConfig) -> dict[str, RoutingEngine]:
 def create_app(config: ServerConfig, engine: Optional[RoutingEngine] = None,
                aliases: Optional[dict[str, RoutingEngine]] = None,
                prices: PriceTable | Mapping[str, Any] | None = None) -> FastAPI:
-    """The app for ``config``; ``engine`` and ``aliases`` default to those the config names.
-    With ``prices`` (dollars per million tokens by upstream model name, both models
-    priced) the metrics add cost and counterfactual strong cost by role."""
+    """The app for ``config``; ``engine`` and ``aliases`` default to those the config names
+    (a given engine gets the config's controller, see :func:`with_controls`). With prices
+    (``prices`` here or the config's, dollars per million tokens by upstream model name,
+    both models priced) the metrics add cost and counterfactual strong cost by role."""
     if engine is None:
         engine, built = build_engines(config)
         aliases = built if aliases is None else aliases
     elif aliases is None:
         aliases = build_aliases(config)
+    engine = with_controls(engine, config)
+    if prices is not None and config.prices is not None:
+        raise ConfigError("prices are configured in the settings and also given to create_app; give them once")
+    prices = config.prices if prices is None else prices
     table = None if prices is None else PriceTable(prices)
     if table is not None:
         table.price(config.weak_model, "weak")
@@ -161,13 +217,78 @@ class _UsageScanner:
                 if isinstance(data, dict) and isinstance(data.get("usage"), dict):
                     self.usage = data["usage"]
 
+    @classmethod
+    def of(cls, chunks: Any) -> Optional[dict[str, Any]]:
+        """The usage of a whole buffered stream (its list of chunks)."""
+        scanner = cls()
+        for chunk in chunks or ():
+            scanner.feed(chunk)
+        scanner.feed(b"\n")
+        return scanner.usage
+
+
+def _usage(value: Any) -> Optional[dict[str, Any]]:
+    """The usage of an answer: a completion's ``usage``, or a buffered stream's final usage chunk."""
+    if isinstance(value, dict):
+        usage = value.get("usage")
+        return usage if isinstance(usage, dict) else None
+    return _UsageScanner.of(value)
+
+
+class _Spend:
+    """One request's dealings with the strong budget: the strong calls it reserved
+    (a strong decision; an escalation the budget admitted), settled once at the end."""
+
+    def __init__(self, server: "_Server", decision: Decision) -> None:
+        self.server = server
+        self.budget: Optional[BudgetController] = server.budget
+        self.reserved = int(self.budget is not None and decision.role is Role.STRONG)
+        self.refused: Optional[dict[str, str]] = None  # an escalation the budget did not admit
+        self.settled = False
+
+    def admit_escalation(self, threshold: float, reason: str) -> bool:
+        if self.budget is None:
+            return True
+        if self.budget.decide(None, threshold, Role.STRONG, "escalation").role is Role.STRONG:
+            self.reserved += 1
+            return True
+        self.refused = {"reason": reason, "because": BUDGET_EXHAUSTED}
+        self.server.metrics.budget_exhausted.labels("escalation").inc()
+        return False
+
+    def settle(self, strong_counts: Optional[tuple[Optional[int], Optional[int]]]) -> None:
+        """Charge the strong answer (``strong_counts``: its prompt and completion tokens;
+        ``None``: the strong model did not answer) and release the other reservations."""
+        if self.budget is None or self.settled:
+            return
+        self.settled = True
+        if strong_counts is not None:
+            if None in strong_counts:
+                self.budget.charge_unknown()
+            else:
+                self.budget.charge(self.server.prices.cost(self.server.config.strong_model, *strong_counts))
+            self.reserved -= 1
+        for _ in range(max(0, self.reserved)):
+            self.budget.release()
+
 
 # The server -------------------------------------------------------------------------------
 class _Server:
     def __init__(self, config: ServerConfig, engine: RoutingEngine, aliases: dict[str, RoutingEngine],
                  prices: Optional[PriceTable] = None) -> None:
         self.config = config
-        self.resolver = ModelResolver(engine, config.model_name, aliases, config.on_no_text)
+        self.prices = prices
+        self.controller: Optional[Controller] = engine.controller
+        self.budget = self.controller if isinstance(self.controller, BudgetController) else None
+        if self.budget is not None and prices is None:
+            raise ConfigError("a strong budget needs prices to charge strong answers at; configure prices")
+        if self.budget is not None and aliases:
+            raise ConfigError(f"aliases ({', '.join(sorted(aliases))}) route with their own router, outside the "
+                              "strong budget; remove them or the budget")
+        self.resolver = ModelResolver(
+            engine, config.model_name, aliases, config.on_no_text,
+            None if self.budget is None else "a router chosen per request would route outside the strong budget",
+        )
         self.upstreams = {
             Role.STRONG: Upstream(Role.STRONG, config.strong_base_url, config.strong_model, config.api_key("strong"),
                                   config.upstream_timeout, config.max_upstream_connections),
@@ -175,14 +296,16 @@ class _Server:
                                 config.upstream_timeout, config.max_upstream_connections),
         }
         self.tokens = [t.get_secret_value().encode() for t in config.auth_tokens]
-        self.metrics = Metrics(prices, config.strong_model)
+        self.checks = None if config.escalate_on is None else AnswerChecks.from_spec(list(config.escalate_on))
+        self.metrics = Metrics(prices, config.strong_model, self.controller)
         self.access = logging.getLogger(ACCESS_LOGGER)
 
     async def warm_up(self) -> None:
-        """One decision per engine before serving, so that no client waits for lazy loading."""
+        """One score per engine before serving, so that no client waits for lazy loading
+        (a score, not a decision: a controller sees client requests only)."""
         for name in self.resolver.names:
             batcher = await self.resolver.resolve(name)
-            await batcher.decide([("user", "warm-up")])
+            await anyio.to_thread.run_sync(batcher.engine.router.score, ["warm-up"])
 
     async def aclose(self) -> None:
         for upstream in self.upstreams.values():
@@ -223,7 +346,10 @@ class _Server:
     async def health(self) -> dict[str, Any]:
         default = self.resolver.default().engine
         return {"status": "ok", "model": self.config.model_name, **default.describe(),
-                "strong_model": self.config.strong_model, "weak_model": self.config.weak_model}
+                "strong_model": self.config.strong_model, "weak_model": self.config.weak_model,
+                "prices": None if self.prices is None else self.prices.to_dict(),
+                "escalate_on": None if self.checks is None else list(self.checks.names),
+                **controls_state(self.controller)}
 
     async def models(self, request: Request) -> dict[str, Any]:
         self._authorize(request)
@@ -243,6 +369,7 @@ class _Server:
         }
         started = time.perf_counter()
         streaming = False
+        spend: Optional[_Spend] = None
         try:
             self._authorize(request)
             payload = parse_chat_request(await self._read_body(request), self.config.max_messages)
@@ -253,20 +380,21 @@ class _Server:
             decision = await batcher.decide(conversation(payload))
             self.metrics.routing_seconds.observe(time.perf_counter() - decided)
             self.metrics.decisions.labels(decision.role.value, decision.router).inc()
+            spend = _Spend(self, decision)
+            if decision.reason == BUDGET_EXHAUSTED:
+                self.metrics.budget_exhausted.labels("decision").inc()
             entry.update(decision.to_dict(), routing_ms=round((time.perf_counter() - decided) * 1000, 3))
             if self.config.log_prompts:
                 entry["messages"] = payload["messages"]
-            plan = [(role, self.upstreams[role]) for role in attempt_order(decision, self.config.fallback)]
-            attempts = Attempts(plan, name=lambda upstream: upstream.model)
+            attempts = self._attempts(decision, payload, spend)
             if payload.get("stream"):
-                response = await self._stream(attempts, decision, payload, entry, started)
+                response = await self._stream(attempts, decision, payload, entry, started, spend)
                 streaming = True
                 return response
             outcome = await attempts.arun(partial(self._complete, payload=payload))
-            record = self._answered(decision, outcome, entry, stream=False)
+            record = self._answered(decision, outcome, entry, spend, stream=False)
             body = {**outcome.value, DECISION_FIELD: record}
-            entry["prompt_tokens"], entry["completion_tokens"] = self.metrics.add_usage(
-                outcome.role.value, outcome.value.get("usage"), outcome.model_name)
+            self._count(outcome, outcome.value.get("usage"), entry, spend)
             entry["status"] = 200
             return JSONResponse(body, headers=decision_headers(record))
         except APIError as exc:
@@ -280,9 +408,29 @@ class _Server:
             raise error from None
         finally:
             if not streaming:
+                if spend is not None:
+                    spend.settle(None)  # nothing charged yet: the strong model did not answer
                 self._finish(entry, started)
 
     # Upstream calls ------------------------------------------------------------------------
+    def _attempts(self, decision: Decision, payload: dict[str, Any], spend: _Spend) -> Attempts[Upstream]:
+        """The attempt loop: the chosen upstream (then the other, with fallback) and, with
+        escalation, the strong one for a weak answer the checks reject (and the budget admits)."""
+        plan = [(role, self.upstreams[role]) for role in attempt_order(decision, self.config.fallback)]
+        if self.checks is None or decision.role is not Role.WEAK:
+            return Attempts(plan, name=lambda upstream: upstream.model)
+        checks, context = self.checks, call_context(payload)
+        view: Callable[[Any], AnswerView] = stream_view if payload.get("stream") else completion_view
+
+        def check(role: Role, value: Any) -> Optional[str]:
+            reason = checks.reason(view(value), context)
+            if reason is None or not spend.admit_escalation(decision.threshold, reason):
+                return None
+            return reason
+
+        return Attempts(plan, name=lambda upstream: upstream.model, check=check,
+                        escalate_to=[(Role.STRONG, self.upstreams[Role.STRONG])])
+
     async def _complete(self, upstream: Upstream, payload: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
         try:
@@ -293,12 +441,10 @@ class _Server:
         finally:
             self.metrics.upstream_seconds.labels(upstream.role.value).observe(time.perf_counter() - started)
 
-    async def _stream_from(self, upstream: Upstream, payload: dict[str, Any],
-                           scanner: _UsageScanner) -> AsyncIterator[bytes]:
+    async def _stream_from(self, upstream: Upstream, payload: dict[str, Any]) -> AsyncIterator[bytes]:
         started = time.perf_counter()
         try:
             async for chunk in upstream.stream(payload):
-                scanner.feed(chunk)
                 yield chunk
         except UpstreamError as exc:
             self.metrics.upstream_errors.labels(upstream.role.value, str(exc.status_code)).inc()
@@ -307,9 +453,9 @@ class _Server:
             self.metrics.upstream_seconds.labels(upstream.role.value).observe(time.perf_counter() - started)
 
     async def _stream(self, attempts: Attempts, decision: Decision, payload: dict[str, Any],
-                      entry: dict[str, Any], started: float) -> Response:
-        scanner = _UsageScanner()
-        chunks = attempts.astream(partial(self._stream_from, payload=payload, scanner=scanner))
+                      entry: dict[str, Any], started: float, spend: _Spend) -> Response:
+        scanner = _UsageScanner()  # of the answer sent: a rejected answer's usage is in its escalation
+        chunks = attempts.astream(partial(self._stream_from, payload=payload))
         try:
             head = await chunks.__anext__()
         except StopAsyncIteration:
@@ -318,14 +464,17 @@ class _Server:
             with anyio.CancelScope(shield=True):
                 await chunks.aclose()
             raise
-        record = self._answered(decision, chunks.outcome, entry, stream=True)
+        outcome = chunks.outcome
+        record = self._answered(decision, outcome, entry, spend, stream=True)
         entry["status"] = 200
 
         async def body() -> AsyncIterator[bytes]:
             try:
                 if head:
+                    scanner.feed(head)
                     yield head
                 async for chunk in chunks:
+                    scanner.feed(chunk)
                     yield chunk
             except UpstreamError as exc:  # after the first chunk: tell the client in the stream
                 entry["error"] = exc.error_type
@@ -337,22 +486,44 @@ class _Server:
             finally:
                 with anyio.CancelScope(shield=True):
                     await chunks.aclose()
-                entry["prompt_tokens"], entry["completion_tokens"] = self.metrics.add_usage(
-                    record["role"], scanner.usage, record["model"])
+                scanner.feed(b"\n")
+                self._count(outcome, scanner.usage, entry, spend)
                 self._finish(entry, started)
 
         return _DisconnectAwareStream(body(), media_type="text/event-stream",
                                       headers={**decision_headers(record), "cache-control": "no-cache"})
 
     # Bookkeeping ---------------------------------------------------------------------------
-    def _answered(self, decision: Decision, outcome: Outcome, entry: dict[str, Any], stream: bool) -> dict[str, Any]:
+    def _answered(self, decision: Decision, outcome: Outcome, entry: dict[str, Any], spend: _Spend,
+                  stream: bool) -> dict[str, Any]:
         if outcome.failures:
             self.metrics.fallbacks.labels(outcome.failures[0].role.value).inc()
-        record = outcome_record(decision, outcome)
+        record = outcome_record(decision, outcome, _usage)
+        if spend.refused is not None:
+            record["escalation_refused"] = spend.refused
         self.metrics.answers.labels(outcome.role.value, str(stream).lower()).inc()
         entry.update(role=record["role"], model=record["model"],
                      fallback_from=record["fallback"]["from"] if record["fallback"] else None)
+        # The check's name only: its reason may quote the answer, which the access log does not hold.
+        if record.get("escalated"):
+            entry.update(escalated_from=record["escalated"]["from"],
+                         escalation_check=record["escalated"]["reason"].split(":", 1)[0])
+        if spend.refused is not None:
+            entry.update(escalation_refused=spend.refused["because"],
+                         escalation_check=spend.refused["reason"].split(":", 1)[0])
         return record
+
+    def _count(self, outcome: Outcome, usage: Any, entry: dict[str, Any], spend: _Spend) -> None:
+        """Count (and price) each answer's usage once: the rejected ones, then the one sent;
+        charge the strong answer to the budget."""
+        for rejected in outcome.escalations:
+            self.metrics.escalations.labels(rejected.role.value, rejected.reason.split(":", 1)[0]).inc()
+            self.metrics.add_usage(rejected.role.value, _usage(rejected.value), rejected.model)
+        counts = self.metrics.add_usage(outcome.role.value, usage, outcome.model_name)
+        entry["prompt_tokens"], entry["completion_tokens"] = counts
+        if self.prices is not None and None in counts:
+            entry["unpriced"] = "the answer reported no usage"
+        spend.settle(counts if outcome.role is Role.STRONG else None)
 
     def _finish(self, entry: dict[str, Any], started: float) -> None:
         status = entry.setdefault("status", 500)

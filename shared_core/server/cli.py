@@ -22,7 +22,8 @@ from shared_core.errors import ConfigError
 _FLAGS_ENV = "ROUTELLM_SERVE_FLAGS_JSON"
 _FLAG_FIELDS = ("strong_base_url", "strong_model", "weak_base_url", "weak_model", "router", "threshold",
                 "strong_fraction", "host", "port", "workers", "model_name", "fallback", "upstream_timeout",
-                "max_body_bytes", "max_messages", "log_prompts")
+                "max_body_bytes", "max_messages", "log_prompts", "prices", "target_strong_share", "controller_window",
+                "strong_budget", "budget_period", "budget_reserve", "escalate_on")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -34,7 +35,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
             "Settings come from flags, environment variables (ROUTELLM_STRONG_BASE_URL, ROUTELLM_SERVE_PORT, ...) "
             "or a .json/.toml config file (--config or ROUTELLM_SERVE_CONFIG); flags win. Upstream keys come only "
             "from ROUTELLM_STRONG_API_KEY / ROUTELLM_WEAK_API_KEY; client bearer tokens from "
-            "ROUTELLM_SERVE_AUTH_TOKENS or the file's auth_tokens (none: loopback clients only)."
+            "ROUTELLM_SERVE_AUTH_TOKENS or the file's auth_tokens (none: loopback clients only). "
+            "Cost controls (all opt-in; each flag also as ROUTELLM_SERVE_<FLAG> and as a config-file key): "
+            "--prices, --target-strong-share, --strong-budget, --escalate-on. A share controller and a budget "
+            "live in one process: they are refused with --workers above 1 and with --ray."
         ),
     )
     parser.add_argument("--config", default=None, help="a .json or .toml file of settings (env ROUTELLM_SERVE_CONFIG)")
@@ -48,6 +52,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     group.add_argument("--threshold", type=float, help="strong when score >= threshold, in [0, 1]")
     group.add_argument("--strong-fraction", type=float,
                        help="target share of strong calls (default 0.5 when no threshold is given)")
+    group.add_argument("--target-strong-share", type=float, metavar="X",
+                       help="hold the strong share at X in [0, 1] with a share controller that moves the threshold "
+                            "online (starts from the threshold --strong-fraction X would give; /health and /metrics "
+                            "show its threshold and realised share)")
     parser.add_argument("--host", help="address to bind (default 127.0.0.1; any other needs client tokens)")
     parser.add_argument("--port", type=int, help="port (default 6060)")
     parser.add_argument("--workers", type=int, help="uvicorn worker processes (default 1)")
@@ -59,6 +67,28 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--max-messages", type=int, help="most messages per request (default 1024)")
     parser.add_argument("--log-prompts", action="store_true", default=None,
                         help="include the request messages in the access log (off by default)")
+    costs = parser.add_argument_group("cost controls")
+    costs.add_argument("--prices", metavar="FILE",
+                       help=".json/.toml price table: upstream model name -> [input, output] dollars per million "
+                            "tokens (or {input, output}); both models must be priced. Adds cost counters to /metrics")
+    costs.add_argument("--controller-window", type=int, metavar="N",
+                       help="with --target-strong-share: decisions the realised share is measured over (default 500, "
+                            "at least 50)")
+    costs.add_argument("--strong-budget", type=float, metavar="DOLLARS",
+                       help="cap the strong model's spend per period (needs --prices): each strong answer is charged "
+                            "its usage at the prices; once spent, calls go weak with x-routellm-reason: "
+                            "budget_exhausted. A strong answer without usage (a stream without "
+                            "stream_options.include_usage) cannot be priced, so the period counts as spent. One "
+                            "budget per process: not with --workers above 1")
+    costs.add_argument("--budget-period", type=float, metavar="SECONDS",
+                       help="the budget's period, aligned to the clock (default 3600)")
+    costs.add_argument("--budget-reserve", type=float, metavar="DOLLARS",
+                       help="held back per strong call in flight, so that concurrent calls cannot overshoot the cap "
+                            "(default 0; at least one strong call's cost makes the cap hard)")
+    costs.add_argument("--escalate-on", metavar="CHECKS",
+                       help="comma-separated checks (empty, refusal, length, tool_calls, structured, or all): a weak "
+                            "answer that fails one is sent to the strong model (streams are buffered while checked); "
+                            "headers x-routellm-escalated-from and x-routellm-escalation-reason say so")
     parser.add_argument("--ray", action="store_true",
                         help="deploy the same app on Ray Serve (a running cluster, else a local one) instead of uvicorn")
     parser.add_argument("--replicas", type=int, default=None, help="with --ray: Ray Serve replicas (default 1)")
@@ -120,6 +150,11 @@ def run(args: argparse.Namespace) -> int:
     log.info("routellm serve: router %s, threshold %.6f; strong %r at %s, weak %r at %s; listening on http://%s:%d/v1",
              default.router.name, default.threshold, config.strong_model, config.strong_base_url,
              config.weak_model, config.weak_base_url, config.host, config.port)
+    controls = [f"{name} {getattr(config, name)!r}" for name in
+                ("target_strong_share", "strong_budget", "budget_period", "escalate_on") if getattr(config, name)]
+    if config.prices is not None or controls:
+        log.info("routellm serve: cost controls: %s", ", ".join(
+            (["prices for " + ", ".join(sorted(config.prices))] if config.prices else []) + controls))
     if not config.auth_tokens:
         log.info("routellm serve: no client tokens configured, so this server accepts loopback clients only "
                  "(set ROUTELLM_SERVE_AUTH_TOKENS or auth_tokens in the config file to serve other hosts)")
@@ -149,6 +184,7 @@ def _run_ray(args: argparse.Namespace, config) -> int:
 
     if args.workers not in (None, 1):
         raise ConfigError(f"--workers {args.workers} is for uvicorn; with --ray, use --replicas N")
+    ray_serve.check_controls(config)
     replicas = 1 if args.replicas is None else args.replicas
     log = logging.getLogger("shared_core.server")
     log.info("routellm serve --ray: %d replica(s) on Ray Serve, listening on http://%s:%d/v1",

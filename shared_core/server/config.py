@@ -3,9 +3,25 @@
 One flat set of names serves all three sources: the flag ``--strong-base-url``,
 the file key ``strong_base_url`` and the variable ``ROUTELLM_STRONG_BASE_URL``
 set the same field (see :data:`ENV_VARS` for every variable). Flags win over the
-environment, which wins over the file. ``threshold`` and ``strong_fraction`` are
-one choice: the source that sets either decides, and one source setting both is
-an error.
+environment, which wins over the file. ``threshold``, ``strong_fraction`` and
+``target_strong_share`` are one choice: the source that sets any of them decides,
+and one source setting two of them is an error.
+
+The cost controls (all opt-in, see ``docs/costs.md``):
+
+* ``prices``: dollars per million input / output tokens by upstream model name, the
+  shape :class:`shared_core.ledger.PriceTable` takes; the file's ``prices`` key is the
+  table itself (or a path), ``--prices`` and ``ROUTELLM_SERVE_PRICES`` a path to a
+  ``.json``/``.toml`` file holding it. Both models must be priced.
+* ``target_strong_share`` (``controller_window``): a
+  :class:`shared_core.controller.ShareController` instead of a fixed threshold.
+* ``strong_budget`` dollars per ``budget_period`` seconds (``budget_reserve``): a
+  :class:`shared_core.controller.BudgetController`; needs ``prices``.
+* ``escalate_on``: names of :mod:`shared_core.escalation` checks (a list, or a
+  comma-separated string).
+
+A controller and a budget live in one process: with ``workers`` above 1 they are
+refused (each worker would hold its own budget).
 
 Secrets never come from flags (they would show in ``ps``):
 
@@ -26,8 +42,11 @@ from typing import Any, Mapping, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from shared_core.controller import BudgetController, ShareController
 from shared_core.engine import is_model_string, parse_model_string
 from shared_core.errors import ConfigError
+from shared_core.escalation import CHECK_NAMES, AnswerChecks
+from shared_core.ledger import PriceTable
 
 #: Field -> environment variable. Upstream settings share their names with ``routellm demo``.
 ENV_VARS: dict[str, str] = {
@@ -49,7 +68,20 @@ ENV_VARS: dict[str, str] = {
     "log_prompts": "ROUTELLM_SERVE_LOG_PROMPTS",
     "shutdown_timeout": "ROUTELLM_SERVE_SHUTDOWN_TIMEOUT",
     "auth_tokens": "ROUTELLM_SERVE_AUTH_TOKENS",
+    "prices": "ROUTELLM_SERVE_PRICES",
+    "target_strong_share": "ROUTELLM_SERVE_TARGET_STRONG_SHARE",
+    "controller_window": "ROUTELLM_SERVE_CONTROLLER_WINDOW",
+    "strong_budget": "ROUTELLM_SERVE_STRONG_BUDGET",
+    "budget_period": "ROUTELLM_SERVE_BUDGET_PERIOD",
+    "budget_reserve": "ROUTELLM_SERVE_BUDGET_RESERVE",
+    "escalate_on": "ROUTELLM_SERVE_ESCALATE_ON",
 }
+#: The settings that are one choice of how the threshold is set (the highest source that sets one decides).
+_THRESHOLD_CHOICE = ("threshold", "strong_fraction", "target_strong_share")
+#: Settings that hold state in one process (refused with several workers or Ray replicas).
+PER_PROCESS_CONTROLS = ("target_strong_share", "strong_budget")
+#: The smallest controller window: the share controller looks at this many scores before it moves.
+_MIN_WINDOW = ShareController.__init__.__kwdefaults__["min_scores"]
 KEY_ENV_VARS = {"strong": "ROUTELLM_STRONG_API_KEY", "weak": "ROUTELLM_WEAK_API_KEY"}
 CONFIG_FILE_ENV = "ROUTELLM_SERVE_CONFIG"
 _SECRET_FIELDS = ("strong_api_key", "weak_api_key")
@@ -95,6 +127,13 @@ class ServerConfig(BaseModel):
     max_upstream_connections: int = Field(default=512, gt=0)
     log_prompts: bool = False
     shutdown_timeout: float = Field(default=30.0, gt=0)
+    prices: Optional[dict[str, Any]] = None
+    target_strong_share: Optional[float] = Field(default=None, ge=0, le=1)
+    controller_window: Optional[int] = Field(default=None, ge=_MIN_WINDOW)
+    strong_budget: Optional[float] = Field(default=None, ge=0, allow_inf_nan=False)
+    budget_period: Optional[float] = Field(default=None, gt=0, allow_inf_nan=False)
+    budget_reserve: Optional[float] = Field(default=None, ge=0, allow_inf_nan=False)
+    escalate_on: Optional[tuple[str, ...]] = None
     strong_api_key: Optional[SecretStr] = Field(default=None, exclude=True, repr=False)
     weak_api_key: Optional[SecretStr] = Field(default=None, exclude=True, repr=False)
 
@@ -137,14 +176,33 @@ class ServerConfig(BaseModel):
             value = [t.strip() for t in value.split(",") if t.strip()]
         return value
 
+    @field_validator("prices")
+    @classmethod
+    def _prices(cls, value: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+        return None if value is None else PriceTable(value).to_dict()  # PriceError names the bad entry
+
+    @field_validator("escalate_on", mode="before")
+    @classmethod
+    def _checks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [name.strip() for name in value.split(",") if name.strip()]
+        if isinstance(value, (list, tuple)):
+            names = CHECK_NAMES if tuple(value) == ("all",) else tuple(value)
+            bad = [n for n in names if not isinstance(n, str)]
+            if bad:
+                raise ValueError(f"escalate_on takes check names, got {bad[0]!r}")
+            AnswerChecks.from_spec(list(names))  # an unknown name fails here, naming the known ones
+            return names
+        raise ValueError(f"escalate_on must be check names (a list or a comma-separated string), got {value!r}")
+
     @model_validator(mode="after")
     def _consistent(self) -> "ServerConfig":
-        if self.threshold is not None and self.strong_fraction is not None:
-            raise ValueError(
-                f"give either threshold ({self.threshold!r}) or strong_fraction ({self.strong_fraction!r}), not both"
-            )
-        if is_model_string(self.router) and (self.threshold is not None or self.strong_fraction is not None):
-            raise ValueError(f"router {self.router!r} already carries a threshold; do not also set one")
+        chosen = [f"{name} ({getattr(self, name)!r})" for name in _THRESHOLD_CHOICE if getattr(self, name) is not None]
+        if len(chosen) > 1:
+            raise ValueError(f"give either threshold, strong_fraction or target_strong_share, not {' and '.join(chosen)}")
+        if is_model_string(self.router) and chosen:
+            raise ValueError(f"router {self.router!r} already carries a threshold; do not also set {chosen[0]}")
+        self._check_controls()
         reserved = {self.model_name} & set(self.aliases)
         if reserved:
             raise ValueError(f"alias {reserved.pop()!r} is also the model_name; pick another alias")
@@ -156,35 +214,99 @@ class ServerConfig(BaseModel):
             )
         return self
 
+    def _check_controls(self) -> None:
+        if self.prices is not None:
+            table = PriceTable(self.prices)
+            table.price(self.strong_model, "strong")
+            table.price(self.weak_model, "weak")
+        if self.target_strong_share is not None:
+            self.share_controller()  # bad numbers fail here, in the controller's own words
+        elif self.controller_window is not None:
+            raise ValueError(f"controller_window ({self.controller_window!r}) is for target_strong_share; set it too")
+        if self.strong_budget is None:
+            given = [n for n in ("budget_period", "budget_reserve") if getattr(self, n) is not None]
+            if given:
+                raise ValueError(f"{given[0]} ({getattr(self, given[0])!r}) is for strong_budget; set it too")
+        else:
+            if self.prices is None:
+                raise ValueError(
+                    f"strong_budget ({self.strong_budget!r}) needs prices to charge strong answers at: give --prices "
+                    f"FILE, ${ENV_VARS['prices']} or the config file's prices table"
+                )
+            if self.aliases:
+                raise ValueError(
+                    f"aliases ({', '.join(sorted(self.aliases))}) route with their own router, outside strong_budget; "
+                    "remove them or the budget"
+                )
+            self.budget_controller()
+        per_process = [n for n in PER_PROCESS_CONTROLS if getattr(self, n) is not None]
+        if per_process and self.workers > 1:
+            raise ValueError(
+                f"{per_process[0]} keeps its state in one process, and with workers={self.workers} each worker would "
+                f"hold its own (a budget {self.workers} times over); run one worker"
+            )
+
+    def share_controller(self) -> Optional[ShareController]:
+        """A new strong-share controller for these settings (``None`` without ``target_strong_share``)."""
+        if self.target_strong_share is None:
+            return None
+        window = {} if self.controller_window is None else {"window": self.controller_window}
+        return ShareController(self.target_strong_share, **window)
+
+    def budget_controller(self) -> Optional[BudgetController]:
+        """A new budget controller (over a new share controller, if one is set), or ``None``."""
+        if self.strong_budget is None:
+            return None
+        period = {} if self.budget_period is None else {"period": self.budget_period}
+        return BudgetController(self.strong_budget, reserve=self.budget_reserve or 0.0, inner=self.share_controller(),
+                                **period)
+
+    def controller(self) -> Optional[ShareController | BudgetController]:
+        """The controller the configured engine decides with, or ``None`` (a fixed threshold)."""
+        return self.budget_controller() or self.share_controller()
+
     def api_key(self, role: str) -> Optional[str]:
         secret = self.strong_api_key if role == "strong" else self.weak_api_key
         return None if secret is None else secret.get_secret_value()
 
 
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Settings from a ``.json`` or ``.toml`` file (flat keys, the field names)."""
+def _read_table(path: str | Path, what: str) -> dict[str, Any]:
+    """An object from a ``.json`` or ``.toml`` file; ``what`` names the file in errors."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"config file {str(p)!r} does not exist")
+        raise ConfigError(f"{what} {str(p)!r} does not exist")
     text = p.read_text(encoding="utf-8")
     if p.suffix.lower() == ".toml":
         try:
             import tomllib
         except ModuleNotFoundError:  # Python 3.10
-            raise ConfigError(f"config file {str(p)!r}: TOML needs Python 3.11+; use a .json file") from None
+            raise ConfigError(f"{what} {str(p)!r}: TOML needs Python 3.11+; use a .json file") from None
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {str(p)!r} is not valid TOML: {exc}") from None
+            raise ConfigError(f"{what} {str(p)!r} is not valid TOML: {exc}") from None
     elif p.suffix.lower() == ".json":
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ConfigError(f"config file {str(p)!r} is not valid JSON: {exc}") from None
+            raise ConfigError(f"{what} {str(p)!r} is not valid JSON: {exc}") from None
     else:
-        raise ConfigError(f"config file {str(p)!r}: expected a .json or .toml file")
+        raise ConfigError(f"{what} {str(p)!r}: expected a .json or .toml file")
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {str(p)!r} must hold an object of settings, got {type(data).__name__}")
+        raise ConfigError(f"{what} {str(p)!r} must hold an object, got {type(data).__name__}")
+    return data
+
+
+def read_prices_file(path: str | Path) -> dict[str, Any]:
+    """A price table from a ``.json`` or ``.toml`` file: model name -> ``[input, output]`` or
+    ``{input = ..., output = ...}``, dollars per million tokens (checked by the config)."""
+    return _read_table(path, "prices file")
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Settings from a ``.json`` or ``.toml`` file (flat keys, the field names)."""
+    data = _read_table(path, "config file")
+    p = Path(path)
     secret = [k for k in _SECRET_FIELDS if k in data]
     if secret:
         raise ConfigError(
@@ -195,8 +317,16 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def _layer(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Drop unset values; a layer that sets threshold or strong_fraction owns that choice."""
+    """Drop unset values; a layer that sets threshold, strong_fraction or target_strong_share owns that choice."""
     return {k: v for k, v in values.items() if v is not None}
+
+
+def _file_layer(config_file: str | Path) -> dict[str, Any]:
+    """The config file's settings; a ``prices`` path in it is relative to the file."""
+    layer = _layer(read_config_file(config_file))
+    if isinstance(layer.get("prices"), str):
+        layer["prices"] = Path(config_file).parent / layer["prices"]
+    return layer
 
 
 def load_config(
@@ -213,16 +343,20 @@ def load_config(
     flags = _layer(flags or {})
     config_file = config_file if config_file is not None else env.get(CONFIG_FILE_ENV) or None
     layers = [
-        _layer(read_config_file(config_file)) if config_file else {},
+        _file_layer(config_file) if config_file else {},
         _layer({field: env.get(var) or None for field, var in ENV_VARS.items()}),
         flags,
     ]
     merged: dict[str, Any] = {}
     for layer in layers:
-        if "threshold" in layer or "strong_fraction" in layer:
-            merged.pop("threshold", None)
-            merged.pop("strong_fraction", None)
+        if any(name in layer for name in _THRESHOLD_CHOICE):
+            for name in _THRESHOLD_CHOICE:
+                merged.pop(name, None)
+            if "target_strong_share" not in layer:  # a threshold chosen above: no controller, nor its window
+                merged.pop("controller_window", None)
         merged.update(layer)
+    if isinstance(merged.get("prices"), (str, Path)):  # a flag, the environment or the file named a prices file
+        merged["prices"] = read_prices_file(merged["prices"])
     for role, var in KEY_ENV_VARS.items():
         if env.get(var):
             merged[f"{role}_api_key"] = env[var]

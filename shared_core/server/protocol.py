@@ -6,12 +6,19 @@ limit, each message an object with a string ``role``, ``stream`` a boolean); eve
 other field is the upstream's business and passes through unchanged.
 :class:`APIError` is an error the client sees, as OpenAI writes it:
 ``{"error": {"message", "type", "param", "code"}}``.
+
+For escalation (:mod:`shared_core.escalation`), :func:`completion_view` and
+:func:`stream_view` read an answer, a JSON completion or the buffered bytes of a
+stream, as the checks see it, and :func:`call_context` reads what the request asked
+for (its ``tools``, a required tool call, a JSON-schema ``response_format``).
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
+
+from shared_core.escalation import AnswerView, CallContext, ToolCall
 
 DECISION_FIELD = "routellm"
 HEADER_PREFIX = "x-routellm-"
@@ -105,7 +112,126 @@ def decision_headers(record: dict[str, Any]) -> dict[str, str]:
         headers[HEADER_PREFIX + "score"] = repr(float(record["score"]))
     if record.get("fallback"):
         headers[HEADER_PREFIX + "fallback-from"] = record["fallback"]["from"]
+    if record.get("escalated"):
+        headers[HEADER_PREFIX + "escalated-from"] = record["escalated"]["from"]
+        headers[HEADER_PREFIX + "escalation-reason"] = header_text(record["escalated"]["reason"])
+    if record.get("escalation_refused"):
+        headers[HEADER_PREFIX + "escalation-refused"] = record["escalation_refused"]["because"]
+        headers[HEADER_PREFIX + "escalation-reason"] = header_text(record["escalation_refused"]["reason"])
     return headers
+
+
+def header_text(text: str, limit: int = 300) -> str:
+    """``text`` as a header value: ASCII (others as ``\\u`` escapes), one line, at most ``limit`` characters."""
+    flat = " ".join(str(text).split())
+    escaped = flat.encode("ascii", "backslashreplace").decode("ascii")
+    return escaped if len(escaped) <= limit else escaped[: limit - 3] + "..."
+
+
+# What the escalation checks see -----------------------------------------------------------
+def _tool_calls(calls: Any) -> tuple[ToolCall, ...]:
+    out = []
+    for call in calls if isinstance(calls, list) else []:
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict):
+            continue
+        raw = function.get("arguments")
+        try:
+            args = json.loads(raw) if isinstance(raw, str) else raw
+        except ValueError:
+            args = raw  # not JSON: the tool_calls check says so
+        out.append(ToolCall(str(function.get("name") or ""), args))
+    return tuple(out)
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # content parts
+        return "".join(p.get("text") or "" for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return ""
+
+
+def completion_view(completion: dict[str, Any]) -> AnswerView:
+    """A non-streamed chat completion (its first choice) as the checks see it.
+
+    Example:
+        >>> view = completion_view({"choices": [{"message": {"content": "Hi"}, "finish_reason": "length"}]})
+        >>> view.text, view.finish_reason
+        ('Hi', 'length')
+    """
+    choices = completion.get("choices")
+    choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
+    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    return AnswerView(text=_text(message.get("content")), tool_calls=_tool_calls(message.get("tool_calls")),
+                      finish_reason=choice.get("finish_reason"), raw=completion)
+
+
+def sse_data(chunks: Iterable[bytes]) -> list[dict[str, Any]]:
+    """The JSON objects of a server-sent event stream's ``data:`` lines (``[DONE]`` and other lines skipped)."""
+    events = []
+    for line in b"".join(chunks).split(b"\n"):
+        if line.startswith(b"data:"):
+            try:
+                data = json.loads(line[5:])
+            except ValueError:
+                continue
+            if isinstance(data, dict):
+                events.append(data)
+    return events
+
+
+def stream_view(chunks: Iterable[bytes]) -> AnswerView:
+    """A whole streamed answer (its first choice's deltas added up) as the checks see it.
+
+    Example:
+        >>> events = [b'data: {"choices": [{"delta": {"content": "I can"}}]}\\n\\n',
+        ...           b'data: {"choices": [{"delta": {"content": "not help"}, "finish_reason": "stop"}]}\\n\\n']
+        >>> view = stream_view(events)
+        >>> view.text, view.finish_reason
+        ('I cannot help', 'stop')
+    """
+    chunks = list(chunks)
+    text, finish, calls = [], None, {}
+    for event in sse_data(chunks):
+        choices = event.get("choices")
+        for choice in choices if isinstance(choices, list) else []:
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+            text.append(_text(delta.get("content")))
+            for call in delta.get("tool_calls") or []:
+                if not isinstance(call, dict):
+                    continue
+                entry = calls.setdefault(call.get("index", len(calls)), {"name": "", "arguments": ""})
+                function = call.get("function") if isinstance(call.get("function"), dict) else {}
+                entry["name"] += function.get("name") or ""
+                entry["arguments"] += function.get("arguments") or ""
+            finish = choice.get("finish_reason") or finish
+    merged = [{"function": calls[i]} for i in sorted(calls)]
+    return AnswerView(text="".join(text), tool_calls=_tool_calls(merged), finish_reason=finish, raw=chunks)
+
+
+def call_context(payload: dict[str, Any]) -> CallContext:
+    """What a request asked for: its function tools (name -> parameter schema), whether a
+    tool call was required (``tool_choice`` ``"required"`` or a named function), and the
+    schema of a ``json_schema`` (or ``{"type": "object"}`` for a ``json_object``) response format."""
+    tools = {}
+    for tool in payload.get("tools") or []:
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if isinstance(function, dict) and isinstance(function.get("name"), str):
+            tools[function["name"]] = function.get("parameters") or {"type": "object"}
+    choice = payload.get("tool_choice")
+    required = choice == "required" or (isinstance(choice, dict) and choice.get("type") == "function")
+    schema = None
+    fmt = payload.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        spec = fmt.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) and isinstance(spec.get("schema"), dict) else None
+        schema = schema or {"type": "object"}
+    elif isinstance(fmt, dict) and fmt.get("type") == "json_object":
+        schema = {"type": "object"}
+    return CallContext(tools=tools, tool_required=required, output_schema=schema)
 
 
 def _preview(value: Any) -> str:

@@ -9,6 +9,11 @@ so that no secret is stored in Ray's cluster state. On a cluster, set
 ``ROUTELLM_STRONG_API_KEY`` / ``ROUTELLM_WEAK_API_KEY`` on its nodes.
 
 Needs the ``ray`` extra (``pip install "routellm-integrations[server,ray]"``).
+
+The share controller and the strong budget (``target_strong_share``,
+``strong_budget``) keep their state in one process, and each replica would hold its
+own: they are refused here. Prices and escalation hold no state and work as with
+uvicorn (metrics per replica).
 """
 
 from __future__ import annotations
@@ -31,6 +36,18 @@ def _serve():
     return serve
 
 
+def check_controls(config: Any) -> None:
+    """Refuse the settings that keep state in one process (each replica would have its own)."""
+    from shared_core.server.config import PER_PROCESS_CONTROLS
+
+    given = [name for name in PER_PROCESS_CONTROLS if getattr(config, name) is not None]
+    if given:
+        raise ConfigError(
+            f"{given[0]} keeps its state in one process, and on Ray Serve each replica would hold its own (a budget "
+            "once per replica); serve it without --ray, with one worker"
+        )
+
+
 def build_deployment(flags: Mapping[str, Any], config_file: Optional[str] = None, replicas: int = 1):
     """A bound Ray Serve application serving the routing app on ``replicas`` replicas."""
     if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
@@ -47,7 +64,9 @@ def build_deployment(flags: Mapping[str, Any], config_file: Optional[str] = None
             from shared_core.server.app import create_app
             from shared_core.server.config import load_config
 
-            return create_app(load_config(self._flags, config_file=self._config_file))
+            config = load_config(self._flags, config_file=self._config_file)
+            check_controls(config)
+            return create_app(config)
 
     return RouteLLMServer.bind(dict(flags), config_file)
 

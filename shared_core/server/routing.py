@@ -75,9 +75,11 @@ class ModelResolver:
     """Maps a request's ``model`` to a :class:`DecisionBatcher` over the right engine."""
 
     def __init__(self, default: RoutingEngine, model_name: str, aliases: dict[str, RoutingEngine],
-                 on_no_text: str = "strong") -> None:
+                 on_no_text: str = "strong", no_model_strings: Optional[str] = None) -> None:
         self.model_name = model_name
         self.on_no_text = on_no_text
+        #: Why ``router-<router>-<threshold>`` names are refused (``None``: they are served).
+        self.no_model_strings = no_model_strings
         self._named = {model_name: DecisionBatcher(default), **{a: DecisionBatcher(e) for a, e in aliases.items()}}
         self._dynamic: dict[str, DecisionBatcher] = {}
         self._lock = asyncio.Lock()
@@ -97,6 +99,9 @@ class ModelResolver:
         key = model.strip()
         if key in self._dynamic:
             return self._dynamic[key]
+        if self.no_model_strings is not None and key.startswith("router-"):
+            raise APIError(400, f"model {model!r} is not served here: {self.no_model_strings}; use one of "
+                           f"{self.names}", param="model", code="model_not_allowed")
         if not is_model_string(key):
             if key.startswith("router-"):
                 raise APIError(400, f"model {model!r} is not a RouteLLM model string; expected "

@@ -47,18 +47,19 @@ class KeywordRouter(Router):
         return np.array([0.9 if HARD in p.lower() else 0.1 for p in prompts])
 
 
-def completion(model: str, text: str, usage: bool = True) -> dict[str, Any]:
+def completion(model: str, text: str, usage: bool = True, finish: str = "stop") -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": "chatcmpl-standin", "object": "chat.completion", "created": 1, "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
     }
     if usage:
         body["usage"] = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
     return body
 
 
-def sse_chunks(model: str, words: list[str]) -> list[bytes]:
-    """The events of a streamed answer, one word a chunk, a usage chunk, then ``[DONE]``."""
+def sse_chunks(model: str, words: list[str], usage: bool = True, finish: str = "stop") -> list[bytes]:
+    """The events of a streamed answer, one word a chunk, a final chunk (with usage unless
+    ``usage`` is false), then ``[DONE]``."""
     events = []
     for i, word in enumerate(words):
         delta = {"role": "assistant", "content": word} if i == 0 else {"content": word}
@@ -66,8 +67,9 @@ def sse_chunks(model: str, words: list[str]) -> list[bytes]:
                  "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
         events.append(f"data: {json.dumps(chunk)}\n\n".encode())
     final = {"id": "chatcmpl-standin", "object": "chat.completion.chunk", "created": 1, "model": model,
-             "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
-             "usage": {"prompt_tokens": 5, "completion_tokens": len(words), "total_tokens": 5 + len(words)}}
+             "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}
+    if usage:
+        final["usage"] = {"prompt_tokens": 5, "completion_tokens": len(words), "total_tokens": 5 + len(words)}
     events.append(f"data: {json.dumps(final)}\n\n".encode())
     events.append(b"data: [DONE]\n\n")
     return events
@@ -79,7 +81,8 @@ class StandIn:
     ``mode``: ``"ok"`` (answer), ``"error"`` (``status`` with ``error_body``),
     ``"stall"`` (sleep ``delay`` seconds, then answer), ``"drop"`` (stream two
     chunks, then break the connection). Streams wait ``delay`` seconds between
-    chunks.
+    chunks. ``text`` (``None``: "<name> answers"), ``words`` (streams), ``usage``
+    (whether answers report it) and ``finish`` (the finish reason) shape the answer.
     """
 
     def __init__(self, name: str) -> None:
@@ -94,6 +97,9 @@ class StandIn:
         self.error_body: Any = {"error": {"message": "stand-in failure", "type": "server_error", "code": None}}
         self.delay = 0.0
         self.words = ["Hello", " from", " the", " stand-in", "."]
+        self.text: Any = None
+        self.usage = True
+        self.finish = "stop"
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.stream_cancelled = threading.Event()
@@ -111,13 +117,13 @@ class StandIn:
             return Response(status_code=307, headers={"location": str(self.error_body)})
         if self.mode == "stall":
             await asyncio.sleep(self.delay)
-        text = f"{self.name} answers"
+        text = f"{self.name} answers" if self.text is None else self.text
         if body.get("stream"):
             return StreamingResponse(self._events(body["model"]), media_type="text/event-stream")
-        return JSONResponse(completion(body["model"], text))
+        return JSONResponse(completion(body["model"], text, self.usage, self.finish))
 
     async def _events(self, model: str):
-        events = sse_chunks(model, self.words)
+        events = sse_chunks(model, self.words, self.usage, self.finish)
         try:
             for i, event in enumerate(events):
                 if self.mode == "drop" and i == 2:

@@ -148,6 +148,25 @@ def test_budget_reserves_calls_in_flight():
     assert budget.remaining == pytest.approx(0.2, abs=1e-12)
 
 
+def test_release_frees_a_reservation_and_an_unknown_cost_spends_the_period():
+    clock = Clock()
+    budget = BudgetController(1.0, period=60, reserve=0.4, clock=clock)
+    assert [budget.decide(0.9, 0.5).role for _ in range(3)] == [Role.STRONG, Role.STRONG, Role.WEAK]
+    budget.release()  # one of the two strong calls failed: its reservation is free, nothing charged
+    assert budget.spent == 0.0 and budget.remaining == pytest.approx(0.6, abs=1e-12)
+    assert budget.decide(0.9, 0.5).role is Role.STRONG
+    budget.charge_unknown()  # a strong answer without usage: the period counts as spent
+    assert budget.spent > 1.0 and budget.remaining < 0.0
+    control = budget.decide(0.9, 0.5)
+    assert (control.role, control.reason) == (Role.WEAK, BUDGET_EXHAUSTED)
+    assert json.loads(json.dumps(budget.to_state()))["spent"] == budget.spent  # still a finite, JSON-ready number
+    clock.now = 60.0  # next period: strong again
+    assert budget.decide(0.9, 0.5).role is Role.STRONG
+    zero = BudgetController(0.0, clock=lambda: 0.0)
+    zero.charge_unknown()
+    assert zero.decide(0.9, 0.5).reason == BUDGET_EXHAUSTED  # over a zero cap too
+
+
 def test_budget_with_an_inner_share_controller_and_its_state():
     clock = Clock()
     budget = BudgetController(5.0, period=10, inner=ShareController(0.5, window=20, min_scores=5), clock=clock)
