@@ -24,15 +24,16 @@ measures (``docs/costs.md``).
 :class:`BudgetController` caps what the **strong** model may cost in a period
 (``period`` seconds, periods aligned to the clock: ``floor(time / period)``).
 A :class:`~shared_core.ledger.Ledger` built with ``budget=`` charges it the cost
-of each strong call. A call is sent strong only if ``spent + reserve`` (the
-reserve of calls admitted but not charged yet included) stays within the
-budget; otherwise it goes weak, with the reason ``"budget_exhausted"`` where it
-would have gone strong. With
-``reserve`` at least the cost of one strong call, the strong spend of a period
-never exceeds the budget. :meth:`BudgetController.release` frees the reservation
-of a strong call that failed; :meth:`BudgetController.charge_unknown` charges a
-strong call whose cost is unknown (no usage) as the rest of the period's budget. Weak calls are never refused (the router cannot
-refuse a call), so they are not capped. ``inner`` (a ShareController) decides
+of each strong call. A call is sent strong only if ``spent`` is below the budget
+and ``spent + reserve`` (the reserve of calls admitted but not charged yet
+included) stays within it (a zero budget admits no strong call); otherwise it
+goes weak, with the reason ``"budget_exhausted"`` where it would have gone
+strong. With ``reserve`` at least the cost of one strong call, the strong spend
+of a period never exceeds the budget. :meth:`BudgetController.release` frees the
+reservation of a strong call that failed; :meth:`BudgetController.charge_unknown`
+charges a strong call whose cost is unknown (no usage) as the rest of the
+period's budget. Weak calls are never refused (the router cannot refuse a
+call), so they are not capped. ``inner`` (a ShareController) decides
 while the budget lasts; without it, the engine's threshold does.
 
 Both are thread- and async-safe (one lock each; nothing awaits under it) and
@@ -301,7 +302,9 @@ class BudgetController(Controller):
                reason: str = "score") -> Control:
         with self._lock:
             self._roll()
-            if self._spent + (self._pending + 1) * self.reserve > self.budget:
+            # Room for one more strong call: none once the spend reached the cap (with no reserve
+            # too: a zero budget admits nothing), nor if its reserve would pass the cap.
+            if self._spent >= self.budget or self._spent + (self._pending + 1) * self.reserve > self.budget:
                 # Spent: weak. The reason says so where the call would have gone strong; the
                 # inner controller is not asked (it would count a decision it did not make).
                 inner = None if self.inner is None else getattr(self.inner, "threshold", None)

@@ -167,6 +167,16 @@ def test_release_frees_a_reservation_and_an_unknown_cost_spends_the_period():
     assert zero.decide(0.9, 0.5).reason == BUDGET_EXHAUSTED  # over a zero cap too
 
 
+def test_budget_without_reserve_stops_at_the_cap_and_a_zero_budget_admits_nothing():
+    budget = BudgetController(1.0, reserve=0.0, clock=lambda: 0.0)
+    assert budget.decide(0.9, 0.5).role is Role.STRONG
+    budget.charge(1.0)  # exactly the cap: no room for another strong call
+    assert budget.decide(0.9, 0.5).reason == BUDGET_EXHAUSTED
+    zero = BudgetController(0.0, clock=lambda: 0.0)
+    assert zero.decide(0.9, 0.5).reason == BUDGET_EXHAUSTED
+    assert zero.decide(0.1, 0.5) == zero.decide(0.1, 0.5) and zero.decide(0.1, 0.5).reason == "score"
+
+
 def test_budget_with_an_inner_share_controller_and_its_state():
     clock = Clock()
     budget = BudgetController(5.0, period=10, inner=ShareController(0.5, window=20, min_scores=5), clock=clock)
