@@ -23,7 +23,9 @@ and which failed before it, or raises one error that carries every failure.
   stronger model). Each rejection is an :class:`Escalation` on the outcome, with
   the rejected value, so that its usage can still be counted. An answer is
   checked only while an escalation target is left; the last one is returned as
-  it is. Errors of an escalated model follow the ``fallback_on`` rules.
+  it is. Errors of an escalated model follow the ``fallback_on`` rules; the error
+  that ends such a call carries the answers rejected before it
+  (:func:`rejected_answers`), which were made and paid for.
 * When more than one model was tried and all failed, :class:`AllModelsFailedError`
   carries each failure in order, the last one chained as ``__cause__``. A plan of
   one model (no fallback) raises that model's own error unchanged.
@@ -44,6 +46,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import inspect
 import sys
@@ -82,6 +85,7 @@ __all__ = [
     "fallback_predicate",
     "is_provider_error",
     "model_label",
+    "rejected_answers",
 ]
 
 M = TypeVar("M")
@@ -226,6 +230,16 @@ class Escalation:
 
     def to_dict(self) -> dict[str, str]:
         return {"role": self.role.value, "model": self.model, "reason": self.reason}
+
+
+#: The attribute of an error that ended a call after a rejection: the rejected answers.
+_REJECTED = "_routellm_rejected"
+
+
+def rejected_answers(error: BaseException) -> Tuple[Escalation, ...]:
+    """The answers a check rejected before ``error`` ended the call (the model
+    escalated to failed): they were made, and are paid for, though none came back."""
+    return tuple(getattr(error, _REJECTED, ()))
 
 
 @dataclass(frozen=True)
@@ -479,7 +493,13 @@ class _Queue(Generic[M]):
 
     def failed(self, role: Role, model: M, exc: BaseException) -> None:
         last = self.position + 1 == len(self.entries)
-        self.attempts._failed(self.failures, last, role, model, exc)  # noqa: SLF001
+        try:
+            self.attempts._failed(self.failures, last, role, model, exc)  # noqa: SLF001
+        except BaseException as raised:
+            if self.escalations:  # the call ends here: its rejected answers go with the error
+                with contextlib.suppress(AttributeError):  # an error that takes no attributes keeps none
+                    setattr(raised, _REJECTED, tuple(self.escalations))
+            raise
 
     def accepts(self, role: Role, model: M, value: Any) -> bool:
         """Check ``value``; a rejection records an :class:`Escalation` and queues

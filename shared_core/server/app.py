@@ -48,7 +48,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shared_core.attempts import AllModelsFailedError, Attempts, Outcome
+from shared_core.attempts import AllModelsFailedError, Attempts, Escalation, Outcome, rejected_answers
 from shared_core.controller import BUDGET_EXHAUSTED, BudgetController, Controller
 from shared_core.engine import RoutingEngine, attempt_order, decision_record, outcome_record
 from shared_core.errors import ConfigError
@@ -401,6 +401,8 @@ class _Server:
             entry.update(status=exc.status, error=exc.code or exc.error_type)
             raise
         except (UpstreamError, AllModelsFailedError) as exc:
+            for rejected in rejected_answers(exc):  # made and paid for, though the escalation failed
+                self._count_rejected(rejected)
             chosen = self.upstreams[decision.role]
             record = decision_record(decision, decision.role, chosen.model)
             error = upstream_api_error(exc, decision_headers(record), {DECISION_FIELD: record})
@@ -517,13 +519,17 @@ class _Server:
         """Count (and price) each answer's usage once: the rejected ones, then the one sent;
         charge the strong answer to the budget."""
         for rejected in outcome.escalations:
-            self.metrics.escalations.labels(rejected.role.value, rejected.reason.split(":", 1)[0]).inc()
-            self.metrics.add_usage(rejected.role.value, _usage(rejected.value), rejected.model)
+            self._count_rejected(rejected)
         counts = self.metrics.add_usage(outcome.role.value, usage, outcome.model_name)
         entry["prompt_tokens"], entry["completion_tokens"] = counts
         if self.prices is not None and None in counts:
             entry["unpriced"] = "the answer reported no usage"
         spend.settle(counts if outcome.role is Role.STRONG else None)
+
+    def _count_rejected(self, rejected: Escalation) -> None:
+        """Count an answer a check rejected: the escalation, and its usage (priced, with prices)."""
+        self.metrics.escalations.labels(rejected.role.value, rejected.reason.split(":", 1)[0]).inc()
+        self.metrics.add_usage(rejected.role.value, _usage(rejected.value), rejected.model)
 
     def _finish(self, entry: dict[str, Any], started: float) -> None:
         status = entry.setdefault("status", 500)

@@ -221,6 +221,22 @@ def test_a_rejected_weak_stream_is_buffered_and_escalated(make_server, strong, w
     assert metric(server, "routellm_escalations_total", f'check="{check}",from_role="weak"') == 1.0
 
 
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_rejected_answer_is_counted_when_the_escalation_fails(make_server, strong, weak, streamed):
+    server = make_server(escalate_on="empty", prices=PRICES)
+    weak.text, weak.words, strong.mode = "", [], "error"
+    r = stream(server, EASY_Q)[0] if streamed else chat(server, EASY_Q)
+    assert r.status_code == 500  # the strong model's error: the rejected answer is not sent
+    assert len(weak.requests) == 1 and len(strong.requests) == 1
+    # ... but it was made and is paid for: counted and priced once, as an escalation
+    assert metric(server, "routellm_escalations_total", 'check="empty",from_role="weak"') == 1.0
+    prompt = metric(server, "routellm_tokens_total", 'kind="prompt",role="weak"')
+    completion = metric(server, "routellm_tokens_total", 'kind="completion",role="weak"')
+    assert prompt > 0
+    assert metric(server, "routellm_cost_dollars_total", 'role="weak"') == pytest.approx(
+        (prompt * 0.5 + completion * 1.5) / 1e6, abs=1e-12)
+
+
 def test_an_accepted_weak_stream_passes_through_after_the_check(make_server, weak):
     server = make_server(escalate_on="empty,refusal")
     r, body = stream(server, EASY_Q)

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from pydantic import BaseModel
 
-from shared_core.attempts import Attempts
+from shared_core.attempts import Attempts, rejected_answers
 from shared_core.errors import ConfigError
 from shared_core.escalation import (
     AnswerChecks,
@@ -170,8 +170,32 @@ def test_an_error_of_the_escalated_model_is_raised():
             raise ConnectionError("big is down")
         return f"{m} answer"
 
-    with pytest.raises(ConnectionError, match="big is down"):
+    with pytest.raises(ConnectionError, match="big is down") as raised:
         _loop(_bad_small).run(call)
+    # the rejected answer was made (and paid for): it goes with the error
+    assert [(e.role, e.model, e.reason, e.value) for e in rejected_answers(raised.value)] == [
+        (Role.WEAK, "small", "small said it", "small answer")]
+
+
+def test_an_error_without_a_rejection_carries_no_rejected_answers():
+    def call(m):
+        raise ConnectionError(f"{m} is down")
+
+    with pytest.raises(ConnectionError) as raised:
+        _loop(_bad_small).run(call)
+    assert rejected_answers(raised.value) == ()
+    assert rejected_answers(ValueError("unrelated")) == ()
+
+
+def test_an_escalated_stream_that_fails_carries_the_rejected_chunks():
+    def stream(m):
+        if m == "big":
+            raise ConnectionError("big is down")
+        yield from ("small ", "words")
+
+    with pytest.raises(ConnectionError) as raised:
+        list(_loop(_stream_check).stream(stream))
+    assert [(e.model, e.value) for e in rejected_answers(raised.value)] == [("small", ["small ", "words"])]
 
 
 def test_with_fallback_the_plan_strong_is_the_escalation_target_tried_once():
