@@ -71,6 +71,7 @@ __all__ = [
     "Structured",
     "ToolCall",
     "ToolCalls",
+    "check_name",
     "parse_json_text",
     "schema_problems",
 ]
@@ -325,6 +326,11 @@ class AnswerChecks:
             if why:
                 return f"{check.name}: {why}"
         return None
+
+
+def check_name(reason: str) -> str:
+    """The name of the check that gave ``reason`` (:meth:`AnswerChecks.reason`'s ``"<check>: <why>"``)."""
+    return reason.split(":", 1)[0]
 
 
 # JSON helpers -------------------------------------------------------------------------------

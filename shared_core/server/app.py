@@ -52,7 +52,7 @@ from shared_core.attempts import AllModelsFailedError, Attempts, Escalation, Out
 from shared_core.controller import BUDGET_EXHAUSTED, BudgetController, Controller
 from shared_core.engine import RoutingEngine, attempt_order, decision_record, outcome_record
 from shared_core.errors import ConfigError
-from shared_core.escalation import AnswerChecks, AnswerView
+from shared_core.escalation import AnswerChecks, AnswerView, check_name
 from shared_core.ledger import PriceTable
 from shared_core.routers import Decision, Role
 from shared_core.server.config import ServerConfig, is_loopback
@@ -65,6 +65,7 @@ from shared_core.server.protocol import (
     conversation,
     decision_headers,
     parse_chat_request,
+    sse_event,
     stream_view,
 )
 from shared_core.server.routing import ModelResolver
@@ -209,13 +210,9 @@ class _UsageScanner:
         if len(self._tail) > 1 << 20:  # a line this long is not a usage chunk
             self._tail = b""
         for line in lines:
-            if line.startswith(b"data:") and b'"usage"' in line:
-                try:
-                    data = json.loads(line[5:])
-                except ValueError:
-                    continue
-                if isinstance(data, dict) and isinstance(data.get("usage"), dict):
-                    self.usage = data["usage"]
+            data = sse_event(line) if b'"usage"' in line else None
+            if data is not None and isinstance(data.get("usage"), dict):
+                self.usage = data["usage"]
 
     @classmethod
     def of(cls, chunks: Any) -> Optional[dict[str, Any]]:
@@ -509,10 +506,10 @@ class _Server:
         # The check's name only: its reason may quote the answer, which the access log does not hold.
         if record.get("escalated"):
             entry.update(escalated_from=record["escalated"]["from"],
-                         escalation_check=record["escalated"]["reason"].split(":", 1)[0])
+                         escalation_check=check_name(record["escalated"]["reason"]))
         if spend.refused is not None:
             entry.update(escalation_refused=spend.refused["because"],
-                         escalation_check=spend.refused["reason"].split(":", 1)[0])
+                         escalation_check=check_name(spend.refused["reason"]))
         return record
 
     def _count(self, outcome: Outcome, usage: Any, entry: dict[str, Any], spend: _Spend) -> None:
@@ -528,7 +525,7 @@ class _Server:
 
     def _count_rejected(self, rejected: Escalation) -> None:
         """Count an answer a check rejected: the escalation, and its usage (priced, with prices)."""
-        self.metrics.escalations.labels(rejected.role.value, rejected.reason.split(":", 1)[0]).inc()
+        self.metrics.escalations.labels(rejected.role.value, check_name(rejected.reason)).inc()
         self.metrics.add_usage(rejected.role.value, _usage(rejected.value), rejected.model)
 
     def _finish(self, entry: dict[str, Any], started: float) -> None:

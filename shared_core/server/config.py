@@ -239,12 +239,16 @@ class ServerConfig(BaseModel):
                     "remove them or the budget"
                 )
             self.budget_controller()
-        per_process = [n for n in PER_PROCESS_CONTROLS if getattr(self, n) is not None]
+        per_process = self.per_process_controls()
         if per_process and self.workers > 1:
             raise ValueError(
                 f"{per_process[0]} keeps its state in one process, and with workers={self.workers} each worker would "
                 f"hold its own (a budget {self.workers} times over); run one worker"
             )
+
+    def per_process_controls(self) -> list[str]:
+        """The settings given that keep their state in one process (:data:`PER_PROCESS_CONTROLS`)."""
+        return [name for name in PER_PROCESS_CONTROLS if getattr(self, name) is not None]
 
     def share_controller(self) -> Optional[ShareController]:
         """A new strong-share controller for these settings (``None`` without ``target_strong_share``)."""

@@ -167,18 +167,21 @@ def completion_view(completion: dict[str, Any]) -> AnswerView:
                       finish_reason=choice.get("finish_reason"), raw=completion)
 
 
+def sse_event(line: bytes) -> Optional[dict[str, Any]]:
+    """The JSON object of one server-sent event line if it is a ``data:`` line holding one, else ``None``."""
+    if not line.startswith(b"data:"):
+        return None
+    try:
+        data = json.loads(line[5:])
+    except ValueError:  # [DONE], or not JSON
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def sse_data(chunks: Iterable[bytes]) -> list[dict[str, Any]]:
     """The JSON objects of a server-sent event stream's ``data:`` lines (``[DONE]`` and other lines skipped)."""
-    events = []
-    for line in b"".join(chunks).split(b"\n"):
-        if line.startswith(b"data:"):
-            try:
-                data = json.loads(line[5:])
-            except ValueError:
-                continue
-            if isinstance(data, dict):
-                events.append(data)
-    return events
+    events = (sse_event(line) for line in b"".join(chunks).split(b"\n"))
+    return [event for event in events if event is not None]
 
 
 def stream_view(chunks: Iterable[bytes]) -> AnswerView:

@@ -38,9 +38,7 @@ def _serve():
 
 def check_controls(config: Any) -> None:
     """Refuse the settings that keep state in one process (each replica would have its own)."""
-    from shared_core.server.config import PER_PROCESS_CONTROLS
-
-    given = [name for name in PER_PROCESS_CONTROLS if getattr(config, name) is not None]
+    given = config.per_process_controls()
     if given:
         raise ConfigError(
             f"{given[0]} keeps its state in one process, and on Ray Serve each replica would hold its own (a budget "
