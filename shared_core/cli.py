@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from shared_core.errors import ConfigError, RouteLLMError
-from shared_core.files import existing_file
+from shared_core.files import existing_file, json_lines
 
 #: Built-in subcommand modules, each exposing ``add_parser(subparsers)``.
 _COMMAND_MODULES = ("shared_core.training.cli", "shared_core.evaluation.cli", "shared_core.labeling.cli")
@@ -33,20 +33,15 @@ def read_prompts(path: str | Path) -> list[str]:
     suffix = p.suffix.lower()
     prompts: list[str] = []
     if suffix == ".jsonl":
-        for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{str(p)!r} line {n} is not JSON: {exc}") from None
+        lines = p.read_text(encoding="utf-8").splitlines()
+        for n, item in json_lines(lines, p, ConfigError):
             if isinstance(item, str):
                 prompts.append(item)
             elif isinstance(item, dict) and any(isinstance(item.get(k), str) for k in _TEXT_COLUMNS):
                 prompts.append(next(item[k] for k in _TEXT_COLUMNS if isinstance(item.get(k), str)))
             else:
                 raise ConfigError(
-                    f"{str(p)!r} line {n}: expected a string or an object with one of {_TEXT_COLUMNS}, got {line[:60]!r}"
+                    f"{str(p)!r} line {n}: expected a string or an object with one of {_TEXT_COLUMNS}, got {lines[n - 1][:60]!r}"
                 )
     elif suffix == ".csv":
         with p.open(newline="", encoding="utf-8") as fh:

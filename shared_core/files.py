@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from shared_core.errors import ConfigError, DataError, RouteLLMError
 
@@ -34,17 +34,24 @@ def existing_file(path: str | Path, what: str, error: type[RouteLLMError] = Conf
     return p
 
 
-def jsonl_objects(lines: Iterable[str], where: str | Path, *, hint: str = "") -> list[dict[str, Any]]:
-    """The JSON objects of JSON-lines text (blank lines skipped), or a :class:`DataError`
-    naming the file ``where`` and the line; ``hint`` is added to that message."""
-    rows = []
+def json_lines(lines: Iterable[str], where: str | Path, error: type[RouteLLMError] = DataError,
+               hint: str = "") -> Iterator[tuple[int, Any]]:
+    """``(line number, JSON value)`` of each non-blank line of JSON-lines text; a line that
+    is not JSON raises ``error`` naming the file ``where`` and the line (``hint`` added)."""
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            item = json.loads(line)
+            yield n, json.loads(line)
         except json.JSONDecodeError as exc:
-            raise DataError(f"{str(where)!r} line {n} is not JSON: {exc}{hint}") from None
+            raise error(f"{str(where)!r} line {n} is not JSON: {exc}{hint}") from None
+
+
+def jsonl_objects(lines: Iterable[str], where: str | Path, *, hint: str = "") -> list[dict[str, Any]]:
+    """The JSON objects of JSON-lines text (blank lines skipped), or a :class:`DataError`
+    naming the file ``where`` and the line; ``hint`` is added to that message."""
+    rows = []
+    for n, item in json_lines(lines, where, hint=hint):
         if not isinstance(item, dict):
             raise DataError(f"{str(where)!r} line {n}: expected a JSON object, got {type(item).__name__}{hint}")
         rows.append(item)
