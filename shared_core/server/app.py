@@ -39,7 +39,7 @@ import json
 import logging
 import time
 import uuid
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from functools import partial
 from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Optional
 
@@ -185,16 +185,32 @@ def upstream_api_error(exc: BaseException, headers: dict[str, str], extra: dict[
 
 class _DisconnectAwareStream(StreamingResponse):
     """A streaming response that stops (cancelling the upstream read) as soon as
-    the client disconnects, whatever ASGI spec version the server speaks."""
+    the client disconnects, whatever ASGI spec version the server speaks.
+
+    ``on_close`` runs once the response is done, however it ended: a client that
+    disconnects before the body's first byte cancels the body before it starts, so
+    the body's own ``finally`` never runs, and this is where its bookkeeping is done
+    (the upstream closed, the usage counted, a budget reservation settled)."""
+
+    def __init__(self, content: AsyncIterator[bytes], *, on_close: Callable[[], Awaitable[None]],
+                 **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self.on_close = on_close
 
     async def __call__(self, scope, receive, send) -> None:  # type: ignore[override]
-        async with anyio.create_task_group() as group:
-            async def run_then_cancel(func: Callable[[], Awaitable[None]]) -> None:
-                await func()
-                group.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as group:
+                async def run_then_cancel(func: Callable[[], Awaitable[None]]) -> None:
+                    await func()
+                    group.cancel_scope.cancel()
 
-            group.start_soon(run_then_cancel, partial(self.stream_response, send))
-            await run_then_cancel(partial(self.listen_for_disconnect, receive))
+                group.start_soon(run_then_cancel, partial(self.stream_response, send))
+                await run_then_cancel(partial(self.listen_for_disconnect, receive))
+        finally:
+            with anyio.CancelScope(shield=True):
+                # A body left at a yield (cancelled while sending) ends here, not at garbage collection.
+                await self.body_iterator.aclose()  # type: ignore[attr-defined]
+                await self.on_close()
 
 
 class _UsageScanner:
@@ -443,8 +459,11 @@ class _Server:
     async def _stream_from(self, upstream: Upstream, payload: dict[str, Any]) -> AsyncIterator[bytes]:
         started = time.perf_counter()
         try:
-            async for chunk in upstream.stream(payload):
-                yield chunk
+            # aclosing: closed at a yield (not cancelled in a read), this closes the upstream
+            # stream here and now, not when it is garbage-collected in some other task.
+            async with aclosing(upstream.stream(payload)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
         except UpstreamError as exc:
             self.metrics.upstream_errors.labels(upstream.role.value, str(exc.status_code)).inc()
             raise
@@ -467,7 +486,24 @@ class _Server:
         record = self._answered(decision, outcome, entry, spend, stream=True)
         entry["status"] = 200
 
+        done = ended = False
+
+        async def finish() -> None:
+            """Once, after the body or in its place: close the upstream, count, settle, log."""
+            nonlocal done
+            if done:
+                return
+            done = True
+            if not ended:  # the client left first (before the body's first byte, or during it)
+                entry.setdefault("error", "client_disconnected")
+            with anyio.CancelScope(shield=True):
+                await chunks.aclose()
+            scanner.feed(b"\n")
+            self._count(outcome, scanner.usage, entry, spend)
+            self._finish(entry, started)
+
         async def body() -> AsyncIterator[bytes]:
+            nonlocal ended
             try:
                 if head:
                     scanner.feed(head)
@@ -475,21 +511,19 @@ class _Server:
                 async for chunk in chunks:
                     scanner.feed(chunk)
                     yield chunk
+                ended = True
             except UpstreamError as exc:  # after the first chunk: tell the client in the stream
                 entry["error"] = exc.error_type
+                ended = True
                 error = upstream_api_error(exc, {}, {}).body()
                 yield f"data: {json.dumps(error)}\n\n".encode()
             except BaseException:
                 entry["error"] = "client_disconnected"
                 raise
             finally:
-                with anyio.CancelScope(shield=True):
-                    await chunks.aclose()
-                scanner.feed(b"\n")
-                self._count(outcome, scanner.usage, entry, spend)
-                self._finish(entry, started)
+                await finish()
 
-        return _DisconnectAwareStream(body(), media_type="text/event-stream",
+        return _DisconnectAwareStream(body(), on_close=finish, media_type="text/event-stream",
                                       headers={**decision_headers(record), "cache-control": "no-cache"})
 
     # Bookkeeping ---------------------------------------------------------------------------

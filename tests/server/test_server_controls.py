@@ -3,6 +3,7 @@ budget, the strong-share controller, escalation, and what /health and /metrics s
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -11,13 +12,15 @@ import httpx
 import numpy as np
 import pytest
 
-from server_support import KeywordRouter, sse_chunks
+from server_support import STRONG_KEY, WEAK_KEY, KeywordRouter, sse_chunks
 from shared_core.controller import ShareController
 from shared_core.engine import RoutingEngine
 from shared_core.errors import ConfigError
 from shared_core.escalation import AnswerChecks
 from shared_core.routers import Router
 from shared_core.server import cli
+from shared_core.server.app import create_app
+from shared_core.server.config import load_config
 from shared_core.server.protocol import call_context, completion_view, header_text, stream_view
 
 PRICES = {"strong-model": [10.0, 30.0], "weak-model": [0.5, 1.5]}
@@ -109,6 +112,43 @@ def test_a_failed_strong_call_frees_its_reservation(make_server, strong):
     r = chat(server, HARD_Q)
     assert r.status_code == 200 and r.headers["x-routellm-role"] == "strong"
     assert metric(server, "routellm_budget_spent_dollars") == pytest.approx(STRONG_CALL, abs=1e-12)
+
+
+def test_a_client_gone_before_the_response_starts_still_settles_and_logs(strong, weak, caplog):
+    """The client is gone by the time the stream's response is sent (its ASGI ``receive``
+    says ``http.disconnect`` at once) and is slow to take the headers, so the response
+    is cancelled before its body starts: the upstream is closed all the same, the
+    reservation settled (no usage came, so the period counts as spent) and the request
+    logged, none of it left to garbage collection or the end of the period."""
+    config = load_config({"strong_base_url": strong.url, "strong_model": "strong-model", "weak_base_url": weak.url,
+                          "weak_model": "weak-model", "prices": PRICES, "strong_budget": 1.0,
+                          "budget_reserve": STRONG_CALL},
+                         env={"ROUTELLM_STRONG_API_KEY": STRONG_KEY, "ROUTELLM_WEAK_API_KEY": WEAK_KEY})
+    app = create_app(config, RoutingEngine(KeywordRouter(), 0.5))
+    strong.delay = 0.2  # between chunks: the stream would still be running when the client left
+    body = json.dumps({"messages": [{"role": "user", "content": HARD_Q}], "stream": True}).encode()
+    scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
+             "query_string": b"", "root_path": "", "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 80),
+             "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json")]}
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+    sent = []
+
+    async def receive():
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message):  # a slow client: sending the headers takes a while
+        sent.append(message)
+        await asyncio.sleep(0.05)
+
+    with caplog.at_level(logging.INFO, logger="shared_core.server.access"):
+        asyncio.run(app(scope, receive, send))
+    assert strong.stream_cancelled.wait(timeout=5.0), "the strong stream was left open"
+    assert not any(m.get("body") for m in sent)  # nothing reached the client
+    [entry] = [json.loads(r.getMessage()) for r in caplog.records if r.name == "shared_core.server.access"]
+    assert (entry["status"], entry["role"], entry["error"]) == (200, "strong", "client_disconnected")
+    budget = app.state.routellm.budget
+    assert budget.spent >= 1.0 and budget.remaining <= 0.0  # settled: no reservation left held
 
 
 def test_with_a_budget_a_router_chosen_per_request_is_refused(make_server):
