@@ -32,7 +32,7 @@ from langchain_routellm._routing import (
     thread_of,
     to_conversation,
 )
-from shared_core.attempts import Attempts, Outcome
+from shared_core.attempts import Attempts, Escalation, Outcome, rejected_answers
 from shared_core.errors import ConfigError
 from shared_core.escalation import AnswerView, CallContext
 from shared_core.routers import Decision, Role
@@ -323,8 +323,12 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
             return model._generate(messages, stop=stop or self.stop, run_manager=run_manager, **call_kwargs)  # noqa: SLF001
 
         attempts = self._plan(decision, kwargs, _result_view)
-        outcome = attempts.run(call)
-        _report_rejected(run_manager, messages, outcome)
+        try:
+            outcome = attempts.run(call)
+        except BaseException as exc:  # answers rejected before it were paid for: report them
+            _report_rejected(run_manager, messages, rejected_answers(exc), unanswered=True)
+            raise
+        _report_rejected(run_manager, messages, outcome.escalations)
         self._pin(thread, decision, attempts, outcome)
         return _tag_result(outcome.value, self._record(decision, attempts, outcome, _usage))
 
@@ -345,8 +349,12 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
             return await model._agenerate(messages, stop=stop or self.stop, run_manager=run_manager, **call_kwargs)  # noqa: SLF001
 
         attempts = self._plan(decision, kwargs, _result_view)
-        outcome = await attempts.arun(call)
-        await _areport_rejected(run_manager, messages, outcome)
+        try:
+            outcome = await attempts.arun(call)
+        except BaseException as exc:
+            await _areport_rejected(run_manager, messages, rejected_answers(exc), unanswered=True)
+            raise
+        await _areport_rejected(run_manager, messages, outcome.escalations)
         self._pin(thread, decision, attempts, outcome)
         return _tag_result(outcome.value, self._record(decision, attempts, outcome, _usage))
 
@@ -366,15 +374,22 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
             lambda entry: _inner_stream(entry[0], messages, stop or self.stop,
                                         None if id(entry) in quiet else run_manager, entry[1])
         )
-        for i, chunk in enumerate(chunks):
-            if i == 0:
-                if sink is not None:  # stream() / invoke(streaming) give no run manager: they report them
-                    sink.outcome = chunks.outcome
-                else:
-                    _report_rejected(run_manager, messages, chunks.outcome)
-                self._pin(thread, decision, attempts, chunks.outcome)
-                chunk = _tag_chunk(chunk, self._record(decision, attempts, chunks.outcome, _usage))
-            yield chunk
+        try:
+            for i, chunk in enumerate(chunks):
+                if i == 0:
+                    if sink is not None:  # stream() / invoke(streaming) give no run manager: they report them
+                        sink.outcome = chunks.outcome
+                    else:
+                        _report_rejected(run_manager, messages, chunks.outcome.escalations)
+                    self._pin(thread, decision, attempts, chunks.outcome)
+                    chunk = _tag_chunk(chunk, self._record(decision, attempts, chunks.outcome, _usage))
+                yield chunk
+        except BaseException as exc:  # the escalation failed: its rejected answers were paid for
+            if sink is not None:
+                sink.lost = rejected_answers(exc)
+            else:
+                _report_rejected(run_manager, messages, rejected_answers(exc), unanswered=True)
+            raise
 
     async def _astream(
         self,
@@ -392,16 +407,23 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
                                          None if id(entry) in quiet else run_manager, entry[1])
         )
         first = True
-        async for chunk in chunks:
-            if first:
-                if sink is not None:
-                    sink.outcome = chunks.outcome
-                else:
-                    await _areport_rejected(run_manager, messages, chunks.outcome)
-                self._pin(thread, decision, attempts, chunks.outcome)
-                chunk = _tag_chunk(chunk, self._record(decision, attempts, chunks.outcome, _usage))
-                first = False
-            yield chunk
+        try:
+            async for chunk in chunks:
+                if first:
+                    if sink is not None:
+                        sink.outcome = chunks.outcome
+                    else:
+                        await _areport_rejected(run_manager, messages, chunks.outcome.escalations)
+                    self._pin(thread, decision, attempts, chunks.outcome)
+                    chunk = _tag_chunk(chunk, self._record(decision, attempts, chunks.outcome, _usage))
+                    first = False
+                yield chunk
+        except BaseException as exc:
+            if sink is not None:
+                sink.lost = rejected_answers(exc)
+            else:
+                await _areport_rejected(run_manager, messages, rejected_answers(exc), unanswered=True)
+            raise
 
     # Call keywords for our own _generate / _stream: the thread id from the config,
     # and (escalation on) a sink for the rejected answers a _stream without a run
@@ -416,33 +438,39 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
     def invoke(self, input: LanguageModelInput, config: Optional[RunnableConfig] = None, *,  # noqa: A002
                stop: Optional[list[str]] = None, **kwargs: Any) -> AIMessage:
         own, sink = self._own_kwargs(config, kwargs)
-        result = super().invoke(input, config, stop=stop, **own)
-        if sink is not None:
-            sink.report(self, config, input)
-        return result
+        try:
+            return super().invoke(input, config, stop=stop, **own)
+        finally:  # answered or failed after a rejection: the rejected answers are reported
+            if sink is not None:
+                sink.report(self, config, input)
 
     async def ainvoke(self, input: LanguageModelInput, config: Optional[RunnableConfig] = None, *,  # noqa: A002
                       stop: Optional[list[str]] = None, **kwargs: Any) -> AIMessage:
         own, sink = self._own_kwargs(config, kwargs)
-        result = await super().ainvoke(input, config, stop=stop, **own)
-        if sink is not None:
-            await sink.areport(self, config, input)
-        return result
+        try:
+            return await super().ainvoke(input, config, stop=stop, **own)
+        finally:
+            if sink is not None:
+                await sink.areport(self, config, input)
 
     def stream(self, input: LanguageModelInput, config: Optional[RunnableConfig] = None, *,  # noqa: A002
                stop: Optional[list[str]] = None, **kwargs: Any) -> Iterator[AIMessageChunk]:
         own, sink = self._own_kwargs(config, kwargs)
-        yield from super().stream(input, config, stop=stop, **own)
-        if sink is not None:
-            sink.report(self, config, input)
+        try:
+            yield from super().stream(input, config, stop=stop, **own)
+        finally:
+            if sink is not None:
+                sink.report(self, config, input)
 
     async def astream(self, input: LanguageModelInput, config: Optional[RunnableConfig] = None, *,  # noqa: A002
                       stop: Optional[list[str]] = None, **kwargs: Any) -> AsyncIterator[AIMessageChunk]:
         own, sink = self._own_kwargs(config, kwargs)
-        async for chunk in super().astream(input, config, stop=stop, **own):
-            yield chunk
-        if sink is not None:
-            await sink.areport(self, config, input)
+        try:
+            async for chunk in super().astream(input, config, stop=stop, **own):
+                yield chunk
+        finally:
+            if sink is not None:
+                await sink.areport(self, config, input)
 
     # Batches: one router call for all inputs ------------------------------------
     def batch(
@@ -563,21 +591,44 @@ def _checked(attempts: Attempts[Any]) -> set[int]:
     return {id(entry) for role, entry in (*attempts.plan, *attempts.escalate_to) if role is Role.WEAK}
 
 
-def _rejected_runs(outcome: Optional[Outcome[Any]]) -> list[tuple[str, LLMResult, dict[str, Any]]]:
-    if outcome is None:
-        return []
-    return [(e.model, LLMResult(generations=[[_generation(e.value)]]),
-             {"routellm": {"rejected": True, "role": e.role.value, "reason": e.reason}})
-            for e in outcome.escalations]
+def _as_reported(value: Any) -> ChatGeneration:
+    """A rejected answer's generation as ``BaseChatModel`` reports an answer's: the result's
+    ``llm_output`` and the generation's ``generation_info`` merged into the message's
+    ``response_metadata`` (where usage callbacks read the model name; ChatOpenAI puts it
+    in ``llm_output``). The answer itself is left unchanged."""
+    generation = _generation(value)
+    llm_output = value.llm_output if isinstance(value, ChatResult) else None
+    metadata = {**(llm_output or {}), **(generation.generation_info or {}), **generation.message.response_metadata}
+    if metadata == generation.message.response_metadata:
+        return generation
+    message = generation.message.model_copy(update={"response_metadata": metadata})
+    return ChatGeneration(message=message, generation_info=generation.generation_info)
+
+
+def _rejected_runs(escalations: Sequence[Escalation], unanswered: bool = False
+                   ) -> list[tuple[str, LLMResult, dict[str, Any]]]:
+    """A run for each rejected answer: its model's name, its result, and the run metadata
+    ``routellm`` (``rejected``, ``role``, ``reason``; ``unanswered`` when the call then
+    failed, so that a ledger prices it on its own: no answer's record carries it)."""
+    return [(e.model, LLMResult(generations=[[_as_reported(e.value)]]),
+             {"routellm": {"rejected": True, "role": e.role.value, "model": e.model, "reason": e.reason,
+                           **({"unanswered": True} if unanswered else {})}})
+            for e in escalations]
 
 
 class _Rejected:
-    """Where ``_stream`` leaves its outcome for ``stream()`` to report the rejected answers."""
+    """Where ``_stream`` leaves its outcome (or, if the call failed after a rejection,
+    the rejected answers: ``lost``) for ``stream()`` to report the rejected answers."""
 
     outcome: Optional[Outcome[Any]] = None
+    lost: tuple[Escalation, ...] = ()
 
     def __repr__(self) -> str:  # shown in invocation params
         return "<routellm rejected-answers sink>"
+
+    def _all(self) -> list[tuple[str, LLMResult, dict[str, Any]]]:
+        answered = _rejected_runs(self.outcome.escalations) if self.outcome is not None else []
+        return answered + _rejected_runs(self.lost, unanswered=True)
 
     def _runs(self, owner: "RouteLLMChat", config: Optional[RunnableConfig], input: Any, cls: type) -> Any:  # noqa: A002
         config = ensure_config(config)
@@ -587,7 +638,7 @@ class _Rejected:
         return manager, owner._convert_input(input).to_messages()  # noqa: SLF001
 
     def report(self, owner: "RouteLLMChat", config: Optional[RunnableConfig], input: Any) -> None:  # noqa: A002
-        runs = _rejected_runs(self.outcome)
+        runs = self._all()
         if runs:
             manager, messages = self._runs(owner, config, input, CallbackManager)
             for name, result, metadata in runs:
@@ -596,7 +647,7 @@ class _Rejected:
                     run.on_llm_end(result)
 
     async def areport(self, owner: "RouteLLMChat", config: Optional[RunnableConfig], input: Any) -> None:  # noqa: A002
-        runs = _rejected_runs(self.outcome)
+        runs = self._all()
         if runs:
             manager, messages = self._runs(owner, config, input, AsyncCallbackManager)
             for name, result, metadata in runs:
@@ -615,23 +666,24 @@ def _sibling(run_manager: Any, manager_cls: type, metadata: dict[str, Any]) -> A
 
 
 def _report_rejected(run_manager: Optional[CallbackManagerForLLMRun], messages: list[BaseMessage],
-                     outcome: Optional[Outcome[Any]]) -> None:
+                     escalations: Sequence[Escalation], unanswered: bool = False) -> None:
     """Report each rejected answer as a chat-model run of its own, beside this call's
     (same parent, tag ``routellm:rejected``), so that callbacks (usage, cost) count
-    the rejected model's tokens once, and the answer's tokens once in this run."""
+    the rejected model's tokens once, and the answer's tokens once in this run
+    (``unanswered``: the call failed after the rejection, and these are all it cost)."""
     if run_manager is None:
         return
-    for name, result, metadata in _rejected_runs(outcome):
+    for name, result, metadata in _rejected_runs(escalations, unanswered):
         for run in _sibling(run_manager, CallbackManager, metadata).on_chat_model_start(
                 {"name": name}, [messages], name=name):
             run.on_llm_end(result)
 
 
 async def _areport_rejected(run_manager: Optional[AsyncCallbackManagerForLLMRun], messages: list[BaseMessage],
-                            outcome: Optional[Outcome[Any]]) -> None:
+                            escalations: Sequence[Escalation], unanswered: bool = False) -> None:
     if run_manager is None:
         return
-    for name, result, metadata in _rejected_runs(outcome):
+    for name, result, metadata in _rejected_runs(escalations, unanswered):
         for run in await _sibling(run_manager, AsyncCallbackManager, metadata).on_chat_model_start(
                 {"name": name}, [messages], name=name):
             await run.on_llm_end(result)

@@ -6,7 +6,11 @@ it reads the decision from the answer's ``response_metadata["routellm"]`` and
 the tokens from its ``usage_metadata``, and records the call in a
 :class:`shared_core.ledger.Ledger` (prices, counterfactual strong cost, totals:
 see that module). Runs without a decision record (another model in the same
-chain) are counted in :attr:`LedgerCallbackHandler.unrouted`, not priced. A
+chain) are counted in :attr:`LedgerCallbackHandler.unrouted`, not priced. The
+runs ``RouteLLMChat`` reports for answers its escalation checks rejected (run
+metadata ``routellm.rejected``) are not calls of their own: the answer's record
+prices them, or, when the call then failed and nothing answered (``unanswered``),
+they are priced here with :meth:`~shared_core.ledger.Ledger.record_unanswered`. A
 routed answer without usage, or a model without a price, raises (the handler
 sets ``raise_error``, so LangChain does not swallow it).
 
@@ -25,8 +29,10 @@ from __future__ import annotations
 
 import threading
 from typing import Any, Mapping, Optional
+from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.messages import BaseMessage
 from langchain_core.outputs import LLMResult
 
 from langchain_routellm._routing import DECISION_KEY
@@ -50,11 +56,30 @@ class LedgerCallbackHandler(BaseCallbackHandler):
         self.ledger = ledger_from(ledger, prices, strong_model, budget, "LedgerCallbackHandler")
         self._lock = threading.Lock()
         self.unrouted = 0
+        self._rejected: dict[UUID, dict[str, Any]] = {}  # runs of rejected answers, by run id, until they end
 
-    def on_llm_end(self, response: LLMResult, **kwargs: Any) -> None:
+    def on_chat_model_start(self, serialized: dict[str, Any], messages: list[list[BaseMessage]], *, run_id: UUID,
+                            metadata: Optional[dict[str, Any]] = None, **kwargs: Any) -> None:
+        mark = (metadata or {}).get(DECISION_KEY)
+        if isinstance(mark, Mapping) and mark.get("rejected"):
+            with self._lock:
+                self._rejected[run_id] = dict(mark)
+
+    def on_llm_end(self, response: LLMResult, *, run_id: Optional[UUID] = None, **kwargs: Any) -> None:
+        with self._lock:
+            rejected = self._rejected.pop(run_id, None) if run_id is not None else None
         for generations in response.generations:
             for generation in generations:
-                self._record(getattr(generation, "message", None))
+                message = getattr(generation, "message", None)
+                if rejected is None:
+                    self._record(message)
+                elif rejected.get("unanswered"):  # nothing answered: no record prices it but this
+                    usage = getattr(message, "usage_metadata", None)
+                    self.ledger.record_unanswered([{**rejected, "usage": usage}])
+
+    def on_llm_error(self, error: BaseException, *, run_id: Optional[UUID] = None, **kwargs: Any) -> None:
+        with self._lock:
+            self._rejected.pop(run_id, None)
 
     def _record(self, message: Any) -> Optional[CallRecord]:
         record = (getattr(message, "response_metadata", None) or {}).get(DECISION_KEY)

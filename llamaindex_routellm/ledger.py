@@ -16,6 +16,11 @@ LlamaIndex OpenAI LLM puts them), and records the call in a
   decision (streaming usage comes with the last chunk, as OpenAI's
   ``stream_options={"include_usage": True}`` sends it).
 
+A call that fails after its escalation checks rejected an answer (the model it
+escalated to raised) returns nothing, but the rejected answer was paid for:
+``RouteLLM`` dispatches a ``RejectedAnswersEvent`` and the handler prices it with
+:meth:`~shared_core.ledger.Ledger.record_unanswered`.
+
 Calls that return plain text (``predict``, ``stream``, a query engine's answer,
 structured prediction) carry no decision record on a response and are not
 recorded. LlamaIndex swallows errors raised in instrumentation handlers, so a
@@ -38,7 +43,7 @@ from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events.llm import LLMChatEndEvent, LLMCompletionEndEvent
 from llama_index.core.instrumentation.span_handlers import BaseSpanHandler
 
-from llamaindex_routellm.llm import DECISION_KEY
+from llamaindex_routellm.llm import DECISION_KEY, RejectedAnswersEvent
 from shared_core.errors import ConfigError, RouteLLMError
 from shared_core.ledger import CallRecord, Ledger, PriceTable, ledger_from
 
@@ -129,6 +134,16 @@ class LedgerHandler:
                 self.errors.append(exc)
             return None
 
+    def record_unanswered(self, escalations: Any) -> Any:
+        """Price the rejected answers of a call that failed (errors are kept, see :meth:`check`)."""
+        try:
+            return self.ledger.record_unanswered(escalations)
+        except RouteLLMError as exc:
+            log.error("routellm ledger: %s", exc)
+            with self._lock:
+                self.errors.append(exc)
+            return None
+
     def check(self) -> None:
         """Raise the first error met while recording (a model with no price, a call without usage)."""
         with self._lock:
@@ -193,7 +208,9 @@ class _StreamEnds(BaseEventHandler):
         return "RouteLLMLedgerStreams"
 
     def handle(self, event: Any, **kwargs: Any) -> None:
-        if isinstance(event, (LLMChatEndEvent, LLMCompletionEndEvent)):
+        if isinstance(event, RejectedAnswersEvent):
+            self._owner.record_unanswered(event.escalations)
+        elif isinstance(event, (LLMChatEndEvent, LLMCompletionEndEvent)):
             # A non-streamed answer is tagged only after this event (it is recorded
             # at its span's exit); a streamed one's last chunk is tagged already.
             self._owner.record(event.response)

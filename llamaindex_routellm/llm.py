@@ -34,11 +34,13 @@ from llama_index.core.base.llms.types import (
 from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import LLM, ToolSelection
 from llama_index.core.prompts import BasePromptTemplate
 
-from shared_core.attempts import Attempts, Outcome
+from shared_core.attempts import Attempts, Outcome, rejected_answers
+from shared_core.engine import rejected_records
 from shared_core.errors import ConfigError
 from shared_core.escalation import AnswerView, CallContext, ToolCall
 from shared_core.policy import check_thread_id, content_text
@@ -99,6 +101,29 @@ def _tools_conversation(
         messages.append(user_msg)
     return to_conversation(messages)
 
+
+
+class RejectedAnswersEvent(BaseEvent):
+    """A ``RouteLLM`` call failed after its escalation checks rejected answers (the model
+    it escalated to raised ``error``): those answers were made and paid for, though the
+    call returned none. ``escalations`` lists them as a decision record does (``role``,
+    ``model``, ``reason``, ``usage``); the :class:`~llamaindex_routellm.LedgerHandler`
+    prices them."""
+
+    escalations: List[Dict[str, Any]]
+    error: str
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "RouteLLMRejectedAnswersEvent"
+
+
+def _report_rejected(error: BaseException) -> None:
+    """Dispatch a :class:`RejectedAnswersEvent` if ``error`` ended a call after a rejection."""
+    lost = rejected_answers(error)
+    if lost:
+        dispatcher.event(RejectedAnswersEvent(escalations=rejected_records(lost, [_usage(e.value) for e in lost]),
+                                              error=f"{type(error).__name__}: {error}"))
 
 
 def _usage(answer: Any) -> Optional[dict[str, Any]]:
@@ -324,7 +349,12 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         view: Callable[[Any], AnswerView] = None,
     ) -> Any:
         attempts = self._plan(decision, tools, timeout, view or _response_view, context)
-        return self._finish(decision, attempts, attempts.run(call), tag, thread)
+        try:
+            outcome = attempts.run(call)
+        except BaseException as exc:
+            _report_rejected(exc)
+            raise
+        return self._finish(decision, attempts, outcome, tag, thread)
 
     async def _acall(
         self, decision: Decision, call: Callable[[Any], Awaitable[Any]], tag: bool = True, tools: bool = False,
@@ -332,7 +362,12 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         view: Callable[[Any], AnswerView] = None,
     ) -> Any:
         attempts = self._plan(decision, tools, timeout, view or _response_view, context)
-        return self._finish(decision, attempts, await attempts.arun(call), tag, thread)
+        try:
+            outcome = await attempts.arun(call)
+        except BaseException as exc:
+            _report_rejected(exc)
+            raise
+        return self._finish(decision, attempts, outcome, tag, thread)
 
     def _stream(
         self, decision: Decision, call: Callable[[Any], Iterator[Any]], tag: bool = True, tools: bool = False,
@@ -345,11 +380,15 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
 
         def tagged() -> Generator[Any, None, None]:
             record = None
-            for chunk in chunks:
-                if record is None:
-                    self._pin(thread, decision, attempts, chunks.outcome)
-                    record = self._record(decision, attempts, chunks.outcome, _usage)
-                yield _tag(chunk, record) if tag else chunk
+            try:
+                for chunk in chunks:
+                    if record is None:
+                        self._pin(thread, decision, attempts, chunks.outcome)
+                        record = self._record(decision, attempts, chunks.outcome, _usage)
+                    yield _tag(chunk, record) if tag else chunk
+            except BaseException as exc:
+                _report_rejected(exc)
+                raise
 
         return tagged()
 
@@ -362,11 +401,15 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
 
         async def tagged() -> AsyncGenerator[Any, None]:
             record = None
-            async for chunk in chunks:
-                if record is None:
-                    self._pin(thread, decision, attempts, chunks.outcome)
-                    record = self._record(decision, attempts, chunks.outcome, _usage)
-                yield _tag(chunk, record) if tag else chunk
+            try:
+                async for chunk in chunks:
+                    if record is None:
+                        self._pin(thread, decision, attempts, chunks.outcome)
+                        record = self._record(decision, attempts, chunks.outcome, _usage)
+                    yield _tag(chunk, record) if tag else chunk
+            except BaseException as exc:
+                _report_rejected(exc)
+                raise
 
         return tagged()
 

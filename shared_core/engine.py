@@ -170,14 +170,24 @@ def decision_record(
         first = failed[0]
         record["fallback"] = {"from": first["role"], "model": first["model"], "error": first["error"]}
     if escalations:
-        rejected = [e.to_dict() for e in escalations]
-        for entry, used in zip(rejected, usage):
-            if used is not None:
-                entry["usage"] = dict(used)
+        rejected = rejected_records(escalations, usage)
         record["escalations"] = rejected
         record["escalated"] = {"from": rejected[0]["role"], "model": rejected[0]["model"],
                                "reason": rejected[0]["reason"]}
     return record
+
+
+def rejected_records(escalations: Sequence[Escalation], usage: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    """Each rejected answer as records hold it: ``role``, ``model``, ``reason`` and, when
+    ``usage`` gives it (one entry per escalation), ``usage``. A decision record's
+    ``escalations`` are these, and so are those of a call that failed after a rejection
+    (:func:`shared_core.attempts.rejected_answers`), which a ledger prices with
+    :meth:`~shared_core.ledger.Ledger.record_unanswered`."""
+    rejected = [e.to_dict() for e in escalations]
+    for entry, used in zip(rejected, usage):
+        if used is not None:
+            entry["usage"] = dict(used)
+    return rejected
 
 
 def outcome_record(

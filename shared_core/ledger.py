@@ -53,7 +53,8 @@ from shared_core.routers import Role
 if TYPE_CHECKING:
     from shared_core.controller import BudgetController
 
-__all__ = ["CallRecord", "Ledger", "Price", "PriceError", "PriceTable", "UsageError", "check_tokens", "ledger_from"]
+__all__ = ["CallRecord", "Ledger", "Price", "PriceError", "PriceTable", "UnansweredRecord", "UsageError", "check_tokens",
+           "ledger_from"]
 
 PER = 1_000_000  # prices are per million tokens
 
@@ -177,6 +178,23 @@ class CallRecord:
         return {**asdict(self), "savings": self.savings}
 
 
+@dataclass(frozen=True)
+class UnansweredRecord:
+    """Answers the escalation checks rejected in a call that then failed (the model it
+    escalated to raised): paid for, though no answer came back. ``cost`` is theirs;
+    the counterfactual, the call sent straight to the strong model, failed and cost
+    nothing."""
+
+    rejected: tuple[str, ...]
+    input_tokens: int
+    output_tokens: int
+    cost: float
+    reason: Optional[str] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 class Ledger:
     """Records routed calls and adds up cost, counterfactual strong cost and savings.
 
@@ -196,6 +214,7 @@ class Ledger:
         self.budget = budget
         self._lock = threading.Lock()
         self._calls: list[CallRecord] = []
+        self._unanswered: list[UnansweredRecord] = []
 
     def record_call(
         self,
@@ -221,11 +240,7 @@ class Ledger:
         n_in = check_tokens(input_tokens, "input tokens", model)
         n_out = check_tokens(output_tokens, "output tokens", model)
         cost = self.prices.price(model, role).cost(n_in, n_out)
-        rejected_cost = 0.0
-        for r_role, r_model, r_in, r_out in rejected:
-            rejected_cost += self.prices.price(r_model, r_role).cost(
-                check_tokens(r_in, "input tokens", r_model), check_tokens(r_out, "output tokens", r_model)
-            )
+        rejected_cost = self._rejected_cost(rejected)[0]
         record = CallRecord(role, model, n_in, n_out, cost + rejected_cost, self._strong_price.cost(n_in, n_out),
                             score, reason, bool(fallback), rejected_cost, tuple(r[1] for r in rejected))
         with self._lock:
@@ -243,19 +258,37 @@ class Ledger:
                 f"the call answered by {model!r} ({record.get('role')}) reported no token usage "
                 f"(input {input_tokens!r}, output {output_tokens!r}); the ledger cannot price it"
             )
-        rejected = []
-        for entry in record.get("escalations") or ():
-            usage = entry.get("usage") if isinstance(entry, Mapping) else None
-            if not isinstance(usage, Mapping) or usage.get("input_tokens") is None or usage.get("output_tokens") is None:
-                raise UsageError(
-                    f"the answer of {entry.get('model') if isinstance(entry, Mapping) else entry!r} rejected by the "
-                    f"escalation checks reported no token usage ({usage!r}); the ledger cannot price it"
-                )
-            rejected.append((entry.get("role"), entry.get("model"), usage["input_tokens"], usage["output_tokens"]))
         return self.record_call(
             record.get("role"), model, input_tokens, output_tokens, score=record.get("score"),
-            reason=record.get("reason"), fallback=bool(record.get("fallback")), rejected=rejected,
+            reason=record.get("reason"), fallback=bool(record.get("fallback")),
+            rejected=_rejected_usage(record.get("escalations") or ()),
         )
+
+    def record_unanswered(self, escalations: Sequence[Mapping[str, Any]]) -> UnansweredRecord:
+        """Price the answers rejected in a call that then failed: ``escalations`` as a
+        decision record lists them (``role``, ``model``, ``reason``, ``usage``;
+        :func:`shared_core.engine.rejected_records`). Their cost counts in the totals'
+        ``cost`` and ``unanswered_cost``; no call is added (nothing answered), and no
+        counterfactual cost (the strong model failed). A rejected answer without usage
+        raises :class:`UsageError`, as everywhere."""
+        rejected = _rejected_usage(escalations)
+        if not rejected:
+            raise ConfigError("record_unanswered needs at least one rejected answer, got none")
+        cost, n_in, n_out = self._rejected_cost(rejected)
+        first = escalations[0]
+        record = UnansweredRecord(tuple(r[1] for r in rejected), n_in, n_out, cost, first.get("reason"))
+        with self._lock:
+            self._unanswered.append(record)
+        return record
+
+    def _rejected_cost(self, rejected: Sequence[tuple[str, str, Any, Any]]) -> tuple[float, int, int]:
+        cost, total_in, total_out = 0.0, 0, 0
+        for r_role, r_model, r_in, r_out in rejected:
+            n_in = check_tokens(r_in, "input tokens", r_model)
+            n_out = check_tokens(r_out, "output tokens", r_model)
+            cost += self.prices.price(r_model, r_role).cost(n_in, n_out)
+            total_in, total_out = total_in + n_in, total_out + n_out
+        return cost, total_in, total_out
 
     # Reading ---------------------------------------------------------------------------
     @property
@@ -263,9 +296,17 @@ class Ledger:
         with self._lock:
             return list(self._calls)
 
+    @property
+    def unanswered(self) -> list[UnansweredRecord]:
+        """The rejected answers of calls that failed (:meth:`record_unanswered`)."""
+        with self._lock:
+            return list(self._unanswered)
+
     def totals(self) -> dict[str, Any]:
-        calls = self.calls
-        cost = sum(c.cost for c in calls)
+        with self._lock:
+            calls, unanswered = list(self._calls), list(self._unanswered)
+        unanswered_cost = sum(u.cost for u in unanswered)
+        cost = sum(c.cost for c in calls) + unanswered_cost
         strong_cost = sum(c.strong_cost for c in calls)
         n_strong = sum(c.role == "strong" for c in calls)
         return {
@@ -275,6 +316,8 @@ class Ledger:
             "strong_share": n_strong / len(calls) if calls else None,
             "input_tokens": sum(c.input_tokens for c in calls),
             "output_tokens": sum(c.output_tokens for c in calls),
+            "unanswered_answers": sum(len(u.rejected) for u in unanswered),
+            "unanswered_cost": unanswered_cost,
             "cost": cost,
             "strong_cost": strong_cost,
             "savings": strong_cost - cost,
@@ -297,6 +340,7 @@ class Ledger:
                                       "answering model did, on the same input tokens",
             "totals": self.totals(),
             "calls": [c.to_dict() for c in self.calls],
+            "unanswered": [u.to_dict() for u in self.unanswered],
         }
 
     def to_json(self, **kwargs: Any) -> str:
@@ -304,17 +348,35 @@ class Ledger:
 
     def summary(self) -> str:
         t = self.totals()
+        n = t["unanswered_answers"]
+        lost = (f", {n} rejected answer{'s' if n != 1 else ''} of a failed call (${t['unanswered_cost']:.6f}, "
+                f"in the cost)" if n else "")
         if not t["calls"]:
-            return "0 calls"
+            return "0 calls" + lost
         saved = f" ({t['savings_share']:.1%})" if t["savings_share"] is not None else ""
         return (
             f"{t['calls']} calls, {t['strong_calls']} strong ({t['strong_share']:.1%}), cost ${t['cost']:.6f} "
-            f"vs ${t['strong_cost']:.6f} all-strong, saved ${t['savings']:.6f}{saved}"
+            f"vs ${t['strong_cost']:.6f} all-strong, saved ${t['savings']:.6f}{saved}{lost}"
         )
 
     def reset(self) -> None:
         with self._lock:
             self._calls.clear()
+            self._unanswered.clear()
+
+
+def _rejected_usage(escalations: Sequence[Any]) -> list[tuple[Any, Any, Any, Any]]:
+    """``(role, model, input_tokens, output_tokens)`` of each rejected answer of a record."""
+    rejected = []
+    for entry in escalations:
+        usage = entry.get("usage") if isinstance(entry, Mapping) else None
+        if not isinstance(usage, Mapping) or usage.get("input_tokens") is None or usage.get("output_tokens") is None:
+            raise UsageError(
+                f"the answer of {entry.get('model') if isinstance(entry, Mapping) else entry!r} rejected by the "
+                f"escalation checks reported no token usage ({usage!r}); the ledger cannot price it"
+            )
+        rejected.append((entry.get("role"), entry.get("model"), usage["input_tokens"], usage["output_tokens"]))
+    return rejected
 
 
 def ledger_from(ledger: Optional[Ledger], prices: PriceTable | Mapping[str, Any] | None, strong_model: Optional[str],

@@ -350,3 +350,36 @@ def test_ledger_prices_the_rejected_weak_answer_once():
     assert call.rejected_cost == pytest.approx(rejected)
     assert call.cost == pytest.approx(strong + rejected)
     assert call.strong_cost == pytest.approx(strong)  # straight to the strong model: no rejected answer
+
+
+@pytest.mark.parametrize("how", ["invoke", "ainvoke", "stream", "astream", "invoke_streaming"])
+def test_when_the_escalation_fails_the_rejected_answer_is_still_reported_and_priced(how):
+    """The strong model is down: the call raises its error, and the rejected weak answer,
+    made and paid for, reaches the callbacks (usage) and the ledger (unanswered cost)."""
+    from langchain_routellm import LedgerCallbackHandler
+
+    llm = chat(lazy(text=""), strong=FakeToolChatModel(model_name="strong-fake", fail=True), escalate_on=["empty"],
+               streaming=how == "invoke_streaming")
+    handler = LedgerCallbackHandler(prices={"strong-fake": (10.0, 30.0), "weak-fake": (1.0, 2.0)},
+                                    strong_model="strong-fake")
+    config = {"callbacks": [handler]}
+
+    async def astream():
+        return [c async for c in llm.astream("say hi", config=config)]
+
+    run = {"invoke": lambda: llm.invoke("say hi", config=config),
+           "invoke_streaming": lambda: llm.invoke("say hi", config=config),
+           "ainvoke": lambda: asyncio.run(llm.ainvoke("say hi", config=config)),
+           "stream": lambda: list(llm.stream("say hi", config=config)),
+           "astream": lambda: asyncio.run(astream())}[how]
+    with get_usage_metadata_callback() as cb, pytest.raises(ConnectionError, match="strong-fake is down"):
+        run()
+    assert cb.usage_metadata == {"weak-fake": {"input_tokens": 5, "output_tokens": 2, "total_tokens": 7}}
+    assert handler.ledger.calls == [] and handler.unrouted == 0
+    [lost] = handler.ledger.unanswered
+    assert lost.rejected == ("weak-fake",) and lost.reason.startswith("empty")
+    assert (lost.input_tokens, lost.output_tokens) == (5, 2)
+    totals = handler.ledger.totals()
+    assert totals["cost"] == pytest.approx((5 * 1.0 + 2 * 2.0) / 1e6, abs=1e-15)
+    assert totals["unanswered_answers"] == 1 and totals["strong_cost"] == 0.0
+    assert "1 rejected answer of a failed call" in handler.ledger.summary()

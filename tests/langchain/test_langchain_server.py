@@ -126,3 +126,32 @@ def test_batch(llm, entry):
 def test_lcel_chain(llm):
     chain = ChatPromptTemplate.from_messages([("system", "Answer briefly."), ("human", "{q}")]) | llm | StrOutputParser()
     assert chain.invoke({"q": "What colour is the sky?"}).strip()
+
+
+def test_a_real_rejected_answer_is_priced_when_the_strong_model_is_unreachable():
+    """The real weak model answers, a check rejects the answer, and the strong model's
+    address refuses connections (the openai client's real error): the call raises it,
+    and the ledger prices the rejected answer from the usage the server reported."""
+    import socket
+
+    import openai
+
+    from langchain_routellm import LedgerCallbackHandler
+
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    down = langchain_openai.ChatOpenAI(model="strong-down", base_url=f"http://127.0.0.1:{port}/v1", api_key="unused",
+                                       max_retries=0, timeout=10)
+    llm = RouteLLMChat(strong=down, weak=_smollm("smollm2-as-weak"), router=KeywordRouter(), threshold=0.5,
+                       escalate_on=[lambda view: "every answer is rejected here"])
+    handler = LedgerCallbackHandler(prices={"strong-down": (10.0, 30.0), "smollm2-as-weak": (1.0, 2.0)},
+                                    strong_model="strong-down")
+    with get_usage_metadata_callback() as usage_cb, pytest.raises(openai.APIConnectionError):
+        llm.invoke(EASY, config={"callbacks": [handler]})
+    [(model, usage)] = usage_cb.usage_metadata.items()
+    assert model.startswith("smollm2-as-weak") and usage["input_tokens"] > 0 and usage["output_tokens"] > 0
+    [lost] = handler.ledger.unanswered
+    assert (lost.input_tokens, lost.output_tokens) == (usage["input_tokens"], usage["output_tokens"])
+    assert lost.cost == pytest.approx((usage["input_tokens"] * 1.0 + usage["output_tokens"] * 2.0) / 1e6, abs=1e-15)
+    assert handler.ledger.calls == []

@@ -222,3 +222,46 @@ def test_ledger_prices_the_rejected_weak_answer_once():
     assert call.rejected == ("weak-mock",) and call.rejected_cost == pytest.approx((5 * 1.0 + 2 * 2.0) / 1e6)
     assert call.cost == pytest.approx((5 * 10.0 + 2 * 30.0 + 5 * 1.0 + 2 * 2.0) / 1e6)
     assert call.strong_cost == pytest.approx((5 * 10.0 + 2 * 30.0) / 1e6)
+
+
+class StreamsWithUsage(WithUsage):
+    """WithUsage whose stream also reports usage (on its one chunk, as OpenAI's last one)."""
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any):
+        def gen():
+            yield CompletionResponse(text=self.answer, delta=self.answer,
+                                     raw={"usage": {"prompt_tokens": 5, "completion_tokens": 2}})
+
+        return gen()
+
+
+@pytest.mark.parametrize("method", ["complete", "acomplete", "chat", "achat", "stream_complete", "stream_chat",
+                                    "astream_complete", "astream_chat"])
+def test_when_the_escalation_fails_the_ledger_still_prices_the_rejected_answer(method):
+    """The strong model is down: the call raises its error, and the rejected weak answer,
+    made and paid for, is priced as an unanswered cost (no call: nothing answered)."""
+    from li_support import FailingMockLLM
+    from llamaindex_routellm import LedgerHandler
+
+    llm = routed(StreamsWithUsage(name="weak-mock", answer=""), FailingMockLLM(name="strong-down"),
+                 escalate_on=["empty"])
+    arg = USER if "chat" in method else "say hi"
+
+    async def consume(result):
+        result = await result
+        return [c async for c in result] if "stream" in method else result
+
+    with LedgerHandler(prices={"strong-down": (10.0, 30.0), "weak-mock": (1.0, 2.0)},
+                       strong_model="strong-down") as ledger:
+        with pytest.raises(ConnectionError, match="strong-down is down"):
+            result = getattr(llm, method)(arg)
+            if method.startswith("a"):
+                asyncio.run(consume(result))
+            elif "stream" in method:
+                list(result)
+    assert ledger.ledger.calls == []
+    [lost] = ledger.ledger.unanswered
+    assert lost.rejected == ("weak-mock",) and lost.reason.startswith("empty")
+    assert ledger.totals()["cost"] == pytest.approx((5 * 1.0 + 2 * 2.0) / 1e6, abs=1e-15)
+    assert ledger.totals()["unanswered_answers"] == 1

@@ -73,3 +73,30 @@ def test_chat_records_the_decision_with_a_real_response(llm, events):
     assert response.raw is not None  # the OpenAI client's own response object came through
     assert response.additional_kwargs[DECISION_KEY]["model"] == "smollm2-as-weak"
     assert set(events.models()) == {"smollm2-as-weak"}
+
+
+def test_a_real_rejected_answer_is_priced_when_the_strong_model_is_unreachable():
+    """The real weak model answers, a check rejects it, the strong model's address refuses
+    connections (the openai client's real error): the call raises, and the ledger prices
+    the rejected answer from the usage the server reported."""
+    import socket
+
+    import openai
+
+    from llamaindex_routellm import LedgerHandler
+
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    down = openai_like.OpenAILike(model="strong-down", api_base=f"http://127.0.0.1:{port}/v1", api_key="unused",
+                                  is_chat_model=True, context_window=2048, max_retries=0, timeout=10)
+    llm = RouteLLM(strong=down, weak=_smollm("smollm2-as-weak", 16), router=KeywordRouter(), threshold=0.5,
+                   escalate_on=[lambda view: "every answer is rejected here"])
+    with LedgerHandler(prices={"strong-down": (10.0, 30.0), "smollm2-as-weak": (1.0, 2.0)},
+                       strong_model="strong-down") as ledger:
+        with pytest.raises(openai.APIConnectionError):
+            llm.chat([ChatMessage(role="user", content="Say hello in one short sentence.")])
+    [lost] = ledger.ledger.unanswered
+    assert lost.rejected == ("smollm2-as-weak",) and lost.input_tokens > 0 and lost.output_tokens > 0
+    assert lost.cost == pytest.approx((lost.input_tokens * 1.0 + lost.output_tokens * 2.0) / 1e6, abs=1e-15)
+    assert ledger.ledger.calls == []

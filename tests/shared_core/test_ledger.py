@@ -50,6 +50,36 @@ def test_to_dict_and_json():
     assert Ledger(PRICES, "big").totals()["strong_share"] is None
 
 
+def test_rejected_answers_of_failed_calls_count_in_the_cost_only():
+    """A call that failed after its weak answer was rejected: that answer was paid for, no call answered,
+    and the counterfactual (straight to the strong model, which failed) cost nothing."""
+    ledger = Ledger(PRICES, strong_model="big")
+    ledger.record_call("weak", "small", 2_000, 1_000)
+    lost = ledger.record_unanswered([{"role": "weak", "model": "small", "reason": "empty: no text",
+                                      "usage": {"input_tokens": 100, "output_tokens": 10}}])
+    assert (lost.rejected, lost.input_tokens, lost.output_tokens, lost.reason) == (("small",), 100, 10, "empty: no text")
+    assert lost.cost == pytest.approx(100 * 0.5e-6 + 10 * 1.5e-6, abs=1e-15)
+    t = ledger.totals()
+    assert (t["calls"], t["unanswered_answers"]) == (1, 1)
+    assert t["unanswered_cost"] == pytest.approx(lost.cost, abs=1e-15)
+    assert t["cost"] == pytest.approx(0.0025 + lost.cost, abs=1e-15)
+    assert t["strong_cost"] == pytest.approx(0.05, abs=1e-15)  # unchanged
+    assert t["input_tokens"] == 2_000  # of the calls that answered
+    assert ledger.summary().endswith(", 1 rejected answer of a failed call ($0.000065, in the cost)")
+    assert json.loads(ledger.to_json())["unanswered"] == [{"rejected": ["small"], "input_tokens": 100,
+                                                          "output_tokens": 10, "cost": pytest.approx(lost.cost),
+                                                          "reason": "empty: no text"}]
+    with pytest.raises(UsageError, match="'small' rejected by the escalation checks reported no token usage"):
+        ledger.record_unanswered([{"role": "weak", "model": "small", "reason": "empty", "usage": None}])
+    with pytest.raises(PriceError, match="no price for model 'tiny'"):
+        ledger.record_unanswered([{"role": "weak", "model": "tiny", "usage": {"input_tokens": 1, "output_tokens": 1}}])
+    with pytest.raises(ConfigError, match="at least one rejected answer"):
+        ledger.record_unanswered([])
+    assert len(ledger.unanswered) == 1  # the refused ones were not recorded
+    ledger.reset()
+    assert ledger.unanswered == [] and ledger.summary() == "0 calls"
+
+
 def test_a_model_without_price_is_an_error_naming_it():
     with pytest.raises(PriceError, match=r"no price for model 'huge' \(the strong model\); the price table has: 'big', 'small'"):
         Ledger(PRICES, strong_model="huge")
