@@ -379,13 +379,10 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         chunks = attempts.stream(call, eager=True)
 
         def tagged() -> Generator[Any, None, None]:
-            record = None
+            mark = self._marker(decision, attempts, chunks, tag, thread)
             try:
                 for chunk in chunks:
-                    if record is None:
-                        self._pin(thread, decision, attempts, chunks.outcome)
-                        record = self._record(decision, attempts, chunks.outcome, _usage)
-                    yield _tag(chunk, record) if tag else chunk
+                    yield mark(chunk)
             except BaseException as exc:
                 _report_rejected(exc)
                 raise
@@ -400,18 +397,30 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         chunks = await attempts.astream(call).open_first()
 
         async def tagged() -> AsyncGenerator[Any, None]:
-            record = None
+            mark = self._marker(decision, attempts, chunks, tag, thread)
             try:
                 async for chunk in chunks:
-                    if record is None:
-                        self._pin(thread, decision, attempts, chunks.outcome)
-                        record = self._record(decision, attempts, chunks.outcome, _usage)
-                    yield _tag(chunk, record) if tag else chunk
+                    yield mark(chunk)
             except BaseException as exc:
                 _report_rejected(exc)
                 raise
 
         return tagged()
+
+    def _marker(self, decision: Decision, attempts: Attempts[Any], chunks: Any, tag: bool,
+                thread: Any) -> Callable[[Any], Any]:
+        """What a stream does to each chunk: at the first, pin the thread and make the
+        record (the outcome is known by then); tag every chunk with it if ``tag``."""
+        record: Optional[dict[str, Any]] = None
+
+        def mark(chunk: Any) -> Any:
+            nonlocal record
+            if record is None:
+                self._pin(thread, decision, attempts, chunks.outcome)
+                record = self._record(decision, attempts, chunks.outcome, _usage)
+            return _tag(chunk, record) if tag else chunk
+
+        return mark
 
     # Chat and completion -----------------------------------------------------
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
