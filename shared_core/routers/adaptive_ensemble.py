@@ -29,6 +29,17 @@ sign on MMLU and on arena-bench.
 Dev numbers (MMLU-train 5-fold CV / arena-bench 5-fold CV / MMLU->arena /
 arena->MMLU; docs/quality.md, second round): ``ensemble`` 0.671 / 0.561 /
 0.556 / 0.530 (mean 0.580); this router 0.678 / 0.570 / 0.569 / 0.539 (mean 0.589).
+
+Optionally (:meth:`AdaptiveEnsembleRouter.fit_difficulty`) a **difficulty head**
+adds what every model's outcome says, not only the pair's: a ridge from the
+embedding to a prompt's multi-model difficulty (1 - the mean outcome of all the
+models that answered it), blended in with weight ``blend`` on the reference
+set's standardised scale::
+
+    score = clip(s + blend / (1 - blend) * sd(s) / sd(d) * (d - mean(d)), 0, 1)
+
+(``s`` the score above, ``d`` the difficulty; ``sd`` and ``mean`` on the
+reference prompts). It orders prompts as ``(1 - blend) z(s) + blend z(d)``.
 """
 
 from __future__ import annotations
@@ -155,6 +166,9 @@ class AdaptiveEnsembleRouter(EnsembleRouter):
         self.group_mix = mix
         self.group_c = _number(group_c, "group_c", low=0, strict=True)
         self.group_prior_weight = _number(group_prior_weight, "group_prior_weight", low=0)
+        self.difficulty_coef_: np.ndarray | None = None  # fit_difficulty sets the head, if any
+        self.difficulty_intercept_ = self.difficulty_scale_ = self.difficulty_center_ = 0.0
+        self.difficulty_blend: float | None = None
 
     # Training --------------------------------------------------------------------
     def fit(self, labelled: pd.DataFrame, *, progress: bool | None = None) -> "AdaptiveEnsembleRouter":
@@ -202,7 +216,51 @@ class AdaptiveEnsembleRouter(EnsembleRouter):
             "source": self.group_source_, "groups": len(self.groups_), "prompts": int(has.sum())
         }
 
+    def fit_difficulty(self, frame: "pd.DataFrame", reference: Sequence[str], *, blend: float,
+                       alpha: float = 100.0) -> "AdaptiveEnsembleRouter":
+        """Fit the difficulty head on ``frame`` (``prompt``, ``difficulty`` in [0, 1],
+        ``source``; each source's rows weigh as much in all as another source's) and
+        blend it in with weight ``blend`` (0 < blend < 1), scaled on ``reference``."""
+        self._check_fitted()
+        blend_ = _number(blend, "blend", low=0, strict=True)
+        if blend_ >= 1:
+            raise ConfigError(f"blend must be in (0, 1), got {blend!r}")
+        alpha_ = _number(alpha, "alpha", low=0, strict=True)
+        missing = {"prompt", "difficulty", "source"} - set(frame.columns)
+        if missing:
+            raise ConfigError(f"the difficulty frame needs columns {sorted(missing)}; it has {list(frame.columns)}")
+        y = frame["difficulty"].to_numpy(dtype=np.float64)
+        if len(y) == 0 or not np.all(np.isfinite(y)) or y.min() < 0 or y.max() > 1:
+            raise ConfigError("difficulties must be numbers in [0, 1], at least one")
+        reference = list(reference)
+        if len(reference) < 2:
+            raise ConfigError(f"the difficulty head is scaled on the reference prompts; got {len(reference)}")
+        sources = frame["source"].astype(str).to_numpy()
+        counts = {src: int((sources == src).sum()) for src in sorted(set(sources))}
+        weights = np.array([1.0 / counts[src] for src in sources])
+        weights *= len(weights) / weights.sum()
+        x = np.asarray(self.embedder.embed(list(frame["prompt"])), dtype=np.float64)
+        mean = (weights[:, None] * x).sum(axis=0) / weights.sum()
+        scale = np.maximum(np.sqrt((weights[:, None] * (x - mean) ** 2).sum(axis=0) / weights.sum()), 1e-6)
+        coef_z, intercept_z = fit_weighted_ridge((x - mean) / scale, y, weights, alpha_)  # standardised columns
+        self.difficulty_coef_ = (coef_z / scale).astype(np.float32)
+        self.difficulty_intercept_ = float(intercept_z - (mean / scale) @ coef_z)
+        self.difficulty_scale_ = 0.0  # off while the reference set's base scores are computed
+        base = self._score(reference)
+        d = self.difficulty_scores(self.embedder.embed(reference))
+        self.difficulty_center_ = float(d.mean())
+        self.difficulty_scale_ = float(blend_ / (1 - blend_) * base.std() / max(d.std(), 1e-12))
+        self.difficulty_blend = blend_
+        self.training_["difficulty"] = {"blend": blend_, "ridge_alpha": alpha_, "prompts": counts,
+                                        "target": "1 - mean outcome of every model that answered the prompt"}
+        return self
+
     # Scoring ---------------------------------------------------------------------
+    def difficulty_scores(self, embeddings: np.ndarray) -> np.ndarray:
+        """The difficulty head's prediction (about [0, 1]: 1 - every model's mean outcome)."""
+        return np.asarray(embeddings, dtype=np.float64) @ self.difficulty_coef_.astype(np.float64) \
+            + self.difficulty_intercept_
+
     def group_scores(self, embeddings: np.ndarray) -> np.ndarray:
         """Expected label of each prompt's predicted group (probability-weighted group means)."""
         logits = np.asarray(embeddings, dtype=np.float64) @ self.group_coef_.astype(np.float64) + self.group_intercept_
@@ -238,7 +296,11 @@ class AdaptiveEnsembleRouter(EnsembleRouter):
         emb = self.embedder.embed(prompts)
         scores, gates, nearest = self._bank_pass(emb, self.sim_k)  # one similarity product for everything
         w = self._weights_from_nearest(nearest)
-        return w * self._mix_groups(scores, gates, emb) + (1.0 - w) * self.head_scores(prompts, emb)
+        out = w * self._mix_groups(scores, gates, emb) + (1.0 - w) * self.head_scores(prompts, emb)
+        if self.difficulty_coef_ is not None and self.difficulty_scale_:
+            out = np.clip(out + self.difficulty_scale_ * (self.difficulty_scores(emb) - self.difficulty_center_),
+                          0.0, 1.0)
+        return out
 
     # Artifacts -------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
@@ -256,6 +318,9 @@ class AdaptiveEnsembleRouter(EnsembleRouter):
             "group_source": self.group_source_,
             "groups": list(self.groups_),
             "features": {"version": FEATURES_VERSION, "names": list(FEATURE_NAMES)},
+            **({} if self.difficulty_coef_ is None else {"difficulty": {
+                "blend": self.difficulty_blend, "intercept": self.difficulty_intercept_,
+                "scale": self.difficulty_scale_, "center": self.difficulty_center_}}),
         }
 
     def tensors(self) -> dict[str, np.ndarray]:
@@ -263,6 +328,8 @@ class AdaptiveEnsembleRouter(EnsembleRouter):
         if self.groups_:
             out.update(group_coef=self.group_coef_, group_intercept=self.group_intercept_,
                        group_value=self.group_value_.astype(np.float64))
+        if self.difficulty_coef_ is not None:
+            out["difficulty_coef"] = self.difficulty_coef_
         return out
 
     @classmethod
@@ -299,3 +366,14 @@ class AdaptiveEnsembleRouter(EnsembleRouter):
             self.group_coef_ = require_tensor(tensors, "group_coef", (dim, g), path).astype(np.float32)
             self.group_intercept_ = require_tensor(tensors, "group_intercept", (g,), path).astype(np.float64)
             self.group_value_ = require_tensor(tensors, "group_value", (g,), path).astype(np.float64)
+        head = config.get("difficulty")
+        if head is not None:
+            numbers = {}
+            for key in ("blend", "intercept", "scale", "center"):
+                value = head.get(key) if isinstance(head, dict) else None
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+                    raise ArtifactError(f"{str(path)!r}: config 'difficulty' needs a number '{key}', got {head!r}")
+                numbers[key] = float(value)
+            self.difficulty_coef_ = require_tensor(tensors, "difficulty_coef", (dim,), path).astype(np.float32)
+            self.difficulty_blend, self.difficulty_intercept_ = numbers["blend"], numbers["intercept"]
+            self.difficulty_scale_, self.difficulty_center_ = numbers["scale"], numbers["center"]

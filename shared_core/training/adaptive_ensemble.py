@@ -2,7 +2,9 @@
 
 Labels are those of :func:`shared_core.training.knn.labelled_prompts` (MMLU
 correctness, arena-bench difficulty); each MMLU prompt also carries its subject
-as ``group``, which the router's subject classifier learns.
+as ``group``, which the router's subject classifier learns. ``adaptive_ensemble_mm``
+adds the difficulty head of :meth:`AdaptiveEnsembleRouter.fit_difficulty`, fitted
+to every model's outcomes (:func:`difficulty_frame`).
 """
 
 from __future__ import annotations
@@ -53,12 +55,55 @@ def chat_corpus_labelled(data: RecipeData) -> pd.DataFrame:
     return pd.DataFrame({"prompt": chat["prompt"], "label": CHAT_LABEL, "source": "chat"})
 
 
-def _train(data: RecipeData, with_mmlu_pro: bool, with_chat: bool = False) -> Router:
+#: The difficulty head of ``adaptive_ensemble_mm``: its weight on the standardised scale and its ridge
+#: penalty (dev numbers: docs/quality.md, sixth round, H3).
+DIFFICULTY_BLEND = 0.2
+DIFFICULTY_ALPHA = 100.0
+
+
+def difficulty_frame(data: RecipeData) -> pd.DataFrame:
+    """Every permissive source's prompts with their multi-model difficulty: ``prompt``, ``difficulty``, ``source``.
+
+    Difficulty is 1 - the mean outcome of every model that answered the prompt:
+    MMLU-train the pair's right/wrong (the only two models there), arena-bench the
+    15 models' GPT-4 judge grades as ``(grade - 1) / 9``, MMLU-Pro the 30 models'
+    right/wrong; the chatterbot-corpus openings 0 (every model answers small talk
+    well: the assumption behind their tie labels). Held-out questions are left out.
+    """
+    from shared_core import datasets as D
+
+    frames = []
+
+    def add(frame: pd.DataFrame, outcomes: pd.DataFrame, source: str) -> None:
+        values = outcomes.astype(float)
+        difficulty = 1.0 - values.mean(axis=1, skipna=True).to_numpy()
+        keep = np.isfinite(difficulty)
+        frames.append(pd.DataFrame({"prompt": frame["prompt"].to_numpy()[keep],
+                                    "difficulty": np.clip(difficulty[keep], 0.0, 1.0), "source": source}))
+
+    if data.include_mmlu_train:
+        mmlu = data.drop_held_out_texts(data.mmlu_train())
+        add(mmlu, mmlu[[D.STRONG_MODEL, D.WEAK_MODEL]], "mmlu")
+    if data.include_arena:
+        arena = data.drop_held_out_texts(data.arena())
+        if len(arena):
+            add(arena, ((arena[D.arena_models(arena)].astype(float) - 1) / 9).clip(0, 1), "arena")
+    if data.include_mmlu_pro:
+        pro = data.drop_held_out_texts(data.mmlu_pro())
+        add(pro, pro[D.outcome_columns(pro)], "mmlu_pro")
+    chat = data.drop_held_out_texts(D.load_chat_corpus())
+    frames.append(pd.DataFrame({"prompt": chat["prompt"], "difficulty": 0.0, "source": "chat"}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _train(data: RecipeData, with_mmlu_pro: bool, with_chat: bool = False, with_difficulty: bool = False) -> Router:
     from shared_core.datasets import STRONG_MODEL, WEAK_MODEL
     from shared_core.routers.adaptive_ensemble import AdaptiveEnsembleRouter
 
     settings = {"strong": STRONG_MODEL, "weak": WEAK_MODEL, "progress": data.progress, **(data.options or {})}
     settings.pop("seed", None)  # deterministic: nothing to seed
+    blend = settings.pop("difficulty_blend", DIFFICULTY_BLEND)
+    alpha = settings.pop("difficulty_alpha", DIFFICULTY_ALPHA)
     if with_chat:
         settings.setdefault("source_weights", dict(CHAT_SOURCE_WEIGHTS))
     labelled, info = labelled_prompts(data, settings["strong"], settings["weak"])
@@ -82,6 +127,12 @@ def _train(data: RecipeData, with_mmlu_pro: bool, with_chat: bool = False) -> Ro
         mmlu_rows = labelled["source"] == "mmlu"
         labelled["group"] = labelled["prompt"].map(subject).where(mmlu_rows)
     router = AdaptiveEnsembleRouter(data.embedder, **settings).fit(labelled)
+    if with_difficulty:
+        from shared_core.training.recipes import reference_prompts
+
+        router.fit_difficulty(difficulty_frame(data), reference_prompts(data.data_dir), blend=blend, alpha=alpha)
+        info["data"] += (" + a difficulty head on every model's outcomes (MMLU-train: the pair; arena-bench: 15 "
+                         "models; MMLU-Pro: 30 models; corpus openings: 0)")
     router.training_.update(info)
     return router
 
@@ -104,10 +155,18 @@ def train_adaptive_ensemble_chat(data: RecipeData) -> Router:
     return _train(data, with_mmlu_pro=True, with_chat=True)
 
 
+@register_recipe("adaptive_ensemble_mm")
+def train_adaptive_ensemble_mm(data: RecipeData) -> Router:
+    """``adaptive_ensemble_chat`` plus a difficulty head fitted to every model's outcomes (blend 0.2)."""
+    return _train(data, with_mmlu_pro=True, with_chat=True, with_difficulty=True)
+
+
 __all__ = [
     "chat_corpus_labelled",
+    "difficulty_frame",
     "mmlu_pro_labelled",
     "train_adaptive_ensemble",
     "train_adaptive_ensemble_chat",
+    "train_adaptive_ensemble_mm",
     "train_adaptive_ensemble_pro",
 ]

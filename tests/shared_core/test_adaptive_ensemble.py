@@ -124,3 +124,49 @@ def test_groups_from_two_sources_raise():
     data = pd.concat([GROUPED, GROUPED.assign(source="other")], ignore_index=True)
     with pytest.raises(ConfigError, match="one source"):
         AdaptiveEnsembleRouter(HashEmbedder(32)).fit(data)
+
+
+DIFFICULTY = pd.DataFrame({"prompt": HARD + EASY, "difficulty": [0.9, 0.8, 0.7, 0.1, 0.2, 0.0],
+                           "source": ["a", "a", "b", "b", "b", "b"]})
+REFERENCE = HARD + EASY + ["a question about numbers", "hello there"]
+
+
+def test_difficulty_head_orders_like_the_standardised_blend_and_round_trips(tmp_path):
+    base = fitted()
+    s = base.score(REFERENCE)
+    router = fitted().fit_difficulty(DIFFICULTY, REFERENCE, blend=0.4, alpha=1.0)
+    d = router.difficulty_scores(router.embedder.embed(REFERENCE))
+    blended = 0.6 * (s - s.mean()) / s.std() + 0.4 * (d - d.mean()) / d.std()
+    scores = router.score(REFERENCE)
+    raw = s + router.difficulty_scale_ * (d - router.difficulty_center_)
+    np.testing.assert_allclose(scores, np.clip(raw, 0, 1), atol=1e-9)
+    # before the clip, every pair of prompts is in the order of the standardised blend
+    np.testing.assert_array_equal(np.sign(np.round(raw[:, None] - raw[None, :], 9)),
+                                  np.sign(np.round(blended[:, None] - blended[None, :], 9)))
+    assert router.difficulty_scale_ == pytest.approx(0.4 / 0.6 * s.std() / d.std(), rel=1e-9)
+    assert router.difficulty_center_ == pytest.approx(d.mean(), abs=1e-12)
+    assert not np.allclose(scores, s)
+    assert router.training_["difficulty"]["prompts"] == {"a": 2, "b": 4}
+    router.save(tmp_path / "r")
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert set(config["difficulty"]) == {"blend", "intercept", "scale", "center"}
+    again = load_router(tmp_path / "r")
+    np.testing.assert_allclose(again.score(REFERENCE), scores, rtol=0, atol=1e-6)
+    config["difficulty"]["scale"] = "big"
+    (tmp_path / "r" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ArtifactError, match="config 'difficulty' needs a number 'scale'"):
+        load_router(tmp_path / "r")
+
+
+@pytest.mark.parametrize("frame, kw, message", [
+    (DIFFICULTY, {"blend": 0.0}, "blend must be"),
+    (DIFFICULTY, {"blend": 1.0}, r"blend must be in \(0, 1\), got 1.0"),
+    (DIFFICULTY, {"blend": 0.2, "alpha": 0.0}, "alpha must be"),
+    (DIFFICULTY.drop(columns="source"), {"blend": 0.2}, r"needs columns \['source'\]"),
+    (DIFFICULTY.assign(difficulty=[1.5, 0, 0, 0, 0, 0]), {"blend": 0.2}, r"difficulties must be numbers in \[0, 1\]"),
+])
+def test_difficulty_head_refuses_bad_input(frame, kw, message):
+    with pytest.raises(ConfigError, match=message):
+        fitted().fit_difficulty(frame, REFERENCE, **kw)
+    with pytest.raises(ConfigError, match="scaled on the reference prompts; got 1"):
+        fitted().fit_difficulty(DIFFICULTY, ["one"], blend=0.2)

@@ -118,3 +118,32 @@ def test_reference_prompts_mix_arena_and_corpus_and_fall_back_without_it(toy_dat
     monkeypatch.setattr(datasets, "load_chat_corpus", missing)
     assert recipes.reference_prompts(toy_data) == [f"arena task {i}" for i in range(20)]
 
+
+
+def test_mm_recipe_fits_a_difficulty_head_on_every_models_outcomes_and_drops_held_out(toy_data, tmp_path):
+    from shared_core.training.adaptive_ensemble import difficulty_frame
+    from shared_core.training.recipes import RecipeData, train_recipe
+
+    frame = difficulty_frame(RecipeData(toy_data, embedder=None, progress=False))
+    assert set(frame["source"]) == {"mmlu", "arena", "mmlu_pro", "chat"}
+    arena = frame[frame["source"] == "arena"].set_index("prompt")["difficulty"]
+    # three models graded 9/6/3 (even tasks) and 10/7/4 (odd): 1 - mean((grade - 1) / 9)
+    assert arena["arena task 0"] == pytest.approx(1 - (8 + 5 + 2) / 27, abs=1e-12)
+    assert arena["arena task 1"] == pytest.approx(1 - (9 + 6 + 3) / 27, abs=1e-12)
+    mmlu = frame[frame["source"] == "mmlu"].set_index("prompt")["difficulty"]
+    assert set(mmlu.round(6)) <= {0.0, 0.5}  # the strong model is always right here, the weak one on even questions
+    assert (frame.loc[frame["source"] == "chat", "difficulty"] == 0).all()
+    assert frame["difficulty"].between(0, 1).all()
+    held = difficulty_frame(RecipeData(toy_data, embedder=None, progress=False,
+                                       exclude_questions={"arena": ["q3"], "mmlu_pro": ["70"]}))
+    assert "arena task 3" not in set(held["prompt"]) and len(held) == len(frame) - 2
+
+    router = train_recipe("adaptive_ensemble_mm", data_dir=toy_data, embedder=HashEmbedder(dim=32), progress=False)
+    assert router.difficulty_blend == pytest.approx(0.2) and router.difficulty_scale_ > 0
+    assert router.training_["difficulty"]["prompts"] == frame["source"].value_counts().sort_index().to_dict()
+    assert "difficulty head on every model's outcomes" in router.training_["data"]
+    path = router.save(tmp_path / "mm")
+    loaded = load_router(path, embedder=HashEmbedder(dim=32))
+    prompts = ["Hello", "prove the theorem about primes", "arena task 1"]
+    assert loaded.difficulty_blend == pytest.approx(0.2)
+    np.testing.assert_allclose(loaded.score(prompts), router.score(prompts), atol=1e-6)
