@@ -130,7 +130,11 @@ def _train(data: RecipeData, with_mmlu_pro: bool, with_chat: bool = False, with_
     if with_difficulty:
         from shared_core.training.recipes import reference_prompts
 
-        router.fit_difficulty(difficulty_frame(data), reference_prompts(data.data_dir), blend=blend, alpha=alpha)
+        # The head's scale comes from the reference prompts' scores: without the held-out ones, so that a
+        # cross-validation retraining sees nothing of its test fold, not even unlabelled text.
+        held = data.held_out_texts()
+        reference = [p for p in reference_prompts(data.data_dir) if p not in held]
+        router.fit_difficulty(difficulty_frame(data), reference, blend=blend, alpha=alpha)
         info["data"] += (" + a difficulty head on every model's outcomes (MMLU-train: the pair; arena-bench: 15 "
                          "models; MMLU-Pro: 30 models; corpus openings: 0)")
     router.training_.update(info)

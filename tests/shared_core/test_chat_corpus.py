@@ -138,6 +138,16 @@ def test_mm_recipe_fits_a_difficulty_head_on_every_models_outcomes_and_drops_hel
                                        exclude_questions={"arena": ["q3"], "mmlu_pro": ["70"]}))
     assert "arena task 3" not in set(held["prompt"]) and len(held) == len(frame) - 2
 
+    from shared_core.routers.adaptive_ensemble import AdaptiveEnsembleRouter
+
+    seen = []
+    fit = AdaptiveEnsembleRouter.fit_difficulty
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(AdaptiveEnsembleRouter, "fit_difficulty",
+                   lambda self, frame, reference, **kw: seen.append(list(reference)) or fit(self, frame, reference, **kw))
+        train_recipe("adaptive_ensemble_mm", data_dir=toy_data, embedder=HashEmbedder(dim=32), progress=False,
+                     exclude_questions={"arena": ["q3"]})
+    assert "arena task 2" in seen[0] and "arena task 3" not in seen[0]  # nor is a held-out prompt in its scale
     router = train_recipe("adaptive_ensemble_mm", data_dir=toy_data, embedder=HashEmbedder(dim=32), progress=False)
     assert router.difficulty_blend == pytest.approx(0.2) and router.difficulty_scale_ > 0
     assert router.training_["difficulty"]["prompts"] == frame["source"].value_counts().sort_index().to_dict()
