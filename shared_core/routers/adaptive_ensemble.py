@@ -245,9 +245,8 @@ class AdaptiveEnsembleRouter(EnsembleRouter):
         coef_z, intercept_z = fit_weighted_ridge((x - mean) / scale, y, weights, alpha_)  # standardised columns
         self.difficulty_coef_ = (coef_z / scale).astype(np.float32)
         self.difficulty_intercept_ = float(intercept_z - (mean / scale) @ coef_z)
-        self.difficulty_scale_ = 0.0  # off while the reference set's base scores are computed
-        base = self._score(reference)
-        d = self.difficulty_scores(self.embedder.embed(reference))
+        emb = self.embedder.embed(reference)
+        base, d = self._base_scores(reference, emb), self.difficulty_scores(emb)
         self.difficulty_center_ = float(d.mean())
         self.difficulty_scale_ = float(blend_ / (1 - blend_) * base.std() / max(d.std(), 1e-12))
         self.difficulty_blend = blend_
@@ -291,13 +290,17 @@ class AdaptiveEnsembleRouter(EnsembleRouter):
         closeness = (nearest.mean(axis=1) - self.sim_low) / (self.sim_high - self.sim_low)
         return self.knn_weight * np.clip(closeness, 0.0, 1.0)
 
+    def _base_scores(self, prompts: Sequence[str], emb: np.ndarray) -> np.ndarray:
+        """The neighbours and the linear head mixed by closeness (the score without the difficulty head)."""
+        scores, gates, nearest = self._bank_pass(emb, self.sim_k)  # one similarity product for everything
+        w = self._weights_from_nearest(nearest)
+        return w * self._mix_groups(scores, gates, emb) + (1.0 - w) * self.head_scores(prompts, emb)
+
     def _score(self, prompts: list[str]) -> np.ndarray:
         self._check_fitted()
         emb = self.embedder.embed(prompts)
-        scores, gates, nearest = self._bank_pass(emb, self.sim_k)  # one similarity product for everything
-        w = self._weights_from_nearest(nearest)
-        out = w * self._mix_groups(scores, gates, emb) + (1.0 - w) * self.head_scores(prompts, emb)
-        if self.difficulty_coef_ is not None and self.difficulty_scale_:
+        out = self._base_scores(prompts, emb)
+        if self.difficulty_coef_ is not None:
             out = np.clip(out + self.difficulty_scale_ * (self.difficulty_scores(emb) - self.difficulty_center_),
                           0.0, 1.0)
         return out
