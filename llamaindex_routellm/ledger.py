@@ -35,7 +35,7 @@ import inspect
 import logging
 import threading
 from collections import deque
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from llama_index.core.bridge.pydantic import PrivateAttr
 from llama_index.core.instrumentation import get_dispatcher
@@ -126,18 +126,16 @@ class LedgerHandler:
             if any(r is response for r in self._seen):
                 return None
             self._seen.append(response)
-        try:
-            return self.ledger.record_decision(record, *response_usage(response))
-        except RouteLLMError as exc:
-            log.error("routellm ledger: %s", exc)
-            with self._lock:
-                self.errors.append(exc)
-            return None
+        return self._kept(lambda: self.ledger.record_decision(record, *response_usage(response)))
 
     def record_unanswered(self, escalations: Any) -> Any:
         """Price the rejected answers of a call that failed (errors are kept, see :meth:`check`)."""
+        return self._kept(lambda: self.ledger.record_unanswered(escalations))
+
+    def _kept(self, record: Callable[[], Any]) -> Any:
+        """``record()``, or ``None`` with its error logged and kept: LlamaIndex would swallow it."""
         try:
-            return self.ledger.record_unanswered(escalations)
+            return record()
         except RouteLLMError as exc:
             log.error("routellm ledger: %s", exc)
             with self._lock:
