@@ -187,10 +187,10 @@ class _DisconnectAwareStream(StreamingResponse):
     """A streaming response that stops (cancelling the upstream read) as soon as
     the client disconnects, whatever ASGI spec version the server speaks.
 
-    ``on_close`` runs once the response is done, however it ended: a client that
-    disconnects before the body's first byte cancels the body before it starts, so
-    the body's own ``finally`` never runs, and this is where its bookkeeping is done
-    (the upstream closed, the usage counted, a budget reservation settled)."""
+    ``on_close`` runs once the response is done, however it ended (the body closed
+    first): a client that disconnects before the body's first byte cancels the body
+    before it starts, so the bookkeeping (the upstream closed, the usage counted, a
+    budget reservation settled) is done there, not in the body."""
 
     def __init__(self, content: AsyncIterator[bytes], *, on_close: Callable[[], Awaitable[None]],
                  **kwargs: Any) -> None:
@@ -486,14 +486,11 @@ class _Server:
         record = self._answered(decision, outcome, entry, spend, stream=True)
         entry["status"] = 200
 
-        done = ended = False
+        ended = False  # the body ran to its end (or to the error event it sends)
 
         async def finish() -> None:
-            """Once, after the body or in its place: close the upstream, count, settle, log."""
-            nonlocal done
-            if done:
-                return
-            done = True
+            """After the body, or in its place if the client left before it started (the
+            response's own ``finally`` calls it once): close the upstream, count, settle, log."""
             if not ended:  # the client left first (before the body's first byte, or during it)
                 entry.setdefault("error", "client_disconnected")
             with anyio.CancelScope(shield=True):
@@ -517,11 +514,6 @@ class _Server:
                 ended = True
                 error = upstream_api_error(exc, {}, {}).body()
                 yield f"data: {json.dumps(error)}\n\n".encode()
-            except BaseException:
-                entry["error"] = "client_disconnected"
-                raise
-            finally:
-                await finish()
 
         return _DisconnectAwareStream(body(), on_close=finish, media_type="text/event-stream",
                                       headers={**decision_headers(record), "cache-control": "no-cache"})
