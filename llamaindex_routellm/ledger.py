@@ -14,19 +14,30 @@ LlamaIndex OpenAI LLM puts them), and records the call in a
   ``RouteLLM`` span exits with its tagged response;
 * streams: at the chosen model's end event, whose last chunk carries the
   decision (streaming usage comes with the last chunk, as OpenAI's
-  ``stream_options={"include_usage": True}`` sends it).
+  ``stream_options={"include_usage": True}`` sends it);
+* calls that return plain text or an object (``predict``, ``apredict``,
+  ``stream``, ``astream``, ``structured_predict`` and its async and stream
+  forms: a query engine's answers), which have no response to tag: while a
+  handler is attached, ``RouteLLM`` runs each model attempt of such a call with
+  the attempt in the context; the handler relays the LLM start and end events it
+  sees to the attempt running where they fire (in a timeout's worker thread and
+  at each step of a stream too, so concurrent calls do not mix), and at the end
+  ``RouteLLM`` dispatches a ``RoutedCallEvent`` with the decision record and the
+  answering model's usage, read from the responses of its LLM calls (the
+  outermost of nested ones: a ``CustomLLM``'s ``chat`` calling its ``complete``
+  is one call). A stream is recorded when it ends, as a chat stream is.
 
-A call that fails after its escalation checks rejected an answer (the model it
-escalated to raised) returns nothing, but the rejected answer was paid for:
-``RouteLLM`` dispatches a ``RejectedAnswersEvent`` and the handler prices it with
-:meth:`~shared_core.ledger.Ledger.record_unanswered`.
+An answer the escalation checks rejected is priced once, with the call that
+answered, from the usage in its record's ``escalations`` (for plain-text calls,
+that of its own attempt). A call that fails after its escalation checks rejected
+an answer (the model it escalated to raised) returns nothing, but the rejected
+answer was paid for: ``RouteLLM`` dispatches a ``RejectedAnswersEvent`` and the
+handler prices it with :meth:`~shared_core.ledger.Ledger.record_unanswered`.
 
-Calls that return plain text (``predict``, ``stream``, a query engine's answer,
-structured prediction) carry no decision record on a response and are not
-recorded. LlamaIndex swallows errors raised in instrumentation handlers, so a
-missing price or usage is kept in :attr:`LedgerHandler.errors`, logged, and
-raised by :meth:`LedgerHandler.check` and every read (:meth:`summary`,
-:meth:`to_dict`, :meth:`totals`): never a silent zero.
+LlamaIndex swallows errors raised in instrumentation handlers, so a missing
+price or usage is kept in :attr:`LedgerHandler.errors`, logged, and raised by
+:meth:`LedgerHandler.check` and every read (:meth:`summary`, :meth:`to_dict`,
+:meth:`totals`): never a silent zero.
 """
 
 from __future__ import annotations
@@ -40,10 +51,15 @@ from typing import Any, Callable, Mapping, Optional
 from llama_index.core.bridge.pydantic import PrivateAttr
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
-from llama_index.core.instrumentation.events.llm import LLMChatEndEvent, LLMCompletionEndEvent
+from llama_index.core.instrumentation.events.llm import (
+    LLMChatEndEvent,
+    LLMChatStartEvent,
+    LLMCompletionEndEvent,
+    LLMCompletionStartEvent,
+)
 from llama_index.core.instrumentation.span_handlers import BaseSpanHandler
 
-from llamaindex_routellm.llm import DECISION_KEY, RejectedAnswersEvent
+from llamaindex_routellm.llm import _LISTENERS, DECISION_KEY, RejectedAnswersEvent, RoutedCallEvent, relay_event
 from shared_core.errors import ConfigError, RouteLLMError
 from shared_core.ledger import CallRecord, Ledger, PriceTable, ledger_from
 
@@ -98,6 +114,7 @@ class LedgerHandler:
         self._dispatcher = dispatcher or get_dispatcher()
         self._dispatcher.add_span_handler(self._span_handler)
         self._dispatcher.add_event_handler(self._event_handler)
+        _LISTENERS.add(1)  # RouteLLM watches its plain-text calls from now on
         return self
 
     def detach(self) -> None:
@@ -108,6 +125,7 @@ class LedgerHandler:
             if handler in handlers:
                 handlers.remove(handler)
         self._dispatcher = None
+        _LISTENERS.add(-1)
 
     def __enter__(self) -> "LedgerHandler":
         return self.attach()
@@ -127,6 +145,11 @@ class LedgerHandler:
                 return None
             self._seen.append(response)
         return self._kept(lambda: self.ledger.record_decision(record, *response_usage(response)))
+
+    def record_routed(self, event: RoutedCallEvent) -> Optional[CallRecord]:
+        """Record a plain-text call from its :class:`~llamaindex_routellm.llm.RoutedCallEvent`
+        (errors are kept, see :meth:`check`)."""
+        return self._kept(lambda: self.ledger.record_decision(event.record, event.input_tokens, event.output_tokens))
 
     def record_unanswered(self, escalations: Any) -> Any:
         """Price the rejected answers of a call that failed (errors are kept, see :meth:`check`)."""
@@ -193,7 +216,9 @@ class _SpanExits(BaseSpanHandler[Any]):
 
 
 class _StreamEnds(BaseEventHandler):
-    """Sees the end of each stream: its last chunk carries the decision by then."""
+    """Sees the end of each stream (its last chunk carries the decision by then), the
+    ends of plain-text calls, rejected answers of failed calls, and relays the LLM
+    events of plain-text calls to the attempt they belong to."""
 
     _owner: Any = PrivateAttr()
 
@@ -208,7 +233,13 @@ class _StreamEnds(BaseEventHandler):
     def handle(self, event: Any, **kwargs: Any) -> None:
         if isinstance(event, RejectedAnswersEvent):
             self._owner.record_unanswered(event.escalations)
+        elif isinstance(event, RoutedCallEvent):
+            relay_event(event)  # a RouteLLM used as the model of another: recorded here, once
+            self._owner.record_routed(event)
+        elif isinstance(event, (LLMChatStartEvent, LLMCompletionStartEvent)):
+            relay_event(event)
         elif isinstance(event, (LLMChatEndEvent, LLMCompletionEndEvent)):
+            relay_event(event)
             # A non-streamed answer is tagged only after this event (it is recorded
             # at its span's exit); a streamed one's last chunk is tagged already.
             self._owner.record(event.response)

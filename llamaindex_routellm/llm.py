@@ -3,14 +3,22 @@
 All routing logic (router, threshold or strong fraction, which text is scored)
 lives in :class:`shared_core.engine.RoutingEngine`; this class converts
 LlamaIndex messages to ``(role, content)`` pairs and delegates every call to the
-chosen model. It emits no instrumentation events of its own: the chosen model
-emits them, once, exactly as if it had been called directly.
+chosen model. The chosen model emits its instrumentation events, once, exactly
+as if it had been called directly; ``RouteLLM``'s own two are for the savings
+ledger (:class:`~llamaindex_routellm.LedgerHandler`): a :class:`RejectedAnswersEvent`
+when a call fails after its escalation checks rejected answers, and, only while a
+``LedgerHandler`` is attached, a :class:`RoutedCallEvent` at the end of each call
+that returns plain text or an object (``predict``, ``stream``, a query engine's
+answer, structured prediction), which has no response to carry its decision record.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import json
+import threading
 from collections import ChainMap
 from dataclasses import dataclass
 from contextvars import ContextVar
@@ -35,6 +43,12 @@ from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.events import BaseEvent
+from llama_index.core.instrumentation.events.llm import (
+    LLMChatEndEvent,
+    LLMChatStartEvent,
+    LLMCompletionEndEvent,
+    LLMCompletionStartEvent,
+)
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import LLM, ToolSelection
 from llama_index.core.prompts import BasePromptTemplate
@@ -118,11 +132,13 @@ class RejectedAnswersEvent(BaseEvent):
         return "RouteLLMRejectedAnswersEvent"
 
 
-def _report_rejected(error: BaseException) -> None:
-    """Dispatch a :class:`RejectedAnswersEvent` if ``error`` ended a call after a rejection."""
+def _report_rejected(error: BaseException, watch: Optional["_Watch"] = None) -> None:
+    """Dispatch a :class:`RejectedAnswersEvent` if ``error`` ended a call after a rejection
+    (the rejected answers' usage read from them, or, in a watched call, from their attempts)."""
     lost = rejected_answers(error)
     if lost:
-        dispatcher.event(RejectedAnswersEvent(escalations=rejected_records(lost, [_usage(e.value) for e in lost]),
+        usage = [watch.usage(e.model_id) if watch is not None else _usage(e.value) for e in lost]
+        dispatcher.event(RejectedAnswersEvent(escalations=rejected_records(lost, usage),
                                               error=f"{type(error).__name__}: {error}"))
 
 
@@ -134,6 +150,214 @@ def _usage(answer: Any) -> Optional[dict[str, Any]]:
         answer = answer[-1] if answer else None
     n_in, n_out = response_usage(answer)
     return None if n_in is None or n_out is None else {"input_tokens": n_in, "output_tokens": n_out}
+
+
+# Calls that return plain text or objects: watched while a LedgerHandler is attached ----------
+class RoutedCallEvent(BaseEvent):
+    """A ``RouteLLM`` call that returns plain text or an object (``predict``,
+    ``apredict``, ``stream``, ``astream``, ``structured_predict`` and its async and
+    stream forms: what a query engine calls) gave its answer; a stream's, when it
+    ended. Such an answer has no ``additional_kwargs`` to carry the decision, so this
+    event does: ``record`` is the decision record a response would carry (the rejected
+    answers' usage in its ``escalations``), ``input_tokens`` / ``output_tokens`` the
+    answering model's usage, read from the LLM end events of its calls in this one
+    (``None`` where one reported none). Dispatched only while a
+    :class:`~llamaindex_routellm.LedgerHandler` is attached: the handler relays those
+    LLM events to the call they belong to, and records this one."""
+
+    record: Dict[str, Any]
+    input_tokens: Any = None
+    output_tokens: Any = None
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "RouteLLMRoutedCallEvent"
+
+
+class _Listeners:
+    """How many LedgerHandlers are attached. Calls that return plain text are watched
+    (each attempt in the context, a :class:`RoutedCallEvent` at the end) only while
+    one is; otherwise they run exactly as they always did."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.count = max(self.count + n, 0)
+
+
+_LISTENERS = _Listeners()
+
+#: The model attempt of a watched call that runs in this context (thread, asyncio task, stream step).
+_ATTEMPT: ContextVar[Optional["_Attempt"]] = ContextVar("routellm_attempt", default=None)
+
+_LLM_STARTS = (LLMChatStartEvent, LLMCompletionStartEvent)
+_LLM_ENDS = (LLMChatEndEvent, LLMCompletionEndEvent)
+
+
+def relay_event(event: BaseEvent) -> None:
+    """Give ``event`` (an LLM start or end event, or a :class:`RoutedCallEvent`) to the
+    watched attempt running in this context, if any. The ledger handler calls it for
+    every such event it sees; each event counts once, however many handlers relay it."""
+    attempt = _ATTEMPT.get()
+    if attempt is not None:
+        attempt.note(event)
+
+
+class _Attempt:
+    """One model's attempt in a watched call: the responses of the LLM calls it made,
+    outermost only (an LLM whose ``chat`` calls its own ``complete``, as LlamaIndex's
+    ``CustomLLM`` does, or whose ``achat`` calls ``chat``, made one call: the outer
+    response counts, as it would have been the tagged one of a ``chat`` call)."""
+
+    def __init__(self, model_id: int) -> None:
+        self.model_id = model_id
+        self.responses: List[Any] = []
+        #: A RouteLLM inside this attempt recorded the answer itself (a RouteLLM as a model).
+        self.routed = False
+        self._open = 0
+        self._seen: set = set()
+        self._lock = threading.Lock()
+
+    def note(self, event: BaseEvent) -> None:
+        with self._lock:
+            if event.id_ in self._seen:
+                return
+            self._seen.add(event.id_)
+            if isinstance(event, RoutedCallEvent):
+                self.routed = True
+            elif isinstance(event, _LLM_STARTS):
+                self._open += 1
+            elif isinstance(event, _LLM_ENDS):
+                self._open = max(self._open - 1, 0)
+                if not self._open:
+                    self.responses.append(event.response)
+
+    def usage(self) -> Optional[Dict[str, Any]]:
+        """Its LLM calls' usage, summed; ``None`` if it made none or one reported none."""
+        with self._lock:
+            counts = [_usage(r) for r in self.responses]
+        if not counts or any(c is None for c in counts):
+            return None
+        total = {}
+        for key in ("input_tokens", "output_tokens"):
+            values = [c[key] for c in counts]
+            bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int)]
+            total[key] = bad[0] if bad else sum(values)  # the ledger names a bad count
+        return total
+
+
+@contextlib.contextmanager
+def _within(attempt: _Attempt) -> Iterator[None]:
+    token = _ATTEMPT.set(attempt)
+    try:
+        yield
+    finally:
+        _ATTEMPT.reset(token)
+
+
+_END = object()
+
+
+def _steps(chunks: Iterator[Any], attempt: _Attempt) -> Generator[Any, None, None]:
+    """``chunks``, each step taken within ``attempt`` (a stream's last LLM event fires at its end)."""
+    while True:
+        with _within(attempt):
+            chunk = next(chunks, _END)
+        if chunk is _END:
+            return
+        yield chunk
+
+
+async def _asteps(chunks: Any, attempt: _Attempt) -> AsyncGenerator[Any, None]:
+    while True:
+        with _within(attempt):
+            try:
+                chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                return
+        yield chunk
+
+
+class _Watch:
+    """A call that returns plain text or an object, watched while a LedgerHandler is
+    attached. Each attempt runs with its :class:`_Attempt` in the context (in a
+    timeout's worker thread too, and at every step of a stream), so the LLM events its
+    model causes are its own, whatever runs concurrently; :meth:`finish` dispatches the
+    :class:`RoutedCallEvent` that the ledger records."""
+
+    def __init__(self) -> None:
+        self._attempts: List[_Attempt] = []
+
+    def _begin(self, model: Any) -> _Attempt:
+        attempt = _Attempt(id(model))
+        self._attempts.append(attempt)
+        return attempt
+
+    def _attempt(self, model_id: Optional[int]) -> Optional[_Attempt]:
+        return next((a for a in reversed(list(self._attempts)) if a.model_id == model_id), None)
+
+    def usage(self, model_id: Optional[int]) -> Optional[Dict[str, Any]]:
+        """The usage of the attempt of the model with this ``id()`` (its last one)."""
+        attempt = self._attempt(model_id)
+        return None if attempt is None else attempt.usage()
+
+    # The attempt loop's calls, each within its attempt
+    def call(self, call: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        def attempt(model: Any) -> Any:
+            with _within(self._begin(model)):
+                return call(model)
+
+        return attempt
+
+    def acall(self, call: Callable[[Any], Awaitable[Any]]) -> Callable[[Any], Awaitable[Any]]:
+        async def attempt(model: Any) -> Any:
+            with _within(self._begin(model)):
+                return await call(model)
+
+        return attempt
+
+    def stream(self, open_stream: Callable[[Any], Any]) -> Callable[[Any], Iterator[Any]]:
+        def attempt(model: Any) -> Iterator[Any]:
+            current = self._begin(model)
+            with _within(current):
+                chunks = iter(open_stream(model))
+            return _steps(chunks, current)
+
+        return attempt
+
+    def astream(self, open_stream: Callable[[Any], Any]) -> Callable[[Any], Awaitable[Any]]:
+        async def attempt(model: Any) -> Any:
+            current = self._begin(model)
+            with _within(current):
+                chunks = open_stream(model)
+                if inspect.isawaitable(chunks):
+                    chunks = await chunks
+            return _asteps(chunks.__aiter__(), current)
+
+        return attempt
+
+    def finish(self, record: Dict[str, Any], outcome: Outcome[Any]) -> None:
+        """Dispatch the call's :class:`RoutedCallEvent`: ``record`` with the rejected
+        answers' usage, and the answering attempt's usage (unless a RouteLLM inside
+        that attempt recorded the answer itself)."""
+        answered = self._attempt(id(outcome.model))
+        if answered is not None and answered.routed:
+            return
+        for entry, rejected in zip(record.get("escalations") or (), outcome.escalations):
+            used = self.usage(rejected.model_id)
+            if used is not None:
+                entry["usage"] = used
+        used = (answered.usage() if answered is not None else None) or {}
+        dispatcher.event(RoutedCallEvent(record=record, input_tokens=used.get("input_tokens"),
+                                         output_tokens=used.get("output_tokens")))
+
+
+def _watch(tag: bool) -> Optional[_Watch]:
+    """A watch for a call that returns plain text (``tag`` off) while a LedgerHandler is attached."""
+    return _Watch() if not tag and _LISTENERS.count else None
 
 class RouteLLM(RoutedModel, FunctionCallingLLM):
     """A LlamaIndex LLM that routes every call to a strong or a weak LLM.
@@ -336,11 +560,13 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         return attempts
 
     def _finish(self, decision: Decision, attempts: Attempts[Any], outcome: Outcome[Any], tag: bool,
-                thread: Any) -> Any:
+                thread: Any, watch: Optional[_Watch] = None) -> Any:
         self._pin(thread, decision, attempts, outcome)
         value = outcome.value
         if isinstance(value, _ParseFailure):
             raise value.error  # the last model's structured output did not parse either
+        if watch is not None:
+            watch.finish(self._record(decision, attempts, outcome), outcome)
         return _tag(value, self._record(decision, attempts, outcome, _usage)) if tag else value
 
     def _call(
@@ -348,26 +574,26 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         timeout: Optional[float] = None, thread: Any = None, context: Optional[CallContext] = None,
         view: Callable[[Any], AnswerView] = None,
     ) -> Any:
-        attempts = self._plan(decision, tools, timeout, view or _response_view, context)
+        attempts, watch = self._plan(decision, tools, timeout, view or _response_view, context), _watch(tag)
         try:
-            outcome = attempts.run(call)
+            outcome = attempts.run(call if watch is None else watch.call(call))
         except BaseException as exc:
-            _report_rejected(exc)
+            _report_rejected(exc, watch)
             raise
-        return self._finish(decision, attempts, outcome, tag, thread)
+        return self._finish(decision, attempts, outcome, tag, thread, watch)
 
     async def _acall(
         self, decision: Decision, call: Callable[[Any], Awaitable[Any]], tag: bool = True, tools: bool = False,
         timeout: Optional[float] = None, thread: Any = None, context: Optional[CallContext] = None,
         view: Callable[[Any], AnswerView] = None,
     ) -> Any:
-        attempts = self._plan(decision, tools, timeout, view or _response_view, context)
+        attempts, watch = self._plan(decision, tools, timeout, view or _response_view, context), _watch(tag)
         try:
-            outcome = await attempts.arun(call)
+            outcome = await attempts.arun(call if watch is None else watch.acall(call))
         except BaseException as exc:
-            _report_rejected(exc)
+            _report_rejected(exc, watch)
             raise
-        return self._finish(decision, attempts, outcome, tag, thread)
+        return self._finish(decision, attempts, outcome, tag, thread, watch)
 
     def _stream(
         self, decision: Decision, call: Callable[[Any], Iterator[Any]], tag: bool = True, tools: bool = False,
@@ -375,8 +601,8 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
     ) -> Generator[Any, None, None]:
         # The chosen model's call starts now, as a direct call would (eager); a
         # fallback happens only if the error comes before the first chunk.
-        attempts = self._plan(decision, tools, timeout, _chunks_view, context)
-        chunks = attempts.stream(call, eager=True)
+        attempts, watch = self._plan(decision, tools, timeout, _chunks_view, context), _watch(tag)
+        chunks = attempts.stream(call if watch is None else watch.stream(call), eager=True)
 
         def tagged() -> Generator[Any, None, None]:
             mark = self._marker(decision, attempts, chunks, tag, thread)
@@ -384,8 +610,10 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
                 for chunk in chunks:
                     yield mark(chunk)
             except BaseException as exc:
-                _report_rejected(exc)
+                _report_rejected(exc, watch)
                 raise
+            if watch is not None:  # the stream ended: its usage is in
+                watch.finish(self._record(decision, attempts, chunks.outcome), chunks.outcome)
 
         return tagged()
 
@@ -393,8 +621,8 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         self, decision: Decision, call: Callable[[Any], Awaitable[Any]], tag: bool = True, tools: bool = False,
         timeout: Optional[float] = None, thread: Any = None, context: Optional[CallContext] = None,
     ) -> AsyncGenerator[Any, None]:
-        attempts = self._plan(decision, tools, timeout, _chunks_view, context)
-        chunks = await attempts.astream(call).open_first()
+        attempts, watch = self._plan(decision, tools, timeout, _chunks_view, context), _watch(tag)
+        chunks = await attempts.astream(call if watch is None else watch.astream(call)).open_first()
 
         async def tagged() -> AsyncGenerator[Any, None]:
             mark = self._marker(decision, attempts, chunks, tag, thread)
@@ -402,8 +630,10 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
                 async for chunk in chunks:
                     yield mark(chunk)
             except BaseException as exc:
-                _report_rejected(exc)
+                _report_rejected(exc, watch)
                 raise
+            if watch is not None:
+                watch.finish(self._record(decision, attempts, chunks.outcome), chunks.outcome)
 
         return tagged()
 

@@ -221,12 +221,16 @@ class Failure:
 @dataclass(frozen=True)
 class Escalation:
     """An answer a check rejected: who gave it, why, and the answer itself
-    (``value``; a stream's buffered chunks), kept so that its usage counts."""
+    (``value``; a stream's buffered chunks), kept so that its usage counts.
+    ``model_id`` is the ``id()`` of the model object that gave it, so that a caller
+    which watched each attempt (the LlamaIndex ledger, for answers that are plain
+    text) can tell whose usage it was, within the call."""
 
     role: Role
     model: str
     reason: str
     value: Any = field(default=None, repr=False, compare=False)
+    model_id: Optional[int] = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, str]:
         return {"role": self.role.value, "model": self.model, "reason": self.reason}
@@ -511,7 +515,7 @@ class _Queue(Generic[M]):
             return True
         if not isinstance(reason, str) or not reason:
             raise ConfigError(f"an answer check must return None or a non-empty reason string, got {reason!r}")
-        self.escalations.append(Escalation(role, self.attempts._name(model), reason, value))  # noqa: SLF001
+        self.escalations.append(Escalation(role, self.attempts._name(model), reason, value, id(model)))  # noqa: SLF001
         if self.position + 1 == len(self.entries):
             self.entries.append(self._untried_targets()[0])
         return False

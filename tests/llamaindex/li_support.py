@@ -9,11 +9,11 @@ import re
 import threading
 import time
 from collections import Counter
-from typing import Any, List
+from typing import Any, List, Sequence
 
 import numpy as np
 
-from llama_index.core.base.llms.types import ChatMessage, LLMMetadata, MessageRole, ToolCallBlock
+from llama_index.core.base.llms.types import ChatMessage, ChatResponse, LLMMetadata, MessageRole, ToolCallBlock
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.base.llms.types import CompletionResponse
 from llama_index.core.llms import MockLLM
@@ -148,6 +148,55 @@ class SlowMockLLM(NamedMockLLM):
     async def astream_chat(self, messages, **kwargs: Any):
         return astream_completion_response_to_chat_response(
             await self.astream_complete(self.messages_to_prompt(messages), formatted=True))
+
+
+def mock_answer(name: str, messages: Sequence[ChatMessage]) -> tuple[str, dict[str, int]]:
+    """The FakeToolChatModel rule: "[name] <last user text>", one token a word (+1 a message in)."""
+    question = next((m.content for m in reversed(messages) if m.role == MessageRole.USER), "") or "Hello."
+    text = f"[{name}] {question}"
+    n_in = sum(len((m.content or "").split()) + 1 for m in messages)
+    return text, {"prompt_tokens": n_in, "completion_tokens": len(text.split())}
+
+
+def _words(text: str, usage: dict[str, int], chunk: Any) -> Any:
+    """``text`` streamed a word a chunk (cumulative, with its delta), the usage on the last chunk."""
+    words = text.split(" ")
+    for i, _ in enumerate(words):
+        last = i == len(words) - 1
+        yield chunk(" ".join(words[: i + 1]), (" " if i else "") + words[i], {"usage": usage} if last else None)
+
+
+class UsageMockLLM(NamedMockLLM):
+    """A NamedMockLLM that answers like langchain_routellm.testing.FakeToolChatModel and reports its
+    usage in ``raw["usage"]`` (streams: on the last chunk), as OpenAI-compatible LLMs do. Its async
+    forms are LlamaIndex's (``CustomLLM``: they call the sync ones), except ``achat``, which yields
+    to the event loop first."""
+
+    @llm_chat_callback()
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        text, usage = mock_answer(self.name, messages)
+        return ChatResponse(message=ChatMessage(role="assistant", content=text), raw={"usage": usage})
+
+    @llm_chat_callback()
+    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any):
+        text, usage = mock_answer(self.name, messages)
+        return _words(text, usage, lambda content, delta, raw: ChatResponse(
+            message=ChatMessage(role="assistant", content=content), delta=delta, raw=raw))
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        text, usage = mock_answer(self.name, [ChatMessage(role="user", content=prompt)])
+        return CompletionResponse(text=text, raw={"usage": usage})
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any):
+        text, usage = mock_answer(self.name, [ChatMessage(role="user", content=prompt)])
+        return _words(text, usage, lambda content, delta, raw: CompletionResponse(text=content, delta=delta, raw=raw))
+
+    @llm_chat_callback()
+    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        await asyncio.sleep(0)
+        return self.chat(messages, **kwargs)
 
 
 class NamedMockFunctionCallingLLM(MockFunctionCallingLLM):

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Sequence
-
 import pytest
-from llama_index.core.base.llms.types import ChatMessage, ChatResponse, CompletionResponse, MessageRole
-from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
+from llama_index.core.base.llms.types import ChatMessage, CompletionResponse
 
-from li_support import KeywordRouter, NamedMockLLM
+from li_support import KeywordRouter, NamedMockLLM, UsageMockLLM
 from llamaindex_routellm import LedgerHandler, RouteLLM
 from llamaindex_routellm.ledger import response_usage
 from shared_core.controller import BUDGET_EXHAUSTED, BudgetController, ShareController
@@ -18,47 +15,6 @@ from shared_core.errors import ConfigError
 from shared_core.ledger import Ledger, PriceError, UsageError
 
 PRICES = {"strong-m": (10.0, 30.0), "weak-m": (0.5, 1.5)}
-
-
-def _answer(name: str, messages: Sequence[ChatMessage]) -> tuple[str, dict[str, int]]:
-    """The FakeToolChatModel rule: "[name] <last user text>", one token a word (+1 a message in)."""
-    question = next((m.content for m in reversed(messages) if m.role == MessageRole.USER), "") or "Hello."
-    text = f"[{name}] {question}"
-    n_in = sum(len((m.content or "").split()) + 1 for m in messages)
-    return text, {"prompt_tokens": n_in, "completion_tokens": len(text.split())}
-
-
-class UsageMockLLM(NamedMockLLM):
-    """A NamedMockLLM that answers like langchain_routellm.testing.FakeToolChatModel and reports its
-    usage in ``raw["usage"]`` (streams: on the last chunk), as OpenAI-compatible LLMs do."""
-
-    @llm_chat_callback()
-    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        text, usage = _answer(self.name, messages)
-        return ChatResponse(message=ChatMessage(role="assistant", content=text), raw={"usage": usage})
-
-    @llm_chat_callback()
-    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any):
-        text, usage = _answer(self.name, messages)
-        words = text.split(" ")
-
-        def gen():
-            for i, _ in enumerate(words):
-                last = i == len(words) - 1
-                yield ChatResponse(message=ChatMessage(role="assistant", content=" ".join(words[: i + 1])),
-                                   delta=(" " if i else "") + words[i], raw={"usage": usage} if last else None)
-
-        return gen()
-
-    @llm_completion_callback()
-    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        text, usage = _answer(self.name, [ChatMessage(role="user", content=prompt)])
-        return CompletionResponse(text=text, raw={"usage": usage})
-
-    @llm_chat_callback()
-    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        await asyncio.sleep(0)
-        return self.chat(messages, **kwargs)
 
 
 @pytest.fixture
