@@ -6,7 +6,8 @@ default) to LlamaIndex, so a RAG pipeline runs offline.
 
 from llamaindex_routellm.embeddings import LocalEmbedding
 from llamaindex_routellm.ledger import LedgerHandler
-from llamaindex_routellm.llm import DECISION_KEY, RejectedAnswersEvent, RouteLLM, RoutedCallEvent, to_conversation
+from llamaindex_routellm.llm import DECISION_KEY, RejectedAnswersEvent, RouteLLM, to_conversation
+from llamaindex_routellm.watching import RoutedCallEvent
 
 __all__ = ["DECISION_KEY", "LedgerHandler", "LocalEmbedding", "RejectedAnswersEvent", "RouteLLM", "RoutedCallEvent",
            "to_conversation"]

@@ -17,15 +17,12 @@ LlamaIndex OpenAI LLM puts them), and records the call in a
   ``stream_options={"include_usage": True}`` sends it);
 * calls that return plain text or an object (``predict``, ``apredict``,
   ``stream``, ``astream``, ``structured_predict`` and its async and stream
-  forms: a query engine's answers), which have no response to tag: while a
-  handler is attached, ``RouteLLM`` runs each model attempt of such a call with
-  the attempt in the context; the handler relays the LLM start and end events it
-  sees to the attempt running where they fire (in a timeout's worker thread and
-  at each step of a stream too, so concurrent calls do not mix), and at the end
-  ``RouteLLM`` dispatches a ``RoutedCallEvent`` with the decision record and the
-  answering model's usage, read from the responses of its LLM calls (the
-  outermost of nested ones: a ``CustomLLM``'s ``chat`` calling its ``complete``
-  is one call). A stream is recorded when it ends, as a chat stream is.
+  forms: a query engine's answers), which have no response to tag: from the
+  ``RoutedCallEvent`` ``RouteLLM`` dispatches at the end of each while a handler
+  is attached (a stream's when it ends, as a chat stream's), with the decision
+  record and the usage of the answering model's LLM calls, read from their end
+  events, which the handler relays to the call they fired in
+  (:mod:`llamaindex_routellm.watching`).
 
 An answer the escalation checks rejected is priced once, with the call that
 answered, from the usage in its record's ``escalations`` (for plain-text calls,
@@ -59,7 +56,8 @@ from llama_index.core.instrumentation.events.llm import (
 )
 from llama_index.core.instrumentation.span_handlers import BaseSpanHandler
 
-from llamaindex_routellm.llm import _LISTENERS, DECISION_KEY, RejectedAnswersEvent, RoutedCallEvent, relay_event
+from llamaindex_routellm.llm import DECISION_KEY, RejectedAnswersEvent
+from llamaindex_routellm.watching import LISTENERS, RoutedCallEvent, relay_event
 from shared_core.errors import ConfigError, RouteLLMError
 from shared_core.ledger import CallRecord, Ledger, PriceTable, ledger_from
 
@@ -114,7 +112,7 @@ class LedgerHandler:
         self._dispatcher = dispatcher or get_dispatcher()
         self._dispatcher.add_span_handler(self._span_handler)
         self._dispatcher.add_event_handler(self._event_handler)
-        _LISTENERS.add(1)  # RouteLLM watches its plain-text calls from now on
+        LISTENERS.add(1)  # RouteLLM watches its plain-text calls from now on
         return self
 
     def detach(self) -> None:
@@ -125,7 +123,7 @@ class LedgerHandler:
             if handler in handlers:
                 handlers.remove(handler)
         self._dispatcher = None
-        _LISTENERS.add(-1)
+        LISTENERS.add(-1)
 
     def __enter__(self) -> "LedgerHandler":
         return self.attach()
@@ -147,7 +145,7 @@ class LedgerHandler:
         return self._kept(lambda: self.ledger.record_decision(record, *response_usage(response)))
 
     def record_routed(self, event: RoutedCallEvent) -> Optional[CallRecord]:
-        """Record a plain-text call from its :class:`~llamaindex_routellm.llm.RoutedCallEvent`
+        """Record a plain-text call from its :class:`~llamaindex_routellm.RoutedCallEvent`
         (errors are kept, see :meth:`check`)."""
         return self._kept(lambda: self.ledger.record_decision(event.record, event.input_tokens, event.output_tokens))
 

@@ -15,10 +15,7 @@ answer, structured prediction), which has no response to carry its decision reco
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import inspect
 import json
-import threading
 from collections import ChainMap
 from dataclasses import dataclass
 from contextvars import ContextVar
@@ -43,12 +40,6 @@ from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.events import BaseEvent
-from llama_index.core.instrumentation.events.llm import (
-    LLMChatEndEvent,
-    LLMChatStartEvent,
-    LLMCompletionEndEvent,
-    LLMCompletionStartEvent,
-)
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import LLM, ToolSelection
 from llama_index.core.prompts import BasePromptTemplate
@@ -60,6 +51,7 @@ from shared_core.escalation import AnswerView, CallContext, ToolCall
 from shared_core.policy import check_thread_id, content_text
 from shared_core.routers import Decision, Role
 from shared_core.settings import RoutedModel, ladder_ends, pop_timeout
+from llamaindex_routellm.watching import Watch, watch_for
 
 if TYPE_CHECKING:
     from llama_index.core.tools.types import BaseTool
@@ -132,7 +124,7 @@ class RejectedAnswersEvent(BaseEvent):
         return "RouteLLMRejectedAnswersEvent"
 
 
-def _report_rejected(error: BaseException, watch: Optional["_Watch"] = None) -> None:
+def _report_rejected(error: BaseException, watch: Optional[Watch] = None) -> None:
     """Dispatch a :class:`RejectedAnswersEvent` if ``error`` ended a call after a rejection
     (the rejected answers' usage read from them, or, in a watched call, from their attempts)."""
     lost = rejected_answers(error)
@@ -151,213 +143,6 @@ def _usage(answer: Any) -> Optional[dict[str, Any]]:
     n_in, n_out = response_usage(answer)
     return None if n_in is None or n_out is None else {"input_tokens": n_in, "output_tokens": n_out}
 
-
-# Calls that return plain text or objects: watched while a LedgerHandler is attached ----------
-class RoutedCallEvent(BaseEvent):
-    """A ``RouteLLM`` call that returns plain text or an object (``predict``,
-    ``apredict``, ``stream``, ``astream``, ``structured_predict`` and its async and
-    stream forms: what a query engine calls) gave its answer; a stream's, when it
-    ended. Such an answer has no ``additional_kwargs`` to carry the decision, so this
-    event does: ``record`` is the decision record a response would carry (the rejected
-    answers' usage in its ``escalations``), ``input_tokens`` / ``output_tokens`` the
-    answering model's usage, read from the LLM end events of its calls in this one
-    (``None`` where one reported none). Dispatched only while a
-    :class:`~llamaindex_routellm.LedgerHandler` is attached: the handler relays those
-    LLM events to the call they belong to, and records this one."""
-
-    record: Dict[str, Any]
-    input_tokens: Any = None
-    output_tokens: Any = None
-
-    @classmethod
-    def class_name(cls) -> str:
-        return "RouteLLMRoutedCallEvent"
-
-
-class _Listeners:
-    """How many LedgerHandlers are attached. Calls that return plain text are watched
-    (each attempt in the context, a :class:`RoutedCallEvent` at the end) only while
-    one is; otherwise they run exactly as they always did."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.count = 0
-
-    def add(self, n: int) -> None:
-        with self._lock:
-            self.count = max(self.count + n, 0)
-
-
-_LISTENERS = _Listeners()
-
-#: The model attempt of a watched call that runs in this context (thread, asyncio task, stream step).
-_ATTEMPT: ContextVar[Optional["_Attempt"]] = ContextVar("routellm_attempt", default=None)
-
-_LLM_STARTS = (LLMChatStartEvent, LLMCompletionStartEvent)
-_LLM_ENDS = (LLMChatEndEvent, LLMCompletionEndEvent)
-
-
-def relay_event(event: BaseEvent) -> None:
-    """Give ``event`` (an LLM start or end event, or a :class:`RoutedCallEvent`) to the
-    watched attempt running in this context, if any. The ledger handler calls it for
-    every such event it sees; each event counts once, however many handlers relay it."""
-    attempt = _ATTEMPT.get()
-    if attempt is not None:
-        attempt.note(event)
-
-
-class _Attempt:
-    """One model's attempt in a watched call: the responses of the LLM calls it made,
-    outermost only (an LLM whose ``chat`` calls its own ``complete``, as LlamaIndex's
-    ``CustomLLM`` does, or whose ``achat`` calls ``chat``, made one call: the outer
-    response counts, as it would have been the tagged one of a ``chat`` call)."""
-
-    def __init__(self, model_id: int) -> None:
-        self.model_id = model_id
-        self.responses: List[Any] = []
-        #: A RouteLLM inside this attempt recorded the answer itself (a RouteLLM as a model).
-        self.routed = False
-        self._open = 0
-        self._seen: set = set()
-        self._lock = threading.Lock()
-
-    def note(self, event: BaseEvent) -> None:
-        with self._lock:
-            if event.id_ in self._seen:
-                return
-            self._seen.add(event.id_)
-            if isinstance(event, RoutedCallEvent):
-                self.routed = True
-            elif isinstance(event, _LLM_STARTS):
-                self._open += 1
-            elif isinstance(event, _LLM_ENDS):
-                self._open = max(self._open - 1, 0)
-                if not self._open:
-                    self.responses.append(event.response)
-
-    def usage(self) -> Optional[Dict[str, Any]]:
-        """Its LLM calls' usage, summed; ``None`` if it made none or one reported none."""
-        with self._lock:
-            counts = [_usage(r) for r in self.responses]
-        if not counts or any(c is None for c in counts):
-            return None
-        total = {}
-        for key in ("input_tokens", "output_tokens"):
-            values = [c[key] for c in counts]
-            bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int)]
-            total[key] = bad[0] if bad else sum(values)  # the ledger names a bad count
-        return total
-
-
-@contextlib.contextmanager
-def _within(attempt: _Attempt) -> Iterator[None]:
-    token = _ATTEMPT.set(attempt)
-    try:
-        yield
-    finally:
-        _ATTEMPT.reset(token)
-
-
-_END = object()
-
-
-def _steps(chunks: Iterator[Any], attempt: _Attempt) -> Generator[Any, None, None]:
-    """``chunks``, each step taken within ``attempt`` (a stream's last LLM event fires at its end)."""
-    while True:
-        with _within(attempt):
-            chunk = next(chunks, _END)
-        if chunk is _END:
-            return
-        yield chunk
-
-
-async def _asteps(chunks: Any, attempt: _Attempt) -> AsyncGenerator[Any, None]:
-    while True:
-        with _within(attempt):
-            try:
-                chunk = await chunks.__anext__()
-            except StopAsyncIteration:
-                return
-        yield chunk
-
-
-class _Watch:
-    """A call that returns plain text or an object, watched while a LedgerHandler is
-    attached. Each attempt runs with its :class:`_Attempt` in the context (in a
-    timeout's worker thread too, and at every step of a stream), so the LLM events its
-    model causes are its own, whatever runs concurrently; :meth:`finish` dispatches the
-    :class:`RoutedCallEvent` that the ledger records."""
-
-    def __init__(self) -> None:
-        self._attempts: List[_Attempt] = []
-
-    def _begin(self, model: Any) -> _Attempt:
-        attempt = _Attempt(id(model))
-        self._attempts.append(attempt)
-        return attempt
-
-    def _attempt(self, model_id: Optional[int]) -> Optional[_Attempt]:
-        return next((a for a in reversed(list(self._attempts)) if a.model_id == model_id), None)
-
-    def usage(self, model_id: Optional[int]) -> Optional[Dict[str, Any]]:
-        """The usage of the attempt of the model with this ``id()`` (its last one)."""
-        attempt = self._attempt(model_id)
-        return None if attempt is None else attempt.usage()
-
-    # The attempt loop's calls, each within its attempt
-    def call(self, call: Callable[[Any], Any]) -> Callable[[Any], Any]:
-        def attempt(model: Any) -> Any:
-            with _within(self._begin(model)):
-                return call(model)
-
-        return attempt
-
-    def acall(self, call: Callable[[Any], Awaitable[Any]]) -> Callable[[Any], Awaitable[Any]]:
-        async def attempt(model: Any) -> Any:
-            with _within(self._begin(model)):
-                return await call(model)
-
-        return attempt
-
-    def stream(self, open_stream: Callable[[Any], Any]) -> Callable[[Any], Iterator[Any]]:
-        def attempt(model: Any) -> Iterator[Any]:
-            current = self._begin(model)
-            with _within(current):
-                chunks = iter(open_stream(model))
-            return _steps(chunks, current)
-
-        return attempt
-
-    def astream(self, open_stream: Callable[[Any], Any]) -> Callable[[Any], Awaitable[Any]]:
-        async def attempt(model: Any) -> Any:
-            current = self._begin(model)
-            with _within(current):
-                chunks = open_stream(model)
-                if inspect.isawaitable(chunks):
-                    chunks = await chunks
-            return _asteps(chunks.__aiter__(), current)
-
-        return attempt
-
-    def finish(self, record: Dict[str, Any], outcome: Outcome[Any]) -> None:
-        """Dispatch the call's :class:`RoutedCallEvent`: ``record`` with the rejected
-        answers' usage, and the answering attempt's usage (unless a RouteLLM inside
-        that attempt recorded the answer itself)."""
-        answered = self._attempt(id(outcome.model))
-        if answered is not None and answered.routed:
-            return
-        for entry, rejected in zip(record.get("escalations") or (), outcome.escalations):
-            used = self.usage(rejected.model_id)
-            if used is not None:
-                entry["usage"] = used
-        used = (answered.usage() if answered is not None else None) or {}
-        dispatcher.event(RoutedCallEvent(record=record, input_tokens=used.get("input_tokens"),
-                                         output_tokens=used.get("output_tokens")))
-
-
-def _watch(tag: bool) -> Optional[_Watch]:
-    """A watch for a call that returns plain text (``tag`` off) while a LedgerHandler is attached."""
-    return _Watch() if not tag and _LISTENERS.count else None
 
 class RouteLLM(RoutedModel, FunctionCallingLLM):
     """A LlamaIndex LLM that routes every call to a strong or a weak LLM.
@@ -460,7 +245,10 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         'pinned'
 
     In a query engine (``index.as_query_engine(llm=llm)``) the decision is made
-    on the question; read it from :attr:`last_decision`. Tool calling
+    on the question; read it from :attr:`last_decision` (a
+    :class:`~llamaindex_routellm.LedgerHandler` records these calls too, from the
+    :class:`~llamaindex_routellm.RoutedCallEvent` each ends with while one is
+    attached). Tool calling
     (``chat_with_tools``, ``FunctionAgent``) works when both models are
     function-calling LLMs; the chosen model formats the tools and parses its calls.
     """
@@ -508,7 +296,8 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
     def last_decision(self) -> Optional[Decision]:
         """The router's decision for the last call made in the current context
         (thread or asyncio task); the one place to read it for calls that return
-        plain text (``predict``, ``stream``, a query engine's answer)."""
+        plain text (``predict``, ``stream``, a query engine's answer), whose full
+        record a ``LedgerHandler`` gets in a ``RoutedCallEvent``."""
         return (_LAST_DECISIONS.get() or {}).get(self._key)
 
     def route(self, prompt: Union[str, Sequence[ChatMessage]]) -> Decision:
@@ -560,7 +349,7 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         return attempts
 
     def _finish(self, decision: Decision, attempts: Attempts[Any], outcome: Outcome[Any], tag: bool,
-                thread: Any, watch: Optional[_Watch] = None) -> Any:
+                thread: Any, watch: Optional[Watch] = None) -> Any:
         self._pin(thread, decision, attempts, outcome)
         value = outcome.value
         if isinstance(value, _ParseFailure):
@@ -574,7 +363,7 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         timeout: Optional[float] = None, thread: Any = None, context: Optional[CallContext] = None,
         view: Callable[[Any], AnswerView] = None,
     ) -> Any:
-        attempts, watch = self._plan(decision, tools, timeout, view or _response_view, context), _watch(tag)
+        attempts, watch = self._plan(decision, tools, timeout, view or _response_view, context), watch_for(tag)
         try:
             outcome = attempts.run(call if watch is None else watch.call(call))
         except BaseException as exc:
@@ -587,7 +376,7 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         timeout: Optional[float] = None, thread: Any = None, context: Optional[CallContext] = None,
         view: Callable[[Any], AnswerView] = None,
     ) -> Any:
-        attempts, watch = self._plan(decision, tools, timeout, view or _response_view, context), _watch(tag)
+        attempts, watch = self._plan(decision, tools, timeout, view or _response_view, context), watch_for(tag)
         try:
             outcome = await attempts.arun(call if watch is None else watch.acall(call))
         except BaseException as exc:
@@ -601,7 +390,7 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
     ) -> Generator[Any, None, None]:
         # The chosen model's call starts now, as a direct call would (eager); a
         # fallback happens only if the error comes before the first chunk.
-        attempts, watch = self._plan(decision, tools, timeout, _chunks_view, context), _watch(tag)
+        attempts, watch = self._plan(decision, tools, timeout, _chunks_view, context), watch_for(tag)
         chunks = attempts.stream(call if watch is None else watch.stream(call), eager=True)
 
         def tagged() -> Generator[Any, None, None]:
@@ -621,7 +410,7 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         self, decision: Decision, call: Callable[[Any], Awaitable[Any]], tag: bool = True, tools: bool = False,
         timeout: Optional[float] = None, thread: Any = None, context: Optional[CallContext] = None,
     ) -> AsyncGenerator[Any, None]:
-        attempts, watch = self._plan(decision, tools, timeout, _chunks_view, context), _watch(tag)
+        attempts, watch = self._plan(decision, tools, timeout, _chunks_view, context), watch_for(tag)
         chunks = await attempts.astream(call if watch is None else watch.astream(call)).open_first()
 
         async def tagged() -> AsyncGenerator[Any, None]:
