@@ -8,6 +8,7 @@ starts the server and sets it.
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import pytest
@@ -45,7 +46,15 @@ def llm():
                     router=KeywordRouter(), threshold=0.5)
 
 
+PRICES = {"smollm2-as-strong": (10.0, 30.0), "smollm2-as-weak": (1.0, 2.0)}
+
+
 def test_query_engine_over_the_real_server(llm, events):
+    """A real query engine's answers, routed on the question, and in the savings ledger with
+    the usage the server reported (its streams report none: kept as an error, not a zero)."""
+    from llamaindex_routellm import LedgerHandler
+    from shared_core.ledger import UsageError
+
     docs = [
         Document(text=f"The library opens at 9 am. Students {HARD} theorems in room 4."),
         Document(text="The cafeteria serves soup on Mondays."),
@@ -53,18 +62,34 @@ def test_query_engine_over_the_real_server(llm, events):
     index = VectorStoreIndex.from_documents(docs, embed_model=LocalEmbedding(HashEmbedder(dim=64)))
     engine = index.as_query_engine(llm=llm, similarity_top_k=2)
 
-    answer = engine.query("When does the library open?")
-    assert str(answer).strip()
-    assert "Context information" not in str(answer)  # a real answer, not an echo of the prompt
-    assert set(events.models()) == {"smollm2-as-weak"}
-    assert llm.last_decision.role.value == "weak"
-    assert events.counts()["LLMChatEndEvent"] == 1
+    with LedgerHandler(prices=PRICES, strong_model="smollm2-as-strong") as ledger:
+        answer = engine.query("When does the library open?")
+        assert str(answer).strip()
+        assert "Context information" not in str(answer)  # a real answer, not an echo of the prompt
+        assert set(events.models()) == {"smollm2-as-weak"}
+        assert llm.last_decision.role.value == "weak"
+        assert events.counts()["LLMChatEndEvent"] == 1
+        assert str(asyncio.run(engine.aquery("When does the cafeteria serve soup?"))).strip()
+    # Both calls are in the ledger, each with the usage of the server's own ChatCompletion.
+    usages = [e.response.raw.usage for e in events.events if e.class_name() == "LLMChatEndEvent"]
+    calls = ledger.ledger.calls
+    assert len(calls) == len(usages) == 2
+    for call, usage in zip(calls, usages):
+        assert (call.role, call.model) == ("weak", "smollm2-as-weak")
+        assert (call.input_tokens, call.output_tokens) == (usage.prompt_tokens, usage.completion_tokens)
+        assert call.input_tokens > 20 and 0 < call.output_tokens <= 16  # the stuffed prompt; max_tokens=16
+        assert call.cost == pytest.approx((call.input_tokens * 1.0 + call.output_tokens * 2.0) / 1e6, abs=1e-15)
+    assert ledger.errors == []
 
     events.clear()
     stream_engine = index.as_query_engine(llm=llm, similarity_top_k=2, streaming=True)
-    text = "".join(stream_engine.query(f"How do students {HARD} theorems?").response_gen)
+    with LedgerHandler(prices=PRICES, strong_model="smollm2-as-strong") as stream_ledger:
+        text = "".join(stream_engine.query(f"How do students {HARD} theorems?").response_gen)
     assert text.strip()
     assert set(events.models()) == {"smollm2-as-strong"}
+    assert stream_ledger.ledger.calls == []  # llama-cpp-python's server sends no usage in a stream
+    with pytest.raises(UsageError, match="'smollm2-as-strong' \\(strong\\) reported no token usage"):
+        stream_ledger.check()
 
 
 def test_chat_records_the_decision_with_a_real_response(llm, events):
