@@ -199,6 +199,47 @@ class UsageMockLLM(NamedMockLLM):
         return self.chat(messages, **kwargs)
 
 
+class FixedMockLLM(NamedMockLLM):
+    """A NamedMockLLM that answers ``answer`` whatever the prompt (streams it as one chunk)."""
+
+    answer: str = ""
+
+    def __init__(self, name: str = "mock", answer: str = "", **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+        self.answer = answer
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        return CompletionResponse(text=self.answer)
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any):
+        def gen():  # one chunk, empty or not (LlamaIndex's callback needs a last response)
+            yield CompletionResponse(text=self.answer, delta=self.answer)
+
+        return gen()
+
+
+class WithUsage(FixedMockLLM):
+    """A fixed answer with the token usage OpenAI-compatible LLMs report (5 in, 2 out)."""
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        return CompletionResponse(text=self.answer, raw={"usage": {"prompt_tokens": 5, "completion_tokens": 2}})
+
+
+class StreamsWithUsage(WithUsage):
+    """WithUsage whose stream also reports usage (on its one chunk, as OpenAI's last one)."""
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any):
+        def gen():
+            yield CompletionResponse(text=self.answer, delta=self.answer,
+                                     raw={"usage": {"prompt_tokens": 5, "completion_tokens": 2}})
+
+        return gen()
+
+
 class NamedMockFunctionCallingLLM(MockFunctionCallingLLM):
     """LlamaIndex's MockFunctionCallingLLM with a model name; records which responses it parsed."""
 

@@ -6,38 +6,24 @@ import asyncio
 from typing import Any
 
 import pytest
-from llama_index.core.base.llms.types import ChatMessage, CompletionResponse
+from llama_index.core.base.llms.types import ChatMessage
 from llama_index.core.callbacks import CallbackManager, TokenCountingHandler
-from llama_index.core.llms.callbacks import llm_completion_callback
 from llama_index.core.prompts import PromptTemplate
 from llama_index.core.tools import FunctionTool
 from pydantic import BaseModel
 
 from llamaindex_routellm import DECISION_KEY, RouteLLM
 
-from li_support import KeywordRouter, NamedMockFunctionCallingLLM, NamedMockLLM, tool_answer_generator
+from li_support import (
+    FixedMockLLM,
+    KeywordRouter,
+    NamedMockFunctionCallingLLM,
+    NamedMockLLM,
+    StreamsWithUsage,
+    WithUsage,
+    tool_answer_generator,
+)
 from shared_support import TableRouter, in_threads
-
-
-class FixedMockLLM(NamedMockLLM):
-    """A NamedMockLLM that answers ``answer`` whatever the prompt (streams it as one chunk)."""
-
-    answer: str = ""
-
-    def __init__(self, name: str = "mock", answer: str = "", **kwargs: Any) -> None:
-        super().__init__(name=name, **kwargs)
-        self.answer = answer
-
-    @llm_completion_callback()
-    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        return CompletionResponse(text=self.answer)
-
-    @llm_completion_callback()
-    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any):
-        def gen():  # one chunk, empty or not (LlamaIndex's callback needs a last response)
-            yield CompletionResponse(text=self.answer, delta=self.answer)
-
-        return gen()
 
 
 def routed(weak, strong=None, **kwargs):
@@ -199,14 +185,6 @@ def test_escalation_moves_a_pin():
     assert record(llm.complete("say hi", thread_id=1))["reason"] == "pinned"
 
 
-class WithUsage(FixedMockLLM):
-    """A fixed answer with the token usage OpenAI-compatible LLMs report (5 in, 2 out)."""
-
-    @llm_completion_callback()
-    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        return CompletionResponse(text=self.answer, raw={"usage": {"prompt_tokens": 5, "completion_tokens": 2}})
-
-
 def test_ledger_prices_the_rejected_weak_answer_once():
     """The rejected answer's usage rides on the record, so the ledger pays for it once."""
     from llamaindex_routellm import LedgerHandler
@@ -222,18 +200,6 @@ def test_ledger_prices_the_rejected_weak_answer_once():
     assert call.rejected == ("weak-mock",) and call.rejected_cost == pytest.approx((5 * 1.0 + 2 * 2.0) / 1e6)
     assert call.cost == pytest.approx((5 * 10.0 + 2 * 30.0 + 5 * 1.0 + 2 * 2.0) / 1e6)
     assert call.strong_cost == pytest.approx((5 * 10.0 + 2 * 30.0) / 1e6)
-
-
-class StreamsWithUsage(WithUsage):
-    """WithUsage whose stream also reports usage (on its one chunk, as OpenAI's last one)."""
-
-    @llm_completion_callback()
-    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any):
-        def gen():
-            yield CompletionResponse(text=self.answer, delta=self.answer,
-                                     raw={"usage": {"prompt_tokens": 5, "completion_tokens": 2}})
-
-        return gen()
 
 
 @pytest.mark.parametrize("method", ["complete", "acomplete", "chat", "achat", "stream_complete", "stream_chat",

@@ -13,8 +13,8 @@ from typing import Any, Sequence
 
 import pytest
 from llama_index.core import Document, VectorStoreIndex
-from llama_index.core.base.llms.types import ChatMessage, ChatResponse, CompletionResponse
-from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
+from llama_index.core.base.llms.types import ChatMessage, ChatResponse
+from llama_index.core.llms.callbacks import llm_chat_callback
 from llama_index.core.prompts import PromptTemplate
 from pydantic import BaseModel
 
@@ -24,6 +24,7 @@ from li_support import (
     KeywordRouter,
     NamedMockFunctionCallingLLM,
     NamedMockLLM,
+    StreamsWithUsage,
     UsageMockLLM,
     mock_answer,
 )
@@ -213,35 +214,13 @@ def test_query_engine_answers_are_recorded(index, events, handler, mode, respons
 
 
 # Escalation -------------------------------------------------------------------------------
-class FixedUsageLLM(NamedMockLLM):
-    """Answers ``answer`` whatever the prompt (a stream: one chunk), reporting 5 tokens in, 2 out."""
-
-    answer: str = ""
-
-    def __init__(self, name: str, answer: str = "", **kwargs: Any) -> None:
-        super().__init__(name=name, **kwargs)
-        self.answer = answer
-
-    @llm_completion_callback()
-    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        return CompletionResponse(text=self.answer, raw={"usage": {"prompt_tokens": 5, "completion_tokens": 2}})
-
-    @llm_completion_callback()
-    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any):
-        def gen():
-            yield CompletionResponse(text=self.answer, delta=self.answer,
-                                     raw={"usage": {"prompt_tokens": 5, "completion_tokens": 2}})
-
-        return gen()
-
-
 WEAK_PRICE = (5 * 0.5 + 2 * 1.5) / 1e6  # the rejected weak answer, at the weak model's prices
 
 
 @pytest.mark.parametrize("method", TEXT)
 def test_a_rejected_weak_answer_is_priced_once_with_the_strongmock_answer(handler, method):
     strong = UsageMockLLM(name="strong-m")
-    llm = routed(strong, FixedUsageLLM(name="weak-m", answer=""), escalate_on=["empty"])
+    llm = routed(strong, StreamsWithUsage(name="weak-m", answer=""), escalate_on=["empty"])
     answer = consume(getattr(llm, method)(PROMPT, **args(EASY)))
     assert answer.startswith("[strong-m] ")
     [call] = handler.ledger.calls
@@ -256,7 +235,7 @@ def test_a_rejected_weak_answer_is_priced_once_with_the_strongmock_answer(handle
 
 @pytest.mark.parametrize("method", TEXT)
 def test_when_the_escalation_fails_the_rejected_answer_is_priced(handler, method):
-    llm = routed(FailingMockLLM(name="strong-m"), FixedUsageLLM(name="weak-m", answer=""), escalate_on=["empty"])
+    llm = routed(FailingMockLLM(name="strong-m"), StreamsWithUsage(name="weak-m", answer=""), escalate_on=["empty"])
     with pytest.raises(ConnectionError, match="strong-m is down"):
         consume(getattr(llm, method)(PROMPT, **args(EASY)))
     assert handler.ledger.calls == []
