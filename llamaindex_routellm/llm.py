@@ -124,10 +124,11 @@ class RejectedAnswersEvent(BaseEvent):
         return "RouteLLMRejectedAnswersEvent"
 
 
-def _report_rejected(error: BaseException, watch: Optional[Watch] = None) -> None:
+def _report_rejected(error: BaseException, watch: Optional[Watch] = None, lost: Sequence[Any] = ()) -> None:
     """Dispatch a :class:`RejectedAnswersEvent` if ``error`` ended a call after a rejection
-    (the rejected answers' usage read from them, or, in a watched call, from their attempts)."""
-    lost = rejected_answers(error)
+    (those it carries, or ``lost``; their usage read from them, or, in a watched call,
+    from their attempts)."""
+    lost = lost or rejected_answers(error)
     if lost:
         usage = [watch.usage(e.model_id) if watch is not None else _usage(e.value) for e in lost]
         dispatcher.event(RejectedAnswersEvent(escalations=rejected_records(lost, usage),
@@ -353,7 +354,10 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         self._pin(thread, decision, attempts, outcome)
         value = outcome.value
         if isinstance(value, _ParseFailure):
-            raise value.error  # the last model's structured output did not parse either
+            # The last model's structured output did not parse either: the call raises its
+            # error, after the rejected answers before it, paid for, are reported.
+            _report_rejected(value.error, watch, outcome.escalations)
+            raise value.error
         if watch is not None:
             watch.finish(self._record(decision, attempts, outcome), outcome)
         return _tag(value, self._record(decision, attempts, outcome, _usage)) if tag else value

@@ -26,6 +26,7 @@ from li_support import (
     NamedMockLLM,
     StreamsWithUsage,
     UsageMockLLM,
+    WithUsage,
     mock_answer,
 )
 from llamaindex_routellm import LedgerHandler, LocalEmbedding, RouteLLM
@@ -242,6 +243,23 @@ def test_when_the_escalation_fails_the_rejected_answer_is_priced(handler, method
     [lost] = handler.ledger.unanswered
     assert (lost.rejected, lost.input_tokens, lost.output_tokens) == (("weak-m",), 5, 2)
     assert handler.totals()["cost"] == pytest.approx(WEAK_PRICE, abs=1e-15)
+
+
+class AnswerInt(BaseModel):
+    answer: int
+
+
+def test_when_no_structured_answer_parses_the_rejected_one_is_priced(handler):
+    """The weak answer does not parse (rejected), nor does the strong one: the call raises the
+    strong model's parse error, and the rejected weak answer is priced as unanswered."""
+    llm = routed(WithUsage(name="strong-m", answer="five"), WithUsage(name="weak-m", answer="four"),
+                 escalate_on=["structured"])
+    with pytest.raises(ValueError):
+        llm.structured_predict(AnswerInt, PromptTemplate("What is {q}? Reply as JSON."), q="2 + 2")
+    assert handler.ledger.calls == []
+    [lost] = handler.ledger.unanswered
+    assert (lost.rejected, lost.input_tokens, lost.output_tokens) == (("weak-m",), 5, 2)
+    assert lost.reason.startswith("structured") and handler.errors == []
 
 
 # Missing usage, concurrency, what is left alone -----------------------------------------------
