@@ -12,6 +12,11 @@ naming its index. Only the first :data:`MAX_TEXT_CHARS` characters of a text are
 embedded: every local model here reads at most a few hundred tokens, and the cap
 bounds the tokenizer's work on a huge input (a 10 MB prompt costs what a 16 KB
 one does).
+
+:meth:`Embedder.embed_layers` also returns, from the same forward pass, the mean
+token states of inner transformer layers (a router head can read what the
+sentence embedding's last layer has pooled away); the ONNX embedders give them,
+and :class:`~shared_core.embeddings.hashing.HashEmbedder` fakes them for tests.
 """
 
 from __future__ import annotations
@@ -79,6 +84,36 @@ class Embedder(ABC):
             )
         return out
 
+    def embed_layers(
+        self, texts: Sequence[str], layers: Sequence[int], *, show_progress: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(embed(texts), states)`` from one forward pass.
+
+        ``states`` holds, side by side for each of ``layers`` (1 = the output of the
+        first transformer layer), the mean of a text's token states: float32 rows of
+        ``len(layers) * dim`` numbers, not normalised. Embedders without inner
+        layers raise :class:`~shared_core.errors.EmbeddingError`.
+        """
+        layers_ = check_layers(layers)
+        items = [check_text(t, i)[:MAX_TEXT_CHARS] for i, t in enumerate(list(texts))]
+        if not items:
+            return np.zeros((0, self.dim), dtype=np.float32), np.zeros((0, len(layers_) * self.dim), dtype=np.float32)
+        emb, states = self._embed_layers(items, layers_, show_progress)
+        emb, states = np.asarray(emb, dtype=np.float32), np.asarray(states, dtype=np.float32)
+        for what, got, want in (("embeddings", emb, self.dim), ("layer states", states, len(layers_) * self.dim)):
+            if got.shape != (len(items), want):
+                raise EmbeddingError(
+                    f"embedder {self.name!r} returned {what} of shape {got.shape}, expected {(len(items), want)}"
+                )
+        return emb, states
+
+    def _embed_layers(self, texts: list[str], layers: tuple[int, ...], show_progress: bool) -> tuple[Any, Any]:
+        """``(embeddings, layer states)`` of a validated list of texts; see :meth:`embed_layers`."""
+        raise EmbeddingError(
+            f"embedder {self.name!r} ({type(self).__name__}) gives no inner-layer token states; an ONNX embedder "
+            "does: the packaged MiniLM (embedder=None or 'minilm-onnx-int8') or '<model>:onnx-int8'"
+        )
+
     def load(self) -> "Embedder":
         """Load whatever the embedder needs now rather than at the first call; returns ``self``."""
         return self
@@ -120,6 +155,18 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.maximum(norms, 1e-12)
+
+
+def check_layers(layers: Any) -> tuple[int, ...]:
+    """``layers`` as a tuple of distinct layer numbers (integers >= 1), at least one."""
+    if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
+        raise ConfigError(f"layers must be a sequence of layer numbers (1 = the first layer), got {layers!r}")
+    out = tuple(layers)
+    if not out or any(isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < 1 for x in out):
+        raise ConfigError(f"layers must be one or more integers >= 1 (1 = the first layer), got {layers!r}")
+    if len(set(out)) != len(out):
+        raise ConfigError(f"layers must not repeat a layer, got {layers!r}")
+    return tuple(int(x) for x in out)
 
 
 def check_positive_int(value: Any, what: str) -> int:

@@ -19,7 +19,9 @@ class CachedEmbedder(Embedder):
     embedder's config and each text's SHA-256, stored in
     ``$ROUTELLM_CACHE_DIR`` or ``~/.cache/routellm`` (see :mod:`shared_core.cache`;
     a directory inside the installed package is refused). Several processes can
-    share one cache. Only the texts not yet cached are embedded, in one call. A cache that
+    share one cache. Only the texts not yet cached are embedded, in one call.
+    :meth:`embed_layers` caches the layer states too, in a space keyed by the
+    inner config and the layers. A cache that
     cannot be read or written degrades to embedding uncached with one warning, unless
     ``strict=True`` (for jobs whose point is the cache, such as ``benchmarks/warm_cache.py``).
     """
@@ -57,10 +59,7 @@ class CachedEmbedder(Embedder):
         keys = [text_key(t) for t in texts]
         dim = self.dim
         found = self.cache.get(self.space, keys, dim)
-        missing: dict[str, str] = {}
-        for key, text in zip(keys, texts):
-            if key not in found and key not in missing:
-                missing[key] = text
+        missing = _missing(keys, texts, found)
         if missing:
             vectors = self.inner.embed(list(missing.values()), show_progress=show_progress)
             new = dict(zip(missing, vectors))
@@ -68,8 +67,36 @@ class CachedEmbedder(Embedder):
             found.update(new)
         return np.stack([found[k] for k in keys]).astype(np.float32, copy=False)
 
+    def _embed_layers(self, texts: list[str], layers: tuple[int, ...], show_progress: bool) -> tuple[Any, Any]:
+        """Both parts cached: the embeddings in the embedder's space, the layer states in a space of their own."""
+        from shared_core.cache import space_key, text_key
+
+        keys = [text_key(t) for t in texts]
+        states_space = space_key({**self.inner.to_config(), "layer_states": list(layers)})
+        found = self.cache.get(self.space, keys, self.dim)
+        found_states = self.cache.get(states_space, keys, len(layers) * self.dim)
+        missing = _missing(keys, texts, {k: None for k in found if k in found_states})
+        if missing:
+            emb, states = self.inner.embed_layers(list(missing.values()), layers, show_progress=show_progress)
+            new, new_states = dict(zip(missing, emb)), dict(zip(missing, states))
+            self.cache.put(self.space, new.items())
+            self.cache.put(states_space, new_states.items())
+            found.update(new)
+            found_states.update(new_states)
+        return (np.stack([found[k] for k in keys]).astype(np.float32, copy=False),
+                np.stack([found_states[k] for k in keys]).astype(np.float32, copy=False))
+
     def to_config(self) -> dict[str, Any]:
         return self.inner.to_config()
 
     def __repr__(self) -> str:
         return f"CachedEmbedder({self.inner!r}, cache_dir={str(self.cache.directory)!r})"
+
+
+def _missing(keys: list[str], texts: list[str], found: dict[str, Any]) -> dict[str, str]:
+    """The texts whose keys are not in ``found``, each once, in first-seen order."""
+    missing: dict[str, str] = {}
+    for key, text in zip(keys, texts):
+        if key not in found and key not in missing:
+            missing[key] = text
+    return missing

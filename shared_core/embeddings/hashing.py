@@ -17,6 +17,7 @@ class HashEmbedder(Embedder):
     Each lower-cased word is hashed to a fixed random unit vector; a text's vector
     is the normalised sum. No model, no network, microseconds per text. Texts that
     share words get similar vectors, which is enough to train and test routers.
+    Its :meth:`embed_layers` fakes inner layers the same way, one seed per layer.
     """
 
     def __init__(self, dim: int = 32, seed: int = 0) -> None:
@@ -41,6 +42,11 @@ class HashEmbedder(Embedder):
             for word in text.lower().split() or [""]:
                 out[i] += self._word_vector(word)
         return l2_normalize(out)
+
+    def _embed_layers(self, texts: list[str], layers: tuple[int, ...], show_progress: bool) -> tuple[Any, Any]:
+        """Fake layer states for tests: each layer is the hash embedding under a seed of its own."""
+        states = [HashEmbedder(self._dim, seed=f"{self.seed}/layer{n}")._embed(texts, False) for n in layers]
+        return self._embed(texts, show_progress), np.hstack(states)
 
     def to_config(self) -> dict[str, Any]:
         return {"type": "hash", "name": self.name, "dim": self._dim, "seed": self.seed}

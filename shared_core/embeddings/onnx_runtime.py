@@ -15,6 +15,11 @@ into a temporary directory and renamed into place, so two processes starting at
 once both succeed; a read-only cache exports into a private temporary directory
 instead, and a corrupt export (its model file no longer matches the hash in its
 ``meta.json``) is exported again.
+
+:meth:`OnnxEmbedder.embed_layers` reads inner layers' token states from the same
+run: a second session of the same file, whose graph declares those layers'
+tensors as extra outputs (in memory, :mod:`~shared_core.embeddings.onnx_graph`;
+the file and its SHA-256 are unchanged).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
@@ -41,6 +47,7 @@ from shared_core.embeddings.base import (
     l2_normalize,
     progress,
 )
+from shared_core.embeddings.onnx_graph import layer_output_names, with_float_outputs
 from shared_core.embeddings.sentence_transformer import DEFAULT_DIM, SentenceTransformerEmbedder, default_model_path
 from shared_core.errors import ConfigError, EmbeddingError
 
@@ -151,6 +158,17 @@ class OnnxEmbedder(Embedder):
         if not self.packaged:
             self.cache_root = check_cache_dir(cache_dir)
         self._loaded = LazyModel()
+        self._layered: dict[tuple[int, ...], LazyModel] = {}  # sessions that also output inner layers
+        self._layered_lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_layered"], state["_layered_lock"] = {}, None  # sessions are loaded again by a copy
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._layered_lock = threading.Lock()
 
     # Files -----------------------------------------------------------------
     def model_dir(self) -> Path:
@@ -176,7 +194,12 @@ class OnnxEmbedder(Embedder):
     def _session_parts(self) -> tuple[Any, Any, dict[str, Any]]:
         return self._loaded.get(self._load)
 
-    def _load(self) -> tuple[Any, Any, dict[str, Any]]:
+    def _layered_parts(self, layers: tuple[int, ...]) -> tuple[Any, Any, dict[str, Any]]:
+        with self._layered_lock:
+            lazy = self._layered.setdefault(layers, LazyModel())
+        return lazy.get(lambda: self._load(layers))
+
+    def _load(self, layers: tuple[int, ...] = ()) -> tuple[Any, Any, dict[str, Any]]:
         try:
             import onnxruntime as ort
             from tokenizers import Tokenizer
@@ -208,8 +231,19 @@ class OnnxEmbedder(Embedder):
         if self.threads is not None:
             options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
+        graph: Any = str(model)
+        if layers:
+            graph = model.read_bytes()
+            names = layer_output_names(graph)
+            missing = [n for n in layers if n not in names]
+            if missing:
+                raise EmbeddingError(
+                    f"embedder {self.name!r} has no layer {missing[0]} in {str(model)!r}: its graph has "
+                    f"{'layers ' + ', '.join(map(str, sorted(names))) if names else 'no encoder layer outputs'}"
+                )
+            graph = with_float_outputs(graph, [names[n] for n in layers])
         try:
-            session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own types; re-raised naming the file
             raise EmbeddingError(f"ONNX Runtime could not load {str(model)!r} for {self.name!r}: {exc}") from exc
         return session, tokenizer, meta
@@ -230,14 +264,35 @@ class OnnxEmbedder(Embedder):
         return feed
 
     def _embed(self, texts: list[str], show_progress: bool) -> np.ndarray:
-        session, tokenizer, meta = self._session_parts()
+        return self._run(self._session_parts(), texts, 0, show_progress)[0]
+
+    def _embed_layers(self, texts: list[str], layers: tuple[int, ...], show_progress: bool) -> tuple[Any, Any]:
+        return self._run(self._layered_parts(layers), texts, len(layers), show_progress)
+
+    def _run(self, parts: tuple[Any, Any, dict[str, Any]], texts: list[str], n_layers: int,
+             show_progress: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Normalised sentence embeddings and the mean token states of the session's ``n_layers`` extra outputs."""
+        session, tokenizer, meta = parts
+        dim = int(meta["dim"])
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         batches = [order[s : s + self.batch_size] for s in range(0, len(order), self.batch_size)]
-        out = np.empty((len(texts), int(meta["dim"])), dtype=np.float32)
+        out = np.empty((len(texts), dim), dtype=np.float32)
+        states = np.empty((len(texts), n_layers * dim), dtype=np.float32)
         bar = progress(len(texts), f"embedding with {self.name}") if show_progress else None
 
         def run(idx: list[int]) -> None:
-            out[idx] = session.run(None, self._feed(tokenizer, meta["inputs"], [texts[i] for i in idx]))[0]
+            feed = self._feed(tokenizer, meta["inputs"], [texts[i] for i in idx])
+            result = session.run(None, feed)
+            out[idx] = result[0]
+            if n_layers:
+                mask = feed["attention_mask"][:, :, None].astype(np.float32)
+                for j, tokens in enumerate(result[1 : 1 + n_layers]):
+                    if tokens.shape[-1] != dim:
+                        raise EmbeddingError(
+                            f"embedder {self.name!r}: a layer's token states have width {tokens.shape[-1]}, not the "
+                            f"embedding dimension {dim}; layer states need a mean-pooled model"
+                        )
+                    states[idx, j * dim : (j + 1) * dim] = (tokens * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1)
             if bar is not None:
                 bar.update(len(idx))
 
@@ -253,7 +308,7 @@ class OnnxEmbedder(Embedder):
         finally:
             if bar is not None:
                 bar.close()
-        return l2_normalize(out)
+        return l2_normalize(out), states
 
     def to_config(self) -> dict[str, Any]:
         cfg = self.source.to_config_no_dim()
