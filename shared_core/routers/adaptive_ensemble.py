@@ -40,6 +40,10 @@ set's standardised scale::
 
 (``s`` the score above, ``d`` the difficulty; ``sd`` and ``mean`` on the
 reference prompts). It orders prompts as ``(1 - blend) z(s) + blend z(d)``.
+The head reads the sentence embedding, or (``layers``) the mean token states of
+inner layers of the same embedder, taken from the same forward pass
+(:meth:`~shared_core.embeddings.Embedder.embed_layers`): MiniLM's third layer
+predicts difficulty better than its pooled last one (docs/quality.md, seventh round).
 """
 
 from __future__ import annotations
@@ -169,6 +173,19 @@ class AdaptiveEnsembleRouter(EnsembleRouter):
         self.difficulty_coef_: np.ndarray | None = None  # fit_difficulty sets the head, if any
         self.difficulty_intercept_ = self.difficulty_scale_ = self.difficulty_center_ = 0.0
         self.difficulty_blend: float | None = None
+        self.difficulty_layers_: tuple[int, ...] = ()  # () = the head reads the sentence embedding
+
+    @property
+    def embedding_layers(self) -> tuple[int, ...]:
+        """The embedder's inner layers that scoring reads beside the embedding (none without a layer head)."""
+        return self.difficulty_layers_ if self.difficulty_coef_ is not None else ()
+
+    def _embed(self, prompts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The embeddings and what the difficulty head reads (the same embeddings, or the layer states)."""
+        if self.embedding_layers:
+            return self.embedder.embed_layers(list(prompts), self.embedding_layers)
+        emb = self.embedder.embed(list(prompts))
+        return emb, emb
 
     # Training --------------------------------------------------------------------
     def fit(self, labelled: pd.DataFrame, *, progress: bool | None = None) -> "AdaptiveEnsembleRouter":
@@ -217,11 +234,16 @@ class AdaptiveEnsembleRouter(EnsembleRouter):
         }
 
     def fit_difficulty(self, frame: "pd.DataFrame", reference: Sequence[str], *, blend: float,
-                       alpha: float = 100.0) -> "AdaptiveEnsembleRouter":
+                       alpha: float = 100.0, layers: Sequence[int] = ()) -> "AdaptiveEnsembleRouter":
         """Fit the difficulty head on ``frame`` (``prompt``, ``difficulty`` in [0, 1],
         ``source``; each source's rows weigh as much in all as another source's) and
-        blend it in with weight ``blend`` (0 < blend < 1), scaled on ``reference``."""
+        blend it in with weight ``blend`` (0 < blend < 1), scaled on ``reference``.
+        With ``layers`` the head reads those inner layers' mean token states instead
+        of the sentence embedding."""
+        from shared_core.embeddings.base import check_layers
+
         self._check_fitted()
+        layers_ = check_layers(layers) if len(tuple(layers)) else ()
         blend_ = _number(blend, "blend", low=0, strict=True)
         if blend_ >= 1:
             raise ConfigError(f"blend must be in (0, 1), got {blend!r}")
@@ -239,25 +261,31 @@ class AdaptiveEnsembleRouter(EnsembleRouter):
         counts = {src: int((sources == src).sum()) for src in sorted(set(sources))}
         weights = np.array([1.0 / counts[src] for src in sources])
         weights *= len(weights) / weights.sum()
-        x = np.asarray(self.embedder.embed(list(frame["prompt"])), dtype=np.float64)
+        self.difficulty_coef_, self.difficulty_layers_ = None, layers_  # refitting starts from no head
+        prompts = list(frame["prompt"])
+        x = np.asarray(self.embedder.embed_layers(prompts, layers_)[1] if layers_ else self.embedder.embed(prompts),
+                       dtype=np.float64)
         mean = (weights[:, None] * x).sum(axis=0) / weights.sum()
         scale = np.maximum(np.sqrt((weights[:, None] * (x - mean) ** 2).sum(axis=0) / weights.sum()), 1e-6)
         coef_z, intercept_z = fit_weighted_ridge((x - mean) / scale, y, weights, alpha_)  # standardised columns
         self.difficulty_coef_ = (coef_z / scale).astype(np.float32)
         self.difficulty_intercept_ = float(intercept_z - (mean / scale) @ coef_z)
-        emb = self.embedder.embed(reference)
-        base, d = self._base_scores(reference, emb), self.difficulty_scores(emb)
+        emb, head_input = self._embed(reference)
+        base, d = self._base_scores(reference, emb), self.difficulty_scores(head_input)
         self.difficulty_center_ = float(d.mean())
         self.difficulty_scale_ = float(blend_ / (1 - blend_) * base.std() / max(d.std(), 1e-12))
         self.difficulty_blend = blend_
         self.training_["difficulty"] = {"blend": blend_, "ridge_alpha": alpha_, "prompts": counts,
-                                        "target": "1 - mean outcome of every model that answered the prompt"}
+                                        "target": "1 - mean outcome of every model that answered the prompt",
+                                        "input": (f"mean token states of the embedder's layers {list(layers_)}"
+                                                  if layers_ else "the sentence embedding")}
         return self
 
     # Scoring ---------------------------------------------------------------------
-    def difficulty_scores(self, embeddings: np.ndarray) -> np.ndarray:
-        """The difficulty head's prediction (about [0, 1]: 1 - every model's mean outcome)."""
-        return np.asarray(embeddings, dtype=np.float64) @ self.difficulty_coef_.astype(np.float64) \
+    def difficulty_scores(self, head_input: np.ndarray) -> np.ndarray:
+        """The difficulty head's prediction (about [0, 1]: 1 - every model's mean outcome) from what it
+        reads: the embeddings, or the layer states of :attr:`embedding_layers`."""
+        return np.asarray(head_input, dtype=np.float64) @ self.difficulty_coef_.astype(np.float64) \
             + self.difficulty_intercept_
 
     def group_scores(self, embeddings: np.ndarray) -> np.ndarray:
@@ -298,10 +326,10 @@ class AdaptiveEnsembleRouter(EnsembleRouter):
 
     def _score(self, prompts: list[str]) -> np.ndarray:
         self._check_fitted()
-        emb = self.embedder.embed(prompts)
+        emb, head_input = self._embed(prompts)
         out = self._base_scores(prompts, emb)
         if self.difficulty_coef_ is not None:
-            out = np.clip(out + self.difficulty_scale_ * (self.difficulty_scores(emb) - self.difficulty_center_),
+            out = np.clip(out + self.difficulty_scale_ * (self.difficulty_scores(head_input) - self.difficulty_center_),
                           0.0, 1.0)
         return out
 
@@ -323,7 +351,8 @@ class AdaptiveEnsembleRouter(EnsembleRouter):
             "features": {"version": FEATURES_VERSION, "names": list(FEATURE_NAMES)},
             **({} if self.difficulty_coef_ is None else {"difficulty": {
                 "blend": self.difficulty_blend, "intercept": self.difficulty_intercept_,
-                "scale": self.difficulty_scale_, "center": self.difficulty_center_}}),
+                "scale": self.difficulty_scale_, "center": self.difficulty_center_,
+                **({"layers": list(self.difficulty_layers_)} if self.difficulty_layers_ else {})}}),
         }
 
     def tensors(self) -> dict[str, np.ndarray]:
@@ -377,6 +406,14 @@ class AdaptiveEnsembleRouter(EnsembleRouter):
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
                     raise ArtifactError(f"{str(path)!r}: config 'difficulty' needs a number '{key}', got {head!r}")
                 numbers[key] = float(value)
-            self.difficulty_coef_ = require_tensor(tensors, "difficulty_coef", (dim,), path).astype(np.float32)
+            from shared_core.embeddings.base import check_layers
+
+            try:
+                layers = check_layers(head["layers"]) if "layers" in head else ()
+            except ConfigError as exc:
+                raise ArtifactError(f"{str(path)!r}: config 'difficulty' 'layers': {exc}") from None
+            self.difficulty_layers_ = layers
+            width = len(layers) * dim if layers else dim
+            self.difficulty_coef_ = require_tensor(tensors, "difficulty_coef", (width,), path).astype(np.float32)
             self.difficulty_blend, self.difficulty_intercept_ = numbers["blend"], numbers["intercept"]
             self.difficulty_scale_, self.difficulty_center_ = numbers["scale"], numbers["center"]

@@ -77,6 +77,13 @@ class _ReusedEmbeddings:
             return pending[1]
         return self.inner.embed(texts, show_progress=show_progress)
 
+    def embed_layers(self, texts: Sequence[str], layers: Sequence[int], *,
+                     show_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        pending = getattr(self.local, "pending", None)
+        if pending is not None and pending[0] == list(texts) and pending[2] == tuple(layers):
+            return pending[1], pending[3]
+        return self.inner.embed_layers(texts, layers, show_progress=show_progress)
+
 
 class _Bank:
     """The feedback learned so far (replaced, never changed, so readers need no lock)."""
@@ -214,10 +221,14 @@ class FeedbackRouter(Router):
         return self._scorer
 
     def _embed_and_score(self, prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        emb = np.asarray(self.embedder.embed(prompts), dtype=np.float32)
         scorer, reuse = self._base_scorer()
+        layers = tuple(getattr(self.base, "embedding_layers", ()) or ())  # what the base reads beside the embedding
+        if reuse is not None and layers:
+            emb, states = self.embedder.embed_layers(prompts, layers)  # one forward pass serves both routers
+        else:
+            emb, states = np.asarray(self.embedder.embed(prompts), dtype=np.float32), None
         if reuse is not None:
-            reuse.local.pending = (prompts, emb)
+            reuse.local.pending = (prompts, emb, layers, states)
         try:
             base = scorer.score(prompts)
         finally:

@@ -4,7 +4,9 @@ Labels are those of :func:`shared_core.training.knn.labelled_prompts` (MMLU
 correctness, arena-bench difficulty); each MMLU prompt also carries its subject
 as ``group``, which the router's subject classifier learns. ``adaptive_ensemble_mm``
 adds the difficulty head of :meth:`AdaptiveEnsembleRouter.fit_difficulty`, fitted
-to every model's outcomes (:func:`difficulty_frame`).
+to every model's outcomes (:func:`difficulty_frame`); ``adaptive_ensemble_l3``'s
+head reads the embedder's third layer instead of its sentence embedding, at a
+larger weight.
 """
 
 from __future__ import annotations
@@ -59,6 +61,10 @@ def chat_corpus_labelled(data: RecipeData) -> pd.DataFrame:
 #: penalty (dev numbers: docs/quality.md, sixth round, H3).
 DIFFICULTY_BLEND = 0.2
 DIFFICULTY_ALPHA = 100.0
+#: ``adaptive_ensemble_l3``: the head on the mean token states of MiniLM's third layer, and its weight
+#: (dev numbers: docs/quality.md, seventh round).
+L3_LAYERS = (3,)
+L3_BLEND = 0.45
 
 
 def difficulty_frame(data: RecipeData) -> pd.DataFrame:
@@ -96,14 +102,16 @@ def difficulty_frame(data: RecipeData) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def _train(data: RecipeData, with_mmlu_pro: bool, with_chat: bool = False, with_difficulty: bool = False) -> Router:
+def _train(data: RecipeData, with_mmlu_pro: bool, with_chat: bool = False, with_difficulty: bool = False,
+           layers: tuple[int, ...] = (), blend: float = DIFFICULTY_BLEND) -> Router:
     from shared_core.datasets import STRONG_MODEL, WEAK_MODEL
     from shared_core.routers.adaptive_ensemble import AdaptiveEnsembleRouter
 
     settings = {"strong": STRONG_MODEL, "weak": WEAK_MODEL, "progress": data.progress, **(data.options or {})}
     settings.pop("seed", None)  # deterministic: nothing to seed
-    blend = settings.pop("difficulty_blend", DIFFICULTY_BLEND)
+    blend = settings.pop("difficulty_blend", blend)
     alpha = settings.pop("difficulty_alpha", DIFFICULTY_ALPHA)
+    layers = settings.pop("difficulty_layers", layers)
     if with_chat:
         settings.setdefault("source_weights", dict(CHAT_SOURCE_WEIGHTS))
     labelled, info = labelled_prompts(data, settings["strong"], settings["weak"])
@@ -134,7 +142,7 @@ def _train(data: RecipeData, with_mmlu_pro: bool, with_chat: bool = False, with_
         # cross-validation retraining sees nothing of its test fold, not even unlabelled text.
         held = data.held_out_texts()
         reference = [p for p in reference_prompts(data.data_dir) if p not in held]
-        router.fit_difficulty(difficulty_frame(data), reference, blend=blend, alpha=alpha)
+        router.fit_difficulty(difficulty_frame(data), reference, blend=blend, alpha=alpha, layers=layers)
         info["data"] += (" + a difficulty head on every model's outcomes (MMLU-train: the pair; arena-bench: 15 "
                          "models; MMLU-Pro: 30 models; corpus openings: 0)")
     router.training_.update(info)
@@ -165,12 +173,19 @@ def train_adaptive_ensemble_mm(data: RecipeData) -> Router:
     return _train(data, with_mmlu_pro=True, with_chat=True, with_difficulty=True)
 
 
+@register_recipe("adaptive_ensemble_l3")
+def train_adaptive_ensemble_l3(data: RecipeData) -> Router:
+    """``adaptive_ensemble_mm`` with the difficulty head on the embedder's layer 3 (blend 0.45)."""
+    return _train(data, with_mmlu_pro=True, with_chat=True, with_difficulty=True, layers=L3_LAYERS, blend=L3_BLEND)
+
+
 __all__ = [
     "chat_corpus_labelled",
     "difficulty_frame",
     "mmlu_pro_labelled",
     "train_adaptive_ensemble",
     "train_adaptive_ensemble_chat",
+    "train_adaptive_ensemble_l3",
     "train_adaptive_ensemble_mm",
     "train_adaptive_ensemble_pro",
 ]

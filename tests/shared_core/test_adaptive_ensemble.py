@@ -158,7 +158,75 @@ def test_difficulty_head_orders_like_the_standardised_blend_and_round_trips(tmp_
         load_router(tmp_path / "r")
 
 
+class LayerCounting(HashEmbedder):
+    """A hash embedder that counts its forward passes (embed and embed_layers calls)."""
+
+    def __init__(self) -> None:
+        super().__init__(32)
+        self.passes = 0
+
+    def _embed(self, texts, show_progress):
+        self.passes += 1
+        return super()._embed(texts, show_progress)
+
+    def _embed_layers(self, texts, layers, show_progress):
+        self.passes += 1
+        emb = HashEmbedder._embed(self, texts, show_progress)
+        return emb, np.hstack([HashEmbedder(32, seed=f"0/layer{n}")._embed(texts, False) for n in layers])
+
+
+def test_difficulty_head_on_layer_states_reads_them_in_one_pass_and_round_trips(tmp_path):
+    router = fitted().fit_difficulty(DIFFICULTY, REFERENCE, blend=0.4, alpha=1.0, layers=[2, 3])
+    assert router.embedding_layers == (2, 3) and router.difficulty_coef_.shape == (64,)
+    emb, states = router.embedder.embed_layers(REFERENCE, (2, 3))
+    on_states = router.difficulty_scores(states)
+    # the head reads the layer states, not the embedding: fitted on the embedding it predicts otherwise
+    on_embedding = fitted().fit_difficulty(DIFFICULTY, REFERENCE, blend=0.4, alpha=1.0)
+    assert not np.allclose(on_states, on_embedding.difficulty_scores(emb))
+    s = fitted().score(REFERENCE)
+    np.testing.assert_allclose(router.score(REFERENCE),
+                               np.clip(s + router.difficulty_scale_ * (on_states - router.difficulty_center_), 0, 1),
+                               atol=1e-9)
+    assert router.training_["difficulty"]["input"] == "mean token states of the embedder's layers [2, 3]"
+    counting = LayerCounting()
+    router.embedder = counting
+    router.score(REFERENCE)
+    assert counting.passes == 1  # the embedding and the layer states come from one forward pass
+    router.embedder = HashEmbedder(32)
+    router.save(tmp_path / "r")
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert config["difficulty"]["layers"] == [2, 3]
+    again = load_router(tmp_path / "r")
+    assert again.embedding_layers == (2, 3)
+    np.testing.assert_allclose(again.score(REFERENCE), router.score(REFERENCE), rtol=0, atol=1e-6)
+    # a refit on the sentence embedding drops the layers
+    assert fitted().fit_difficulty(DIFFICULTY, REFERENCE, blend=0.4).embedding_layers == ()
+    for bad, message in (([0], "must be one or more integers >= 1"), ([3, 3], "must not repeat"),
+                         ("3", "must be a sequence of layer numbers")):
+        config["difficulty"]["layers"] = bad
+        (tmp_path / "r" / "config.json").write_text(json.dumps(config))
+        with pytest.raises(ArtifactError, match=f"config 'difficulty' 'layers': layers {message}"):
+            load_router(tmp_path / "r")
+    config["difficulty"]["layers"] = [2]  # the saved head reads two layers
+    (tmp_path / "r" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ArtifactError, match="difficulty_coef"):
+        load_router(tmp_path / "r")
+
+
+def test_feedback_over_a_layer_head_embeds_once():
+    from shared_core.routers.feedback import FeedbackRouter
+
+    base = fitted().fit_difficulty(DIFFICULTY, REFERENCE, blend=0.4, alpha=1.0, layers=[3])
+    expected = base.score(REFERENCE)
+    counting = LayerCounting()
+    base.embedder = counting
+    router = FeedbackRouter(base)
+    np.testing.assert_allclose(router.score(REFERENCE), expected, atol=1e-9)
+    assert counting.passes == 1
+
+
 @pytest.mark.parametrize("frame, kw, message", [
+    (DIFFICULTY, {"blend": 0.2, "layers": [0]}, "layers must be one or more integers >= 1"),
     (DIFFICULTY, {"blend": 0.0}, "blend must be"),
     (DIFFICULTY, {"blend": 1.0}, r"blend must be in \(0, 1\), got 1.0"),
     (DIFFICULTY, {"blend": 0.2, "alpha": 0.0}, "alpha must be"),
