@@ -19,13 +19,13 @@ embeddings through the on-disk cache), then
   each file under 5 MB).
 
 ``default`` becomes an alias (``shared_core/checkpoints/aliases.json``) of ``--default``
-(``adaptive_ensemble_mm``: chosen on dev numbers, cross-validation, cross-source
+(``adaptive_ensemble_l3``: chosen on dev numbers, cross-validation, cross-source
 transfer and a dev set of easy and hard chat prompts, as docs/quality.md logs; never on
 the held-out numbers this script prints).
 The full evaluation (``python scripts/results_table.py``) adds the cross-validated
 benchmarks and the peer routers.
 
-    python scripts/train_default.py --routers adaptive_ensemble_mm
+    python scripts/train_default.py --routers adaptive_ensemble_l3
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ from shared_core.training.recipes import (  # noqa: E402
 CHECKPOINTS = REPO / "shared_core" / "checkpoints"
 #: Every shipped router, and the one ``default`` names (chosen on dev numbers: docs/quality.md).
 SHIPPED = ("mf", "sw_ranking", "knn", "ensemble", "adaptive_ensemble", "adaptive_ensemble_pro", "adaptive_ensemble_chat",
-           "adaptive_ensemble_mm", "irt", "irt_nc")
-DEFAULT = "adaptive_ensemble_mm"
+           "adaptive_ensemble_mm", "adaptive_ensemble_l3", "irt", "irt_nc")
+DEFAULT = "adaptive_ensemble_l3"
 MAX_FILE_BYTES = 5 * 1024 * 1024
 
 

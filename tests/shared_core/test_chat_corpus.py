@@ -157,3 +157,22 @@ def test_mm_recipe_fits_a_difficulty_head_on_every_models_outcomes_and_drops_hel
     prompts = ["Hello", "prove the theorem about primes", "arena task 1"]
     assert loaded.difficulty_blend == pytest.approx(0.2)
     np.testing.assert_allclose(loaded.score(prompts), router.score(prompts), atol=1e-6)
+
+
+def test_l3_recipe_reads_layer_three_at_its_blend(toy_data, tmp_path):
+    from shared_core.training.recipes import train_recipe
+
+    router = train_recipe("adaptive_ensemble_l3", data_dir=toy_data, embedder=HashEmbedder(dim=32), progress=False)
+    assert router.embedding_layers == (3,) and router.difficulty_blend == pytest.approx(0.45)
+    assert router.difficulty_coef_.shape == (32,)
+    assert router.training_["difficulty"]["input"] == "mean token states of the embedder's layers [3]"
+    mm = train_recipe("adaptive_ensemble_mm", data_dir=toy_data, embedder=HashEmbedder(dim=32), progress=False)
+    prompts = ["Hello", "prove the theorem about primes", "arena task 1"]
+    assert not np.allclose(router.score(prompts), mm.score(prompts))  # another head, not the mm one
+    loaded = load_router(router.save(tmp_path / "l3"), embedder=HashEmbedder(dim=32))
+    assert loaded.embedding_layers == (3,)
+    np.testing.assert_allclose(loaded.score(prompts), router.score(prompts), atol=1e-6)
+    # a training option sets the layers, as the blend and the penalty
+    two = train_recipe("adaptive_ensemble_l3", data_dir=toy_data, embedder=HashEmbedder(dim=32), progress=False,
+                       options={"difficulty_layers": [2, 4]})
+    assert two.embedding_layers == (2, 4) and two.difficulty_coef_.shape == (64,)

@@ -4,8 +4,9 @@
 setting is fitted to it or chosen by it. At ``strong_fraction=0.5`` (the threshold
 from the default router's shipped reference quantiles) the default must send at
 least 90% of the hard prompts to the strong model and at least 90% of the easy
-ones to the weak model. The default chosen on dev numbers in round six
-(``adaptive_ensemble_mm``) does: 34/35 and 33/35 when it was chosen (docs/quality.md).
+ones to the weak model. The default chosen on dev numbers in round seven
+(``adaptive_ensemble_l3``) does: 35/35 and 32/35 when it was chosen (docs/quality.md;
+round six's ``adaptive_ensemble_mm``: 34/35 and 33/35).
 """
 
 from __future__ import annotations
