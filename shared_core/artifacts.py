@@ -140,6 +140,17 @@ def check_router_config(config: dict[str, Any], router: str, path: str | Path) -
         )
 
 
+def config_number(config: Any, key: str, path: str | Path, block: str | None = None) -> float:
+    """``config[key]`` as a float (``config`` is the block ``block`` of a router config, if given);
+    :class:`ArtifactError` naming the file and the key if it is not a finite number."""
+    value = config.get(key) if isinstance(config, dict) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if block is None:
+            raise ArtifactError(f"{str(path)!r}: config {key!r} must be a number, got {value!r}")
+        raise ArtifactError(f"{str(path)!r}: config {block!r} needs a number {key!r}, got {config!r}")
+    return float(value)
+
+
 def require_tensor(
     tensors: dict[str, np.ndarray], name: str, shape: Sequence[int | None], path: str | Path
 ) -> np.ndarray:

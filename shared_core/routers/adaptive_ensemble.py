@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from shared_core.artifacts import require_tensor
+from shared_core.artifacts import config_number, require_tensor
 from shared_core.errors import ArtifactError, ConfigError
 from shared_core.routers import register_router
 from shared_core.routers.ensemble import FEATURE_NAMES as BASE_FEATURE_NAMES
@@ -383,10 +383,7 @@ class AdaptiveEnsembleRouter(EnsembleRouter):
         self.coef_ = require_tensor(tensors, "head_coef", (dim + nf,), path).astype(np.float32)
         self.feature_mean_ = require_tensor(tensors, "feature_mean", (nf,), path).astype(np.float64)
         self.feature_scale_ = require_tensor(tensors, "feature_scale", (nf,), path).astype(np.float64)
-        intercept = config.get("intercept")
-        if isinstance(intercept, bool) or not isinstance(intercept, (int, float)):
-            raise ArtifactError(f"{str(path)!r}: config 'intercept' must be a number, got {intercept!r}")
-        self.intercept_ = float(intercept)
+        self.intercept_ = config_number(config, "intercept", path)
         groups, source = config.get("groups") or [], config.get("group_source")
         if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
             raise ArtifactError(f"{str(path)!r}: config 'groups' must be a list of names, got {groups!r}")
@@ -400,12 +397,7 @@ class AdaptiveEnsembleRouter(EnsembleRouter):
             self.group_value_ = require_tensor(tensors, "group_value", (g,), path).astype(np.float64)
         head = config.get("difficulty")
         if head is not None:
-            numbers = {}
-            for key in ("blend", "intercept", "scale", "center"):
-                value = head.get(key) if isinstance(head, dict) else None
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-                    raise ArtifactError(f"{str(path)!r}: config 'difficulty' needs a number '{key}', got {head!r}")
-                numbers[key] = float(value)
+            numbers = {key: config_number(head, key, path, "difficulty") for key in ("blend", "intercept", "scale", "center")}
             from shared_core.embeddings.base import check_layers
 
             try:

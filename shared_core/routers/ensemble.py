@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 
 from shared_core.errors import ArtifactError, ConfigError
-from shared_core.artifacts import require_tensor
+from shared_core.artifacts import config_number, require_tensor
 from shared_core.routers import register_router
 from shared_core.routers.knn import KNNRouter, _number, validate_labelled
 
@@ -190,7 +190,4 @@ class EnsembleRouter(KNNRouter):
         self.coef_ = require_tensor(tensors, "head_coef", (dim + nf,), path).astype(np.float32)
         self.feature_mean_ = require_tensor(tensors, "feature_mean", (nf,), path).astype(np.float64)
         self.feature_scale_ = require_tensor(tensors, "feature_scale", (nf,), path).astype(np.float64)
-        intercept = config.get("intercept")
-        if isinstance(intercept, bool) or not isinstance(intercept, (int, float)):
-            raise ArtifactError(f"{str(path)!r}: config 'intercept' must be a number, got {intercept!r}")
-        self.intercept_ = float(intercept)
+        self.intercept_ = config_number(config, "intercept", path)

@@ -43,6 +43,7 @@ import numpy as np
 
 from shared_core.artifacts import (
     check_router_config,
+    config_number,
     read_artifact,
     require_tensor,
     resolve_embedder,
@@ -343,12 +344,7 @@ class IRTRouter(Router):
         skills = config.get("skills")
         if isinstance(skills, bool) or not isinstance(skills, int) or skills < 0:
             raise ArtifactError(f"{where!r}: config 'skills' must be a non-negative integer, got {skills!r}")
-        numbers = {}
-        for name in ("difficulty_bias", "grade_offset"):
-            value = config.get(name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ArtifactError(f"{where!r}: config {name!r} must be a number, got {value!r}")
-            numbers[name] = float(value)
+        numbers = {name: config_number(config, name, where) for name in ("difficulty_bias", "grade_offset")}
         emb = resolve_embedder(config, path, embedder, cache=cache)
         fit = config.get("fit") or {}
         try:
