@@ -15,7 +15,8 @@ one does).
 
 :meth:`Embedder.embed_layers` also returns, from the same forward pass, the mean
 token states of inner transformer layers (a router head can read what the
-sentence embedding's last layer has pooled away); the ONNX embedders give them,
+sentence embedding's last layer has pooled away); the ONNX embedders give them
+from the same run, sentence-transformers models from a second pass under torch,
 and :class:`~shared_core.embeddings.hashing.HashEmbedder` fakes them for tests.
 """
 
@@ -87,7 +88,7 @@ class Embedder(ABC):
     def embed_layers(
         self, texts: Sequence[str], layers: Sequence[int], *, show_progress: bool = False
     ) -> tuple[np.ndarray, np.ndarray]:
-        """``(embed(texts), states)`` from one forward pass.
+        """``(embed(texts), states)``: from one forward pass for the ONNX embedders.
 
         ``states`` holds, side by side for each of ``layers`` (1 = the output of the
         first transformer layer), the mean of a text's token states: float32 rows of
@@ -110,8 +111,9 @@ class Embedder(ABC):
     def _embed_layers(self, texts: list[str], layers: tuple[int, ...], show_progress: bool) -> tuple[Any, Any]:
         """``(embeddings, layer states)`` of a validated list of texts; see :meth:`embed_layers`."""
         raise EmbeddingError(
-            f"embedder {self.name!r} ({type(self).__name__}) gives no inner-layer token states; an ONNX embedder "
-            "does: the packaged MiniLM (embedder=None or 'minilm-onnx-int8') or '<model>:onnx-int8'"
+            f"embedder {self.name!r} ({type(self).__name__}) gives no inner-layer token states; the ONNX embedders "
+            "(the packaged MiniLM: embedder=None or 'minilm-onnx-int8'; '<model>:onnx-int8') and "
+            "sentence-transformers models do"
         )
 
     def load(self) -> "Embedder":

@@ -203,6 +203,44 @@ class SentenceTransformerEmbedder(Embedder):
                 bar.close()
         return l2_normalize(out)
 
+    def _embed_layers(self, texts: list[str], layers: tuple[int, ...], show_progress: bool) -> tuple[Any, Any]:
+        """The embeddings as :meth:`embed` makes them, and the layers' mean token states from a second
+        pass through the underlying transformer (``output_hidden_states``; the model is not changed)."""
+        import torch
+
+        self.load()
+        model = self.model
+        auto = getattr(model[0], "auto_model", None)
+        n_layers = getattr(getattr(auto, "config", None), "num_hidden_layers", None)
+        if not isinstance(n_layers, int):
+            raise EmbeddingError(f"embedder {self.name!r}: its first module has no transformer with layers")
+        missing = [n for n in layers if n > n_layers]
+        if missing:
+            raise EmbeddingError(f"embedder {self.name!r} has no layer {missing[0]}: it has layers 1-{n_layers}")
+        tokenize = getattr(model, "preprocess", None) or model.tokenize  # renamed in sentence-transformers 6
+        dim = self.dim
+        states = np.empty((len(texts), len(layers) * dim), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        with blas_limit(self.blas_threads):
+            emb = self._embed_sorted(texts, show_progress)
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start : start + self.batch_size]
+                features = tokenize([texts[i] for i in idx])
+                inputs = {k: v.to(model.device) for k, v in features.items()
+                          if k in ("input_ids", "attention_mask", "token_type_ids")}
+                with torch.inference_mode():
+                    hidden = auto(**inputs, output_hidden_states=True).hidden_states
+                mask = inputs["attention_mask"].unsqueeze(-1).float()
+                for j, n in enumerate(layers):
+                    if hidden[n].shape[-1] != dim:
+                        raise EmbeddingError(
+                            f"embedder {self.name!r}: layer {n}'s token states have width {hidden[n].shape[-1]}, "
+                            f"not the embedding dimension {dim}; layer states need a mean-pooled model"
+                        )
+                    pooled = (hidden[n] * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+                    states[idx, j * dim : (j + 1) * dim] = pooled.cpu().numpy()
+        return emb, states
+
     def to_config_no_dim(self) -> dict[str, Any]:
         """:meth:`to_config` without ``dim`` (which needs the model loaded for non-default models)."""
         cfg: dict[str, Any] = {"type": "sentence-transformers", "name": self.name}

@@ -120,6 +120,22 @@ def test_layer_numbers_are_those_of_the_torch_model(int8):
         assert float(other @ states[i, :384] / np.linalg.norm(other) / np.linalg.norm(states[i, :384])) < 0.99
 
 
+@pytest.mark.slow
+def test_sentence_transformers_layer_states_match_the_int8_graph_s(int8):
+    from shared_core.embeddings import SentenceTransformerEmbedder
+
+    torch_minilm = SentenceTransformerEmbedder(batch_size=2)
+    emb, states = torch_minilm.embed_layers(TEXTS, [3, 6])
+    np.testing.assert_allclose(emb, torch_minilm.embed(TEXTS), rtol=0, atol=1e-6)
+    assert states.shape == (3, 768)
+    ref = int8.embed_layers(TEXTS, [3, 6])[1].reshape(3, 2, 384)
+    got = states.reshape(3, 2, 384)
+    cosine = (ref * got).sum(-1) / np.linalg.norm(ref, axis=-1) / np.linalg.norm(got, axis=-1)
+    assert cosine.min() == pytest.approx(0.99, abs=0.015)  # fp32 against int8 weights
+    with pytest.raises(EmbeddingError, match="has no layer 7: it has layers 1-6"):
+        torch_minilm.embed_layers(TEXTS, [7])
+
+
 @pytest.mark.parametrize("layers, error, message", [
     ([], ConfigError, "one or more integers >= 1"),
     ([0], ConfigError, "one or more integers >= 1"),
@@ -151,7 +167,7 @@ def test_an_embedder_without_layers_says_which_do():
         def to_config(self) -> dict[str, Any]:
             return {"type": "plain", "name": "plain", "dim": 4}
 
-    with pytest.raises(EmbeddingError, match="'plain' .* gives no inner-layer token states; an ONNX embedder does"):
+    with pytest.raises(EmbeddingError, match="'plain' .* gives no inner-layer token states; the ONNX embedders"):
         Plain().embed_layers(["x"], [1])
 
 
