@@ -53,18 +53,20 @@ def mmlu_sample(data_dir: str | None, n: int, seed: int) -> list[str]:
 
 
 class _Timer:
-    """Accumulates the wall time spent inside a wrapped callable."""
+    """Accumulates the wall time spent inside the callables it wraps."""
 
-    def __init__(self, fn: Callable[..., Any]) -> None:
-        self.fn = fn
+    def __init__(self) -> None:
         self.total = 0.0
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            return self.fn(*args, **kwargs)
-        finally:
-            self.total += time.perf_counter() - start
+    def wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.total += time.perf_counter() - start
+
+        return timed
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -112,8 +114,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     timer = None
     if embedder is not None:
-        timer = _Timer(embedder.embed)
-        embedder.embed = timer  # type: ignore[method-assign]  # instance attribute shadows the method
+        timer = _Timer()
+        # instance attributes shadow the methods; a router with a layer head embeds through embed_layers
+        embedder.embed = timer.wrap(embedder.embed)  # type: ignore[method-assign]
+        embedder.embed_layers = timer.wrap(embedder.embed_layers)  # type: ignore[method-assign]
     engine = RoutingEngine(router, threshold=0.5)
 
     for p in warm:
