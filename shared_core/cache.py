@@ -30,6 +30,7 @@ import os
 import sqlite3
 import sysconfig
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -132,6 +133,29 @@ def _warn_once(path: Path, kind: str, message: str) -> None:
     warnings.warn(message, CacheWarning, stacklevel=4)
 
 
+def _initialise(conn: sqlite3.Connection) -> None:
+    """Switch a new database to WAL and create the table, retrying while another connection does the same.
+
+    Before WAL is on, the file is in rollback-journal mode, where SQLite answers
+    "database is locked" at once, without waiting for the busy timeout, when two
+    connections would otherwise deadlock (each holds a read lock and asks to write):
+    several processes opening an empty cache at once can meet that. So the first
+    setup is retried for up to :data:`BUSY_TIMEOUT_S`.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    pause = 0.005
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(_SCHEMA)
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.2)
+
+
 class EmbeddingCache:
     """Get and put float32 vectors by (space, text) in ``<directory>/embeddings.sqlite3``.
 
@@ -182,8 +206,7 @@ class EmbeddingCache:
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
             if not self._ready:
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute(_SCHEMA)
+                _initialise(conn)
                 self._ready = True
             conn.execute("PRAGMA synchronous = NORMAL")
         except BaseException:

@@ -125,3 +125,26 @@ def test_package_directory_is_still_refused() -> None:
 
     with pytest.raises(ConfigError, match="inside the installed package"):
         EmbeddingCache(Path(shared_core.__file__).parent / "cache")
+
+
+class _Flaky:
+    """A connection whose first ``fails`` statements raise ``error`` (as SQLite's deadlock-avoiding BUSY does)."""
+
+    def __init__(self, fails: int, error: str) -> None:
+        self.fails, self.error, self.statements = fails, error, []
+
+    def execute(self, sql: str, *args: Any) -> None:
+        self.statements.append(sql)
+        if self.fails:
+            self.fails -= 1
+            raise sqlite3.OperationalError(self.error)
+
+
+def test_first_setup_retries_while_another_connection_holds_the_new_file():
+    conn = _Flaky(3, "database is locked")
+    cache_module._initialise(conn)  # three "locked" answers, then the setup goes through
+    assert conn.statements.count("PRAGMA journal_mode = WAL") == 4 and conn.fails == 0
+    broken = _Flaky(1, "file is not a database")
+    with pytest.raises(sqlite3.OperationalError, match="not a database"):
+        cache_module._initialise(broken)  # other errors are not retried
+    assert len(broken.statements) == 1
