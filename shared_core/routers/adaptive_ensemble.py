@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from shared_core.artifacts import config_number, require_tensor
+from shared_core.embeddings.base import check_layers
 from shared_core.errors import ArtifactError, ConfigError
 from shared_core.routers import register_router
 from shared_core.routers.ensemble import FEATURE_NAMES as BASE_FEATURE_NAMES
@@ -240,10 +241,8 @@ class AdaptiveEnsembleRouter(EnsembleRouter):
         blend it in with weight ``blend`` (0 < blend < 1), scaled on ``reference``.
         With ``layers`` the head reads those inner layers' mean token states instead
         of the sentence embedding."""
-        from shared_core.embeddings.base import check_layers
-
         self._check_fitted()
-        layers_ = check_layers(layers) if len(tuple(layers)) else ()
+        layers_ = () if isinstance(layers, (list, tuple)) and not layers else check_layers(layers)
         blend_ = _number(blend, "blend", low=0, strict=True)
         if blend_ >= 1:
             raise ConfigError(f"blend must be in (0, 1), got {blend!r}")
@@ -261,14 +260,13 @@ class AdaptiveEnsembleRouter(EnsembleRouter):
         counts = {src: int((sources == src).sum()) for src in sorted(set(sources))}
         weights = np.array([1.0 / counts[src] for src in sources])
         weights *= len(weights) / weights.sum()
-        self.difficulty_coef_, self.difficulty_layers_ = None, layers_  # refitting starts from no head
         prompts = list(frame["prompt"])
         x = np.asarray(self.embedder.embed_layers(prompts, layers_)[1] if layers_ else self.embedder.embed(prompts),
                        dtype=np.float64)
         mean = (weights[:, None] * x).sum(axis=0) / weights.sum()
         scale = np.maximum(np.sqrt((weights[:, None] * (x - mean) ** 2).sum(axis=0) / weights.sum()), 1e-6)
         coef_z, intercept_z = fit_weighted_ridge((x - mean) / scale, y, weights, alpha_)  # standardised columns
-        self.difficulty_coef_ = (coef_z / scale).astype(np.float32)
+        self.difficulty_coef_, self.difficulty_layers_ = (coef_z / scale).astype(np.float32), layers_
         self.difficulty_intercept_ = float(intercept_z - (mean / scale) @ coef_z)
         emb, head_input = self._embed(reference)
         base, d = self._base_scores(reference, emb), self.difficulty_scores(head_input)
@@ -398,8 +396,6 @@ class AdaptiveEnsembleRouter(EnsembleRouter):
         head = config.get("difficulty")
         if head is not None:
             numbers = {key: config_number(head, key, path, "difficulty") for key in ("blend", "intercept", "scale", "center")}
-            from shared_core.embeddings.base import check_layers
-
             try:
                 layers = check_layers(head["layers"]) if "layers" in head else ()
             except ConfigError as exc:

@@ -201,6 +201,25 @@ def test_difficulty_head_on_layer_states_reads_them_in_one_pass_and_round_trips(
     np.testing.assert_allclose(again.score(REFERENCE), router.score(REFERENCE), rtol=0, atol=1e-6)
     # a refit on the sentence embedding drops the layers
     assert fitted().fit_difficulty(DIFFICULTY, REFERENCE, blend=0.4).embedding_layers == ()
+    # an embedder without inner layers fails the fit and leaves the router as it was
+    from shared_core.embeddings.base import Embedder
+    from shared_core.errors import EmbeddingError
+
+    class NoLayers(Embedder):
+        name, dim = "hash-32-0", 32
+
+        def _embed(self, texts, show_progress):
+            return HashEmbedder(32)._embed(texts, show_progress)
+
+        def to_config(self):
+            return HashEmbedder(32).to_config()
+
+    kept = fitted().fit_difficulty(DIFFICULTY, REFERENCE, blend=0.4, alpha=1.0)
+    before = kept.score(REFERENCE)
+    kept.embedder = NoLayers()
+    with pytest.raises(EmbeddingError, match="gives no inner-layer token states"):
+        kept.fit_difficulty(DIFFICULTY, REFERENCE, blend=0.4, layers=[3])
+    assert kept.embedding_layers == () and np.allclose(kept.score(REFERENCE), before)
     for bad, message in (([0], "must be one or more integers >= 1"), ([3, 3], "must not repeat"),
                          ("3", "must be a sequence of layer numbers")):
         config["difficulty"]["layers"] = bad
@@ -227,6 +246,8 @@ def test_feedback_over_a_layer_head_embeds_once():
 
 @pytest.mark.parametrize("frame, kw, message", [
     (DIFFICULTY, {"blend": 0.2, "layers": [0]}, "layers must be one or more integers >= 1"),
+    (DIFFICULTY, {"blend": 0.2, "layers": 3}, "layers must be a sequence of layer numbers"),
+    (DIFFICULTY, {"blend": 0.2, "layers": None}, "layers must be a sequence of layer numbers"),
     (DIFFICULTY, {"blend": 0.0}, "blend must be"),
     (DIFFICULTY, {"blend": 1.0}, r"blend must be in \(0, 1\), got 1.0"),
     (DIFFICULTY, {"blend": 0.2, "alpha": 0.0}, "alpha must be"),
