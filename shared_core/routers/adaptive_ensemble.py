@@ -181,10 +181,12 @@ class AdaptiveEnsembleRouter(EnsembleRouter):
         """The embedder's inner layers that scoring reads beside the embedding (none without a layer head)."""
         return self.difficulty_layers_ if self.difficulty_coef_ is not None else ()
 
-    def _embed(self, prompts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """The embeddings and what the difficulty head reads (the same embeddings, or the layer states)."""
-        if self.embedding_layers:
-            return self.embedder.embed_layers(list(prompts), self.embedding_layers)
+    def _embed(self, prompts: Sequence[str], layers: tuple[int, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The embeddings and what the difficulty head reads: the same embeddings, or the states of
+        ``layers`` (default: :attr:`embedding_layers`)."""
+        layers = self.embedding_layers if layers is None else layers
+        if layers:
+            return self.embedder.embed_layers(list(prompts), layers)
         emb = self.embedder.embed(list(prompts))
         return emb, emb
 
@@ -260,9 +262,7 @@ class AdaptiveEnsembleRouter(EnsembleRouter):
         counts = {src: int((sources == src).sum()) for src in sorted(set(sources))}
         weights = np.array([1.0 / counts[src] for src in sources])
         weights *= len(weights) / weights.sum()
-        prompts = list(frame["prompt"])
-        x = np.asarray(self.embedder.embed_layers(prompts, layers_)[1] if layers_ else self.embedder.embed(prompts),
-                       dtype=np.float64)
+        x = np.asarray(self._embed(list(frame["prompt"]), layers_)[1], dtype=np.float64)
         mean = (weights[:, None] * x).sum(axis=0) / weights.sum()
         scale = np.maximum(np.sqrt((weights[:, None] * (x - mean) ** 2).sum(axis=0) / weights.sum()), 1e-6)
         coef_z, intercept_z = fit_weighted_ridge((x - mean) / scale, y, weights, alpha_)  # standardised columns
