@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Container
 
 import numpy as np
 
@@ -75,7 +75,7 @@ class CachedEmbedder(Embedder):
         states_space = space_key({**self.inner.to_config(), "layer_states": list(layers)})
         found = self.cache.get(self.space, keys, self.dim)
         found_states = self.cache.get(states_space, keys, len(layers) * self.dim)
-        missing = _missing(keys, texts, {k: None for k in found if k in found_states})
+        missing = _missing(keys, texts, found.keys() & found_states.keys())
         if missing:
             emb, states = self.inner.embed_layers(list(missing.values()), layers, show_progress=show_progress)
             new, new_states = dict(zip(missing, emb)), dict(zip(missing, states))
@@ -93,7 +93,7 @@ class CachedEmbedder(Embedder):
         return f"CachedEmbedder({self.inner!r}, cache_dir={str(self.cache.directory)!r})"
 
 
-def _missing(keys: list[str], texts: list[str], found: dict[str, Any]) -> dict[str, str]:
+def _missing(keys: list[str], texts: list[str], found: Container[str]) -> dict[str, str]:
     """The texts whose keys are not in ``found``, each once, in first-seen order."""
     missing: dict[str, str] = {}
     for key, text in zip(keys, texts):
