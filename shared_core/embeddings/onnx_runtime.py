@@ -158,6 +158,7 @@ class OnnxEmbedder(Embedder):
         if not self.packaged:
             self.cache_root = check_cache_dir(cache_dir)
         self._loaded = LazyModel()
+        self._meta = LazyModel()  # the checked meta.json, read once: metadata needs no session
         self._layered: dict[tuple[int, ...], LazyModel] = {}  # sessions that also output inner layers
         self._layered_lock = threading.Lock()
 
@@ -183,8 +184,8 @@ class OnnxEmbedder(Embedder):
 
     @property
     def sha256(self) -> str:
-        """SHA-256 of the ONNX file this embedder runs."""
-        return self._session_parts()[2]["sha256"]
+        """SHA-256 of the ONNX file this embedder runs (read from its checked metadata; no session is built)."""
+        return self._checked_meta()["sha256"]
 
     # Loading ---------------------------------------------------------------
     def load(self) -> "OnnxEmbedder":
@@ -199,15 +200,13 @@ class OnnxEmbedder(Embedder):
             lazy = self._layered.setdefault(layers, LazyModel())
         return lazy.get(lambda: self._load(layers))
 
-    def _load(self, layers: tuple[int, ...] = ()) -> tuple[Any, Any, dict[str, Any]]:
-        try:
-            import onnxruntime as ort
-            from tokenizers import Tokenizer
-        except ModuleNotFoundError as exc:
-            raise EmbeddingError(
-                f"embedder {self.name!r} needs onnxruntime and tokenizers ({exc.name!r} is missing); "
-                "run: pip install onnxruntime tokenizers"
-            ) from exc
+    def _checked_meta(self) -> dict[str, Any]:
+        """The model directory's ``meta.json``, once the ONNX file's hash has been checked against it (and
+        against the router's expected hash): what ``sha256``, ``dim`` and ``to_config()`` read, so that they
+        never build an ONNX Runtime session of their own."""
+        return self._meta.get(self._read_meta)
+
+    def _read_meta(self) -> dict[str, Any]:
         directory = self.model_dir()
         meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
         model = directory / MODEL_FILE
@@ -223,6 +222,20 @@ class OnnxEmbedder(Embedder):
                 f"the file of SHA-256 {self.expected_sha256}: its vectors would differ. Use the package version "
                 "the router was trained with, or retrain the router"
             )
+        return meta
+
+    def _load(self, layers: tuple[int, ...] = ()) -> tuple[Any, Any, dict[str, Any]]:
+        try:
+            import onnxruntime as ort
+            from tokenizers import Tokenizer
+        except ModuleNotFoundError as exc:
+            raise EmbeddingError(
+                f"embedder {self.name!r} needs onnxruntime and tokenizers ({exc.name!r} is missing); "
+                "run: pip install onnxruntime tokenizers"
+            ) from exc
+        meta = self._checked_meta()
+        directory = self.model_dir()
+        model = directory / MODEL_FILE
         tokenizer = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
         tokenizer.enable_truncation(max_length=int(meta["max_seq_length"]))
         pad = tokenizer.padding or {}
@@ -250,9 +263,9 @@ class OnnxEmbedder(Embedder):
 
     @property
     def dim(self) -> int:
-        if self._loaded.value is None and self.source.is_default:
+        if self._meta.value is None and self.source.is_default:
             return DEFAULT_DIM
-        return int(self._session_parts()[2]["dim"])
+        return int(self._checked_meta()["dim"])
 
     # Embedding -------------------------------------------------------------
     def _feed(self, tokenizer: Any, inputs: list[str], batch: list[str]) -> dict[str, np.ndarray]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import pickle
 from pathlib import Path
 from typing import Any
@@ -176,6 +177,26 @@ def test_onnx_embedder_pickles_and_copies_after_loading_layer_sessions(int8):
     for clone in (pickle.loads(pickle.dumps(int8)), copy.deepcopy(int8)):
         assert clone._layered == {}  # sessions are loaded again, not copied
         np.testing.assert_allclose(clone.embed_layers(TEXTS[:1], [3])[1], expected, rtol=0, atol=1e-6)
+
+
+def test_metadata_builds_no_session_of_its_own(tmp_path: Path):
+    # The default reads layer 3 from a second, layered session; its SHA-256, dimension and config (read when a
+    # router is saved or wrapped in a cache) come from the checked meta.json, not from a plain session of their own.
+    emb = OnnxEmbedder(quantize="int8")
+    emb.embed_layers(TEXTS[:1], [3])
+    cached = CachedEmbedder(emb, cache_dir=tmp_path)
+    cached.embed_layers(TEXTS[1:2], [3])
+    config = emb.to_config()
+    assert (config["sha256"], config["dim"], emb.sha256, emb.dim) == (
+        json.loads((PACKAGED_DIR / "meta.json").read_text())["sha256"], 384, config["sha256"], 384)
+    assert emb._loaded.value is None and list(emb._layered) == [(3,)]
+
+
+def test_a_wrong_expected_sha256_fails_metadata_and_layer_sessions_alike():
+    emb = OnnxEmbedder(quantize="int8", sha256="0" * 64)
+    for read in (lambda: emb.sha256, lambda: emb.to_config(), lambda: emb.embed_layers(["x"], [3])):
+        with pytest.raises(EmbeddingError, match="the router was trained with the file of SHA-256 0000"):
+            read()
 
 
 class CountingLayers(HashEmbedder):
