@@ -16,7 +16,7 @@ one does).
 :meth:`Embedder.embed_layers` also returns, from the same forward pass, the mean
 token states of inner transformer layers (a router head can read what the
 sentence embedding's last layer has pooled away); the ONNX embedders give them
-from the same run, sentence-transformers models from a second pass under torch,
+from the same run, sentence-transformers models from the same torch pass,
 and :class:`~shared_core.embeddings.hashing.HashEmbedder` fakes them for tests.
 """
 

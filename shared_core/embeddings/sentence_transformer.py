@@ -204,13 +204,18 @@ class SentenceTransformerEmbedder(Embedder):
         return l2_normalize(out)
 
     def _embed_layers(self, texts: list[str], layers: tuple[int, ...], show_progress: bool) -> tuple[Any, Any]:
-        """The embeddings as :meth:`embed` makes them, and the layers' mean token states from a second
-        pass through the underlying transformer (``output_hidden_states``; the model is not changed)."""
+        """The embeddings and the layers' mean token states from one pass through the model.
+
+        The underlying transformer runs once with ``output_hidden_states``; its last
+        hidden state goes through the model's remaining modules (pooling, normalising)
+        as in :meth:`embed`, so the embeddings are the same numbers (the model is not
+        changed)."""
         import torch
 
         self.load()
         model = self.model
-        auto = getattr(model[0], "auto_model", None)
+        modules = list(model)
+        auto = getattr(modules[0], "auto_model", None) if modules else None
         n_layers = getattr(getattr(auto, "config", None), "num_hidden_layers", None)
         if not isinstance(n_layers, int):
             raise EmbeddingError(f"embedder {self.name!r}: its first module has no transformer with layers")
@@ -219,27 +224,41 @@ class SentenceTransformerEmbedder(Embedder):
             raise EmbeddingError(f"embedder {self.name!r} has no layer {missing[0]}: it has layers 1-{n_layers}")
         tokenize = getattr(model, "preprocess", None) or model.tokenize  # renamed in sentence-transformers 6
         dim = self.dim
+        out = np.empty((len(texts), dim), dtype=np.float32)
         states = np.empty((len(texts), len(layers) * dim), dtype=np.float32)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        with blas_limit(self.blas_threads):
-            emb = self._embed_sorted(texts, show_progress)
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start : start + self.batch_size]
-                features = tokenize([texts[i] for i in idx])
-                inputs = {k: v.to(model.device) for k, v in features.items()
-                          if k in ("input_ids", "attention_mask", "token_type_ids")}
-                with torch.inference_mode():
-                    hidden = auto(**inputs, output_hidden_states=True).hidden_states
-                mask = inputs["attention_mask"].unsqueeze(-1).float()
-                for j, n in enumerate(layers):
-                    if hidden[n].shape[-1] != dim:
-                        raise EmbeddingError(
-                            f"embedder {self.name!r}: layer {n}'s token states have width {hidden[n].shape[-1]}, "
-                            f"not the embedding dimension {dim}; layer states need a mean-pooled model"
-                        )
-                    pooled = (hidden[n] * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
-                    states[idx, j * dim : (j + 1) * dim] = pooled.cpu().numpy()
-        return emb, states
+        bar = progress(len(texts), f"embedding with {self.name}") if show_progress else None
+        try:
+            with blas_limit(self.blas_threads):
+                for start in range(0, len(order), self.batch_size):
+                    idx = order[start : start + self.batch_size]
+                    features = {k: (v.to(model.device) if hasattr(v, "to") else v)
+                                for k, v in tokenize([texts[i] for i in idx]).items()}
+                    inputs = {k: v for k, v in features.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+                    with torch.inference_mode():
+                        hidden = auto(**inputs, output_hidden_states=True).hidden_states
+                        features["token_embeddings"] = hidden[-1]
+                        for module in modules[1:]:  # what encode() runs after the transformer
+                            features = module(features)
+                    if "sentence_embedding" not in features:
+                        raise EmbeddingError(f"embedder {self.name!r}: its modules after the transformer give no "
+                                             "sentence embedding")
+                    out[idx] = features["sentence_embedding"].float().cpu().numpy()
+                    mask = inputs["attention_mask"].unsqueeze(-1).float()
+                    for j, n in enumerate(layers):
+                        if hidden[n].shape[-1] != dim:
+                            raise EmbeddingError(
+                                f"embedder {self.name!r}: layer {n}'s token states have width {hidden[n].shape[-1]}, "
+                                f"not the embedding dimension {dim}; layer states need a mean-pooled model"
+                            )
+                        pooled = (hidden[n] * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+                        states[idx, j * dim : (j + 1) * dim] = pooled.float().cpu().numpy()
+                    if bar is not None:
+                        bar.update(len(idx))
+        finally:
+            if bar is not None:
+                bar.close()
+        return l2_normalize(out), states
 
     def to_config_no_dim(self) -> dict[str, Any]:
         """:meth:`to_config` without ``dim`` (which needs the model loaded for non-default models)."""

@@ -128,6 +128,9 @@ def test_sentence_transformers_layer_states_match_the_int8_graph_s(int8):
     torch_minilm = SentenceTransformerEmbedder(batch_size=2)
     emb, states = torch_minilm.embed_layers(TEXTS, [3, 6])
     np.testing.assert_allclose(emb, torch_minilm.embed(TEXTS), rtol=0, atol=1e-6)
+    # one pass gives encode()'s embeddings also past the model's 256-token limit, in batches with padding
+    long = ["word " * 400, "hi there", TEXTS[1]]
+    np.testing.assert_allclose(torch_minilm.embed_layers(long, [3])[0], torch_minilm.embed(long), rtol=0, atol=1e-6)
     assert states.shape == (3, 768)
     ref = int8.embed_layers(TEXTS, [3, 6])[1].reshape(3, 2, 384)
     got = states.reshape(3, 2, 384)
