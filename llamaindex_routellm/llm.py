@@ -433,14 +433,18 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
     def _marker(self, decision: Decision, attempts: Attempts[Any], chunks: Any, tag: bool,
                 thread: Any) -> Callable[[Any], Any]:
         """What a stream does to each chunk: at the first, pin the thread and make the
-        record (the outcome is known by then); tag every chunk with it if ``tag``."""
+        record (the outcome is known by then); tag every chunk with it if ``tag`` (a
+        plain-text stream makes no record: its chunks carry none)."""
         record: Optional[dict[str, Any]] = None
+        pinned = False
 
         def mark(chunk: Any) -> Any:
-            nonlocal record
-            if record is None:
+            nonlocal record, pinned
+            if not pinned:
                 self._pin(thread, decision, attempts, chunks.outcome)
-                record = self._record(decision, attempts, chunks.outcome, _usage)
+                pinned = True
+                if tag:
+                    record = self._record(decision, attempts, chunks.outcome, _usage)
             return _tag(chunk, record) if tag else chunk
 
         return mark

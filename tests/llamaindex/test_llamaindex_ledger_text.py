@@ -323,6 +323,19 @@ def test_a_stream_is_recorded_when_it_ends():
     assert len(handler.ledger.calls) == 1 and handler.errors == []
 
 
+@pytest.mark.parametrize("method", ["stream", "astream"])
+def test_a_plain_text_stream_makes_no_record_without_a_handler(method, monkeypatch):
+    # Its chunks are strings, which carry no record; the thread is still pinned at the first chunk.
+    llm = routed()
+    made = []
+    original = RouteLLM._record
+    monkeypatch.setattr(RouteLLM, "_record", lambda self, *a, **k: made.append(1) or original(self, *a, **k))
+    answer = consume(getattr(llm, method)(PROMPT, **args(HARD_Q)))
+    assert answer.startswith("[strong-m] ") and made == []
+    consume(llm.stream_chat([ChatMessage(role="user", content=HARD_Q)]))  # a chat stream's chunks carry one
+    assert made
+
+
 def test_a_routellm_as_the_model_of_another_is_recorded_once(handler):
     inner = routed()
     outer = RouteLLM(strong=inner, weak=UsageMockLLM(name="weak-m", is_chat_model=True), router=KeywordRouter(),
