@@ -294,11 +294,14 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
         tools = kwargs.pop(TOOLS_KWARG, None) or {}
         defaults = {k: v for k, v in (("temperature", self.temperature), ("max_tokens", self.max_tokens))
                     if v is not None}
-        context = CallContext(tools=tools.get("schemas") or {}, tool_required=bool(tools.get("required")),
+        schemas = tools.get("schemas") or {}
+        required = _tool_required(kwargs["tool_choice"], schemas) if "tool_choice" in kwargs else tools.get("required")
+        context = CallContext(tools=schemas, tool_required=bool(required),
                               structured_as_tool=bool(tools.get("structured")))
         return self._attempts(
             decision,
-            lambda k: (self._model(k), {**defaults, **kwargs, **per_model.get(self._key_label(k), {})}),
+            # A call's own arguments win over those bind_tools bound, as with any RunnableBinding.
+            lambda k: (self._model(k), {**defaults, **per_model.get(self._key_label(k), {}), **kwargs}),
             timeout=timeout, name=lambda entry: model_name(entry[0]), view=view, context=context,
         )
 
@@ -535,9 +538,7 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
             function = convert_to_openai_tool(tool).get("function") or {}
             if function.get("name"):
                 schemas[function["name"]] = function.get("parameters") or {"type": "object"}
-        required = tool_choice is True or tool_choice in _REQUIRED_CHOICES or isinstance(tool_choice, dict) or (
-            isinstance(tool_choice, str) and tool_choice in schemas)
-        tools_info = {"schemas": schemas, "required": required, "structured": bool(tracing)}
+        tools_info = {"schemas": schemas, "required": _tool_required(tool_choice, schemas), "structured": bool(tracing)}
         return self.bind(**{PER_MODEL_KWARGS: per_model, TOOLS_KWARG: tools_info}, **tracing)
 
     # Token counting: as the model that would answer counts ------------------------
@@ -690,6 +691,12 @@ async def _areport_rejected(run_manager: Optional[AsyncCallbackManagerForLLMRun]
 
 
 # Helpers -------------------------------------------------------------------------
+def _tool_required(tool_choice: Any, schemas: dict[str, Any]) -> bool:
+    """Whether ``tool_choice`` obliges the model to call a tool (for the ``tool_calls`` check)."""
+    return tool_choice is True or tool_choice in _REQUIRED_CHOICES or isinstance(tool_choice, dict) or (
+        isinstance(tool_choice, str) and tool_choice in schemas)
+
+
 def _acquire(model: BaseChatModel) -> None:
     # The inner model's public methods would apply its rate limiter; we call its
     # _generate/_stream, so apply it here.

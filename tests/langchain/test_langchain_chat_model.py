@@ -210,6 +210,22 @@ def test_bind_tools_binds_on_both_models(llm):
         assert message.tool_calls[0]["name"] == "get_weather"
 
 
+@pytest.mark.parametrize("entry", ["invoke", "stream"])
+def test_call_arguments_win_over_bound_tool_arguments(keyword_router, entry):
+    # As with any RunnableBinding: llm.bind_tools(..., tool_choice=X).invoke(q, tool_choice=Y) uses Y.
+    llm = RouteLLMChat(strong=FakeToolChatModel(model_name="s"), weak=FakeToolChatModel(model_name="w"),
+                       router=keyword_router, threshold=0.5, escalate_on=["tool_calls"])
+    bound = llm.bind_tools([get_weather], tool_choice="get_weather")
+    for q, model in ((EASY, "w"), (HARD_Q, "s")):
+        if entry == "invoke":
+            message = bound.invoke(q, tool_choice="none")
+        else:
+            message = merge_chunks(list(bound.stream(q, tool_choice="none")))
+        assert message.tool_calls == [] and message.content == f"[{model}] {q}"
+        # the call's tool_choice, not the bound one, decides whether a tool call was required
+        assert "escalated" not in message.response_metadata[DECISION_KEY]
+
+
 def test_bind_tools_needs_tool_calling_on_both(strong, keyword_router):
     from langchain_core.language_models import GenericFakeChatModel
 
