@@ -238,8 +238,8 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
         max_tokens = kwargs.get("max_tokens", self.max_tokens)
         if isinstance(max_tokens, int):
             params["ls_max_tokens"] = max_tokens
-        if stop or self.stop:
-            params["ls_stop"] = stop or self.stop
+        if self._stop(stop):
+            params["ls_stop"] = self._stop(stop)
         return params
 
     def _resolve_model_profile(self) -> Optional[ModelProfile]:
@@ -308,6 +308,10 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
     def _model(self, key: Any) -> BaseChatModel:
         return self._member(key)
 
+    def _stop(self, stop: Optional[list[str]]) -> Optional[list[str]]:
+        """The call's stop sequences, or the field's when the call gives none (``stop=[]``: none at all)."""
+        return self.stop if stop is None else stop
+
     # Generation: every path decides the same way, then hands the chosen model our run
     def _generate(
         self,
@@ -323,7 +327,7 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
         def call(entry: tuple[BaseChatModel, dict[str, Any]]) -> ChatResult:
             model, call_kwargs = entry
             _acquire(model)
-            return model._generate(messages, stop=stop or self.stop, run_manager=run_manager, **call_kwargs)  # noqa: SLF001
+            return model._generate(messages, stop=self._stop(stop), run_manager=run_manager, **call_kwargs)  # noqa: SLF001
 
         attempts = self._plan(decision, kwargs, _result_view)
         try:
@@ -349,7 +353,7 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
         async def call(entry: tuple[BaseChatModel, dict[str, Any]]) -> ChatResult:
             model, call_kwargs = entry
             await _aacquire(model)
-            return await model._agenerate(messages, stop=stop or self.stop, run_manager=run_manager, **call_kwargs)  # noqa: SLF001
+            return await model._agenerate(messages, stop=self._stop(stop), run_manager=run_manager, **call_kwargs)  # noqa: SLF001
 
         attempts = self._plan(decision, kwargs, _result_view)
         try:
@@ -374,7 +378,7 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
         # A checked (buffered) answer streams no tokens of its own: they are released once it passes.
         quiet = _checked(attempts)
         chunks = attempts.stream(
-            lambda entry: _inner_stream(entry[0], messages, stop or self.stop,
+            lambda entry: _inner_stream(entry[0], messages, self._stop(stop),
                                         None if id(entry) in quiet else run_manager, entry[1])
         )
         try:
@@ -406,7 +410,7 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
         attempts = self._plan(decision, kwargs, _chunks_view)
         quiet = _checked(attempts)
         chunks = attempts.astream(
-            lambda entry: _inner_astream(entry[0], messages, stop or self.stop,
+            lambda entry: _inner_astream(entry[0], messages, self._stop(stop),
                                          None if id(entry) in quiet else run_manager, entry[1])
         )
         first = True

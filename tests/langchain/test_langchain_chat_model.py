@@ -290,6 +290,11 @@ def test_call_settings_are_forwarded(keyword_router):
     assert llm._get_ls_params() == {"ls_provider": "routellm", "ls_model_name": "routellm(fake-chat|fake-chat)",
                                     "ls_model_type": "chat", "ls_temperature": 0.2, "ls_max_tokens": 7,
                                     "ls_stop": ["France"]}
+    # stop=[] asks for no stop sequences (as ChatOpenAI reads it), not for the field's
+    seen.clear()
+    assert llm.invoke(EASY, stop=[]).content == f"[fake-chat] {EASY}"
+    assert merge_chunks(list(llm.stream(EASY, stop=[]))).content == f"[fake-chat] {EASY}"
+    assert seen[0]["stop"] == []
 
 
 # Fallback --------------------------------------------------------------------------
