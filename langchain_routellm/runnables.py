@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, AsyncIterator, Iterator, Optional, Sequence, Union
 
-from langchain_core.messages import BaseMessage, BaseMessageChunk
+from langchain_core.messages import BaseMessage, BaseMessageChunk, convert_to_messages
 from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
 from langchain_core.runnables.config import (
@@ -49,8 +49,9 @@ _Entry = tuple[Role, Runnable]
 class RouteLLMRunnable(RoutedModel, RunnableSerializable[Any, Any]):
     """Send each input to the ``strong`` or the ``weak`` runnable.
 
-    The text routed on: a string input itself; for messages or a prompt value,
-    the last human message (:mod:`shared_core.policy`); for a dict, the value
+    The text routed on: a string input itself; for messages (or message-likes:
+    ``(role, content)`` pairs, role/content dicts) or a prompt value, the last
+    human message (:mod:`shared_core.policy`); for a dict, the value
     under ``input_key`` (or its only string value).
 
     Key init args: ``strong``, ``weak`` (any runnables), ``input_key``, and the
@@ -103,8 +104,15 @@ class RouteLLMRunnable(RoutedModel, RunnableSerializable[Any, Any]):
             return to_conversation(value.to_messages())
         if isinstance(value, BaseMessage):
             return to_conversation([value])
-        if isinstance(value, (list, tuple)) and all(isinstance(m, BaseMessage) for m in value):
-            return to_conversation(list(value))
+        if isinstance(value, (list, tuple)):
+            # Message-like items too ((role, content) pairs, role/content dicts, strings), as a chat model reads them.
+            try:
+                return to_conversation(convert_to_messages(value))
+            except (ValueError, TypeError, NotImplementedError) as exc:
+                raise ConfigError(
+                    f"cannot route a {type(value).__name__} input that is not a list of messages "
+                    f"(messages, (role, content) pairs, role/content dicts or strings): {exc}"
+                ) from None
         if isinstance(value, dict):
             if self.input_key is not None:
                 if self.input_key not in value:
