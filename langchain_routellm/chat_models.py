@@ -259,7 +259,7 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
     # Routing -------------------------------------------------------------------
     def route(self, input: LanguageModelInput) -> Decision:  # noqa: A002
         """The decision for ``input`` (a string, messages or a prompt value), calling no model."""
-        return self.engine.decide_one(to_conversation(self._convert_input(input).to_messages()))
+        return self.engine.decide_one(_conversation(self._convert_input(input).to_messages()))
 
     async def aroute(self, input: LanguageModelInput) -> Decision:  # noqa: A002
         """Async :meth:`route`; the router runs in an executor thread."""
@@ -267,23 +267,25 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
 
     def _decide_many(self, inputs: Sequence[LanguageModelInput]) -> list[Optional[Decision]]:
         return decide_each(
-            self.engine, inputs, lambda item: to_conversation(self._convert_input(item).to_messages()),
+            self.engine, inputs, lambda item: _conversation(self._convert_input(item).to_messages()),
             (ValueError, TypeError),
         )
 
     def _decide(self, messages: list[BaseMessage], thread: Any = None) -> Decision:
         pending = take_pending(self)
+        conversation = _conversation(messages)
         pinned = self._pinned(thread)
         if pinned is not None:
             return pinned
-        return pending if pending is not None else self.engine.decide_one(to_conversation(messages))
+        return pending if pending is not None else self.engine.decide_one(conversation)
 
     async def _adecide(self, messages: list[BaseMessage], thread: Any) -> Decision:
         pending = take_pending(self)
+        conversation = _conversation(messages)
         pinned = self._pinned(thread)
         if pinned is not None:
             return pinned
-        return pending or await run_in_executor(None, self.engine.decide_one, to_conversation(messages))
+        return pending or await run_in_executor(None, self.engine.decide_one, conversation)
 
     def _plan(
         self, decision: Decision, kwargs: dict[str, Any], view: Optional[Callable[[Any], AnswerView]] = None,
@@ -695,6 +697,13 @@ async def _areport_rejected(run_manager: Optional[AsyncCallbackManagerForLLMRun]
 
 
 # Helpers -------------------------------------------------------------------------
+def _conversation(messages: Sequence[BaseMessage]) -> list[tuple[str, Any]]:
+    """A call's messages as the routing policy reads them; a chat model call needs at least one."""
+    if not messages:
+        raise ConfigError("RouteLLMChat got an empty list of messages; a call needs at least one message")
+    return to_conversation(messages)
+
+
 def _tool_required(tool_choice: Any, schemas: dict[str, Any]) -> bool:
     """Whether ``tool_choice`` obliges the model to call a tool (for the ``tool_calls`` check)."""
     return tool_choice is True or tool_choice in _REQUIRED_CHOICES or isinstance(tool_choice, dict) or (

@@ -428,3 +428,15 @@ def test_unreadable_prompt_fails_only_its_batch_item() -> None:
         assert "the prompt is not valid Unicode text" in str(out[1]) and "lone surrogate" in str(out[1])
     with pytest.raises(PromptError, match="the prompt is not valid Unicode text"):
         llm.invoke("bad \udc80 prompt")
+
+
+def test_an_empty_message_list_fails_only_its_batch_item(llm, keyword_router) -> None:
+    """No messages at all is refused before any model is called, in a batch for that item alone."""
+    inputs = [EASY, [], HARD_Q]
+    for out in (llm.batch(inputs, return_exceptions=True), asyncio.run(llm.abatch(inputs, return_exceptions=True))):
+        assert [type(o).__name__ for o in out] == ["AIMessage", "ConfigError", "AIMessage"]
+        assert "empty list of messages" in str(out[1])
+        assert [o.response_metadata[DECISION_KEY]["role"] for o in (out[0], out[2])] == ["weak", "strong"]
+    for call in (lambda: llm.invoke([]), lambda: list(llm.stream([])), lambda: llm.route([])):
+        with pytest.raises(ConfigError, match="empty list of messages"):
+            call()
