@@ -29,7 +29,7 @@ from langchain_core.runnables.utils import gather_with_concurrency
 from shared_core.engine import RoutingEngine
 from shared_core.errors import ConfigError
 from shared_core.escalation import AnswerView, ToolCall
-from shared_core.policy import check_thread_id, content_text
+from shared_core.policy import content_text
 from shared_core.routers import Decision
 
 #: Key of ``response_metadata`` (chat model) under which each answer records its decision.
@@ -48,9 +48,12 @@ THREAD_KWARG = "routellm_thread_id"
 
 
 def thread_of(config: Any) -> Any:
-    """The caller's thread id, ``config["configurable"]["thread_id"]`` (LangGraph's key), or ``None``."""
+    """The caller's thread id, ``config["configurable"]["thread_id"]`` (LangGraph's key), or ``None``.
+
+    Not checked here: the key is LangGraph's, and any value it allows must pass
+    through when pinning is off; ``pin_threads`` checks it where it pins."""
     configurable = (config or {}).get("configurable") or {}
-    return check_thread_id(configurable.get("thread_id"))
+    return configurable.get("thread_id")
 
 
 def message_view(message: BaseMessage, generation_info: dict[str, Any] | None = None) -> AnswerView:

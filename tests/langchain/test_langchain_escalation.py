@@ -275,6 +275,22 @@ def test_pins_without_pin_threads_are_ignored_and_bad_thread_ids_raise():
         chat(FakeToolChatModel(), pin_threads=2).invoke("hi", config={"configurable": {"thread_id": ""}})
 
 
+def test_any_langgraph_thread_id_passes_when_pinning_is_off():
+    # configurable.thread_id is LangGraph's key (a UUID is common there): only pin_threads reads it
+    import uuid
+
+    runnable = RouteLLMRunnable(strong=RunnableLambda(lambda x: "s"), weak=RunnableLambda(lambda x: "w"),
+                                router=KeywordRouter(), threshold=0.5)
+    for thread_id in (uuid.uuid4(), "", 1.5):
+        config = {"configurable": {"thread_id": thread_id}}
+        assert chat(FakeToolChatModel(model_name="weak-fake")).invoke("hi", config=config).content == "[weak-fake] hi"
+        assert merge_chunks(list(chat(FakeToolChatModel(model_name="weak-fake")).stream("hi", config=config))).content \
+            == "[weak-fake] hi"
+        assert runnable.invoke("hi", config=config) == "w"
+        with pytest.raises(ConfigError, match="thread_id must be a non-empty string or an int"):
+            runnable.model_copy(update={"pin_threads": 2}).invoke("hi", config=config)
+
+
 def test_concurrent_threads_keep_their_own_pins():
     llm = chat(FakeToolChatModel(model_name="weak-fake"), pin_threads=100)
 
