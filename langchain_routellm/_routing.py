@@ -85,7 +85,8 @@ def to_conversation(messages: Sequence[BaseMessage]) -> list[tuple[str, Any]]:
     human -> ``"user"``, ai -> ``"assistant"``, system -> ``"system"``, tool and
     function -> ``"tool"``; a ``ChatMessage`` keeps its role (``"human"`` and
     ``"ai"`` spelled the OpenAI way). Content is passed as it is, a string or a
-    list of content blocks.
+    list of content blocks; a user message's text block whose ``text`` is not a
+    string raises :class:`ConfigError` naming it.
     """
     pairs: list[tuple[str, Any]] = []
     for i, message in enumerate(messages):
@@ -103,8 +104,21 @@ def to_conversation(messages: Sequence[BaseMessage]) -> list[tuple[str, Any]]:
             role = _CHAT_ROLES.get(message.type, message.type)
         else:
             raise ConfigError(f"messages[{i}] must be a LangChain message, got {type(message).__name__}: {message!r}")
+        if role == "user":
+            _check_text_blocks(i, message.content)
         pairs.append((role, message.content))
     return pairs
+
+
+def _check_text_blocks(i: int, content: Any) -> None:
+    """A user message's text blocks must hold strings: one that does not would be
+    left out of the routed text without a word (and fail at the provider)."""
+    for j, block in enumerate(content if isinstance(content, list) else []):
+        if isinstance(block, dict) and block.get("type") == "text" and not isinstance(block.get("text"), str):
+            raise ConfigError(
+                f"messages[{i}].content[{j}] is a text block whose text is {type(block.get('text')).__name__} "
+                f"{block.get('text')!r}; expected a string"
+            )
 
 
 def model_name(model: Runnable) -> str:

@@ -440,3 +440,14 @@ def test_an_empty_message_list_fails_only_its_batch_item(llm, keyword_router) ->
     for call in (lambda: llm.invoke([]), lambda: list(llm.stream([])), lambda: llm.route([])):
         with pytest.raises(ConfigError, match="empty list of messages"):
             call()
+
+
+def test_a_text_block_without_string_text_fails_only_its_batch_item(llm) -> None:
+    """Such a block would be left out of the routed text silently (and fail at the provider)."""
+    bad = [{"role": "user", "content": [{"type": "text", "text": HARD_Q}, {"type": "text", "text": 5}]}]
+    inputs = [EASY, bad, HARD_Q]
+    for out in (llm.batch(inputs, return_exceptions=True), asyncio.run(llm.abatch(inputs, return_exceptions=True))):
+        assert [type(o).__name__ for o in out] == ["AIMessage", "ConfigError", "AIMessage"]
+        assert "messages[0].content[1] is a text block whose text is int 5; expected a string" in str(out[1])
+    with pytest.raises(ConfigError, match=r"content\[0\] is a text block whose text is NoneType None"):
+        llm.route([HumanMessage(content=[{"type": "text"}])])
