@@ -287,7 +287,10 @@ def _tag(output: Any, record: dict[str, Any]) -> Any:
 
 
 def _add(final: Any, chunk: Any) -> Any:
-    if isinstance(final, (str, BaseMessageChunk)) and type(chunk) is type(final):
+    # Strings by isinstance: StrOutputParser streams a str subclass, and str + it is a plain str.
+    if isinstance(final, str) and isinstance(chunk, str):
+        return final + chunk
+    if isinstance(final, BaseMessageChunk) and type(chunk) is type(final):
         return final + chunk
     if isinstance(final, dict) and isinstance(chunk, dict):
         return {**final, **chunk}

@@ -180,6 +180,31 @@ def test_runnable_escalates_string_and_dict_outputs():
     assert dicts.invoke("say hi") == {"answer": 42}
 
 
+def test_runnable_adds_up_a_str_output_parser_stream():
+    # StrOutputParser streams a str subclass: the chunks were added up wrongly (the last ones only), so a
+    # non-empty weak answer looked empty to the check, and the run's output was a fragment
+    from langchain_core.callbacks import BaseCallbackHandler
+    from langchain_core.output_parsers import StrOutputParser
+
+    class Ends(BaseCallbackHandler):
+        def __init__(self) -> None:
+            self.outputs: list = []
+
+        def on_chain_end(self, outputs, *, parent_run_id=None, **kwargs):
+            if parent_run_id is None:
+                self.outputs.append(outputs)
+
+    chain = RouteLLMRunnable(strong=FakeToolChatModel(model_name="big") | StrOutputParser(),
+                             weak=FakeToolChatModel(model_name="small") | StrOutputParser(),
+                             router=KeywordRouter(), threshold=0.5, escalate_on=["empty"])
+    ends = Ends()
+    assert "".join(chain.stream("hi", config={"callbacks": [ends]})) == "[small] hi"
+    assert "".join(chain.stream("hi there you")) == "[small] hi there you"
+    assert "".join(chain.model_copy(update={"escalate_on": None}).stream("hi there you", {"callbacks": [ends]})) \
+        == "[small] hi there you"
+    assert ends.outputs == ["[small] hi", "[small] hi there you"]
+
+
 def test_bad_escalate_on_fails_at_construction():
     with pytest.raises(ValueError, match="known checks: empty, refusal"):
         chat(lazy(), escalate_on=["emptyy"])
