@@ -755,6 +755,7 @@ def _result_chunks(result: ChatResult) -> Iterator[ChatGenerationChunk]:
         response_metadata=dict(message.response_metadata),
         usage_metadata=getattr(message, "usage_metadata", None),
         id=message.id,
+        name=message.name,
         tool_call_chunks=[
             {"name": c["name"], "args": json.dumps(c["args"]), "id": c.get("id"), "index": i,
              "type": "tool_call_chunk"}
@@ -762,6 +763,9 @@ def _result_chunks(result: ChatResult) -> Iterator[ChatGenerationChunk]:
         ],
         chunk_position="last",
     )
+    if isinstance(message, AIMessage) and message.invalid_tool_calls:
+        # Not as tool call chunks: their lenient parser would make '{bad json' a valid call with args {}.
+        chunk.invalid_tool_calls = [*chunk.invalid_tool_calls, *message.invalid_tool_calls]
     yield ChatGenerationChunk(message=chunk, generation_info=result.generations[0].generation_info)
 
 

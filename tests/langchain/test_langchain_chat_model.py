@@ -451,3 +451,27 @@ def test_a_text_block_without_string_text_fails_only_its_batch_item(llm) -> None
         assert "messages[0].content[1] is a text block whose text is int 5; expected a string" in str(out[1])
     with pytest.raises(ConfigError, match=r"content\[0\] is a text block whose text is NoneType None"):
         llm.route([HumanMessage(content=[{"type": "text"}])])
+
+
+def test_a_non_streaming_model_streams_its_whole_answer(keyword_router) -> None:
+    """Streaming through a model without _stream keeps what its answer has: invalid tool calls, name."""
+    from langchain_core.language_models import BaseChatModel
+    from langchain_core.outputs import ChatGeneration, ChatResult
+
+    class NoStream(BaseChatModel):
+        @property
+        def _llm_type(self) -> str:
+            return "no-stream"
+
+        def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+            message = AIMessage(content="", name="bot",
+                                tool_calls=[{"name": "a", "args": {"q": 1}, "id": "c1", "type": "tool_call"}],
+                                invalid_tool_calls=[{"name": "b", "args": "{bad json", "id": "c2", "error": "bad",
+                                                     "type": "invalid_tool_call"}])
+            return ChatResult(generations=[ChatGeneration(message=message)])
+
+    llm = RouteLLMChat(strong=NoStream(), weak=NoStream(), router=keyword_router, threshold=0.5)
+    invoked, streamed = llm.invoke(EASY), merge_chunks(list(llm.stream(EASY)))
+    assert streamed.tool_calls == invoked.tool_calls
+    assert streamed.invalid_tool_calls == invoked.invalid_tool_calls and invoked.invalid_tool_calls[0]["id"] == "c2"
+    assert streamed.name == invoked.name == "bot"
