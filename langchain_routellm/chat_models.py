@@ -258,8 +258,9 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
 
     # Routing -------------------------------------------------------------------
     def route(self, input: LanguageModelInput) -> Decision:  # noqa: A002
-        """The decision for ``input`` (a string, messages or a prompt value), calling no model."""
-        return self.engine.decide_one(_conversation(self._convert_input(input).to_messages()))
+        """The decision for ``input`` (a string, messages or a prompt value), calling no model
+        (a controller previews it: nothing is counted or reserved for it)."""
+        return self.engine.decide_one(_conversation(self._convert_input(input).to_messages()), observe=False)
 
     async def aroute(self, input: LanguageModelInput) -> Decision:  # noqa: A002
         """Async :meth:`route`; the router runs in an executor thread."""
@@ -550,13 +551,14 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
     # Token counting: as the model that would answer counts ------------------------
     def get_num_tokens(self, text: str) -> int:
         """Tokens of ``text`` as counted by the model it would be routed to."""
-        return self._model(self._decision_key(self.engine.decide_one([("user", text)]))).get_num_tokens(text)
+        decision = self.engine.decide_one([("user", text)], observe=False)
+        return self._model(self._decision_key(decision)).get_num_tokens(text)
 
     def get_num_tokens_from_messages(
         self, messages: list[BaseMessage], tools: Optional[Sequence[Any]] = None
     ) -> int:
         """Tokens of ``messages`` as counted by the model they would be routed to."""
-        model = self._model(self._decision_key(self.engine.decide_one(to_conversation(messages))))
+        model = self._model(self._decision_key(self.engine.decide_one(to_conversation(messages), observe=False)))
         if tools is None:
             return model.get_num_tokens_from_messages(messages)
         return model.get_num_tokens_from_messages(messages, tools=tools)

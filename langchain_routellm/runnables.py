@@ -130,8 +130,9 @@ class RouteLLMRunnable(RoutedModel, RunnableSerializable[Any, Any]):
         )
 
     def route(self, input: Any) -> Decision:  # noqa: A002
-        """The decision for ``input``, calling neither runnable."""
-        return self.engine.decide_one(self._conversation(input))
+        """The decision for ``input``, calling neither runnable (a controller previews it:
+        nothing is counted or reserved for it)."""
+        return self.engine.decide_one(self._conversation(input), observe=False)
 
     async def aroute(self, input: Any) -> Decision:  # noqa: A002
         return await run_in_executor(None, self.route, input)
@@ -141,14 +142,14 @@ class RouteLLMRunnable(RoutedModel, RunnableSerializable[Any, Any]):
         pinned = self._pinned(thread)
         if pinned is not None:
             return pinned
-        return pending if pending is not None else self.route(input)
+        return pending if pending is not None else self.engine.decide_one(self._conversation(input))
 
     async def _adecide(self, input: Any, thread: Any) -> Decision:  # noqa: A002
         pending = take_pending(self)
         pinned = self._pinned(thread)
         if pinned is not None:
             return pinned
-        return pending or await self.aroute(input)
+        return pending or await run_in_executor(None, self.engine.decide_one, self._conversation(input))
 
     def _plan(
         self, decision: Decision, kwargs: dict[str, Any], view: Any = None

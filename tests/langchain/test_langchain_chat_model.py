@@ -475,3 +475,21 @@ def test_a_non_streaming_model_streams_its_whole_answer(keyword_router) -> None:
     assert streamed.tool_calls == invoked.tool_calls
     assert streamed.invalid_tool_calls == invoked.invalid_tool_calls and invoked.invalid_tool_calls[0]["id"] == "c2"
     assert streamed.name == invoked.name == "bot"
+
+
+def test_route_and_token_counts_neither_count_nor_reserve_under_a_controller(strong, weak, keyword_router) -> None:
+    """route() and get_num_tokens call no model: a budget must not hold back a strong call for them."""
+    from langchain_routellm import RouteLLMRunnable
+    from shared_core.controller import BudgetController
+
+    budget = BudgetController(1.0, reserve=0.3, clock=lambda: 0.0)
+    llm = RouteLLMChat(strong=strong, weak=weak, router=keyword_router, threshold=0.5, controller=budget)
+    runnable = RouteLLMRunnable(strong=strong, weak=weak, router=keyword_router, threshold=0.5, controller=budget)
+    for _ in range(4):
+        assert llm.route(HARD_Q).role.value == runnable.route(HARD_Q).role.value == "strong"
+        llm.get_num_tokens(HARD_Q)
+        llm.get_num_tokens_from_messages([HumanMessage(HARD_Q)])
+    assert budget.remaining == 1.0
+    assert llm.invoke(HARD_Q).response_metadata[DECISION_KEY]["role"] == "strong"
+    assert runnable.invoke(HARD_Q).response_metadata[DECISION_KEY]["role"] == "strong"
+    assert budget.remaining == pytest.approx(0.4, abs=1e-9)  # the two real calls hold their reserve
