@@ -223,6 +223,8 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
             "weak": model_name(self.weak),
             **self.engine.describe(),
             "fallback": self.fallback,
+            # in the cache key, as a provider's own model has them: a cached answer is reused only for the same ones
+            **{k: v for k, v in (("temperature", self.temperature), ("max_tokens", self.max_tokens)) if v is not None},
             **({"ladder_models": [model_name(m) for _, m in self._members()]} if self.ladder is not None else {}),
         }
 

@@ -493,3 +493,22 @@ def test_route_and_token_counts_neither_count_nor_reserve_under_a_controller(str
     assert llm.invoke(HARD_Q).response_metadata[DECISION_KEY]["role"] == "strong"
     assert runnable.invoke(HARD_Q).response_metadata[DECISION_KEY]["role"] == "strong"
     assert budget.remaining == pytest.approx(0.4, abs=1e-9)  # the two real calls hold their reserve
+
+
+def test_the_cache_keeps_answers_made_with_other_settings_apart(keyword_router) -> None:
+    from langchain_core.caches import InMemoryCache
+
+    seen: list = []
+
+    class Spy(FakeToolChatModel):
+        def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+            seen.append(kwargs)
+            return super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
+
+    llm = RouteLLMChat(strong=Spy(), weak=Spy(), router=keyword_router, threshold=0.5, temperature=0.0,
+                       cache=InMemoryCache())
+    llm.invoke(EASY)
+    llm.invoke(EASY)  # a cache hit
+    llm.model_copy(update={"temperature": 1.0}).invoke(EASY)
+    llm.model_copy(update={"max_tokens": 5}).invoke(EASY)
+    assert seen == [{"temperature": 0.0}, {"temperature": 1.0}, {"temperature": 0.0, "max_tokens": 5}]
