@@ -302,10 +302,11 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         return (_LAST_DECISIONS.get() or {}).get(self._key)
 
     def route(self, prompt: Union[str, Sequence[ChatMessage]]) -> Decision:
-        """Decide for a question or a conversation without calling a model."""
+        """Decide for a question or a conversation without calling a model (a controller
+        previews the decision: nothing is counted or reserved for it, as no call follows)."""
         if isinstance(prompt, str):
-            return self.engine.decide_one([("user", prompt)])
-        return self.engine.decide_one(to_conversation(list(prompt)))
+            return self.engine.decide_one([("user", prompt)], observe=False)
+        return self.engine.decide_one(to_conversation(list(prompt)), observe=False)
 
     def _remember(self, decision: Decision) -> Decision:
         _LAST_DECISIONS.set({**(_LAST_DECISIONS.get() or {}), self._key: decision})

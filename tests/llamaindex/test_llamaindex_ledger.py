@@ -178,6 +178,18 @@ def test_budget_controller_through_routellm_and_the_ledger():
     assert budget.spent <= 0.0005
 
 
+def test_route_neither_counts_nor_reserves_under_a_controller():
+    budget = BudgetController(1.0, reserve=0.3, clock=lambda: 0.0)
+    llm = RouteLLM(strong=UsageMockLLM(name="strong-m"), weak=UsageMockLLM(name="weak-m"), router=KeywordRouter(),
+                   threshold=0.5, controller=budget)
+    for _ in range(4):  # no call follows a route(): a budget must not hold back a strong call for it
+        assert llm.route("Prove claim 1").role.value == llm.route([ChatMessage(role="user", content="prove")]).role.value \
+            == "strong"
+    assert budget.remaining == 1.0
+    assert llm.chat(user("Prove claim 1")).additional_kwargs["routellm"]["role"] == "strong"
+    assert budget.remaining == pytest.approx(0.7, abs=1e-9)  # the real call holds its reserve
+
+
 def test_tool_calls_are_recorded(fc_models):
     from llama_index.core.tools import FunctionTool
 
