@@ -356,6 +356,9 @@ class Attempts(Generic[M]):
         escalate_to: ``(role, model)`` pairs, in order, that a rejected answer
             escalates to; a pair also in ``plan`` is the same attempt (compared
             by identity), not a second one.
+        on_strong_failure: called once, when the first attempt of the strong role
+            fails (whether or not another model is tried next): a budget frees the
+            reservation it held for a strong answer that will not come.
     """
 
     def __init__(
@@ -368,6 +371,7 @@ class Attempts(Generic[M]):
         on_failure: Optional[Callable[[Failure], None]] = None,
         check: Optional[Check] = None,
         escalate_to: Sequence[Tuple[Role, M]] = (),
+        on_strong_failure: Optional[Callable[[], None]] = None,
     ) -> None:
         self.plan: Tuple[Tuple[Role, M], ...] = tuple(plan)
         if not self.plan:
@@ -386,6 +390,7 @@ class Attempts(Generic[M]):
         self._should_fall_back = fallback_predicate(fallback_on)
         self._name = name
         self._on_failure = on_failure
+        self._on_strong_failure = on_strong_failure
 
     # Shared by every path -------------------------------------------------------------------
     def _falls_back(self, exc: BaseException) -> bool:
@@ -481,6 +486,7 @@ class _Queue(Generic[M]):
         self.failures: list[Failure] = []
         self.escalations: list[Escalation] = []
         self.position = -1
+        self.strong_failed = False
 
     def __iter__(self) -> Iterator[Tuple[Role, M]]:
         while self.position + 1 < len(self.entries):
@@ -497,6 +503,10 @@ class _Queue(Generic[M]):
 
     def failed(self, role: Role, model: M, exc: BaseException) -> None:
         last = self.position + 1 == len(self.entries)
+        hook = self.attempts._on_strong_failure  # noqa: SLF001
+        if role is Role.STRONG and hook is not None and not self.strong_failed:
+            self.strong_failed = True
+            hook()
         try:
             self.attempts._failed(self.failures, last, role, model, exc)  # noqa: SLF001
         except BaseException as raised:

@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, Iterator, List, Literal, Mapping, Option
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from shared_core.attempts import Attempts, FallbackOn, Failure, Outcome, check_timeout, fallback_predicate, model_label
-from shared_core.controller import Controller
+from shared_core.controller import BudgetController, Controller
 from shared_core.engine import RoutingEngine, attempt_order, check_controller, outcome_record
 from shared_core.errors import ConfigError
 from shared_core.escalation import AnswerChecks, AnswerView, CallContext
@@ -391,9 +391,22 @@ class RoutedModel(RoutingSettings):
             [entries[k] for k in keys], fallback_on=self.fallback_on,
             timeout=self.timeout if timeout is None else timeout, name=name, on_failure=on_failure,
             check=check, escalate_to=[entries[k] for k in targets],
+            on_strong_failure=self._reservation_release(decision),
         )
         attempts.keys = {id(model): key for key, (_, model) in entries.items()}
         return attempts
+
+    def _reservation_release(self, decision: Decision) -> Optional[Callable[[], None]]:
+        """What frees the budget's reservation for ``decision`` if its strong attempt fails:
+        a :class:`~shared_core.controller.BudgetController` holds one for each strong
+        decision it makes (not for a pinned thread's, which it never saw, nor for an
+        escalation's); a strong model that fails is never charged."""
+        budget = self.engine.controller
+        if not isinstance(budget, BudgetController) or isinstance(decision, LadderDecision):
+            return None
+        if decision.role is not Role.STRONG or decision.reason == "pinned":
+            return None
+        return budget.release
 
     # Models by key ------------------------------------------------------------------------
     def _member(self, key: Any) -> Any:

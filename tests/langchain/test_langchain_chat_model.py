@@ -334,6 +334,34 @@ def test_fallback_raises_one_error_with_both_failures(keyword_router, entry):
 
 
 @pytest.mark.parametrize("entry", ENTRY_POINTS)
+@pytest.mark.parametrize("fallback", [True, False])
+def test_a_failed_strong_call_frees_its_budget_reservation(weak, keyword_router, entry, fallback):
+    # Before: the reservation held for the strong answer stayed until the period ended (never charged).
+    from shared_core.controller import BudgetController
+
+    budget = BudgetController(1.0, reserve=0.3, clock=lambda: 0.0)
+    llm = RouteLLMChat(strong=FakeToolChatModel(model_name="strong-down", fail=True), weak=weak,
+                       router=keyword_router, threshold=0.5, fallback=fallback, controller=budget)
+    for _ in range(4):  # more than the budget's room for three reservations
+        if fallback:
+            assert _call(llm, entry, HARD_Q, {}).response_metadata[DECISION_KEY]["model"] == "weak-fake"
+        else:
+            with pytest.raises(ConnectionError, match="strong-down is down"):
+                _call(llm, entry, HARD_Q, {})
+        assert budget.remaining == 1.0
+    answered = RouteLLMChat(strong=FakeToolChatModel(model_name="strong-up"), weak=weak, router=keyword_router,
+                            threshold=0.5, controller=budget)
+    _call(answered, entry, HARD_Q, {})  # answered, not charged (no ledger here): its reservation stays
+    assert budget.remaining == pytest.approx(0.7, abs=1e-9)
+    weak_first = RouteLLMChat(strong=FakeToolChatModel(model_name="strong-down", fail=True),
+                              weak=FakeToolChatModel(model_name="weak-down", fail=True), router=keyword_router,
+                              threshold=0.5, fallback=True, controller=budget)
+    with pytest.raises(AllModelsFailedError):  # a weak decision reserved nothing: its strong fallback frees nothing
+        _call(weak_first, entry, EASY, {})
+    assert budget.remaining == pytest.approx(0.7, abs=1e-9)
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
 def test_a_programming_error_does_not_fall_back(strong, keyword_router, entry):
     # Before: every Exception fell back, so a bug in one model's call hid behind the other's answer.
     llm = RouteLLMChat(strong=strong, weak=FakeToolChatModel(model_name="weak-bug", fail=TypeError("bad kwarg")),

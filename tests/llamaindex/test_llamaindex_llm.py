@@ -378,6 +378,25 @@ def test_fallback_answers_with_the_other_model_and_says_so(models, events, metho
     assert (ok["role"], ok["fallback"]) == ("weak", None)
 
 
+@pytest.mark.parametrize("method", CHAT + COMPLETE)
+def test_a_failed_strong_call_frees_its_budget_reservation(models, method):
+    # Before: the reservation held for the strong answer stayed until the period ended (never charged).
+    from shared_core.controller import BudgetController
+
+    from li_support import FailingMockLLM
+
+    budget = BudgetController(1.0, reserve=0.3, clock=lambda: 0.0)
+    llm = RouteLLM(strong=FailingMockLLM(name="strong-down"), weak=models["weak"], router=KeywordRouter(),
+                   threshold=0.5, fallback=True, controller=budget)
+    for _ in range(4):  # more than the budget's room for three reservations
+        assert _last(_consume(_call(llm, method, HARD_Q))).additional_kwargs[DECISION_KEY]["model"] == "weak-mock"
+        assert budget.remaining == 1.0
+    answered = RouteLLM(strong=models["strong"], weak=models["weak"], router=KeywordRouter(), threshold=0.5,
+                        controller=budget)
+    _consume(_call(answered, method, HARD_Q))  # answered, not charged (no ledger here): its reservation stays
+    assert budget.remaining == pytest.approx(0.7, abs=1e-9)
+
+
 @pytest.mark.parametrize("method", ["stream_complete", "astream_complete", "stream_chat", "astream_chat"])
 def test_a_stream_that_fails_after_its_first_chunk_does_not_fall_back(models, method):
     from li_support import FailingMockLLM
