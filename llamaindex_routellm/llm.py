@@ -36,7 +36,7 @@ from llama_index.core.base.llms.types import (
     LLMMetadata,
     MessageRole,
 )
-from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
+from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr, TypeAdapter, field_serializer
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.events import BaseEvent
@@ -66,6 +66,10 @@ DECISION_KEY = "routellm"
 #: The last decision of each RouteLLM (by instance key) in the current context.
 #: Module level and copied on write, so instances stay deep-copyable and picklable.
 _LAST_DECISIONS: ContextVar[Optional[Dict[str, Decision]]] = ContextVar("routellm_last_decisions", default=None)
+
+#: A model as ``strong`` and ``weak`` are written by ``to_dict``: its ``LLM`` fields only
+#: (never the provider's key or endpoint).
+_AS_LLM = TypeAdapter(LLM)
 
 #: LlamaIndex role values to the roles of :mod:`shared_core.policy`.
 _ROLES = {
@@ -272,6 +276,14 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
     @classmethod
     def class_name(cls) -> str:
         return "RouteLLM"
+
+    @field_serializer("ladder")
+    def _dump_ladder(self, ladder: Optional[List[Any]], info: Any) -> Optional[List[Any]]:
+        """Each rung's model written as ``strong`` and ``weak`` are, so that ``to_dict`` /
+        ``to_json`` carry no API key or endpoint of a rung."""
+        if ladder is None:
+            return None
+        return [(_AS_LLM.dump_python(model, mode=info.mode), name, threshold) for model, name, threshold in ladder]
 
     @property
     def metadata(self) -> LLMMetadata:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -152,6 +153,22 @@ def test_ladder_routes_to_the_cheapest_good_enough_model():
     assert llm.metadata.context_window == 2000
     assert llm.metadata.model_name == "routellm[table](tiny-mock|mid-mock|big-mock)"
     assert record(asyncio.run(llm.achat([ChatMessage(role="user", content="explain x")])))["rung"] == 1
+
+
+def test_a_ladders_serialisation_carries_no_rungs_key_or_endpoint():
+    from llama_index.llms.openai_like import OpenAILike
+
+    rungs = [OpenAILike(model=f"{n}-model", api_base=f"https://{n}.example/v1", api_key=f"sk-{n}-secret",
+                        is_chat_model=True) for n in ("tiny", "mid", "big")]
+    llm = RouteLLM(ladder=[(rungs[0], "tiny", 0.8), (rungs[1], "mid", 0.7), (rungs[2], "big", None)],
+                   router=TableRouter())
+    text = json.dumps(llm.to_dict(), default=repr)  # to_json, but for the router object
+    for secret in ("sk-tiny-secret", "sk-mid-secret", "https://big.example/v1", "big-model"):
+        assert secret not in text
+    # Each rung is written as strong and weak are: its LLM fields and class, then its name and threshold.
+    written = {"system_prompt": None, "pydantic_program_mode": "default", "class_name": "OpenAILike"}
+    assert llm.to_dict()["strong"] == llm.to_dict()["weak"] == written
+    assert json.loads(text)["ladder"] == [[written, "tiny", 0.8], [written, "mid", 0.7], [written, "big", None]]
 
 
 def test_ladder_escalates_one_rung_up():
