@@ -41,8 +41,10 @@ from llama_index.core.callbacks import CallbackManager
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.llms.function_calling import FunctionCallingLLM
-from llama_index.core.llms.llm import LLM, ToolSelection
+from llama_index.core.base.llms.generic_utils import messages_to_prompt as generic_messages_to_prompt
+from llama_index.core.llms.llm import LLM, ToolSelection, default_completion_to_prompt
 from llama_index.core.prompts import BasePromptTemplate
+from llama_index.core.types import PydanticProgramMode
 
 from shared_core.attempts import Attempts, Outcome, rejected_answers
 from shared_core.engine import rejected_records
@@ -70,6 +72,16 @@ _LAST_DECISIONS: ContextVar[Optional[Dict[str, Decision]]] = ContextVar("routell
 #: A model as ``strong`` and ``weak`` are written by ``to_dict``: its ``LLM`` fields only
 #: (never the provider's key or endpoint).
 _AS_LLM = TypeAdapter(LLM)
+
+#: The ``LLM`` fields LlamaIndex applies inside the model that formats the prompt
+#: (``predict`` adds ``system_prompt``, a completion model runs ``messages_to_prompt``,
+#: the callbacks take the ``rate_limiter``), with their defaults: set on ``RouteLLM``,
+#: they are given to the chosen model (a copy), as if set on it.
+_PROMPT_SETTINGS: Dict[str, Any] = {
+    "system_prompt": None, "messages_to_prompt": generic_messages_to_prompt,
+    "completion_to_prompt": default_completion_to_prompt, "output_parser": None,
+    "pydantic_program_mode": PydanticProgramMode.DEFAULT, "query_wrapper_prompt": None, "rate_limiter": None,
+}
 
 #: LlamaIndex role values to the roles of :mod:`shared_core.policy`.
 _ROLES = {
@@ -203,6 +215,10 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
     effect. Unknown keyword arguments are refused. The models' own
     ``callback_manager`` is left alone: a callback manager given to this LLM (a
     query engine hands it one) sees the chosen model's calls as well.
+    LlamaIndex's prompt settings of an LLM (``system_prompt``, ``query_wrapper_prompt``,
+    ``messages_to_prompt``, ``completion_to_prompt``, ``output_parser``,
+    ``pydantic_program_mode``, ``rate_limiter``) set on this LLM apply to each call as if
+    set on the chosen model (which otherwise keeps its own).
 
     Instantiate (any LlamaIndex LLMs: ``OpenAI``, ``Anthropic``, ``OpenAILike``, ...;
     LlamaIndex's offline ``MockLLM`` here, which echoes its prompt):
@@ -336,14 +352,16 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
 
     def _model(self, key: Any) -> LLM:
         """The model for ``key`` (a role, or a ladder's rung), seeing this LLM's
-        callback manager too (a copy of the model when it must: the user's model
-        is not changed)."""
+        callback manager too and given the prompt settings set on this LLM
+        (:data:`_PROMPT_SETTINGS`; a copy of the model when it must: the user's
+        model is not changed)."""
         model = self._member(key)
+        update = {name: getattr(self, name) for name, default in _PROMPT_SETTINGS.items()
+                  if getattr(self, name) is not default}
         ours = [h for h in self.callback_manager.handlers if h not in model.callback_manager.handlers]
-        if not ours:
-            return model
-        manager = CallbackManager(handlers=[*model.callback_manager.handlers, *ours])
-        return model.model_copy(update={"callback_manager": manager})
+        if ours:
+            update["callback_manager"] = CallbackManager(handlers=[*model.callback_manager.handlers, *ours])
+        return model.model_copy(update=update) if update else model
 
     def _plan(
         self, decision: Decision, tools: bool, timeout: Optional[float] = None, view: Any = None,

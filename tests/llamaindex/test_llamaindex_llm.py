@@ -531,3 +531,31 @@ def test_the_models_callback_managers_are_left_alone(models):
     assert llm.complete(HARD_Q).text == HARD_Q
     assert strong.callback_manager.handlers == [mine]
     assert len(mine.get_event_pairs(CBEventType.LLM)) == 1 and len(engines.get_event_pairs(CBEventType.LLM)) == 1
+
+
+@pytest.mark.parametrize("setting, value", [
+    ("system_prompt", "Answer in one word."),
+    ("query_wrapper_prompt", "[wrapped] {query_str}"),
+    ("messages_to_prompt", lambda messages: " | ".join(f"{m.role.value}> {m.content}" for m in messages)),
+    ("completion_to_prompt", lambda prompt: f"<s>{prompt}</s>"),
+])
+def test_prompt_settings_given_to_route_llm_apply_as_on_the_chosen_model(setting, value):
+    # Before: RouteLLM accepted LlamaIndex's LLM prompt settings and dropped them.
+    from llama_index.core.prompts import PromptTemplate
+
+    value = PromptTemplate(value) if setting == "query_wrapper_prompt" else value
+    strong, weak = NamedMockLLM(name="strong-mock"), NamedMockLLM(name="weak-mock")
+    llm = RouteLLM(strong=strong, weak=weak, router=KeywordRouter(), threshold=0.5, **{setting: value})
+    direct = NamedMockLLM(name="weak-mock")
+    setattr(direct, setting, value)  # MockLLM's constructor takes only some of them
+    template, messages = PromptTemplate("Q: {query_str}"), [ChatMessage(role="user", content=EASY_Q)]
+
+    routed = [llm.predict(template, query_str=EASY_Q), llm.chat(messages).message.content,
+              asyncio.run(llm.achat(messages)).message.content, "".join(llm.stream(template, query_str=EASY_Q))]
+    expected = [direct.predict(template, query_str=EASY_Q), direct.chat(messages).message.content,
+                asyncio.run(direct.achat(messages)).message.content, "".join(direct.stream(template, query_str=EASY_Q))]
+    assert routed == expected
+    assert routed != [weak.predict(template, query_str=EASY_Q), weak.chat(messages).message.content,
+                      asyncio.run(weak.achat(messages)).message.content, "".join(weak.stream(template, query_str=EASY_Q))]
+    assert getattr(weak, setting) == getattr(NamedMockLLM(), setting)  # the user's model is not changed
+    assert llm.last_decision.role is Role.WEAK
