@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import abc
 from collections import ChainMap
 from dataclasses import dataclass
 from contextvars import ContextVar
@@ -101,6 +102,7 @@ def to_conversation(messages: Sequence[ChatMessage]) -> List[Tuple[str, Any]]:
 
     Content is the message's blocks; text blocks count, images and tool calls do not.
     """
+    _check_messages(messages, "messages")
     pairs: List[Tuple[str, Any]] = []
     for i, message in enumerate(messages):
         if not isinstance(message, ChatMessage):
@@ -112,10 +114,23 @@ def to_conversation(messages: Sequence[ChatMessage]) -> List[Tuple[str, Any]]:
     return pairs
 
 
+def _check_messages(messages: Any, name: str) -> None:
+    """Refuse what is not a sequence of messages (a string, ``None``, an iterator the model
+    would then get empty) before anything is called."""
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, abc.Sequence):
+        raise ConfigError(f"{name} must be a list of llama_index ChatMessage, got {type(messages).__name__}: "
+                          f"{messages!r:.100}")
+
+
 def _tools_conversation(
     user_msg: Optional[Union[str, ChatMessage]], chat_history: Optional[Sequence[ChatMessage]]
 ) -> List[Tuple[str, Any]]:
     """The conversation a ``chat_with_tools`` call sends: the history, then the user message."""
+    if chat_history is not None:
+        _check_messages(chat_history, "chat_history")
+    if not (user_msg is None or isinstance(user_msg, (str, ChatMessage))):
+        raise ConfigError(f"user_msg must be a string, a llama_index ChatMessage or None, got "
+                          f"{type(user_msg).__name__}: {user_msg!r:.100}")
     messages = list(chat_history or [])
     if isinstance(user_msg, str):
         messages.append(ChatMessage(role=MessageRole.USER, content=user_msg))
@@ -333,7 +348,10 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         """Decide for a question or a conversation without calling a model."""
         if isinstance(prompt, str):
             return self.engine.decide_one([("user", prompt)])
-        return self.engine.decide_one(to_conversation(list(prompt)))
+        if not isinstance(prompt, abc.Sequence):
+            raise ConfigError(f"prompt must be a string or a list of llama_index ChatMessage, got "
+                              f"{type(prompt).__name__}: {prompt!r:.100}")
+        return self.engine.decide_one(to_conversation(prompt))
 
     def _remember(self, decision: Decision) -> Decision:
         _LAST_DECISIONS.set({**(_LAST_DECISIONS.get() or {}), self._key: decision})
@@ -532,6 +550,9 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         self, prompt: BasePromptTemplate, prompt_args: Dict[str, Any]
     ) -> List[Tuple[str, Any]]:
         """A RAG template's question (``query_str``) if it has one, else the formatted messages."""
+        if not isinstance(prompt, BasePromptTemplate):
+            raise ConfigError(f"prompt must be a llama_index prompt template (PromptTemplate('...')), got "
+                              f"{type(prompt).__name__}: {prompt!r:.100}")
         question = ChainMap(prompt_args, getattr(prompt, "kwargs", {}) or {}).get("query_str")
         if isinstance(question, str):
             return [("user", question)]

@@ -559,3 +559,31 @@ def test_prompt_settings_given_to_route_llm_apply_as_on_the_chosen_model(setting
                       asyncio.run(weak.achat(messages)).message.content, "".join(weak.stream(template, query_str=EASY_Q))]
     assert getattr(weak, setting) == getattr(NamedMockLLM(), setting)  # the user's model is not changed
     assert llm.last_decision.role is Role.WEAK
+
+
+def test_what_is_not_messages_or_a_template_fails_before_any_model_is_called(models, events):
+    # Before: TypeError / AttributeError from deep inside, or (an iterator) the model got it empty.
+    llm = RouteLLM(strong=models["strong"], weak=models["weak"], router=KeywordRouter(), threshold=0.5)
+    message = ChatMessage(role="user", content=EASY_Q)
+    cases = [
+        (lambda: llm.chat(None), r"messages must be a list of llama_index ChatMessage, got NoneType: None"),
+        (lambda: llm.chat(EASY_Q), r"messages must be a list .*got str: 'What is the capital"),
+        (lambda: llm.stream_chat(iter([message])), r"messages must be a list .*got list_iterator"),
+        (lambda: asyncio.run(llm.achat(m for m in [message])), r"messages must be a list .*got generator"),
+        (lambda: llm.route(42), r"prompt must be a string or a list of llama_index ChatMessage, got int: 42"),
+        (lambda: llm.predict("What is {x}?", x="1"), r"prompt must be a llama_index prompt template .*got str"),
+        (lambda: asyncio.run(llm.astructured_predict(dict, "Name {x}", x="1")), r"prompt must be a llama_index"),
+    ]
+    for call, message_pattern in cases:
+        with pytest.raises(ConfigError, match=message_pattern):
+            call()
+    assert events.models() == []
+
+
+def test_tool_call_arguments_that_are_not_messages_fail_clearly(fc_models, events):
+    llm = RouteLLM(strong=fc_models["strong"], weak=fc_models["weak"], router=KeywordRouter(), threshold=0.5)
+    with pytest.raises(ConfigError, match=r"chat_history must be a list .*got generator"):
+        llm.chat_with_tools(TOOLS, user_msg="multiply 6 and 7", chat_history=(m for m in []))
+    with pytest.raises(ConfigError, match=r"user_msg must be a string, a llama_index ChatMessage or None, got int: 6"):
+        llm.chat_with_tools(TOOLS, user_msg=6)
+    assert events.models() == []
