@@ -114,6 +114,11 @@ def to_conversation(messages: Sequence[ChatMessage]) -> List[Tuple[str, Any]]:
     return pairs
 
 
+def _check_llm(name: str, model: Any) -> None:
+    if not isinstance(model, LLM):
+        raise ConfigError(f"{name} must be a LlamaIndex LLM, got {type(model).__name__}: {model!r}")
+
+
 def _check_messages(messages: Any, name: str) -> None:
     """Refuse what is not a sequence of messages (a string, ``None``, an iterator the model
     would then get empty) before anything is called."""
@@ -297,12 +302,16 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
     _key: str = PrivateAttr(default_factory=lambda: uuid4().hex)
 
     def __init__(self, strong: Optional[LLM] = None, weak: Optional[LLM] = None, **kwargs: Any) -> None:
-        def check(name: str, model: Any) -> None:
-            if not isinstance(model, LLM):
-                raise ConfigError(f"{name} must be a LlamaIndex LLM, got {type(model).__name__}: {model!r}")
-
-        strong, weak = ladder_ends(strong, weak, kwargs, check)
+        strong, weak = ladder_ends(strong, weak, kwargs, _check_llm)
         super().__init__(strong=strong, weak=weak, **kwargs)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # A model set later is checked as at construction, not at the first call.
+        if name in ("strong", "weak"):
+            _check_llm(name, value)
+        elif name == "ladder" and value is not None:
+            ladder_ends(None, None, {"ladder": value}, _check_llm)
+        super().__setattr__(name, value)
 
     @classmethod
     def class_name(cls) -> str:

@@ -14,6 +14,7 @@ from llama_index.core.tools import FunctionTool
 from pydantic import BaseModel
 
 from llamaindex_routellm import DECISION_KEY, RouteLLM
+from shared_core.errors import ConfigError
 
 from li_support import (
     FixedMockLLM,
@@ -170,6 +171,12 @@ def test_a_ladders_serialisation_carries_no_rungs_key_or_endpoint():
     assert llm.to_dict()["strong"] == llm.to_dict()["weak"] == written
     assert json.loads(text)["ladder"] == [[written, "tiny", 0.8], [written, "mid", 0.7], [written, "big", None]]
 
+
+def test_a_ladder_set_later_is_checked_as_at_construction():
+    llm = ladder_llm()
+    with pytest.raises(ConfigError, match=r"ladder\[1\] model must be a LlamaIndex LLM, got str: 'mid'"):
+        llm.ladder = [(NamedMockLLM(name="a"), "tiny", 0.8), ("mid", "mid", 0.7), (NamedMockLLM(name="c"), "big", None)]
+    assert [rung[0].metadata.model_name for rung in llm.ladder] == ["tiny-mock", "mid-mock", "big-mock"]
 
 def test_ladder_escalates_one_rung_up():
     llm = ladder_llm(escalate_on=[lambda v: "climb" in v.text])  # every rung echoes it: all but the top rejected

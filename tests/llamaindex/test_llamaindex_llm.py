@@ -507,6 +507,19 @@ def test_setting_a_field_later_takes_effect(models):
     assert (llm.on_no_text, llm.strong_fraction, llm.engine.threshold) == ("strong", None, 0.95)  # unchanged
 
 
+
+def test_a_model_set_later_is_checked_as_at_construction(models):
+    # Before: llm.strong = 5 was accepted and the next strong call raised AttributeError.
+    llm = RouteLLM(strong=models["strong"], weak=models["weak"], router=KeywordRouter(), threshold=0.5)
+    with pytest.raises(ConfigError, match="strong must be a LlamaIndex LLM, got int: 5"):
+        llm.strong = 5
+    with pytest.raises(ConfigError, match="weak must be a LlamaIndex LLM, got str: 'gpt-4o-mini'"):
+        llm.weak = "gpt-4o-mini"
+    assert (llm.strong, llm.weak) == (models["strong"], models["weak"])  # unchanged
+    other = NamedMockLLM(name="other-mock")
+    llm.weak = other
+    assert llm.complete(EASY_Q).additional_kwargs[DECISION_KEY]["model"] == "other-mock"
+
 @pytest.mark.slow  # loads the shipped default router
 def test_copies_and_pickles_work_with_the_shipped_default_router(models):
     # Before: pickle.dumps(llm) raised "cannot pickle '_thread.lock' object".
