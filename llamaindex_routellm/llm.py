@@ -114,6 +114,11 @@ def to_conversation(messages: Sequence[ChatMessage]) -> List[Tuple[str, Any]]:
     return pairs
 
 
+def _new_key(llm: "RouteLLM") -> "RouteLLM":
+    llm._key = uuid4().hex
+    return llm
+
+
 def _check_llm(name: str, model: Any) -> None:
     if not isinstance(model, LLM):
         raise ConfigError(f"{name} must be a LlamaIndex LLM, got {type(model).__name__}: {model!r}")
@@ -312,6 +317,18 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         elif name == "ladder" and value is not None:
             ladder_ends(None, None, {"ladder": value}, _check_llm)
         super().__setattr__(name, value)
+
+    # A copy (``model_copy``, ``copy``, ``deepcopy``, a pickle) is another LLM: its own
+    # key, so that each reports its own :attr:`last_decision`.
+    def __copy__(self) -> "RouteLLM":
+        return _new_key(super().__copy__())
+
+    def __deepcopy__(self, memo: Optional[Dict[int, Any]] = None) -> "RouteLLM":
+        return _new_key(super().__deepcopy__(memo))
+
+    def __setstate__(self, state: Dict[Any, Any]) -> None:
+        super().__setstate__(state)
+        _new_key(self)
 
     @classmethod
     def class_name(cls) -> str:

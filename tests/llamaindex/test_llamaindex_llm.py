@@ -600,3 +600,19 @@ def test_tool_call_arguments_that_are_not_messages_fail_clearly(fc_models, event
     with pytest.raises(ConfigError, match=r"user_msg must be a string, a llama_index ChatMessage or None, got int: 6"):
         llm.chat_with_tools(TOOLS, user_msg=6)
     assert events.models() == []
+
+
+def test_each_copy_reports_its_own_last_decision(models):
+    # Before: copies shared the original's key, so each reported the other's last decision.
+    import copy
+    import pickle
+
+    llm = RouteLLM(strong=models["strong"], weak=models["weak"], router=KeywordRouter(), threshold=0.5)
+    copies = [llm.model_copy(update={"threshold": 0.95}), llm.model_copy(deep=True), copy.copy(llm),
+              copy.deepcopy(llm), pickle.loads(pickle.dumps(llm))]
+    llm.complete(HARD_Q)
+    assert llm.last_decision.role is Role.STRONG
+    assert [c.last_decision for c in copies] == [None] * len(copies)
+    copies[0].complete(HARD_Q)
+    assert (copies[0].last_decision.role, copies[0].last_decision.threshold) == (Role.WEAK, 0.95)
+    assert (llm.last_decision.role, llm.last_decision.threshold) == (Role.STRONG, 0.5)
