@@ -84,6 +84,14 @@ _PROMPT_SETTINGS: Dict[str, Any] = {
     "pydantic_program_mode": PydanticProgramMode.DEFAULT, "query_wrapper_prompt": None, "rate_limiter": None,
 }
 
+#: Template variables that hold the user's own question, routed on instead of the formatted
+#: prompt: ``query_str`` in LlamaIndex's RAG templates (the prompt holds the retrieved text),
+#: ``question`` in the condense template of its ``condense_question`` chat engine (the prompt
+#: holds the chat history) and its other templates that name the user's question so
+#: (text-to-SQL, text-to-Cypher, keyword extraction). ``condense_plus_context`` formats its
+#: condense prompt itself and calls ``complete``: that call is routed on the whole prompt.
+_QUESTION_VARS = ("query_str", "question")
+
 #: LlamaIndex role values to the roles of :mod:`shared_core.policy`.
 _ROLES = {
     "user": "user",
@@ -190,7 +198,9 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
     """A LlamaIndex LLM that routes every call to a strong or a weak LLM.
 
     The router scores the last user message (in a RAG query engine: the user's
-    question, ``query_str``, not the prompt stuffed with retrieved text) and the
+    question, ``query_str``, not the prompt stuffed with retrieved text; in the
+    condense step of a ``condense_question`` chat engine: the follow-up ``question``,
+    not the chat history) and the
     call goes to ``strong`` when the score is at least the threshold, else to
     ``weak`` (RouteLLM semantics). Routing settings are those of the LangChain
     wrapper, and both share :class:`shared_core.engine.RoutingEngine`, so they make
@@ -575,13 +585,15 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
     def _template_conversation(
         self, prompt: BasePromptTemplate, prompt_args: Dict[str, Any]
     ) -> List[Tuple[str, Any]]:
-        """A RAG template's question (``query_str``) if it has one, else the formatted messages."""
+        """The user's question in a template (:data:`_QUESTION_VARS`) if it has one, else the
+        formatted messages."""
         if not isinstance(prompt, BasePromptTemplate):
             raise ConfigError(f"prompt must be a llama_index prompt template (PromptTemplate('...')), got "
                               f"{type(prompt).__name__}: {prompt!r:.100}")
-        question = ChainMap(prompt_args, getattr(prompt, "kwargs", {}) or {}).get("query_str")
-        if isinstance(question, str):
-            return [("user", question)]
+        values = ChainMap(prompt_args, getattr(prompt, "kwargs", {}) or {})
+        for name in _QUESTION_VARS:
+            if isinstance(values.get(name), str):
+                return [("user", values[name])]
         return to_conversation(prompt.format_messages(llm=self, **prompt_args))
 
     def predict(self, prompt: BasePromptTemplate, **prompt_args: Any) -> str:
