@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections import abc
 from collections import ChainMap
 from dataclasses import dataclass
@@ -109,6 +110,8 @@ def to_conversation(messages: Sequence[ChatMessage]) -> List[Tuple[str, Any]]:
     """LlamaIndex messages as the ``(role, content)`` pairs :mod:`shared_core.policy` reads.
 
     Content is the message's blocks; text blocks count, images and tool calls do not.
+    A ReAct agent's tool output (:func:`_is_react_observation`) is a tool message, as a
+    function-calling agent's is, so that its loop is routed on the user's question.
     """
     _check_messages(messages, "messages")
     pairs: List[Tuple[str, Any]] = []
@@ -117,9 +120,19 @@ def to_conversation(messages: Sequence[ChatMessage]) -> List[Tuple[str, Any]]:
             raise ConfigError(
                 f"messages[{i}] must be a llama_index ChatMessage, got {type(message).__name__}"
             )
-        role = MessageRole(message.role).value
-        pairs.append((_ROLES.get(role, role), message.blocks))
+        role = _ROLES.get(MessageRole(message.role).value, MessageRole(message.role).value)
+        if role == "user" and i and _is_react_observation(messages[i - 1], message):
+            role = "tool"
+        pairs.append((role, message.blocks))
     return pairs
+
+
+def _is_react_observation(previous: Any, message: ChatMessage) -> bool:
+    """LlamaIndex's ``ReActAgent`` sends a tool's output as a user message ``Observation: ...``
+    (``ReActChatFormatter``'s default ``observation_role``) after its ``Action:`` step."""
+    return (isinstance(previous, ChatMessage) and previous.role == MessageRole.ASSISTANT
+            and (message.content or "").startswith("Observation:")
+            and re.search(r"(?m)^Action:", previous.content or "") is not None)
 
 
 def _new_key(llm: "RouteLLM") -> "RouteLLM":

@@ -247,6 +247,31 @@ def test_function_agent_keeps_one_model_through_its_tool_loop(fc_models, events)
             assert [c.tool_name for c in result.tool_calls] == ["multiply"]
 
 
+def test_react_agent_keeps_one_model_through_its_tool_loop():
+    # Before: ReAct sends the tool's output as a user message ("Observation: 12"), so the
+    # step after a tool call was routed on it: a hard question's answer came from the weak model.
+    from llama_index.core.agent.workflow import ReActAgent
+
+    from li_support import ReActMockLLM
+
+    for question, role in [("what is 3 times 4?", "weak"), (f"{HARD}: what is 3 times 4?", "strong")]:
+        router = KeywordRouter()
+        llm = RouteLLM(strong=ReActMockLLM(name="strong-mock", is_chat_model=True),
+                       weak=ReActMockLLM(name="weak-mock", is_chat_model=True), router=router, threshold=0.5)
+
+        async def run():
+            return await ReActAgent(tools=[FunctionTool.from_defaults(fn=lambda a, b: a * b, name="multiply")],
+                                    llm=llm).run(user_msg=question)
+
+        result = asyncio.run(run())
+        assert str(result) == f"[{role}-mock] done"
+        assert [c.tool_output.content for c in result.tool_calls] == ["12"]
+        assert router.seen == [question, question]  # both steps, on the question
+    # Only the ReAct shape is a tool message: a user's own "Observation:" still routes.
+    assert to_conversation([ChatMessage(role="assistant", content="Thought: hm"),
+                            ChatMessage(role="user", content="Observation: prove it")])[-1][0] == "user"
+
+
 # Metadata ------------------------------------------------------------------------
 
 def test_metadata_is_what_holds_for_both(models, fc_models):
