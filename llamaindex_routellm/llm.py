@@ -17,8 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections import abc
-from collections import ChainMap
+from collections import ChainMap, abc
 from dataclasses import dataclass
 from contextvars import ContextVar
 from typing import (
@@ -27,6 +26,7 @@ from typing import (
 )
 from uuid import uuid4
 
+from llama_index.core.base.llms.generic_utils import messages_to_prompt as generic_messages_to_prompt
 from llama_index.core.base.llms.types import (
     ChatMessage,
     ChatResponse,
@@ -43,7 +43,6 @@ from llama_index.core.callbacks import CallbackManager
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.llms.function_calling import FunctionCallingLLM
-from llama_index.core.base.llms.generic_utils import messages_to_prompt as generic_messages_to_prompt
 from llama_index.core.llms.llm import LLM, ToolSelection, default_completion_to_prompt
 from llama_index.core.prompts import BasePromptTemplate
 from llama_index.core.types import PydanticProgramMode
