@@ -29,7 +29,7 @@ from langchain_core.runnables.utils import gather_with_concurrency
 from shared_core.engine import RoutingEngine
 from shared_core.errors import ConfigError
 from shared_core.escalation import AnswerView, ToolCall
-from shared_core.policy import check_thread_id, content_text
+from shared_core.policy import content_text
 from shared_core.routers import Decision
 
 #: Key of ``response_metadata`` (chat model) under which each answer records its decision.
@@ -48,9 +48,12 @@ THREAD_KWARG = "routellm_thread_id"
 
 
 def thread_of(config: Any) -> Any:
-    """The caller's thread id, ``config["configurable"]["thread_id"]`` (LangGraph's key), or ``None``."""
+    """The caller's thread id, ``config["configurable"]["thread_id"]`` (LangGraph's key), or ``None``.
+
+    Not checked here: the key is LangGraph's, and any value it allows must pass
+    through when pinning is off; ``pin_threads`` checks it where it pins."""
     configurable = (config or {}).get("configurable") or {}
-    return check_thread_id(configurable.get("thread_id"))
+    return configurable.get("thread_id")
 
 
 def message_view(message: BaseMessage, generation_info: dict[str, Any] | None = None) -> AnswerView:
@@ -82,7 +85,8 @@ def to_conversation(messages: Sequence[BaseMessage]) -> list[tuple[str, Any]]:
     human -> ``"user"``, ai -> ``"assistant"``, system -> ``"system"``, tool and
     function -> ``"tool"``; a ``ChatMessage`` keeps its role (``"human"`` and
     ``"ai"`` spelled the OpenAI way). Content is passed as it is, a string or a
-    list of content blocks.
+    list of content blocks; a user message's text block whose ``text`` is not a
+    string raises :class:`ConfigError` naming it.
     """
     pairs: list[tuple[str, Any]] = []
     for i, message in enumerate(messages):
@@ -100,8 +104,21 @@ def to_conversation(messages: Sequence[BaseMessage]) -> list[tuple[str, Any]]:
             role = _CHAT_ROLES.get(message.type, message.type)
         else:
             raise ConfigError(f"messages[{i}] must be a LangChain message, got {type(message).__name__}: {message!r}")
+        if role == "user":
+            _check_text_blocks(i, message.content)
         pairs.append((role, message.content))
     return pairs
+
+
+def _check_text_blocks(i: int, content: Any) -> None:
+    """A user message's text blocks must hold strings: one that does not would be
+    left out of the routed text without a word (and fail at the provider)."""
+    for j, block in enumerate(content if isinstance(content, list) else []):
+        if isinstance(block, dict) and block.get("type") == "text" and not isinstance(block.get("text"), str):
+            raise ConfigError(
+                f"messages[{i}].content[{j}] is a text block whose text is {type(block.get('text')).__name__} "
+                f"{block.get('text')!r}; expected a string"
+            )
 
 
 def model_name(model: Runnable) -> str:

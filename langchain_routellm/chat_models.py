@@ -223,6 +223,8 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
             "weak": model_name(self.weak),
             **self.engine.describe(),
             "fallback": self.fallback,
+            # in the cache key, as a provider's own model has them: a cached answer is reused only for the same ones
+            **{k: v for k, v in (("temperature", self.temperature), ("max_tokens", self.max_tokens)) if v is not None},
             **({"ladder_models": [model_name(m) for _, m in self._members()]} if self.ladder is not None else {}),
         }
 
@@ -238,8 +240,8 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
         max_tokens = kwargs.get("max_tokens", self.max_tokens)
         if isinstance(max_tokens, int):
             params["ls_max_tokens"] = max_tokens
-        if stop or self.stop:
-            params["ls_stop"] = stop or self.stop
+        if self._stop(stop):
+            params["ls_stop"] = self._stop(stop)
         return params
 
     def _resolve_model_profile(self) -> Optional[ModelProfile]:
@@ -258,8 +260,9 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
 
     # Routing -------------------------------------------------------------------
     def route(self, input: LanguageModelInput) -> Decision:  # noqa: A002
-        """The decision for ``input`` (a string, messages or a prompt value), calling no model."""
-        return self.engine.decide_one(to_conversation(self._convert_input(input).to_messages()))
+        """The decision for ``input`` (a string, messages or a prompt value), calling no model
+        (a controller previews it: nothing is counted or reserved for it)."""
+        return self.engine.decide_one(_conversation(self._convert_input(input).to_messages()), observe=False)
 
     async def aroute(self, input: LanguageModelInput) -> Decision:  # noqa: A002
         """Async :meth:`route`; the router runs in an executor thread."""
@@ -267,23 +270,25 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
 
     def _decide_many(self, inputs: Sequence[LanguageModelInput]) -> list[Optional[Decision]]:
         return decide_each(
-            self.engine, inputs, lambda item: to_conversation(self._convert_input(item).to_messages()),
+            self.engine, inputs, lambda item: _conversation(self._convert_input(item).to_messages()),
             (ValueError, TypeError),
         )
 
     def _decide(self, messages: list[BaseMessage], thread: Any = None) -> Decision:
         pending = take_pending(self)
+        conversation = _conversation(messages)
         pinned = self._pinned(thread)
         if pinned is not None:
             return pinned
-        return pending if pending is not None else self.engine.decide_one(to_conversation(messages))
+        return pending if pending is not None else self.engine.decide_one(conversation)
 
     async def _adecide(self, messages: list[BaseMessage], thread: Any) -> Decision:
         pending = take_pending(self)
+        conversation = _conversation(messages)
         pinned = self._pinned(thread)
         if pinned is not None:
             return pinned
-        return pending or await run_in_executor(None, self.engine.decide_one, to_conversation(messages))
+        return pending or await run_in_executor(None, self.engine.decide_one, conversation)
 
     def _plan(
         self, decision: Decision, kwargs: dict[str, Any], view: Optional[Callable[[Any], AnswerView]] = None,
@@ -294,16 +299,23 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
         tools = kwargs.pop(TOOLS_KWARG, None) or {}
         defaults = {k: v for k, v in (("temperature", self.temperature), ("max_tokens", self.max_tokens))
                     if v is not None}
-        context = CallContext(tools=tools.get("schemas") or {}, tool_required=bool(tools.get("required")),
+        schemas = tools.get("schemas") or {}
+        required = _tool_required(kwargs["tool_choice"], schemas) if "tool_choice" in kwargs else tools.get("required")
+        context = CallContext(tools=schemas, tool_required=bool(required),
                               structured_as_tool=bool(tools.get("structured")))
         return self._attempts(
             decision,
-            lambda k: (self._model(k), {**defaults, **kwargs, **per_model.get(self._key_label(k), {})}),
+            # A call's own arguments win over those bind_tools bound, as with any RunnableBinding.
+            lambda k: (self._model(k), {**defaults, **per_model.get(self._key_label(k), {}), **kwargs}),
             timeout=timeout, name=lambda entry: model_name(entry[0]), view=view, context=context,
         )
 
     def _model(self, key: Any) -> BaseChatModel:
         return self._member(key)
+
+    def _stop(self, stop: Optional[list[str]]) -> Optional[list[str]]:
+        """The call's stop sequences, or the field's when the call gives none (``stop=[]``: none at all)."""
+        return self.stop if stop is None else stop
 
     # Generation: every path decides the same way, then hands the chosen model our run
     def _generate(
@@ -320,7 +332,7 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
         def call(entry: tuple[BaseChatModel, dict[str, Any]]) -> ChatResult:
             model, call_kwargs = entry
             _acquire(model)
-            return model._generate(messages, stop=stop or self.stop, run_manager=run_manager, **call_kwargs)  # noqa: SLF001
+            return model._generate(messages, stop=self._stop(stop), run_manager=run_manager, **call_kwargs)  # noqa: SLF001
 
         attempts = self._plan(decision, kwargs, _result_view)
         try:
@@ -346,7 +358,7 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
         async def call(entry: tuple[BaseChatModel, dict[str, Any]]) -> ChatResult:
             model, call_kwargs = entry
             await _aacquire(model)
-            return await model._agenerate(messages, stop=stop or self.stop, run_manager=run_manager, **call_kwargs)  # noqa: SLF001
+            return await model._agenerate(messages, stop=self._stop(stop), run_manager=run_manager, **call_kwargs)  # noqa: SLF001
 
         attempts = self._plan(decision, kwargs, _result_view)
         try:
@@ -371,7 +383,7 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
         # A checked (buffered) answer streams no tokens of its own: they are released once it passes.
         quiet = _checked(attempts)
         chunks = attempts.stream(
-            lambda entry: _inner_stream(entry[0], messages, stop or self.stop,
+            lambda entry: _inner_stream(entry[0], messages, self._stop(stop),
                                         None if id(entry) in quiet else run_manager, entry[1])
         )
         try:
@@ -403,7 +415,7 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
         attempts = self._plan(decision, kwargs, _chunks_view)
         quiet = _checked(attempts)
         chunks = attempts.astream(
-            lambda entry: _inner_astream(entry[0], messages, stop or self.stop,
+            lambda entry: _inner_astream(entry[0], messages, self._stop(stop),
                                          None if id(entry) in quiet else run_manager, entry[1])
         )
         first = True
@@ -535,21 +547,20 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
             function = convert_to_openai_tool(tool).get("function") or {}
             if function.get("name"):
                 schemas[function["name"]] = function.get("parameters") or {"type": "object"}
-        required = tool_choice is True or tool_choice in _REQUIRED_CHOICES or isinstance(tool_choice, dict) or (
-            isinstance(tool_choice, str) and tool_choice in schemas)
-        tools_info = {"schemas": schemas, "required": required, "structured": bool(tracing)}
+        tools_info = {"schemas": schemas, "required": _tool_required(tool_choice, schemas), "structured": bool(tracing)}
         return self.bind(**{PER_MODEL_KWARGS: per_model, TOOLS_KWARG: tools_info}, **tracing)
 
     # Token counting: as the model that would answer counts ------------------------
     def get_num_tokens(self, text: str) -> int:
         """Tokens of ``text`` as counted by the model it would be routed to."""
-        return self._model(self._decision_key(self.engine.decide_one([("user", text)]))).get_num_tokens(text)
+        decision = self.engine.decide_one([("user", text)], observe=False)
+        return self._model(self._decision_key(decision)).get_num_tokens(text)
 
     def get_num_tokens_from_messages(
         self, messages: list[BaseMessage], tools: Optional[Sequence[Any]] = None
     ) -> int:
         """Tokens of ``messages`` as counted by the model they would be routed to."""
-        model = self._model(self._decision_key(self.engine.decide_one(to_conversation(messages))))
+        model = self._model(self._decision_key(self.engine.decide_one(to_conversation(messages), observe=False)))
         if tools is None:
             return model.get_num_tokens_from_messages(messages)
         return model.get_num_tokens_from_messages(messages, tools=tools)
@@ -690,6 +701,19 @@ async def _areport_rejected(run_manager: Optional[AsyncCallbackManagerForLLMRun]
 
 
 # Helpers -------------------------------------------------------------------------
+def _conversation(messages: Sequence[BaseMessage]) -> list[tuple[str, Any]]:
+    """A call's messages as the routing policy reads them; a chat model call needs at least one."""
+    if not messages:
+        raise ConfigError("RouteLLMChat got an empty list of messages; a call needs at least one message")
+    return to_conversation(messages)
+
+
+def _tool_required(tool_choice: Any, schemas: dict[str, Any]) -> bool:
+    """Whether ``tool_choice`` obliges the model to call a tool (for the ``tool_calls`` check)."""
+    return tool_choice is True or tool_choice in _REQUIRED_CHOICES or isinstance(tool_choice, dict) or (
+        isinstance(tool_choice, str) and tool_choice in schemas)
+
+
 def _acquire(model: BaseChatModel) -> None:
     # The inner model's public methods would apply its rate limiter; we call its
     # _generate/_stream, so apply it here.
@@ -735,6 +759,7 @@ def _result_chunks(result: ChatResult) -> Iterator[ChatGenerationChunk]:
         response_metadata=dict(message.response_metadata),
         usage_metadata=getattr(message, "usage_metadata", None),
         id=message.id,
+        name=message.name,
         tool_call_chunks=[
             {"name": c["name"], "args": json.dumps(c["args"]), "id": c.get("id"), "index": i,
              "type": "tool_call_chunk"}
@@ -742,6 +767,9 @@ def _result_chunks(result: ChatResult) -> Iterator[ChatGenerationChunk]:
         ],
         chunk_position="last",
     )
+    if isinstance(message, AIMessage) and message.invalid_tool_calls:
+        # Not as tool call chunks: their lenient parser would make '{bad json' a valid call with args {}.
+        chunk.invalid_tool_calls = [*chunk.invalid_tool_calls, *message.invalid_tool_calls]
     yield ChatGenerationChunk(message=chunk, generation_info=result.generations[0].generation_info)
 
 

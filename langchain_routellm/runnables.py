@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, AsyncIterator, Iterator, Optional, Sequence, Union
 
-from langchain_core.messages import BaseMessage, BaseMessageChunk
+from langchain_core.messages import BaseMessage, BaseMessageChunk, convert_to_messages
 from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
 from langchain_core.runnables.config import (
@@ -49,8 +49,9 @@ _Entry = tuple[Role, Runnable]
 class RouteLLMRunnable(RoutedModel, RunnableSerializable[Any, Any]):
     """Send each input to the ``strong`` or the ``weak`` runnable.
 
-    The text routed on: a string input itself; for messages or a prompt value,
-    the last human message (:mod:`shared_core.policy`); for a dict, the value
+    The text routed on: a string input itself; for messages (or message-likes:
+    ``(role, content)`` pairs, role/content dicts) or a prompt value, the last
+    human message (:mod:`shared_core.policy`); for a dict, the value
     under ``input_key`` (or its only string value).
 
     Key init args: ``strong``, ``weak`` (any runnables), ``input_key``, and the
@@ -103,8 +104,15 @@ class RouteLLMRunnable(RoutedModel, RunnableSerializable[Any, Any]):
             return to_conversation(value.to_messages())
         if isinstance(value, BaseMessage):
             return to_conversation([value])
-        if isinstance(value, (list, tuple)) and all(isinstance(m, BaseMessage) for m in value):
-            return to_conversation(list(value))
+        if isinstance(value, (list, tuple)):
+            # Message-like items too ((role, content) pairs, role/content dicts, strings), as a chat model reads them.
+            try:
+                return to_conversation(convert_to_messages(value))
+            except (ValueError, TypeError, NotImplementedError) as exc:
+                raise ConfigError(
+                    f"cannot route a {type(value).__name__} input that is not a list of messages "
+                    f"(messages, (role, content) pairs, role/content dicts or strings): {exc}"
+                ) from None
         if isinstance(value, dict):
             if self.input_key is not None:
                 if self.input_key not in value:
@@ -122,8 +130,9 @@ class RouteLLMRunnable(RoutedModel, RunnableSerializable[Any, Any]):
         )
 
     def route(self, input: Any) -> Decision:  # noqa: A002
-        """The decision for ``input``, calling neither runnable."""
-        return self.engine.decide_one(self._conversation(input))
+        """The decision for ``input``, calling neither runnable (a controller previews it:
+        nothing is counted or reserved for it)."""
+        return self.engine.decide_one(self._conversation(input), observe=False)
 
     async def aroute(self, input: Any) -> Decision:  # noqa: A002
         return await run_in_executor(None, self.route, input)
@@ -133,14 +142,14 @@ class RouteLLMRunnable(RoutedModel, RunnableSerializable[Any, Any]):
         pinned = self._pinned(thread)
         if pinned is not None:
             return pinned
-        return pending if pending is not None else self.route(input)
+        return pending if pending is not None else self.engine.decide_one(self._conversation(input))
 
     async def _adecide(self, input: Any, thread: Any) -> Decision:  # noqa: A002
         pending = take_pending(self)
         pinned = self._pinned(thread)
         if pinned is not None:
             return pinned
-        return pending or await self.aroute(input)
+        return pending or await run_in_executor(None, self.engine.decide_one, self._conversation(input))
 
     def _plan(
         self, decision: Decision, kwargs: dict[str, Any], view: Any = None
@@ -279,7 +288,10 @@ def _tag(output: Any, record: dict[str, Any]) -> Any:
 
 
 def _add(final: Any, chunk: Any) -> Any:
-    if isinstance(final, (str, BaseMessageChunk)) and type(chunk) is type(final):
+    # Strings by isinstance: StrOutputParser streams a str subclass, and str + it is a plain str.
+    if isinstance(final, str) and isinstance(chunk, str):
+        return final + chunk
+    if isinstance(final, BaseMessageChunk) and type(chunk) is type(final):
         return final + chunk
     if isinstance(final, dict) and isinstance(chunk, dict):
         return {**final, **chunk}

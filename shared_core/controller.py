@@ -98,6 +98,15 @@ class Controller(ABC):
         """The decision for ``score`` (``None``: nothing to score, ``default`` and
         ``reason`` say where it would go and why); ``threshold`` is the engine's."""
 
+    def preview(self, score: Optional[float], threshold: float, default: Role = Role.STRONG,
+                reason: str = "score") -> Control:
+        """What :meth:`decide` would give now, changing nothing (no score observed,
+        nothing reserved): for a decision no call follows, such as ``route()``.
+        This base version applies ``threshold``; the controllers here override it."""
+        if score is None:
+            return Control(default, threshold, reason)
+        return Control(Role.STRONG if score >= threshold else Role.WEAK, threshold, "score")
+
     @abstractmethod
     def to_state(self) -> dict[str, Any]:
         """The full state as a plain, JSON-ready dict."""
@@ -189,6 +198,12 @@ class ShareController(Controller):
             strong = score >= current
             self._observe(float(score), strong)
             return Control(Role.STRONG if strong else Role.WEAK, current, "score")
+
+    def preview(self, score: Optional[float], threshold: float, default: Role = Role.STRONG,
+                reason: str = "score") -> Control:
+        with self._lock:
+            current = self._threshold if self._threshold is not None else check_threshold(threshold)
+        return super().preview(score, current, default, reason)
 
     def _observe(self, score: float, strong: bool) -> None:
         self._scores.append(score)
@@ -300,6 +315,14 @@ class BudgetController(Controller):
 
     def decide(self, score: Optional[float], threshold: float, default: Role = Role.STRONG,
                reason: str = "score") -> Control:
+        return self._decide(score, threshold, default, reason, observe=True)
+
+    def preview(self, score: Optional[float], threshold: float, default: Role = Role.STRONG,
+                reason: str = "score") -> Control:
+        return self._decide(score, threshold, default, reason, observe=False)
+
+    def _decide(self, score: Optional[float], threshold: float, default: Role, reason: str, *,
+                observe: bool) -> Control:
         with self._lock:
             self._roll()
             # Room for one more strong call: none once the spend reached the cap (with no reserve
@@ -312,12 +335,13 @@ class BudgetController(Controller):
                 would = default is Role.STRONG if score is None else score >= used
                 return Control(Role.WEAK, used, BUDGET_EXHAUSTED if would else reason)
             if self.inner is not None:
-                control = self.inner.decide(score, threshold, default, reason)
+                ask = self.inner.decide if observe else self.inner.preview
+                control = ask(score, threshold, default, reason)
             elif score is None:
                 control = Control(default, threshold, reason)
             else:
                 control = Control(Role.STRONG if score >= threshold else Role.WEAK, threshold, "score")
-            if control.role is Role.STRONG:
+            if control.role is Role.STRONG and observe:  # a preview reserves nothing: no call follows
                 self._pending += 1
             return control
 

@@ -288,7 +288,8 @@ class RoutingEngine:
 
     # Decisions -------------------------------------------------------------
     def decide_texts(
-        self, texts: Sequence[str | None], reasons: Sequence[str] | None = None, *, skip_invalid: bool = False
+        self, texts: Sequence[str | None], reasons: Sequence[str] | None = None, *, skip_invalid: bool = False,
+        observe: bool = True,
     ) -> list[Decision]:
         """Decide for each text; ``None`` entries (nothing to score) go to ``on_no_text``.
 
@@ -296,6 +297,9 @@ class RoutingEngine:
         valid Unicode) raises :class:`~shared_core.errors.PromptError` naming it; with
         ``skip_invalid`` it gets ``None`` instead, so a batch can fail that item alone.
         With a ladder, the decisions are :class:`~shared_core.ladder.LadderDecision` objects.
+        ``observe=False`` is for decisions no call follows (``route()``, token counting):
+        a controller previews them (:meth:`~shared_core.controller.Controller.preview`)
+        instead of counting them or reserving budget for them.
         """
         texts = list(texts)
         reasons = list(reasons) if reasons is not None else ["score" if t is not None else "no_text" for t in texts]
@@ -320,7 +324,7 @@ class RoutingEngine:
         idx = [i for i, t in enumerate(texts) if t is not None and i not in invalid]
         scores = self.router.score([texts[i] for i in idx]) if idx else []
         if self.controller is not None:
-            return self._controlled(texts, reasons, dict(zip(idx, scores)), invalid)  # type: ignore[return-value]
+            return self._controlled(texts, reasons, dict(zip(idx, scores)), invalid, observe)  # type: ignore[return-value]
         out: list[Decision | None] = [None] * len(texts)
         for i, s in zip(idx, scores):
             role = Role.STRONG if s >= self.threshold else Role.WEAK
@@ -332,7 +336,7 @@ class RoutingEngine:
         return out  # type: ignore[return-value]
 
     def _controlled(self, texts: list[str | None], reasons: list[str], scores: dict[int, float],
-                    invalid: set[int]) -> list[Decision | None]:
+                    invalid: set[int], observe: bool = True) -> list[Decision | None]:
         """Decisions by the controller, which observes each one in the order given
         (an invalid item, skipped, gets ``None`` and is not observed)."""
         out: list[Decision | None] = []
@@ -341,7 +345,8 @@ class RoutingEngine:
                 out.append(None)
                 continue
             score = float(scores[i]) if i in scores else None
-            c = self.controller.decide(score, self.threshold, self.on_no_text, reasons[i])  # type: ignore[union-attr]
+            ask = self.controller.decide if observe else self.controller.preview  # type: ignore[union-attr]
+            c = ask(score, self.threshold, self.on_no_text, reasons[i])
             decision = Decision(c.role, score, c.threshold, self.router.name, c.reason)
             if score is not None:
                 self.recent.add(decision.id, texts[i], score)
@@ -349,14 +354,15 @@ class RoutingEngine:
         return out
 
     def decide(
-        self, conversations: Sequence[Sequence[tuple[str, Any]]], *, skip_invalid: bool = False
+        self, conversations: Sequence[Sequence[tuple[str, Any]]], *, skip_invalid: bool = False, observe: bool = True
     ) -> list[Decision]:
         """Decide for each conversation of ``(role, content)`` pairs, in one router call."""
         pairs = [routing_text(c, self.route_on) for c in conversations]
-        return self.decide_texts([t for t, _ in pairs], [r for _, r in pairs], skip_invalid=skip_invalid)
+        return self.decide_texts([t for t, _ in pairs], [r for _, r in pairs], skip_invalid=skip_invalid,
+                                 observe=observe)
 
-    def decide_one(self, conversation: Sequence[tuple[str, Any]]) -> Decision:
-        return self.decide([conversation])[0]
+    def decide_one(self, conversation: Sequence[tuple[str, Any]], *, observe: bool = True) -> Decision:
+        return self.decide([conversation], observe=observe)[0]
 
     def pinned(self, key: Any) -> Decision:
         """The decision of a conversation pinned to ``key`` (a role, or a ladder's rung), nothing scored."""

@@ -428,8 +428,10 @@ class RoutedModel(RoutingSettings):
     # Conversations ------------------------------------------------------------------------
     def _pinned(self, thread_id: Any) -> Optional[Decision]:
         """The decision for a call of a pinned thread, or ``None`` (decide as usual)."""
+        if self._pins is None:  # pinning off: any thread id passes unchecked
+            return None
         thread_id = check_thread_id(thread_id)
-        if thread_id is None or self._pins is None:
+        if thread_id is None:
             return None
         key = self._pins.get(thread_id)
         return None if key is None else self.engine.pinned(key)
@@ -437,8 +439,10 @@ class RoutedModel(RoutingSettings):
     def _pin(self, thread_id: Any, decision: Decision, attempts: Attempts[Any], outcome: Optional[Outcome[Any]]) -> None:
         """Pin a thread to the model its first call was routed to; an escalated
         answer moves the pin to the model that gave it (``attempts`` made ``outcome``)."""
+        if self._pins is None:
+            return
         thread_id = check_thread_id(thread_id)
-        if thread_id is None or self._pins is None:
+        if thread_id is None:
             return
         key = self._decision_key(decision)
         if outcome is not None and outcome.escalations:

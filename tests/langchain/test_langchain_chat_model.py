@@ -210,6 +210,22 @@ def test_bind_tools_binds_on_both_models(llm):
         assert message.tool_calls[0]["name"] == "get_weather"
 
 
+@pytest.mark.parametrize("entry", ["invoke", "stream"])
+def test_call_arguments_win_over_bound_tool_arguments(keyword_router, entry):
+    # As with any RunnableBinding: llm.bind_tools(..., tool_choice=X).invoke(q, tool_choice=Y) uses Y.
+    llm = RouteLLMChat(strong=FakeToolChatModel(model_name="s"), weak=FakeToolChatModel(model_name="w"),
+                       router=keyword_router, threshold=0.5, escalate_on=["tool_calls"])
+    bound = llm.bind_tools([get_weather], tool_choice="get_weather")
+    for q, model in ((EASY, "w"), (HARD_Q, "s")):
+        if entry == "invoke":
+            message = bound.invoke(q, tool_choice="none")
+        else:
+            message = merge_chunks(list(bound.stream(q, tool_choice="none")))
+        assert message.tool_calls == [] and message.content == f"[{model}] {q}"
+        # the call's tool_choice, not the bound one, decides whether a tool call was required
+        assert "escalated" not in message.response_metadata[DECISION_KEY]
+
+
 def test_bind_tools_needs_tool_calling_on_both(strong, keyword_router):
     from langchain_core.language_models import GenericFakeChatModel
 
@@ -274,6 +290,11 @@ def test_call_settings_are_forwarded(keyword_router):
     assert llm._get_ls_params() == {"ls_provider": "routellm", "ls_model_name": "routellm(fake-chat|fake-chat)",
                                     "ls_model_type": "chat", "ls_temperature": 0.2, "ls_max_tokens": 7,
                                     "ls_stop": ["France"]}
+    # stop=[] asks for no stop sequences (as ChatOpenAI reads it), not for the field's
+    seen.clear()
+    assert llm.invoke(EASY, stop=[]).content == f"[fake-chat] {EASY}"
+    assert merge_chunks(list(llm.stream(EASY, stop=[]))).content == f"[fake-chat] {EASY}"
+    assert seen[0]["stop"] == []
 
 
 # Fallback --------------------------------------------------------------------------
@@ -407,3 +428,87 @@ def test_unreadable_prompt_fails_only_its_batch_item() -> None:
         assert "the prompt is not valid Unicode text" in str(out[1]) and "lone surrogate" in str(out[1])
     with pytest.raises(PromptError, match="the prompt is not valid Unicode text"):
         llm.invoke("bad \udc80 prompt")
+
+
+def test_an_empty_message_list_fails_only_its_batch_item(llm, keyword_router) -> None:
+    """No messages at all is refused before any model is called, in a batch for that item alone."""
+    inputs = [EASY, [], HARD_Q]
+    for out in (llm.batch(inputs, return_exceptions=True), asyncio.run(llm.abatch(inputs, return_exceptions=True))):
+        assert [type(o).__name__ for o in out] == ["AIMessage", "ConfigError", "AIMessage"]
+        assert "empty list of messages" in str(out[1])
+        assert [o.response_metadata[DECISION_KEY]["role"] for o in (out[0], out[2])] == ["weak", "strong"]
+    for call in (lambda: llm.invoke([]), lambda: list(llm.stream([])), lambda: llm.route([])):
+        with pytest.raises(ConfigError, match="empty list of messages"):
+            call()
+
+
+def test_a_text_block_without_string_text_fails_only_its_batch_item(llm) -> None:
+    """Such a block would be left out of the routed text silently (and fail at the provider)."""
+    bad = [{"role": "user", "content": [{"type": "text", "text": HARD_Q}, {"type": "text", "text": 5}]}]
+    inputs = [EASY, bad, HARD_Q]
+    for out in (llm.batch(inputs, return_exceptions=True), asyncio.run(llm.abatch(inputs, return_exceptions=True))):
+        assert [type(o).__name__ for o in out] == ["AIMessage", "ConfigError", "AIMessage"]
+        assert "messages[0].content[1] is a text block whose text is int 5; expected a string" in str(out[1])
+    with pytest.raises(ConfigError, match=r"content\[0\] is a text block whose text is NoneType None"):
+        llm.route([HumanMessage(content=[{"type": "text"}])])
+
+
+def test_a_non_streaming_model_streams_its_whole_answer(keyword_router) -> None:
+    """Streaming through a model without _stream keeps what its answer has: invalid tool calls, name."""
+    from langchain_core.language_models import BaseChatModel
+    from langchain_core.outputs import ChatGeneration, ChatResult
+
+    class NoStream(BaseChatModel):
+        @property
+        def _llm_type(self) -> str:
+            return "no-stream"
+
+        def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+            message = AIMessage(content="", name="bot",
+                                tool_calls=[{"name": "a", "args": {"q": 1}, "id": "c1", "type": "tool_call"}],
+                                invalid_tool_calls=[{"name": "b", "args": "{bad json", "id": "c2", "error": "bad",
+                                                     "type": "invalid_tool_call"}])
+            return ChatResult(generations=[ChatGeneration(message=message)])
+
+    llm = RouteLLMChat(strong=NoStream(), weak=NoStream(), router=keyword_router, threshold=0.5)
+    invoked, streamed = llm.invoke(EASY), merge_chunks(list(llm.stream(EASY)))
+    assert streamed.tool_calls == invoked.tool_calls
+    assert streamed.invalid_tool_calls == invoked.invalid_tool_calls and invoked.invalid_tool_calls[0]["id"] == "c2"
+    assert streamed.name == invoked.name == "bot"
+
+
+def test_route_and_token_counts_neither_count_nor_reserve_under_a_controller(strong, weak, keyword_router) -> None:
+    """route() and get_num_tokens call no model: a budget must not hold back a strong call for them."""
+    from langchain_routellm import RouteLLMRunnable
+    from shared_core.controller import BudgetController
+
+    budget = BudgetController(1.0, reserve=0.3, clock=lambda: 0.0)
+    llm = RouteLLMChat(strong=strong, weak=weak, router=keyword_router, threshold=0.5, controller=budget)
+    runnable = RouteLLMRunnable(strong=strong, weak=weak, router=keyword_router, threshold=0.5, controller=budget)
+    for _ in range(4):
+        assert llm.route(HARD_Q).role.value == runnable.route(HARD_Q).role.value == "strong"
+        llm.get_num_tokens(HARD_Q)
+        llm.get_num_tokens_from_messages([HumanMessage(HARD_Q)])
+    assert budget.remaining == 1.0
+    assert llm.invoke(HARD_Q).response_metadata[DECISION_KEY]["role"] == "strong"
+    assert runnable.invoke(HARD_Q).response_metadata[DECISION_KEY]["role"] == "strong"
+    assert budget.remaining == pytest.approx(0.4, abs=1e-9)  # the two real calls hold their reserve
+
+
+def test_the_cache_keeps_answers_made_with_other_settings_apart(keyword_router) -> None:
+    from langchain_core.caches import InMemoryCache
+
+    seen: list = []
+
+    class Spy(FakeToolChatModel):
+        def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+            seen.append(kwargs)
+            return super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
+
+    llm = RouteLLMChat(strong=Spy(), weak=Spy(), router=keyword_router, threshold=0.5, temperature=0.0,
+                       cache=InMemoryCache())
+    llm.invoke(EASY)
+    llm.invoke(EASY)  # a cache hit
+    llm.model_copy(update={"temperature": 1.0}).invoke(EASY)
+    llm.model_copy(update={"max_tokens": 5}).invoke(EASY)
+    assert seen == [{"temperature": 0.0}, {"temperature": 1.0}, {"temperature": 0.0, "max_tokens": 5}]

@@ -180,6 +180,31 @@ def test_runnable_escalates_string_and_dict_outputs():
     assert dicts.invoke("say hi") == {"answer": 42}
 
 
+def test_runnable_adds_up_a_str_output_parser_stream():
+    # StrOutputParser streams a str subclass: the chunks were added up wrongly (the last ones only), so a
+    # non-empty weak answer looked empty to the check, and the run's output was a fragment
+    from langchain_core.callbacks import BaseCallbackHandler
+    from langchain_core.output_parsers import StrOutputParser
+
+    class Ends(BaseCallbackHandler):
+        def __init__(self) -> None:
+            self.outputs: list = []
+
+        def on_chain_end(self, outputs, *, parent_run_id=None, **kwargs):
+            if parent_run_id is None:
+                self.outputs.append(outputs)
+
+    chain = RouteLLMRunnable(strong=FakeToolChatModel(model_name="big") | StrOutputParser(),
+                             weak=FakeToolChatModel(model_name="small") | StrOutputParser(),
+                             router=KeywordRouter(), threshold=0.5, escalate_on=["empty"])
+    ends = Ends()
+    assert "".join(chain.stream("hi", config={"callbacks": [ends]})) == "[small] hi"
+    assert "".join(chain.stream("hi there you")) == "[small] hi there you"
+    assert "".join(chain.model_copy(update={"escalate_on": None}).stream("hi there you", {"callbacks": [ends]})) \
+        == "[small] hi there you"
+    assert ends.outputs == ["[small] hi", "[small] hi there you"]
+
+
 def test_bad_escalate_on_fails_at_construction():
     with pytest.raises(ValueError, match="known checks: empty, refusal"):
         chat(lazy(), escalate_on=["emptyy"])
@@ -273,6 +298,22 @@ def test_pins_without_pin_threads_are_ignored_and_bad_thread_ids_raise():
     assert llm.invoke("hi", config=config).response_metadata["routellm"]["model"] == "weak-fake"
     with pytest.raises(ConfigError, match="thread_id must be a non-empty string or an int"):
         chat(FakeToolChatModel(), pin_threads=2).invoke("hi", config={"configurable": {"thread_id": ""}})
+
+
+def test_any_langgraph_thread_id_passes_when_pinning_is_off():
+    # configurable.thread_id is LangGraph's key (a UUID is common there): only pin_threads reads it
+    import uuid
+
+    runnable = RouteLLMRunnable(strong=RunnableLambda(lambda x: "s"), weak=RunnableLambda(lambda x: "w"),
+                                router=KeywordRouter(), threshold=0.5)
+    for thread_id in (uuid.uuid4(), "", 1.5):
+        config = {"configurable": {"thread_id": thread_id}}
+        assert chat(FakeToolChatModel(model_name="weak-fake")).invoke("hi", config=config).content == "[weak-fake] hi"
+        assert merge_chunks(list(chat(FakeToolChatModel(model_name="weak-fake")).stream("hi", config=config))).content \
+            == "[weak-fake] hi"
+        assert runnable.invoke("hi", config=config) == "w"
+        with pytest.raises(ConfigError, match="thread_id must be a non-empty string or an int"):
+            runnable.model_copy(update={"pin_threads": 2}).invoke("hi", config=config)
 
 
 def test_concurrent_threads_keep_their_own_pins():

@@ -84,6 +84,17 @@ def test_fallback(keyword_router):
         no_fallback.invoke(HARD_Q)
 
 
+def test_message_like_inputs_route_as_a_chat_model_reads_them(strong, weak, keyword_router):
+    router_chain = RouteLLMRunnable(strong=strong, weak=weak, router=keyword_router, threshold=0.5)
+    inputs = [[("system", "Be brief."), ("human", HARD_Q)], [{"role": "user", "content": EASY}], [("alien", "hi")],
+              [HumanMessage(EASY), ("ai", "4"), ("human", HARD_Q)]]
+    out = router_chain.batch(inputs, return_exceptions=True)
+    assert [o.response_metadata[DECISION_KEY]["role"] for o in (out[0], out[1], out[3])] == ["strong", "weak", "strong"]
+    assert out[0].content == f"[strong-fake] {HARD_Q}"
+    assert isinstance(out[2], ConfigError) and "'alien'" in str(out[2]) and "list of messages" in str(out[2])
+    assert router_chain.route([("human", HARD_Q)]) == router_chain.route([HumanMessage(HARD_Q)])
+
+
 def test_input_errors(keyword_router, strong, weak):
     ambiguous = RouteLLMRunnable(strong=strong, weak=weak, router=keyword_router, threshold=0.5)
     with pytest.raises(ConfigError, match="set input_key"):

@@ -255,6 +255,21 @@ def test_settings_take_a_controller_and_refuse_anything_else():
     assert engine.controller.to_state() == controller.to_state()
 
 
+def test_a_preview_decides_as_the_controller_would_and_changes_nothing():
+    share = ShareController(0.3, window=20, min_scores=5)
+    budget = BudgetController(1.0, reserve=0.3, inner=share, clock=lambda: 0.0)
+    engine = RoutingEngine(ListRouter(), 0.5, controller=budget)
+    engine.decide_texts([f"q {s:.4f}" for s in scores(12)])  # the share controller has moved its threshold
+    before = (budget.to_state(), budget.remaining)
+    previews = [engine.decide_texts(["q 0.95"], observe=False)[0] for _ in range(10)]
+    assert (budget.to_state(), budget.remaining) == before  # nothing observed, nothing reserved
+    decided = engine.decide_texts(["q 0.95"])[0]
+    assert {(p.role, p.threshold, p.reason) for p in previews} == {(decided.role, decided.threshold, decided.reason)}
+    spent = RoutingEngine(ListRouter(), 0.5, controller=BudgetController(0.0, clock=lambda: 0.0))
+    preview = spent.decide([[("user", "q 0.9")]], observe=False)[0]
+    assert (preview.role, preview.reason) == (Role.WEAK, BUDGET_EXHAUSTED)
+
+
 def test_a_skipped_invalid_batch_item_is_not_observed():
     engine = RoutingEngine(ListRouter(), 0.5, controller=ShareController(0.5, window=10, min_scores=2))
     decisions = engine.decide_texts(["q 0.9", "bad \ud800 0.5", "q 0.2"], skip_invalid=True)
