@@ -139,6 +139,15 @@ def _new_key(llm: "RouteLLM") -> "RouteLLM":
     return llm
 
 
+def _call_conversation(messages: Sequence[ChatMessage]) -> List[Tuple[str, Any]]:
+    """The messages of a call, which needs at least one (as RouteLLMChat's): refused before
+    routing, not sent to a model as an empty request."""
+    conversation = to_conversation(messages)
+    if not conversation:
+        raise ConfigError("RouteLLM got an empty list of messages; a call needs at least one message")
+    return conversation
+
+
 def _check_llm(name: str, model: Any) -> None:
     if not isinstance(model, LLM):
         raise ConfigError(f"{name} must be a LlamaIndex LLM, got {type(model).__name__}: {model!r}")
@@ -166,7 +175,7 @@ def _tools_conversation(
         messages.append(ChatMessage(role=MessageRole.USER, content=user_msg))
     elif user_msg is not None:
         messages.append(user_msg)
-    return to_conversation(messages)
+    return _call_conversation(messages)
 
 
 
@@ -399,7 +408,7 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         if not isinstance(prompt, abc.Sequence):
             raise ConfigError(f"prompt must be a string or a list of llama_index ChatMessage, got "
                               f"{type(prompt).__name__}: {prompt!r:.100}")
-        return self.engine.decide_one(to_conversation(prompt))
+        return self.engine.decide_one(_call_conversation(prompt))
 
     def _remember(self, decision: Decision) -> Decision:
         _LAST_DECISIONS.set({**(_LAST_DECISIONS.get() or {}), self._key: decision})
@@ -548,22 +557,22 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
     # Chat and completion -----------------------------------------------------
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         timeout, thread = pop_timeout(kwargs), _pop_thread(kwargs)
-        decision = self._decide(to_conversation(messages), thread)
+        decision = self._decide(_call_conversation(messages), thread)
         return self._call(decision, lambda m: m.chat(messages, **kwargs), timeout=timeout, thread=thread)
 
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         timeout, thread = pop_timeout(kwargs), _pop_thread(kwargs)
-        decision = self._decide(to_conversation(messages), thread)
+        decision = self._decide(_call_conversation(messages), thread)
         return self._stream(decision, lambda m: m.stream_chat(messages, **kwargs), timeout=timeout, thread=thread)
 
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         timeout, thread = pop_timeout(kwargs), _pop_thread(kwargs)
-        decision = await self._adecide(to_conversation(messages), thread)
+        decision = await self._adecide(_call_conversation(messages), thread)
         return await self._acall(decision, lambda m: m.achat(messages, **kwargs), timeout=timeout, thread=thread)
 
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
         timeout, thread = pop_timeout(kwargs), _pop_thread(kwargs)
-        decision = await self._adecide(to_conversation(messages), thread)
+        decision = await self._adecide(_call_conversation(messages), thread)
         return await self._astream(decision, lambda m: m.astream_chat(messages, **kwargs), timeout=timeout,
                                    thread=thread)
 

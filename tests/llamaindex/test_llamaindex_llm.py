@@ -640,3 +640,18 @@ def test_each_copy_reports_its_own_last_decision(models):
     copies[0].complete(HARD_Q)
     assert (copies[0].last_decision.role, copies[0].last_decision.threshold) == (Role.WEAK, 0.95)
     assert (llm.last_decision.role, llm.last_decision.threshold) == (Role.STRONG, 0.5)
+
+
+def test_an_empty_message_list_is_refused_before_any_model_is_called(models, fc_models, events):
+    # Before: routed as 'no_user_message' and sent to the strong model as an empty request
+    # (RouteLLMChat refuses it too).
+    for llm in (RouteLLM(strong=models["strong"], weak=models["weak"], router=KeywordRouter(), threshold=0.5),
+                RouteLLM(strong=fc_models["strong"], weak=fc_models["weak"], router=KeywordRouter(), threshold=0.5)):
+        calls = [lambda: llm.chat([]), lambda: llm.stream_chat([]), lambda: asyncio.run(llm.achat([])),
+                 lambda: asyncio.run(llm.astream_chat([])), lambda: llm.route([])]
+        if isinstance(llm.strong, type(fc_models["strong"])):
+            calls.append(lambda: llm.chat_with_tools(TOOLS, user_msg=None, chat_history=[]))
+        for call in calls:
+            with pytest.raises(ConfigError, match="RouteLLM got an empty list of messages"):
+                call()
+    assert events.models() == []
