@@ -402,13 +402,14 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         return (_LAST_DECISIONS.get() or {}).get(self._key)
 
     def route(self, prompt: Union[str, Sequence[ChatMessage]]) -> Decision:
-        """Decide for a question or a conversation without calling a model."""
+        """Decide for a question or a conversation without calling a model (a controller
+        previews it: nothing is counted or reserved for it)."""
         if isinstance(prompt, str):
-            return self.engine.decide_one([("user", prompt)])
+            return self.engine.decide_one([("user", prompt)], observe=False)
         if not isinstance(prompt, abc.Sequence):
             raise ConfigError(f"prompt must be a string or a list of llama_index ChatMessage, got "
                               f"{type(prompt).__name__}: {prompt!r:.100}")
-        return self.engine.decide_one(_call_conversation(prompt))
+        return self.engine.decide_one(_call_conversation(prompt), observe=False)
 
     def _remember(self, decision: Decision) -> Decision:
         _LAST_DECISIONS.set({**(_LAST_DECISIONS.get() or {}), self._key: decision})
@@ -762,9 +763,11 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         **kwargs: Any,
     ) -> Dict[str, Any]:
         # The chosen model formats the tools; the same conversation then routes
-        # ``chat(**prepared)`` to that same model.
+        # ``chat(**prepared)`` to that same model, which makes the decision (a controller
+        # previews this one: nothing is counted or reserved for it).
         args = _tool_args(user_msg, chat_history, verbose, allow_parallel_tool_calls, tool_required, kwargs)
-        decision = self._decide(_tools_conversation(user_msg, chat_history), _pop_thread(args))
+        conversation = _tools_conversation(user_msg, chat_history)
+        decision = self._pinned(_pop_thread(args)) or self.engine.decide_one(conversation, observe=False)
         model = self._plan(decision, tools=True).plan[0][1]
         return model._prepare_chat_with_tools_compat(tools, **args)
 
