@@ -51,7 +51,7 @@ from shared_core.attempts import Attempts, Outcome, rejected_answers
 from shared_core.engine import rejected_records
 from shared_core.errors import ConfigError
 from shared_core.escalation import AnswerView, CallContext, ToolCall
-from shared_core.policy import check_thread_id, content_text
+from shared_core.policy import content_text
 from shared_core.routers import Decision, Role
 from shared_core.settings import RoutedModel, ladder_ends, pop_timeout
 from llamaindex_routellm.watching import Watch, watch_for
@@ -788,8 +788,9 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
 
 
 def _pop_thread(kwargs: Dict[str, Any]) -> Any:
-    """Take the caller's ``thread_id`` (for ``pin_threads``) out of call keyword arguments."""
-    return check_thread_id(kwargs.pop("thread_id", None))
+    """Take the caller's ``thread_id`` (for ``pin_threads``) out of call keyword arguments;
+    checked where it pins, so only when ``pin_threads`` is on (as the LangChain wrappers do)."""
+    return kwargs.pop("thread_id", None)
 
 
 # Escalation: responses as the checks see them ------------------------------------------
