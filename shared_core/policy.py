@@ -32,6 +32,7 @@ that answered. The store keeps the ``capacity`` most recently used threads.
 from __future__ import annotations
 
 import threading
+import uuid
 from collections import OrderedDict
 from typing import Any, Hashable, Iterable, Optional, Sequence
 
@@ -137,9 +138,13 @@ class ThreadPins:
 
 
 def check_thread_id(thread_id: Any) -> Optional[Hashable]:
-    """A thread id is a non-empty string or an int (``None``: no thread)."""
+    """A thread id is a non-empty string, an int or a :class:`uuid.UUID` (LangGraph's
+    thread ids often are; ``None``: no thread). A UUID and its string are the same thread."""
     if thread_id is None:
         return None
+    if isinstance(thread_id, uuid.UUID):
+        return str(thread_id)
     if isinstance(thread_id, bool) or not isinstance(thread_id, (str, int)) or thread_id == "":
-        raise ConfigError(f"thread_id must be a non-empty string or an int, got {type(thread_id).__name__}: {thread_id!r}")
+        raise ConfigError(f"thread_id must be a non-empty string, an int or a UUID, got {type(thread_id).__name__}: "
+                          f"{thread_id!r}")
     return thread_id

@@ -296,7 +296,7 @@ def test_pins_without_pin_threads_are_ignored_and_bad_thread_ids_raise():
     config = {"configurable": {"thread_id": "t"}}
     llm.invoke("prove it", config=config)
     assert llm.invoke("hi", config=config).response_metadata["routellm"]["model"] == "weak-fake"
-    with pytest.raises(ConfigError, match="thread_id must be a non-empty string or an int"):
+    with pytest.raises(ConfigError, match="thread_id must be a non-empty string, an int or a UUID"):
         chat(FakeToolChatModel(), pin_threads=2).invoke("hi", config={"configurable": {"thread_id": ""}})
 
 
@@ -306,14 +306,28 @@ def test_any_langgraph_thread_id_passes_when_pinning_is_off():
 
     runnable = RouteLLMRunnable(strong=RunnableLambda(lambda x: "s"), weak=RunnableLambda(lambda x: "w"),
                                 router=KeywordRouter(), threshold=0.5)
-    for thread_id in (uuid.uuid4(), "", 1.5):
+    for thread_id in ("", 1.5):
         config = {"configurable": {"thread_id": thread_id}}
         assert chat(FakeToolChatModel(model_name="weak-fake")).invoke("hi", config=config).content == "[weak-fake] hi"
         assert merge_chunks(list(chat(FakeToolChatModel(model_name="weak-fake")).stream("hi", config=config))).content \
             == "[weak-fake] hi"
         assert runnable.invoke("hi", config=config) == "w"
-        with pytest.raises(ConfigError, match="thread_id must be a non-empty string or an int"):
+        with pytest.raises(ConfigError, match="thread_id must be a non-empty string, an int or a UUID"):
             runnable.model_copy(update={"pin_threads": 2}).invoke("hi", config=config)
+
+
+def test_a_uuid_thread_id_pins_as_its_string():
+    import uuid
+
+    thread = uuid.uuid4()
+    llm = chat(FakeToolChatModel(model_name="weak-fake"), pin_threads=10)
+    assert llm.invoke("prove it", config={"configurable": {"thread_id": thread}}).response_metadata["routellm"][
+        "model"] == "strong-fake"
+    for same in (thread, str(thread)):
+        meta = llm.invoke("hi", config={"configurable": {"thread_id": same}}).response_metadata["routellm"]
+        assert (meta["model"], meta["reason"]) == ("strong-fake", "pinned")
+    assert llm.invoke("hi", config={"configurable": {"thread_id": uuid.uuid4()}}).response_metadata["routellm"][
+        "model"] == "weak-fake"
 
 
 def test_concurrent_threads_keep_their_own_pins():

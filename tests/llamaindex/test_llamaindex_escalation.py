@@ -204,14 +204,13 @@ def test_thread_pins_by_keyword():
 
 
 def test_thread_id_is_checked_only_when_pinning_is_on():
-    # Before: any thread_id that is not a string or an int (a UUID) failed the call although no
-    # pinning was asked for (the LangChain wrappers check it only with pin_threads too).
-    import uuid
-
-    thread = uuid.uuid4()
+    # Before: a thread_id that is not a string, an int or a UUID (here a tuple) failed the call
+    # although no pinning was asked for (the LangChain wrappers check it only with pin_threads too).
+    thread = ("session", 7)
     assert record(routed(NamedMockLLM(name="weak-mock")).complete("hi", thread_id=thread))["model"] == "weak-mock"
-    with pytest.raises(ConfigError, match="thread_id must be a non-empty string or an int, got UUID"):
+    with pytest.raises(ConfigError, match="thread_id must be a non-empty string, an int or a UUID, got tuple"):
         routed(NamedMockLLM(name="weak-mock"), pin_threads=8).complete("hi", thread_id=thread)
+
 
 def test_escalation_moves_a_pin():
     llm = routed(NamedMockLLM(name="weak-mock"), pin_threads=8, escalate_on=[lambda v: "bad" in v.text])

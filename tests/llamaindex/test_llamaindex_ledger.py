@@ -178,10 +178,21 @@ def test_budget_controller_through_routellm_and_the_ledger():
     assert budget.spent <= 0.0005
 
 
-def test_route_and_preparing_a_tool_call_neither_count_nor_reserve_under_a_controller(fc_models):
-    # Before: each route() (and each _prepare_chat_with_tools, whose chat(**prepared) decides
-    # again) reserved a strong call that was never charged nor released, so a few of them sent
-    # every later call weak as budget_exhausted (RouteLLMChat's route() previews too).
+def test_route_neither_counts_nor_reserves_under_a_controller():
+    budget = BudgetController(1.0, reserve=0.3, clock=lambda: 0.0)
+    llm = RouteLLM(strong=UsageMockLLM(name="strong-m"), weak=UsageMockLLM(name="weak-m"), router=KeywordRouter(),
+                   threshold=0.5, controller=budget)
+    for _ in range(4):  # no call follows a route(): a budget must not hold back a strong call for it
+        assert llm.route("Prove claim 1").role.value == llm.route([ChatMessage(role="user", content="prove")]).role.value \
+            == "strong"
+    assert budget.remaining == 1.0
+    assert llm.chat(user("Prove claim 1")).additional_kwargs["routellm"]["role"] == "strong"
+    assert budget.remaining == pytest.approx(0.7, abs=1e-9)  # the real call holds its reserve
+
+
+def test_preparing_a_tool_call_neither_counts_nor_reserves_under_a_controller(fc_models):
+    # Before: each _prepare_chat_with_tools (whose chat(**prepared) decides again) reserved a
+    # strong call that was never charged nor released, as route() did.
     from llama_index.core.tools import FunctionTool
 
     budget = BudgetController(1.0, reserve=0.3, clock=lambda: 0.0)
@@ -189,11 +200,10 @@ def test_route_and_preparing_a_tool_call_neither_count_nor_reserve_under_a_contr
                    controller=budget)
     tools = [FunctionTool.from_defaults(fn=lambda a, b: a * b, name="multiply")]
     for _ in range(4):
-        assert llm.route("Prove claim 1").role.value == llm.route(user("Prove claim 1")).role.value == "strong"
         llm._prepare_chat_with_tools(tools, user_msg="Prove 6 times 7")
     assert budget.remaining == 1.0
-    assert llm.chat(**llm._prepare_chat_with_tools(tools, user_msg="Prove 6 times 7")).additional_kwargs[
-        "routellm"]["role"] == "strong"
+    prepared = llm._prepare_chat_with_tools(tools, user_msg="Prove 6 times 7")
+    assert llm.chat(**prepared).additional_kwargs["routellm"]["role"] == "strong"
     assert budget.remaining == pytest.approx(0.7, abs=1e-9)  # the one real call holds its reserve
 
 

@@ -79,7 +79,7 @@ def test_pin_threads_setting_is_checked(bad):
 
 @pytest.mark.parametrize("bad", ["", 1.5, ["t"], True])
 def test_thread_ids_are_strings_or_ints(bad):
-    with pytest.raises(ConfigError, match="thread_id must be a non-empty string or an int"):
+    with pytest.raises(ConfigError, match="thread_id must be a non-empty string, an int or a UUID"):
         check_thread_id(bad)
 
 
