@@ -38,6 +38,7 @@ class LocalEmbedding(BaseEmbedding):
     def __init__(
         self, embedder: Optional[Embedder] = None, embed_batch_size: int = 16, **kwargs: Any
     ) -> None:
+        model_name = kwargs.pop("model_name", None)  # written by to_dict: the embedder's name
         if embedder is None:
             from shared_core.embeddings import OnnxEmbedder
 
@@ -45,6 +46,11 @@ class LocalEmbedding(BaseEmbedding):
         if not isinstance(embedder, Embedder):
             raise ConfigError(
                 f"embedder must be a shared_core.embeddings.Embedder or None, got {type(embedder).__name__}"
+            )
+        if model_name is not None and model_name != embedder.name:
+            raise ConfigError(
+                f"model_name {model_name!r} is not the embedder's name {embedder.name!r}: LocalEmbedding embeds "
+                f"with its embedder; pass embedder= (a shared_core.embeddings.Embedder) to choose the model"
             )
         super().__init__(model_name=embedder.name, embed_batch_size=embed_batch_size, **kwargs)
         self._embedder = embedder

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections import ChainMap
+import re
+from collections import ChainMap, abc
 from dataclasses import dataclass
 from contextvars import ContextVar
 from typing import (
@@ -25,6 +26,7 @@ from typing import (
 )
 from uuid import uuid4
 
+from llama_index.core.base.llms.generic_utils import messages_to_prompt as generic_messages_to_prompt
 from llama_index.core.base.llms.types import (
     ChatMessage,
     ChatResponse,
@@ -36,19 +38,20 @@ from llama_index.core.base.llms.types import (
     LLMMetadata,
     MessageRole,
 )
-from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
+from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr, TypeAdapter, field_serializer
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.llms.function_calling import FunctionCallingLLM
-from llama_index.core.llms.llm import LLM, ToolSelection
+from llama_index.core.llms.llm import LLM, ToolSelection, default_completion_to_prompt
 from llama_index.core.prompts import BasePromptTemplate
+from llama_index.core.types import PydanticProgramMode
 
 from shared_core.attempts import Attempts, Outcome, rejected_answers
 from shared_core.engine import rejected_records
 from shared_core.errors import ConfigError
 from shared_core.escalation import AnswerView, CallContext, ToolCall
-from shared_core.policy import check_thread_id, content_text
+from shared_core.policy import content_text
 from shared_core.routers import Decision, Role
 from shared_core.settings import RoutedModel, ladder_ends, pop_timeout
 from llamaindex_routellm.watching import Watch, watch_for
@@ -67,6 +70,28 @@ DECISION_KEY = "routellm"
 #: Module level and copied on write, so instances stay deep-copyable and picklable.
 _LAST_DECISIONS: ContextVar[Optional[Dict[str, Decision]]] = ContextVar("routellm_last_decisions", default=None)
 
+#: A model as ``strong`` and ``weak`` are written by ``to_dict``: its ``LLM`` fields only
+#: (never the provider's key or endpoint).
+_AS_LLM = TypeAdapter(LLM)
+
+#: The ``LLM`` fields LlamaIndex applies inside the model that formats the prompt
+#: (``predict`` adds ``system_prompt``, a completion model runs ``messages_to_prompt``,
+#: the callbacks take the ``rate_limiter``), with their defaults: set on ``RouteLLM``,
+#: they are given to the chosen model (a copy), as if set on it.
+_PROMPT_SETTINGS: Dict[str, Any] = {
+    "system_prompt": None, "messages_to_prompt": generic_messages_to_prompt,
+    "completion_to_prompt": default_completion_to_prompt, "output_parser": None,
+    "pydantic_program_mode": PydanticProgramMode.DEFAULT, "query_wrapper_prompt": None, "rate_limiter": None,
+}
+
+#: Template variables that hold the user's own question, routed on instead of the formatted
+#: prompt: ``query_str`` in LlamaIndex's RAG templates (the prompt holds the retrieved text),
+#: ``question`` in the condense template of its ``condense_question`` chat engine (the prompt
+#: holds the chat history) and its other templates that name the user's question so
+#: (text-to-SQL, text-to-Cypher, keyword extraction). ``condense_plus_context`` formats its
+#: condense prompt itself and calls ``complete``: that call is routed on the whole prompt.
+_QUESTION_VARS = ("query_str", "question")
+
 #: LlamaIndex role values to the roles of :mod:`shared_core.policy`.
 _ROLES = {
     "user": "user",
@@ -84,28 +109,73 @@ def to_conversation(messages: Sequence[ChatMessage]) -> List[Tuple[str, Any]]:
     """LlamaIndex messages as the ``(role, content)`` pairs :mod:`shared_core.policy` reads.
 
     Content is the message's blocks; text blocks count, images and tool calls do not.
+    A ReAct agent's tool output (:func:`_is_react_observation`) is a tool message, as a
+    function-calling agent's is, so that its loop is routed on the user's question.
     """
+    _check_messages(messages, "messages")
     pairs: List[Tuple[str, Any]] = []
     for i, message in enumerate(messages):
         if not isinstance(message, ChatMessage):
             raise ConfigError(
                 f"messages[{i}] must be a llama_index ChatMessage, got {type(message).__name__}"
             )
-        role = MessageRole(message.role).value
-        pairs.append((_ROLES.get(role, role), message.blocks))
+        role = _ROLES.get(MessageRole(message.role).value, MessageRole(message.role).value)
+        if role == "user" and i and _is_react_observation(messages[i - 1], message):
+            role = "tool"
+        pairs.append((role, message.blocks))
     return pairs
+
+
+def _is_react_observation(previous: Any, message: ChatMessage) -> bool:
+    """LlamaIndex's ``ReActAgent`` sends a tool's output as a user message ``Observation: ...``
+    (``ReActChatFormatter``'s default ``observation_role``) after its ``Action:`` step."""
+    return (isinstance(previous, ChatMessage) and previous.role == MessageRole.ASSISTANT
+            and (message.content or "").startswith("Observation:")
+            and re.search(r"(?m)^Action:", previous.content or "") is not None)
+
+
+def _new_key(llm: "RouteLLM") -> "RouteLLM":
+    llm._key = uuid4().hex
+    return llm
+
+
+def _call_conversation(messages: Sequence[ChatMessage]) -> List[Tuple[str, Any]]:
+    """The messages of a call, which needs at least one (as RouteLLMChat's): refused before
+    routing, not sent to a model as an empty request."""
+    conversation = to_conversation(messages)
+    if not conversation:
+        raise ConfigError("RouteLLM got an empty list of messages; a call needs at least one message")
+    return conversation
+
+
+def _check_llm(name: str, model: Any) -> None:
+    if not isinstance(model, LLM):
+        raise ConfigError(f"{name} must be a LlamaIndex LLM, got {type(model).__name__}: {model!r}")
+
+
+def _check_messages(messages: Any, name: str) -> None:
+    """Refuse what is not a sequence of messages (a string, ``None``, an iterator the model
+    would then get empty) before anything is called."""
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, abc.Sequence):
+        raise ConfigError(f"{name} must be a list of llama_index ChatMessage, got {type(messages).__name__}: "
+                          f"{messages!r:.100}")
 
 
 def _tools_conversation(
     user_msg: Optional[Union[str, ChatMessage]], chat_history: Optional[Sequence[ChatMessage]]
 ) -> List[Tuple[str, Any]]:
     """The conversation a ``chat_with_tools`` call sends: the history, then the user message."""
+    if chat_history is not None:
+        _check_messages(chat_history, "chat_history")
+    if not (user_msg is None or isinstance(user_msg, (str, ChatMessage))):
+        raise ConfigError(f"user_msg must be a string, a llama_index ChatMessage or None, got "
+                          f"{type(user_msg).__name__}: {user_msg!r:.100}")
     messages = list(chat_history or [])
     if isinstance(user_msg, str):
         messages.append(ChatMessage(role=MessageRole.USER, content=user_msg))
     elif user_msg is not None:
         messages.append(user_msg)
-    return to_conversation(messages)
+    return _call_conversation(messages)
 
 
 
@@ -149,7 +219,9 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
     """A LlamaIndex LLM that routes every call to a strong or a weak LLM.
 
     The router scores the last user message (in a RAG query engine: the user's
-    question, ``query_str``, not the prompt stuffed with retrieved text) and the
+    question, ``query_str``, not the prompt stuffed with retrieved text; in the
+    condense step of a ``condense_question`` chat engine: the follow-up ``question``,
+    not the chat history) and the
     call goes to ``strong`` when the score is at least the threshold, else to
     ``weak`` (RouteLLM semantics). Routing settings are those of the LangChain
     wrapper, and both share :class:`shared_core.engine.RoutingEngine`, so they make
@@ -199,6 +271,10 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
     effect. Unknown keyword arguments are refused. The models' own
     ``callback_manager`` is left alone: a callback manager given to this LLM (a
     query engine hands it one) sees the chosen model's calls as well.
+    LlamaIndex's prompt settings of an LLM (``system_prompt``, ``query_wrapper_prompt``,
+    ``messages_to_prompt``, ``completion_to_prompt``, ``output_parser``,
+    ``pydantic_program_mode``, ``rate_limiter``) set on this LLM apply to each call as if
+    set on the chosen model (which otherwise keeps its own).
 
     Instantiate (any LlamaIndex LLMs: ``OpenAI``, ``Anthropic``, ``OpenAILike``, ...;
     LlamaIndex's offline ``MockLLM`` here, which echoes its prompt):
@@ -262,16 +338,40 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
     _key: str = PrivateAttr(default_factory=lambda: uuid4().hex)
 
     def __init__(self, strong: Optional[LLM] = None, weak: Optional[LLM] = None, **kwargs: Any) -> None:
-        def check(name: str, model: Any) -> None:
-            if not isinstance(model, LLM):
-                raise ConfigError(f"{name} must be a LlamaIndex LLM, got {type(model).__name__}: {model!r}")
-
-        strong, weak = ladder_ends(strong, weak, kwargs, check)
+        strong, weak = ladder_ends(strong, weak, kwargs, _check_llm)
         super().__init__(strong=strong, weak=weak, **kwargs)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # A model set later is checked as at construction, not at the first call.
+        if name in ("strong", "weak"):
+            _check_llm(name, value)
+        elif name == "ladder" and value is not None:
+            ladder_ends(None, None, {"ladder": value}, _check_llm)
+        super().__setattr__(name, value)
+
+    # A copy (``model_copy``, ``copy``, ``deepcopy``, a pickle) is another LLM: its own
+    # key, so that each reports its own :attr:`last_decision`.
+    def __copy__(self) -> "RouteLLM":
+        return _new_key(super().__copy__())
+
+    def __deepcopy__(self, memo: Optional[Dict[int, Any]] = None) -> "RouteLLM":
+        return _new_key(super().__deepcopy__(memo))
+
+    def __setstate__(self, state: Dict[Any, Any]) -> None:
+        super().__setstate__(state)
+        _new_key(self)
 
     @classmethod
     def class_name(cls) -> str:
         return "RouteLLM"
+
+    @field_serializer("ladder")
+    def _dump_ladder(self, ladder: Optional[List[Any]], info: Any) -> Optional[List[Any]]:
+        """Each rung's model written as ``strong`` and ``weak`` are, so that ``to_dict`` /
+        ``to_json`` carry no API key or endpoint of a rung."""
+        if ladder is None:
+            return None
+        return [(_AS_LLM.dump_python(model, mode=info.mode), name, threshold) for model, name, threshold in ladder]
 
     @property
     def metadata(self) -> LLMMetadata:
@@ -303,10 +403,13 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
 
     def route(self, prompt: Union[str, Sequence[ChatMessage]]) -> Decision:
         """Decide for a question or a conversation without calling a model (a controller
-        previews the decision: nothing is counted or reserved for it, as no call follows)."""
+        previews it: nothing is counted or reserved for it)."""
         if isinstance(prompt, str):
             return self.engine.decide_one([("user", prompt)], observe=False)
-        return self.engine.decide_one(to_conversation(list(prompt)), observe=False)
+        if not isinstance(prompt, abc.Sequence):
+            raise ConfigError(f"prompt must be a string or a list of llama_index ChatMessage, got "
+                              f"{type(prompt).__name__}: {prompt!r:.100}")
+        return self.engine.decide_one(_call_conversation(prompt), observe=False)
 
     def _remember(self, decision: Decision) -> Decision:
         _LAST_DECISIONS.set({**(_LAST_DECISIONS.get() or {}), self._key: decision})
@@ -325,14 +428,16 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
 
     def _model(self, key: Any) -> LLM:
         """The model for ``key`` (a role, or a ladder's rung), seeing this LLM's
-        callback manager too (a copy of the model when it must: the user's model
-        is not changed)."""
+        callback manager too and given the prompt settings set on this LLM
+        (:data:`_PROMPT_SETTINGS`; a copy of the model when it must: the user's
+        model is not changed)."""
         model = self._member(key)
+        update = {name: getattr(self, name) for name, default in _PROMPT_SETTINGS.items()
+                  if getattr(self, name) is not default}
         ours = [h for h in self.callback_manager.handlers if h not in model.callback_manager.handlers]
-        if not ours:
-            return model
-        manager = CallbackManager(handlers=[*model.callback_manager.handlers, *ours])
-        return model.model_copy(update={"callback_manager": manager})
+        if ours:
+            update["callback_manager"] = CallbackManager(handlers=[*model.callback_manager.handlers, *ours])
+        return model.model_copy(update=update) if update else model
 
     def _plan(
         self, decision: Decision, tools: bool, timeout: Optional[float] = None, view: Any = None,
@@ -453,22 +558,22 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
     # Chat and completion -----------------------------------------------------
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         timeout, thread = pop_timeout(kwargs), _pop_thread(kwargs)
-        decision = self._decide(to_conversation(messages), thread)
+        decision = self._decide(_call_conversation(messages), thread)
         return self._call(decision, lambda m: m.chat(messages, **kwargs), timeout=timeout, thread=thread)
 
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         timeout, thread = pop_timeout(kwargs), _pop_thread(kwargs)
-        decision = self._decide(to_conversation(messages), thread)
+        decision = self._decide(_call_conversation(messages), thread)
         return self._stream(decision, lambda m: m.stream_chat(messages, **kwargs), timeout=timeout, thread=thread)
 
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         timeout, thread = pop_timeout(kwargs), _pop_thread(kwargs)
-        decision = await self._adecide(to_conversation(messages), thread)
+        decision = await self._adecide(_call_conversation(messages), thread)
         return await self._acall(decision, lambda m: m.achat(messages, **kwargs), timeout=timeout, thread=thread)
 
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
         timeout, thread = pop_timeout(kwargs), _pop_thread(kwargs)
-        decision = await self._adecide(to_conversation(messages), thread)
+        decision = await self._adecide(_call_conversation(messages), thread)
         return await self._astream(decision, lambda m: m.astream_chat(messages, **kwargs), timeout=timeout,
                                    thread=thread)
 
@@ -502,10 +607,15 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
     def _template_conversation(
         self, prompt: BasePromptTemplate, prompt_args: Dict[str, Any]
     ) -> List[Tuple[str, Any]]:
-        """A RAG template's question (``query_str``) if it has one, else the formatted messages."""
-        question = ChainMap(prompt_args, getattr(prompt, "kwargs", {}) or {}).get("query_str")
-        if isinstance(question, str):
-            return [("user", question)]
+        """The user's question in a template (:data:`_QUESTION_VARS`) if it has one, else the
+        formatted messages."""
+        if not isinstance(prompt, BasePromptTemplate):
+            raise ConfigError(f"prompt must be a llama_index prompt template (PromptTemplate('...')), got "
+                              f"{type(prompt).__name__}: {prompt!r:.100}")
+        values = ChainMap(prompt_args, getattr(prompt, "kwargs", {}) or {})
+        for name in _QUESTION_VARS:
+            if isinstance(values.get(name), str):
+                return [("user", values[name])]
         return to_conversation(prompt.format_messages(llm=self, **prompt_args))
 
     def predict(self, prompt: BasePromptTemplate, **prompt_args: Any) -> str:
@@ -653,9 +763,11 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         **kwargs: Any,
     ) -> Dict[str, Any]:
         # The chosen model formats the tools; the same conversation then routes
-        # ``chat(**prepared)`` to that same model.
+        # ``chat(**prepared)`` to that same model, which makes the decision (a controller
+        # previews this one: nothing is counted or reserved for it).
         args = _tool_args(user_msg, chat_history, verbose, allow_parallel_tool_calls, tool_required, kwargs)
-        decision = self._decide(_tools_conversation(user_msg, chat_history), _pop_thread(args))
+        conversation = _tools_conversation(user_msg, chat_history)
+        decision = self._pinned(_pop_thread(args)) or self.engine.decide_one(conversation, observe=False)
         model = self._plan(decision, tools=True).plan[0][1]
         return model._prepare_chat_with_tools_compat(tools, **args)
 
@@ -676,8 +788,9 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
 
 
 def _pop_thread(kwargs: Dict[str, Any]) -> Any:
-    """Take the caller's ``thread_id`` (for ``pin_threads``) out of call keyword arguments."""
-    return check_thread_id(kwargs.pop("thread_id", None))
+    """Take the caller's ``thread_id`` (for ``pin_threads``) out of call keyword arguments;
+    checked where it pins, so only when ``pin_threads`` is on (as the LangChain wrappers do)."""
+    return kwargs.pop("thread_id", None)
 
 
 # Escalation: responses as the checks see them ------------------------------------------

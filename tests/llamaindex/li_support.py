@@ -313,3 +313,25 @@ def tool_answer_generator(messages, **kwargs):
     return ChatMessage(role=MessageRole.ASSISTANT, content="No tool needed.")
 
 
+
+
+class ReActMockLLM(NamedMockLLM):
+    """A chat model that plays a ReAct agent: asks for ``multiply(3, 4)``, then, once it sees
+    the observation, answers "[name] done" (streams as one chunk)."""
+
+    @llm_chat_callback()
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        if (messages[-1].content or "").startswith("Observation:"):
+            text = f"Thought: I can answer without using any more tools.\nAnswer: [{self.name}] done"
+        else:
+            text = 'Thought: I need a tool.\nAction: multiply\nAction Input: {"a": 3, "b": 4}'
+        return ChatResponse(message=ChatMessage(role="assistant", content=text))
+
+    @llm_chat_callback()
+    async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any):
+        response = self.chat(messages)
+
+        async def gen():
+            yield ChatResponse(message=response.message, delta=response.message.content)
+
+        return gen()

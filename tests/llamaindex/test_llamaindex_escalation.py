@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from llama_index.core.tools import FunctionTool
 from pydantic import BaseModel
 
 from llamaindex_routellm import DECISION_KEY, RouteLLM
+from shared_core.errors import ConfigError
 
 from li_support import (
     FixedMockLLM,
@@ -154,6 +156,28 @@ def test_ladder_routes_to_the_cheapest_good_enough_model():
     assert record(asyncio.run(llm.achat([ChatMessage(role="user", content="explain x")])))["rung"] == 1
 
 
+def test_a_ladders_serialisation_carries_no_rungs_key_or_endpoint():
+    from llama_index.llms.openai_like import OpenAILike
+
+    rungs = [OpenAILike(model=f"{n}-model", api_base=f"https://{n}.example/v1", api_key=f"sk-{n}-secret",
+                        is_chat_model=True) for n in ("tiny", "mid", "big")]
+    llm = RouteLLM(ladder=[(rungs[0], "tiny", 0.8), (rungs[1], "mid", 0.7), (rungs[2], "big", None)],
+                   router=TableRouter())
+    text = json.dumps(llm.to_dict(), default=repr)  # to_json, but for the router object
+    for secret in ("sk-tiny-secret", "sk-mid-secret", "https://big.example/v1", "big-model"):
+        assert secret not in text
+    # Each rung is written as strong and weak are: its LLM fields and class, then its name and threshold.
+    written = {"system_prompt": None, "pydantic_program_mode": "default", "class_name": "OpenAILike"}
+    assert llm.to_dict()["strong"] == llm.to_dict()["weak"] == written
+    assert json.loads(text)["ladder"] == [[written, "tiny", 0.8], [written, "mid", 0.7], [written, "big", None]]
+
+
+def test_a_ladder_set_later_is_checked_as_at_construction():
+    llm = ladder_llm()
+    with pytest.raises(ConfigError, match=r"ladder\[1\] model must be a LlamaIndex LLM, got str: 'mid'"):
+        llm.ladder = [(NamedMockLLM(name="a"), "tiny", 0.8), ("mid", "mid", 0.7), (NamedMockLLM(name="c"), "big", None)]
+    assert [rung[0].metadata.model_name for rung in llm.ladder] == ["tiny-mock", "mid-mock", "big-mock"]
+
 def test_ladder_escalates_one_rung_up():
     llm = ladder_llm(escalate_on=[lambda v: "climb" in v.text])  # every rung echoes it: all but the top rejected
     rec = record(llm.complete("climb"))
@@ -177,6 +201,15 @@ def test_thread_pins_by_keyword():
     assert record(asyncio.run(llm.acomplete("hi", thread_id="a")))["model"] == "strong-mock"
     assert record(llm.complete("hi"))["model"] == "weak-mock"
     assert record(list(llm.stream_complete("hi", thread_id="a"))[0])["model"] == "strong-mock"
+
+
+def test_thread_id_is_checked_only_when_pinning_is_on():
+    # Before: a thread_id that is not a string, an int or a UUID (here a tuple) failed the call
+    # although no pinning was asked for (the LangChain wrappers check it only with pin_threads too).
+    thread = ("session", 7)
+    assert record(routed(NamedMockLLM(name="weak-mock")).complete("hi", thread_id=thread))["model"] == "weak-mock"
+    with pytest.raises(ConfigError, match="thread_id must be a non-empty string, an int or a UUID, got tuple"):
+        routed(NamedMockLLM(name="weak-mock"), pin_threads=8).complete("hi", thread_id=thread)
 
 
 def test_escalation_moves_a_pin():

@@ -190,6 +190,23 @@ def test_route_neither_counts_nor_reserves_under_a_controller():
     assert budget.remaining == pytest.approx(0.7, abs=1e-9)  # the real call holds its reserve
 
 
+def test_preparing_a_tool_call_neither_counts_nor_reserves_under_a_controller(fc_models):
+    # Before: each _prepare_chat_with_tools (whose chat(**prepared) decides again) reserved a
+    # strong call that was never charged nor released, as route() did.
+    from llama_index.core.tools import FunctionTool
+
+    budget = BudgetController(1.0, reserve=0.3, clock=lambda: 0.0)
+    llm = RouteLLM(strong=fc_models["strong"], weak=fc_models["weak"], router=KeywordRouter(), threshold=0.5,
+                   controller=budget)
+    tools = [FunctionTool.from_defaults(fn=lambda a, b: a * b, name="multiply")]
+    for _ in range(4):
+        llm._prepare_chat_with_tools(tools, user_msg="Prove 6 times 7")
+    assert budget.remaining == 1.0
+    prepared = llm._prepare_chat_with_tools(tools, user_msg="Prove 6 times 7")
+    assert llm.chat(**prepared).additional_kwargs["routellm"]["role"] == "strong"
+    assert budget.remaining == pytest.approx(0.7, abs=1e-9)  # the one real call holds its reserve
+
+
 def test_tool_calls_are_recorded(fc_models):
     from llama_index.core.tools import FunctionTool
 

@@ -247,6 +247,31 @@ def test_function_agent_keeps_one_model_through_its_tool_loop(fc_models, events)
             assert [c.tool_name for c in result.tool_calls] == ["multiply"]
 
 
+def test_react_agent_keeps_one_model_through_its_tool_loop():
+    # Before: ReAct sends the tool's output as a user message ("Observation: 12"), so the
+    # step after a tool call was routed on it: a hard question's answer came from the weak model.
+    from llama_index.core.agent.workflow import ReActAgent
+
+    from li_support import ReActMockLLM
+
+    for question, role in [("what is 3 times 4?", "weak"), (f"{HARD}: what is 3 times 4?", "strong")]:
+        router = KeywordRouter()
+        llm = RouteLLM(strong=ReActMockLLM(name="strong-mock", is_chat_model=True),
+                       weak=ReActMockLLM(name="weak-mock", is_chat_model=True), router=router, threshold=0.5)
+
+        async def run():
+            return await ReActAgent(tools=[FunctionTool.from_defaults(fn=lambda a, b: a * b, name="multiply")],
+                                    llm=llm).run(user_msg=question)
+
+        result = asyncio.run(run())
+        assert str(result) == f"[{role}-mock] done"
+        assert [c.tool_output.content for c in result.tool_calls] == ["12"]
+        assert router.seen == [question, question]  # both steps, on the question
+    # Only the ReAct shape is a tool message: a user's own "Observation:" still routes.
+    assert to_conversation([ChatMessage(role="assistant", content="Thought: hm"),
+                            ChatMessage(role="user", content="Observation: prove it")])[-1][0] == "user"
+
+
 # Metadata ------------------------------------------------------------------------
 
 def test_metadata_is_what_holds_for_both(models, fc_models):
@@ -526,6 +551,19 @@ def test_setting_a_field_later_takes_effect(models):
     assert (llm.on_no_text, llm.strong_fraction, llm.engine.threshold) == ("strong", None, 0.95)  # unchanged
 
 
+
+def test_a_model_set_later_is_checked_as_at_construction(models):
+    # Before: llm.strong = 5 was accepted and the next strong call raised AttributeError.
+    llm = RouteLLM(strong=models["strong"], weak=models["weak"], router=KeywordRouter(), threshold=0.5)
+    with pytest.raises(ConfigError, match="strong must be a LlamaIndex LLM, got int: 5"):
+        llm.strong = 5
+    with pytest.raises(ConfigError, match="weak must be a LlamaIndex LLM, got str: 'gpt-4o-mini'"):
+        llm.weak = "gpt-4o-mini"
+    assert (llm.strong, llm.weak) == (models["strong"], models["weak"])  # unchanged
+    other = NamedMockLLM(name="other-mock")
+    llm.weak = other
+    assert llm.complete(EASY_Q).additional_kwargs[DECISION_KEY]["model"] == "other-mock"
+
 @pytest.mark.slow  # loads the shipped default router
 def test_copies_and_pickles_work_with_the_shipped_default_router(models):
     # Before: pickle.dumps(llm) raised "cannot pickle '_thread.lock' object".
@@ -550,3 +588,89 @@ def test_the_models_callback_managers_are_left_alone(models):
     assert llm.complete(HARD_Q).text == HARD_Q
     assert strong.callback_manager.handlers == [mine]
     assert len(mine.get_event_pairs(CBEventType.LLM)) == 1 and len(engines.get_event_pairs(CBEventType.LLM)) == 1
+
+
+@pytest.mark.parametrize("setting, value", [
+    ("system_prompt", "Answer in one word."),
+    ("query_wrapper_prompt", "[wrapped] {query_str}"),
+    ("messages_to_prompt", lambda messages: " | ".join(f"{m.role.value}> {m.content}" for m in messages)),
+    ("completion_to_prompt", lambda prompt: f"<s>{prompt}</s>"),
+])
+def test_prompt_settings_given_to_route_llm_apply_as_on_the_chosen_model(setting, value):
+    # Before: RouteLLM accepted LlamaIndex's LLM prompt settings and dropped them.
+    from llama_index.core.prompts import PromptTemplate
+
+    value = PromptTemplate(value) if setting == "query_wrapper_prompt" else value
+    strong, weak = NamedMockLLM(name="strong-mock"), NamedMockLLM(name="weak-mock")
+    llm = RouteLLM(strong=strong, weak=weak, router=KeywordRouter(), threshold=0.5, **{setting: value})
+    direct = NamedMockLLM(name="weak-mock")
+    setattr(direct, setting, value)  # MockLLM's constructor takes only some of them
+    template, messages = PromptTemplate("Q: {query_str}"), [ChatMessage(role="user", content=EASY_Q)]
+
+    def answers(model):
+        return [model.predict(template, query_str=EASY_Q), model.chat(messages).message.content,
+                asyncio.run(model.achat(messages)).message.content, "".join(model.stream(template, query_str=EASY_Q))]
+
+    assert answers(llm) == answers(direct)
+    assert answers(llm) != answers(weak)
+    assert getattr(weak, setting) == getattr(NamedMockLLM(), setting)  # the user's model is not changed
+    assert llm.last_decision.role is Role.WEAK
+
+
+def test_what_is_not_messages_or_a_template_fails_before_any_model_is_called(models, events):
+    # Before: TypeError / AttributeError from deep inside, or (an iterator) the model got it empty.
+    llm = RouteLLM(strong=models["strong"], weak=models["weak"], router=KeywordRouter(), threshold=0.5)
+    message = ChatMessage(role="user", content=EASY_Q)
+    cases = [
+        (lambda: llm.chat(None), r"messages must be a list of llama_index ChatMessage, got NoneType: None"),
+        (lambda: llm.chat(EASY_Q), r"messages must be a list .*got str: 'What is the capital"),
+        (lambda: llm.stream_chat(iter([message])), r"messages must be a list .*got list_iterator"),
+        (lambda: asyncio.run(llm.achat(m for m in [message])), r"messages must be a list .*got generator"),
+        (lambda: llm.route(42), r"prompt must be a string or a list of llama_index ChatMessage, got int: 42"),
+        (lambda: llm.predict("What is {x}?", x="1"), r"prompt must be a llama_index prompt template .*got str"),
+        (lambda: asyncio.run(llm.astructured_predict(dict, "Name {x}", x="1")), r"prompt must be a llama_index"),
+    ]
+    for call, message_pattern in cases:
+        with pytest.raises(ConfigError, match=message_pattern):
+            call()
+    assert events.models() == []
+
+
+def test_tool_call_arguments_that_are_not_messages_fail_clearly(fc_models, events):
+    llm = RouteLLM(strong=fc_models["strong"], weak=fc_models["weak"], router=KeywordRouter(), threshold=0.5)
+    with pytest.raises(ConfigError, match=r"chat_history must be a list .*got generator"):
+        llm.chat_with_tools(TOOLS, user_msg="multiply 6 and 7", chat_history=(m for m in []))
+    with pytest.raises(ConfigError, match=r"user_msg must be a string, a llama_index ChatMessage or None, got int: 6"):
+        llm.chat_with_tools(TOOLS, user_msg=6)
+    assert events.models() == []
+
+
+def test_each_copy_reports_its_own_last_decision(models):
+    # Before: copies shared the original's key, so each reported the other's last decision.
+    import copy
+    import pickle
+
+    llm = RouteLLM(strong=models["strong"], weak=models["weak"], router=KeywordRouter(), threshold=0.5)
+    copies = [llm.model_copy(update={"threshold": 0.95}), llm.model_copy(deep=True), copy.copy(llm),
+              copy.deepcopy(llm), pickle.loads(pickle.dumps(llm))]
+    llm.complete(HARD_Q)
+    assert llm.last_decision.role is Role.STRONG
+    assert [c.last_decision for c in copies] == [None] * len(copies)
+    copies[0].complete(HARD_Q)
+    assert (copies[0].last_decision.role, copies[0].last_decision.threshold) == (Role.WEAK, 0.95)
+    assert (llm.last_decision.role, llm.last_decision.threshold) == (Role.STRONG, 0.5)
+
+
+def test_an_empty_message_list_is_refused_before_any_model_is_called(models, fc_models, events):
+    # Before: routed as 'no_user_message' and sent to the strong model as an empty request
+    # (RouteLLMChat refuses it too).
+    for llm in (RouteLLM(strong=models["strong"], weak=models["weak"], router=KeywordRouter(), threshold=0.5),
+                RouteLLM(strong=fc_models["strong"], weak=fc_models["weak"], router=KeywordRouter(), threshold=0.5)):
+        calls = [lambda: llm.chat([]), lambda: llm.stream_chat([]), lambda: asyncio.run(llm.achat([])),
+                 lambda: asyncio.run(llm.astream_chat([])), lambda: llm.route([])]
+        if isinstance(llm.strong, type(fc_models["strong"])):
+            calls.append(lambda: llm.chat_with_tools(TOOLS, user_msg=None, chat_history=[]))
+        for call in calls:
+            with pytest.raises(ConfigError, match="RouteLLM got an empty list of messages"):
+                call()
+    assert events.models() == []

@@ -131,3 +131,20 @@ def test_legacy_callback_handlers_see_one_llm_call_from_the_chosen_model(index, 
     pairs = debug.get_event_pairs(CBEventType.LLM)
     assert len(pairs) == 1
     assert pairs[0][0].payload[EventPayload.SERIALIZED]["model_name"] == f"{role}-mock"
+
+
+def test_condense_question_chat_engine_routes_its_condense_call_on_the_follow_up(index, events):
+    # Before: the condense call routed on its prompt, which holds the chat history (here with the
+    # retrieved lectures, as a mock answer echoes them), so it always went strong; the shipped
+    # default router, too, sends such condense prompts strong at strong_fraction=0.5.
+    llm, router = _routed(chat_models=True)
+    engine = index.as_chat_engine(chat_mode="condense_question", llm=llm, similarity_top_k=3)
+    engine.chat(EASY_Q)
+    router.seen.clear()
+    events.clear()
+    follow_up = "And on Thursdays?"
+    engine.chat(follow_up)
+    assert router.seen[0] == follow_up  # the condense call: predict(prompt, question=..., chat_history=...)
+    assert events.models()[0] == "weak-mock"
+    # Not vacuous: the history in the condense prompt holds the keyword, so routing on it went strong.
+    assert HARD in " ".join(m.content for m in engine.chat_history[:2])
