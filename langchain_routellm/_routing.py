@@ -38,9 +38,19 @@ DECISION_KEY = "routellm"
 _CHAT_ROLES = {"user": "user", "human": "user", "assistant": "assistant", "ai": "assistant",
                "system": "system", "developer": "system", "tool": "tool", "function": "tool"}
 
-#: A decision made ahead of the call (``batch`` scores all inputs at once), keyed
-#: by the id of the object that made it; read once by that object's next call.
-_PENDING: ContextVar[tuple[int, Decision] | None] = ContextVar("routellm_pending_decision", default=None)
+class _Pending:
+    """A decision made ahead of the call (``batch`` scores all inputs at once), keyed by
+    the id of the object that made it; read once by that object's next call. Mutable, so
+    that a call taking it in a copied context (an async child task) takes it for the
+    batch too, which then knows whether any call used it."""
+
+    __slots__ = ("owner", "decision")
+
+    def __init__(self, owner: int, decision: Decision) -> None:
+        self.owner, self.decision = owner, decision
+
+
+_PENDING: ContextVar[_Pending | None] = ContextVar("routellm_pending_decision", default=None)
 
 
 #: Call keyword under which a wrapper's ``invoke``/``stream`` pass the thread id to its own ``_generate``/``_stream``.
@@ -138,18 +148,33 @@ def model_name(model: Runnable) -> str:
 def take_pending(owner: object) -> Decision | None:
     """The decision ``batch`` made for this call of ``owner``, if any (read once)."""
     pending = _PENDING.get()
-    if pending is not None and pending[0] == id(owner):
-        _PENDING.set(None)
-        return pending[1]
+    if pending is not None and pending.owner == id(owner):
+        decision, pending.decision = pending.decision, None
+        return decision
     return None
 
 
-def set_pending(owner: object, decision: Decision | None):
-    return _PENDING.set((id(owner), decision) if decision is not None else None)
+def drop_decision(owner: Any, decision: Decision | None) -> None:
+    """A decision made ahead that no call will use (a pinned thread's call, a cache hit):
+    free the budget reservation it holds, if any (:meth:`RoutedModel._reservation_release`)."""
+    release = owner._reservation_release(decision) if decision is not None else None  # noqa: SLF001
+    if release is not None:
+        release()
 
 
-def reset_pending(token) -> None:
+def set_pending(owner: object, decision: Decision | None) -> tuple[Any, _Pending | None]:
+    """Make ``decision`` the pending one of ``owner``'s next call: ``(token, holder)``."""
+    holder = _Pending(id(owner), decision) if decision is not None else None
+    return _PENDING.set(holder), holder
+
+
+def reset_pending(owner: Any, pending: tuple[Any, _Pending | None]) -> None:
+    """End a batch item's call: restore the context, and free the reservation of a decision
+    no call took (a cache hit answered, or the call failed before deciding)."""
+    token, holder = pending
     _PENDING.reset(token)
+    if holder is not None:
+        drop_decision(owner, holder.decision)
 
 
 # Batches: one router call, then each input's own call ---------------------------------
@@ -182,7 +207,7 @@ def run_batch(
     configs = get_config_list(config, len(inputs))
 
     def one(i: int) -> Any:
-        token = set_pending(owner, decisions[i])
+        pending = set_pending(owner, decisions[i])
         try:
             return invoke(inputs[i], configs[i], **kwargs)
         except Exception as exc:
@@ -190,7 +215,7 @@ def run_batch(
                 return exc
             raise
         finally:
-            reset_pending(token)
+            reset_pending(owner, pending)
 
     if len(inputs) == 1:
         return [one(0)]
@@ -207,7 +232,7 @@ async def arun_batch(
     configs = get_config_list(config, len(inputs))
 
     async def one(i: int) -> Any:
-        token = set_pending(owner, decisions[i])
+        pending = set_pending(owner, decisions[i])
         try:
             return await ainvoke(inputs[i], configs[i], **kwargs)
         except Exception as exc:
@@ -215,6 +240,6 @@ async def arun_batch(
                 return exc
             raise
         finally:
-            reset_pending(token)
+            reset_pending(owner, pending)
 
     return await gather_with_concurrency(configs[0].get("max_concurrency"), *(one(i) for i in range(len(inputs))))

@@ -25,6 +25,7 @@ from langchain_routellm._routing import (
     THREAD_KWARG,
     arun_batch,
     decide_each,
+    drop_decision,
     message_view,
     model_name,
     run_batch,
@@ -279,6 +280,7 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
         conversation = _conversation(messages)
         pinned = self._pinned(thread)
         if pinned is not None:
+            drop_decision(self, pending)  # the thread's pin wins over the batch's decision
             return pinned
         return pending if pending is not None else self.engine.decide_one(conversation)
 
@@ -287,6 +289,7 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
         conversation = _conversation(messages)
         pinned = self._pinned(thread)
         if pinned is not None:
+            drop_decision(self, pending)  # the thread's pin wins over the batch's decision
             return pinned
         return pending or await run_in_executor(None, self.engine.decide_one, conversation)
 

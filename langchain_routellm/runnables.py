@@ -28,6 +28,7 @@ from langchain_routellm._routing import (
     DECISION_KEY,
     arun_batch,
     decide_each,
+    drop_decision,
     model_name,
     output_view,
     run_batch,
@@ -141,6 +142,7 @@ class RouteLLMRunnable(RoutedModel, RunnableSerializable[Any, Any]):
         pending = take_pending(self)
         pinned = self._pinned(thread)
         if pinned is not None:
+            drop_decision(self, pending)  # the thread's pin wins over the batch's decision
             return pinned
         return pending if pending is not None else self.engine.decide_one(self._conversation(input))
 
@@ -148,6 +150,7 @@ class RouteLLMRunnable(RoutedModel, RunnableSerializable[Any, Any]):
         pending = take_pending(self)
         pinned = self._pinned(thread)
         if pinned is not None:
+            drop_decision(self, pending)  # the thread's pin wins over the batch's decision
             return pinned
         return pending or await run_in_executor(None, self.engine.decide_one, self._conversation(input))
 

@@ -523,6 +523,32 @@ def test_route_and_token_counts_neither_count_nor_reserve_under_a_controller(str
     assert budget.remaining == pytest.approx(0.4, abs=1e-9)  # the two real calls hold their reserve
 
 
+@pytest.mark.parametrize("use_async", [False, True])
+def test_a_batch_decision_no_call_uses_frees_its_reservation(strong, weak, keyword_router, use_async) -> None:
+    """A batch decides ahead; an item a cache hit answers, or whose pinned thread overrides the
+    decision, uses no strong call, so the budget must not keep holding one for it."""
+    from langchain_core.caches import InMemoryCache
+
+    from shared_core.controller import BudgetController
+
+    budget = BudgetController(1.0, reserve=0.3, clock=lambda: 0.0)
+    llm = RouteLLMChat(strong=strong, weak=weak, router=keyword_router, threshold=0.5, controller=budget,
+                       cache=InMemoryCache(), pin_threads=10)
+    run = (lambda items, **kw: asyncio.run(llm.abatch(items, **kw))) if use_async else llm.batch
+    llm.invoke(HARD_Q)  # strong, uncharged (no ledger here): its reservation is held
+    assert budget.remaining == pytest.approx(0.7, abs=1e-9)
+    answers = run([HARD_Q, HARD_Q])  # both from the cache
+    assert [a.content for a in answers] == [f"[strong-fake] {HARD_Q}"] * 2
+    assert budget.remaining == pytest.approx(0.7, abs=1e-9)
+    llm.invoke(HARD_Q + "!", config={"configurable": {"thread_id": "t"}})  # pins thread t to strong; held
+    assert budget.remaining == pytest.approx(0.4, abs=1e-9)
+    pinned = run([HARD_Q + " again", HARD_Q + " once more"], config={"configurable": {"thread_id": "t"}})
+    assert [a.response_metadata[DECISION_KEY]["reason"] for a in pinned] == ["pinned"] * 2
+    assert budget.remaining == pytest.approx(0.4, abs=1e-9)  # a pinned call takes no reservation
+    run([HARD_Q + " new"])  # an item whose call used its strong decision keeps the reservation until charged
+    assert budget.remaining == pytest.approx(0.1, abs=1e-9)
+
+
 def test_the_cache_keeps_answers_made_with_other_settings_apart(keyword_router) -> None:
     from langchain_core.caches import InMemoryCache
 
