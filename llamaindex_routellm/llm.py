@@ -365,6 +365,13 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
     def class_name(cls) -> str:
         return "RouteLLM"
 
+    @field_serializer("router", "controller", "fallback_on", "escalate_on")
+    def _dump_setting(self, value: Any) -> Any:
+        """A setting that is an object (a Router, a controller, exception types, a predicate,
+        a check) written as a description, so that ``to_json`` works: a router as its name,
+        a controller as its state."""
+        return _describe(value)
+
     @field_serializer("ladder")
     def _dump_ladder(self, ladder: Optional[List[Any]], info: Any) -> Optional[List[Any]]:
         """Each rung's model written as ``strong`` and ``weak`` are, so that ``to_dict`` /
@@ -785,6 +792,28 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         if not isinstance(model, FunctionCallingLLM):
             raise ConfigError(f"the model {type(model).__name__} that wrote this response cannot call tools")
         return model.get_tool_calls_from_response(response, error_on_no_tool_call=error_on_no_tool_call, **kwargs)
+
+
+def _describe(value: Any) -> Any:
+    """``value`` as plain JSON data: itself when it is, else a description of it."""
+    from pathlib import PurePath
+
+    from shared_core.controller import Controller
+    from shared_core.routers import Router
+
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, PurePath):
+        return str(value)
+    if isinstance(value, Router):
+        return value.name
+    if isinstance(value, Controller):
+        return value.to_state()
+    if isinstance(value, (list, tuple)):
+        return [_describe(v) for v in value]
+    if isinstance(value, type):
+        return f"{value.__module__}.{value.__qualname__}"
+    return getattr(value, "__qualname__", None) or type(value).__name__
 
 
 def _pop_thread(kwargs: Dict[str, Any]) -> Any:

@@ -163,13 +163,30 @@ def test_a_ladders_serialisation_carries_no_rungs_key_or_endpoint():
                         is_chat_model=True) for n in ("tiny", "mid", "big")]
     llm = RouteLLM(ladder=[(rungs[0], "tiny", 0.8), (rungs[1], "mid", 0.7), (rungs[2], "big", None)],
                    router=TableRouter())
-    text = json.dumps(llm.to_dict(), default=repr)  # to_json, but for the router object
+    text = llm.to_json()
     for secret in ("sk-tiny-secret", "sk-mid-secret", "https://big.example/v1", "big-model"):
         assert secret not in text
     # Each rung is written as strong and weak are: its LLM fields and class, then its name and threshold.
     written = {"system_prompt": None, "pydantic_program_mode": "default", "class_name": "OpenAILike"}
     assert llm.to_dict()["strong"] == llm.to_dict()["weak"] == written
     assert json.loads(text)["ladder"] == [[written, "tiny", 0.8], [written, "mid", 0.7], [written, "big", None]]
+
+
+def test_to_json_describes_object_settings():
+    from shared_core.controller import BudgetController, ShareController
+
+    def long_enough(view):
+        return len(view.text) > 3
+
+    budget = BudgetController(2.0, reserve=0.1, inner=ShareController(0.3), clock=lambda: 0.0)
+    llm = RouteLLM(strong=NamedMockLLM(name="s"), weak=NamedMockLLM(name="w"), router=KeywordRouter(),
+                   threshold=0.5, controller=budget, fallback=True, fallback_on=(ConnectionError, TimeoutError),
+                   escalate_on=["empty", long_enough])
+    written = json.loads(llm.to_json())
+    assert written["router"] == "keyword" and written["controller"] == json.loads(json.dumps(budget.to_state()))
+    assert written["fallback_on"] == ["builtins.ConnectionError", "builtins.TimeoutError"]
+    assert written["escalate_on"] == ["empty", "test_to_json_describes_object_settings.<locals>.long_enough"]
+    assert isinstance(llm.router, KeywordRouter) and llm.controller is budget  # only what is written changes
 
 
 def test_a_ladder_set_later_is_checked_as_at_construction():
