@@ -386,6 +386,8 @@ class Attempts(Generic[M]):
         self._check = check
         #: What the caller calls each model, by ``id`` (a role, a ladder's rung); the loop does not read it.
         self.keys: dict[int, Any] = {}
+        #: The call's budget reservations, if the caller keeps them here; the loop does not read it.
+        self.spend: Any = None
         self.timeout = check_timeout(timeout)
         self._should_fall_back = fallback_predicate(fallback_on)
         self._name = name

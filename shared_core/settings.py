@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, Iterator, List, Literal, Mapping, Option
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from shared_core.attempts import Attempts, FallbackOn, Failure, Outcome, check_timeout, fallback_predicate, model_label
-from shared_core.controller import BudgetController, Controller
+from shared_core.controller import BUDGET_EXHAUSTED, BudgetController, Controller
 from shared_core.engine import RoutingEngine, attempt_order, check_controller, outcome_record
 from shared_core.errors import ConfigError
 from shared_core.escalation import AnswerChecks, AnswerView, CallContext
@@ -383,30 +383,40 @@ class RoutedModel(RoutingSettings):
         if checks is None:
             targets = []
         entries = {key: (role_of(key), model_for(key)) for key in dict.fromkeys([*keys, *targets])}
+        spend = self._spend(decision)
         check = None
         if checks is not None:
             call_context = context or CallContext()
-            check = lambda role, value: checks.reason(view(value), call_context)  # noqa: E731
+
+            def check(role: Role, value: Any) -> Optional[str]:
+                reason = checks.reason(view(value), call_context)
+                # Under a budget an escalation is a strong call like any other: admitted by the budget,
+                # or the weak answer stands (the record says so).
+                return reason if reason is None or spend is None or spend.admit_escalation(reason) else None
+
         attempts = Attempts(
             [entries[k] for k in keys], fallback_on=self.fallback_on,
             timeout=self.timeout if timeout is None else timeout, name=name, on_failure=on_failure,
             check=check, escalate_to=[entries[k] for k in targets],
-            on_strong_failure=self._reservation_release(decision),
+            on_strong_failure=None if spend is None else spend.strong_failed,
         )
         attempts.keys = {id(model): key for key, (_, model) in entries.items()}
+        attempts.spend = spend
         return attempts
 
-    def _reservation_release(self, decision: Decision) -> Optional[Callable[[], None]]:
-        """What frees the budget's reservation for ``decision`` if its strong attempt fails:
-        a :class:`~shared_core.controller.BudgetController` holds one for each strong
-        decision it makes (not for a pinned thread's, which it never saw, nor for an
-        escalation's); a strong model that fails is never charged."""
+    def _spend(self, decision: Decision) -> Optional["_Spend"]:
+        """A call's reservations under a :class:`~shared_core.controller.BudgetController`
+        (``None`` without one, and for a ladder's decision, which it does not control)."""
         budget = self.engine.controller
         if not isinstance(budget, BudgetController) or isinstance(decision, LadderDecision):
             return None
-        if decision.role is not Role.STRONG or decision.reason == "pinned":
-            return None
-        return budget.release
+        return _Spend(budget, decision)
+
+    def _reservation_release(self, decision: Decision) -> Optional[Callable[[], None]]:
+        """What frees the budget's reservation for a ``decision`` no call used (a batch's
+        decision made ahead): ``None`` when it holds none."""
+        spend = self._spend(decision)
+        return None if spend is None or not spend.held else spend.strong_failed
 
     # Models by key ------------------------------------------------------------------------
     def _member(self, key: Any) -> Any:
@@ -432,10 +442,15 @@ class RoutedModel(RoutingSettings):
     def _record(self, decision: Decision, attempts: Attempts[Any], outcome: Outcome[Any],
                 usage: Optional[Callable[[Any], Any]] = None) -> Dict[str, Any]:
         """The decision record of a call (:func:`~shared_core.engine.outcome_record`);
-        with a ladder also ``answered_rung``, the rung of the model that answered."""
+        with a ladder also ``answered_rung``, the rung of the model that answered; and
+        ``escalation_refused`` when a check rejected the weak answer but the budget was
+        spent (the weak answer stands), as the server records it."""
         record = outcome_record(decision, outcome, usage)
         if self.engine.ladder is not None:
             record["answered_rung"] = attempts.keys.get(id(outcome.model))
+        spend = getattr(attempts, "spend", None)
+        if spend is not None and spend.refused is not None:
+            record["escalation_refused"] = dict(spend.refused)
         return record
 
     # Conversations ------------------------------------------------------------------------
@@ -484,3 +499,27 @@ def ladder_ends(strong: Any, weak: Any, kwargs: Mapping[str, Any], check: Callab
 def pop_timeout(kwargs: Dict[str, Any]) -> Optional[float]:
     """Take a per-call ``timeout`` out of call keyword arguments (validated)."""
     return check_timeout(kwargs.pop("timeout", None))
+
+
+class _Spend:
+    """One call's reservations under a budget: the one its strong decision holds (the
+    controller made it; a pinned thread's decision holds none), and one per escalation
+    the budget admits. A strong model that fails frees one (it is never charged)."""
+
+    def __init__(self, budget: BudgetController, decision: Decision) -> None:
+        self.budget = budget
+        self.threshold = decision.threshold
+        self.held = int(decision.role is Role.STRONG and decision.reason != "pinned")
+        self.refused: Optional[Dict[str, str]] = None  # an escalation the budget did not admit
+
+    def admit_escalation(self, reason: str) -> bool:
+        if self.budget.decide(None, self.threshold, Role.STRONG, "escalation").role is Role.STRONG:
+            self.held += 1
+            return True
+        self.refused = {"reason": reason, "because": BUDGET_EXHAUSTED}
+        return False
+
+    def strong_failed(self) -> None:
+        if self.held:
+            self.held -= 1
+            self.budget.release()

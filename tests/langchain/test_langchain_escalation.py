@@ -73,6 +73,40 @@ def test_escalation_off_keeps_the_weak_answer_and_the_record_as_before():
         "role", "score", "threshold", "router", "reason", "model", "fallback", "failures", "id"}
 
 
+@pytest.mark.parametrize("entry", ["invoke", "ainvoke", "stream", "astream"])
+def test_an_escalation_under_a_budget_is_admitted_by_it_like_any_strong_call(entry):
+    # Before: the wrappers escalated past a spent budget, so the strong spend could exceed the cap.
+    from shared_core.controller import BudgetController
+
+    def call(llm, prompt):
+        if entry == "invoke":
+            return llm.invoke(prompt)
+        if entry == "ainvoke":
+            return asyncio.run(llm.ainvoke(prompt))
+
+        async def collect():
+            return [c async for c in llm.astream(prompt)]
+
+        return merge_chunks(list(llm.stream(prompt)) if entry == "stream" else asyncio.run(collect()))
+
+    budget = BudgetController(0.5, reserve=0.3, clock=lambda: 0.0)  # room for one reservation
+    llm = chat(lazy(text=""), escalate_on=["empty"], controller=budget)
+    first = call(llm, "say hi").response_metadata["routellm"]
+    reason = "empty: the answer has no text and no tool call"
+    assert (first["model"], first["escalated"]["reason"]) == ("strong-fake", reason)
+    assert "escalation_refused" not in first and budget.remaining == pytest.approx(0.2, abs=1e-9)  # held, uncharged
+    second = call(llm, "say hi again")
+    record = second.response_metadata["routellm"]
+    assert (record["model"], second.text) == ("weak-fake", "")  # the weak answer stands
+    assert record["escalation_refused"] == {"reason": reason, "because": "budget_exhausted"}
+    assert budget.remaining == pytest.approx(0.2, abs=1e-9)
+    down = chat(lazy(text=""), strong=FakeToolChatModel(model_name="strong-down", fail=True), escalate_on=["empty"],
+                controller=BudgetController(0.5, reserve=0.3, clock=lambda: 0.0))
+    with pytest.raises(ConnectionError, match="strong-down is down"):
+        call(down, "say hi")
+    assert down.controller.remaining == 0.5  # the escalation's reservation is freed: a failed call is not charged
+
+
 def test_usage_is_counted_once_for_each_model_on_invoke_ainvoke_stream_and_astream():
     llm = chat(lazy(text=""), escalate_on=["empty"])
     expected = {"weak-fake": {"input_tokens": 5, "output_tokens": 2, "total_tokens": 7},

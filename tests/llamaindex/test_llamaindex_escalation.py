@@ -53,6 +53,33 @@ def test_empty_weak_answers_escalate_on_every_entry_point(method):
     assert "say hi" in (response.text if hasattr(response, "text") else response.message.content)
 
 
+@pytest.mark.parametrize("method", ["complete", "chat", "acomplete", "achat"])
+def test_an_escalation_under_a_budget_is_admitted_by_it_like_any_strong_call(method):
+    # Before: an escalation went past a spent budget, so the strong spend could exceed the cap.
+    from shared_core.controller import BudgetController
+
+    from li_support import FailingMockLLM
+
+    def call(llm, text):
+        result = getattr(llm, method)([ChatMessage(role="user", content=text)] if "chat" in method else text)
+        return asyncio.run(result) if method.startswith("a") else result
+
+    budget = BudgetController(0.5, reserve=0.3, clock=lambda: 0.0)  # room for one reservation
+    llm = routed(FixedMockLLM(name="weak-mock", answer=""), escalate_on=["empty"], controller=budget)
+    first = record(call(llm, "say hi"))
+    assert first["model"] == "strong-mock" and "escalation_refused" not in first
+    assert budget.remaining == pytest.approx(0.2, abs=1e-9)  # held: no ledger charges it here
+    second = record(call(llm, "say hi again"))
+    assert second["model"] == "weak-mock"  # the weak answer stands
+    assert second["escalation_refused"] == {"reason": "empty: the answer has no text and no tool call",
+                                            "because": "budget_exhausted"}
+    down = routed(FixedMockLLM(name="weak-mock", answer=""), strong=FailingMockLLM(name="strong-down"),
+                  escalate_on=["empty"], controller=BudgetController(0.5, reserve=0.3, clock=lambda: 0.0))
+    with pytest.raises(ConnectionError, match="strong-down is down"):
+        call(down, "say hi")
+    assert down.controller.remaining == 0.5  # the escalation's reservation is freed: a failed call is not charged
+
+
 def test_good_weak_answers_stay_weak_and_escalation_off_changes_nothing():
     good = routed(FixedMockLLM(name="weak-mock", answer="hello"), escalate_on="all").complete("say hi")
     assert record(good)["model"] == "weak-mock" and "escalations" not in record(good)
