@@ -229,6 +229,12 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
             **({"ladder_models": [model_name(m) for _, m in self._members()]} if self.ladder is not None else {}),
         }
 
+    def _get_llm_string(self, stop: Optional[list[str]] = None, **kwargs: Any) -> str:
+        """The cache key of a call: our settings, then each model's own key as LangChain's
+        cache keys it alone (its parameters, such as its temperature, not only its name)."""
+        own = super()._get_llm_string(stop=stop, **kwargs)
+        return own + "---" + str([model._get_llm_string() for _, model in self._members()])  # noqa: SLF001
+
     def _get_ls_params(self, stop: Optional[list[str]] = None, **kwargs: Any) -> LangSmithParams:
         params = LangSmithParams(
             ls_provider="routellm",

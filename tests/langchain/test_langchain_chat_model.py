@@ -566,3 +566,32 @@ def test_the_cache_keeps_answers_made_with_other_settings_apart(keyword_router) 
     llm.model_copy(update={"temperature": 1.0}).invoke(EASY)
     llm.model_copy(update={"max_tokens": 5}).invoke(EASY)
     assert seen == [{"temperature": 0.0}, {"temperature": 1.0}, {"temperature": 0.0, "max_tokens": 5}]
+
+
+def test_the_cache_keeps_answers_of_differently_set_models_apart(keyword_router) -> None:
+    """Two routers over models of the same name but other parameters share no cached answer."""
+    from langchain_core.caches import InMemoryCache
+
+    class Tuned(FakeToolChatModel):
+        temperature: float = 0.0
+        calls: int = 0
+
+        @property
+        def _identifying_params(self) -> dict:
+            return {**super()._identifying_params, "temperature": self.temperature}
+
+        def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+            self.calls += 1
+            return super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
+
+    cache = InMemoryCache()
+    cold, hot = Tuned(model_name="m"), Tuned(model_name="m", temperature=1.0)
+    first = RouteLLMChat(strong=cold, weak=cold, router=keyword_router, threshold=0.5, cache=cache)
+    second = RouteLLMChat(strong=hot, weak=hot, router=keyword_router, threshold=0.5, cache=cache)
+    first.invoke(EASY)
+    first.invoke(EASY)  # a hit
+    second.invoke(EASY)  # not the first router's answer: its model is set otherwise
+    assert (cold.calls, hot.calls) == (1, 1)
+    same = Tuned(model_name="m")  # set as the first router's model: its cached answer is reused
+    RouteLLMChat(strong=same, weak=same, router=keyword_router, threshold=0.5, cache=cache).invoke(EASY)
+    assert same.calls == 0
