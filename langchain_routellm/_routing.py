@@ -156,10 +156,10 @@ def take_pending(owner: object) -> Decision | None:
 
 def drop_decision(owner: Any, decision: Decision | None) -> None:
     """A decision made ahead that no call will use (a pinned thread's call, a cache hit):
-    free the budget reservation it holds, if any (:meth:`RoutedModel._reservation_release`)."""
-    release = owner._reservation_release(decision) if decision is not None else None  # noqa: SLF001
-    if release is not None:
-        release()
+    free the budget reservation it holds, if any (:meth:`RoutedModel._spend`)."""
+    spend = owner._spend(decision) if decision is not None else None  # noqa: SLF001
+    if spend is not None:
+        spend.release()
 
 
 def set_pending(owner: object, decision: Decision | None) -> tuple[Any, _Pending | None]:

@@ -356,9 +356,9 @@ class Attempts(Generic[M]):
         escalate_to: ``(role, model)`` pairs, in order, that a rejected answer
             escalates to; a pair also in ``plan`` is the same attempt (compared
             by identity), not a second one.
-        on_strong_failure: called once, when the first attempt of the strong role
-            fails (whether or not another model is tried next): a budget frees the
-            reservation it held for a strong answer that will not come.
+        on_strong_failure: called when an attempt of the strong role fails (whether
+            or not another model is tried next): a budget frees the reservation it
+            held for a strong answer that will not come.
     """
 
     def __init__(
@@ -488,7 +488,6 @@ class _Queue(Generic[M]):
         self.failures: list[Failure] = []
         self.escalations: list[Escalation] = []
         self.position = -1
-        self.strong_failed = False
 
     def __iter__(self) -> Iterator[Tuple[Role, M]]:
         while self.position + 1 < len(self.entries):
@@ -506,8 +505,7 @@ class _Queue(Generic[M]):
     def failed(self, role: Role, model: M, exc: BaseException) -> None:
         last = self.position + 1 == len(self.entries)
         hook = self.attempts._on_strong_failure  # noqa: SLF001
-        if role is Role.STRONG and hook is not None and not self.strong_failed:
-            self.strong_failed = True
+        if role is Role.STRONG and hook is not None:
             hook()
         try:
             self.attempts._failed(self.failures, last, role, model, exc)  # noqa: SLF001

@@ -68,7 +68,8 @@ from shared_core.routers.base import NEVER_STRONG
 from shared_core.thresholds import check_fraction
 
 __all__ = [
-    "BUDGET_EXHAUSTED", "BudgetController", "Control", "Controller", "ShareController", "controller_from_state",
+    "BUDGET_EXHAUSTED", "BudgetController", "Control", "Controller", "Reservations", "ShareController",
+    "controller_from_state",
 ]
 
 #: The ``reason`` of a decision sent weak because the period's budget is spent.
@@ -367,6 +368,36 @@ class BudgetController(Controller):
         if not isinstance(state, Mapping) or state.get("kind") != cls.kind:
             raise ConfigError(f"not a budget controller state: {state!r}"[:200])
         return cls._restore(state, clock)
+
+
+class Reservations:
+    """One call's reservations under a budget (``budget`` ``None``: no budget, nothing held):
+    the one a strong decision of the controller holds (a pinned thread's decision, which it
+    never saw, holds none), and one per escalation the budget admits (:meth:`admit_escalation`;
+    one it does not admit is kept in ``refused`` for the record). :meth:`release` frees one,
+    for a strong call that will not be charged. The wrappers and the server share it."""
+
+    def __init__(self, budget: Optional[BudgetController], decision: Any) -> None:
+        self.budget = budget
+        self.threshold = decision.threshold
+        self.held = int(budget is not None and decision.role is Role.STRONG and decision.reason != "pinned")
+        self.refused: Optional[dict[str, str]] = None
+
+    def admit_escalation(self, reason: str) -> bool:
+        """Whether the budget admits an escalation for ``reason`` (a check's rejection); if so, one more is held."""
+        if self.budget is None:
+            return True
+        if self.budget.decide(None, self.threshold, Role.STRONG, "escalation").role is Role.STRONG:
+            self.held += 1
+            return True
+        self.refused = {"reason": reason, "because": BUDGET_EXHAUSTED}
+        return False
+
+    def release(self) -> None:
+        """Free one held reservation, if any."""
+        if self.held:
+            self.held -= 1
+            self.budget.release()  # type: ignore[union-attr]  # held only with a budget
 
 
 _KINDS: dict[str, Any] = {ShareController.kind: ShareController, BudgetController.kind: BudgetController}

@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, Iterator, List, Literal, Mapping, Option
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from shared_core.attempts import Attempts, FallbackOn, Failure, Outcome, check_timeout, fallback_predicate, model_label
-from shared_core.controller import BUDGET_EXHAUSTED, BudgetController, Controller
+from shared_core.controller import BudgetController, Controller, Reservations
 from shared_core.engine import RoutingEngine, attempt_order, check_controller, outcome_record
 from shared_core.errors import ConfigError
 from shared_core.escalation import AnswerChecks, AnswerView, CallContext
@@ -398,25 +398,19 @@ class RoutedModel(RoutingSettings):
             [entries[k] for k in keys], fallback_on=self.fallback_on,
             timeout=self.timeout if timeout is None else timeout, name=name, on_failure=on_failure,
             check=check, escalate_to=[entries[k] for k in targets],
-            on_strong_failure=None if spend is None else spend.strong_failed,
+            on_strong_failure=None if spend is None else spend.release,
         )
         attempts.keys = {id(model): key for key, (_, model) in entries.items()}
         attempts.spend = spend
         return attempts
 
-    def _spend(self, decision: Decision) -> Optional["_Spend"]:
+    def _spend(self, decision: Decision) -> Optional[Reservations]:
         """A call's reservations under a :class:`~shared_core.controller.BudgetController`
         (``None`` without one, and for a ladder's decision, which it does not control)."""
         budget = self.engine.controller
         if not isinstance(budget, BudgetController) or isinstance(decision, LadderDecision):
             return None
-        return _Spend(budget, decision)
-
-    def _reservation_release(self, decision: Decision) -> Optional[Callable[[], None]]:
-        """What frees the budget's reservation for a ``decision`` no call used (a batch's
-        decision made ahead): ``None`` when it holds none."""
-        spend = self._spend(decision)
-        return None if spend is None or not spend.held else spend.strong_failed
+        return Reservations(budget, decision)
 
     # Models by key ------------------------------------------------------------------------
     def _member(self, key: Any) -> Any:
@@ -500,26 +494,3 @@ def pop_timeout(kwargs: Dict[str, Any]) -> Optional[float]:
     """Take a per-call ``timeout`` out of call keyword arguments (validated)."""
     return check_timeout(kwargs.pop("timeout", None))
 
-
-class _Spend:
-    """One call's reservations under a budget: the one its strong decision holds (the
-    controller made it; a pinned thread's decision holds none), and one per escalation
-    the budget admits. A strong model that fails frees one (it is never charged)."""
-
-    def __init__(self, budget: BudgetController, decision: Decision) -> None:
-        self.budget = budget
-        self.threshold = decision.threshold
-        self.held = int(decision.role is Role.STRONG and decision.reason != "pinned")
-        self.refused: Optional[Dict[str, str]] = None  # an escalation the budget did not admit
-
-    def admit_escalation(self, reason: str) -> bool:
-        if self.budget.decide(None, self.threshold, Role.STRONG, "escalation").role is Role.STRONG:
-            self.held += 1
-            return True
-        self.refused = {"reason": reason, "because": BUDGET_EXHAUSTED}
-        return False
-
-    def strong_failed(self) -> None:
-        if self.held:
-            self.held -= 1
-            self.budget.release()

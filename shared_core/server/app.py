@@ -49,7 +49,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared_core.attempts import AllModelsFailedError, Attempts, Escalation, Outcome, rejected_answers
-from shared_core.controller import BUDGET_EXHAUSTED, BudgetController, Controller
+from shared_core.controller import BUDGET_EXHAUSTED, BudgetController, Controller, Reservations
 from shared_core.engine import RoutingEngine, attempt_order, decision_record, outcome_record
 from shared_core.errors import ConfigError
 from shared_core.escalation import AnswerChecks, AnswerView, check_name
@@ -248,26 +248,20 @@ def _usage(value: Any) -> Optional[dict[str, Any]]:
     return _UsageScanner.of(value)
 
 
-class _Spend:
+class _Spend(Reservations):
     """One request's dealings with the strong budget: the strong calls it reserved
     (a strong decision; an escalation the budget admitted), settled once at the end."""
 
     def __init__(self, server: "_Server", decision: Decision) -> None:
+        super().__init__(server.budget, decision)
         self.server = server
-        self.budget: Optional[BudgetController] = server.budget
-        self.reserved = int(self.budget is not None and decision.role is Role.STRONG)
-        self.refused: Optional[dict[str, str]] = None  # an escalation the budget did not admit
         self.settled = False
 
-    def admit_escalation(self, threshold: float, reason: str) -> bool:
-        if self.budget is None:
-            return True
-        if self.budget.decide(None, threshold, Role.STRONG, "escalation").role is Role.STRONG:
-            self.reserved += 1
-            return True
-        self.refused = {"reason": reason, "because": BUDGET_EXHAUSTED}
-        self.server.metrics.budget_exhausted.labels("escalation").inc()
-        return False
+    def admit_escalation(self, reason: str) -> bool:
+        admitted = super().admit_escalation(reason)
+        if not admitted:
+            self.server.metrics.budget_exhausted.labels("escalation").inc()
+        return admitted
 
     def settle(self, strong_counts: Optional[tuple[Optional[int], Optional[int]]]) -> None:
         """Charge the strong answer (``strong_counts``: its prompt and completion tokens;
@@ -280,8 +274,8 @@ class _Spend:
                 self.budget.charge_unknown()
             else:
                 self.budget.charge(self.server.prices.cost(self.server.config.strong_model, *strong_counts))
-            self.reserved -= 1
-        for _ in range(max(0, self.reserved)):
+            self.held -= 1
+        for _ in range(max(0, self.held)):
             self.budget.release()
 
 
@@ -439,7 +433,7 @@ class _Server:
 
         def check(role: Role, value: Any) -> Optional[str]:
             reason = checks.reason(view(value), context)
-            if reason is None or not spend.admit_escalation(decision.threshold, reason):
+            if reason is None or not spend.admit_escalation(reason):
                 return None
             return reason
 
