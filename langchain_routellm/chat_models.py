@@ -225,7 +225,7 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
             **self.engine.describe(),
             "fallback": self.fallback,
             # in the cache key, as a provider's own model has them: a cached answer is reused only for the same ones
-            **{k: v for k, v in (("temperature", self.temperature), ("max_tokens", self.max_tokens)) if v is not None},
+            **self._defaults(),
             **({"ladder_models": [model_name(m) for _, m in self._members()]} if self.ladder is not None else {}),
         }
 
@@ -247,8 +247,9 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
         max_tokens = kwargs.get("max_tokens", self.max_tokens)
         if isinstance(max_tokens, int):
             params["ls_max_tokens"] = max_tokens
-        if self._stop(stop):
-            params["ls_stop"] = self._stop(stop)
+        stops = self._stop(stop)
+        if stops:
+            params["ls_stop"] = stops
         return params
 
     def _resolve_model_profile(self) -> Optional[ModelProfile]:
@@ -306,8 +307,7 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
         timeout = pop_timeout(kwargs)
         per_model = kwargs.pop(PER_MODEL_KWARGS, None) or {}
         tools = kwargs.pop(TOOLS_KWARG, None) or {}
-        defaults = {k: v for k, v in (("temperature", self.temperature), ("max_tokens", self.max_tokens))
-                    if v is not None}
+        defaults = self._defaults()
         schemas = tools.get("schemas") or {}
         required = _tool_required(kwargs["tool_choice"], schemas) if "tool_choice" in kwargs else tools.get("required")
         context = CallContext(tools=schemas, tool_required=bool(required),
@@ -321,6 +321,10 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
 
     def _model(self, key: Any) -> BaseChatModel:
         return self._member(key)
+
+    def _defaults(self) -> dict[str, Any]:
+        """The call arguments set on this model (``temperature``, ``max_tokens``), for whichever model answers."""
+        return {k: v for k, v in (("temperature", self.temperature), ("max_tokens", self.max_tokens)) if v is not None}
 
     def _stop(self, stop: Optional[list[str]]) -> Optional[list[str]]:
         """The call's stop sequences, or the field's when the call gives none (``stop=[]``: none at all)."""
