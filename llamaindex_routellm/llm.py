@@ -20,6 +20,7 @@ import re
 from collections import ChainMap, abc
 from dataclasses import dataclass
 from contextvars import ContextVar
+from pathlib import PurePath
 from typing import (
     TYPE_CHECKING, Any, AsyncGenerator, Awaitable, Callable, Dict, Generator, Iterator, List, Optional,
     Sequence, Tuple, Union,
@@ -48,11 +49,12 @@ from llama_index.core.prompts import BasePromptTemplate
 from llama_index.core.types import PydanticProgramMode
 
 from shared_core.attempts import Attempts, Outcome, rejected_answers
+from shared_core.controller import Controller
 from shared_core.engine import rejected_records
 from shared_core.errors import ConfigError
 from shared_core.escalation import AnswerView, CallContext, ToolCall
 from shared_core.policy import content_text
-from shared_core.routers import Decision, Role
+from shared_core.routers import Decision, Role, Router
 from shared_core.settings import RoutedModel, ladder_ends, pop_timeout
 from llamaindex_routellm.watching import Watch, watch_for
 
@@ -796,11 +798,6 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
 
 def _describe(value: Any) -> Any:
     """``value`` as plain JSON data: itself when it is, else a description of it."""
-    from pathlib import PurePath
-
-    from shared_core.controller import Controller
-    from shared_core.routers import Router
-
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     if isinstance(value, PurePath):
