@@ -158,7 +158,7 @@ class OnnxEmbedder(Embedder):
         if not self.packaged:
             self.cache_root = check_cache_dir(cache_dir)
         self._loaded = LazyModel()
-        self._meta = LazyModel()  # the checked meta.json, read once: metadata needs no session
+        self._meta = LazyModel()  # the model directory and its checked meta.json, found once: metadata needs no session
         self._layered: dict[tuple[int, ...], LazyModel] = {}  # sessions that also output inner layers
         self._layered_lock = threading.Lock()
 
@@ -204,9 +204,13 @@ class OnnxEmbedder(Embedder):
         """The model directory's ``meta.json``, once the ONNX file's hash has been checked against it (and
         against the router's expected hash): what ``sha256``, ``dim`` and ``to_config()`` read, so that they
         never build an ONNX Runtime session of their own."""
+        return self._checked_files()[1]
+
+    def _checked_files(self) -> tuple[Path, dict[str, Any]]:
+        """The model directory and its checked ``meta.json``, found once: every session loads from it."""
         return self._meta.get(self._read_meta)
 
-    def _read_meta(self) -> dict[str, Any]:
+    def _read_meta(self) -> tuple[Path, dict[str, Any]]:
         directory = self.model_dir()
         meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
         model = directory / MODEL_FILE
@@ -222,7 +226,7 @@ class OnnxEmbedder(Embedder):
                 f"the file of SHA-256 {self.expected_sha256}: its vectors would differ. Use the package version "
                 "the router was trained with, or retrain the router"
             )
-        return meta
+        return directory, meta
 
     def _load(self, layers: tuple[int, ...] = ()) -> tuple[Any, Any, dict[str, Any]]:
         try:
@@ -233,8 +237,7 @@ class OnnxEmbedder(Embedder):
                 f"embedder {self.name!r} needs onnxruntime and tokenizers ({exc.name!r} is missing); "
                 "run: pip install onnxruntime tokenizers"
             ) from exc
-        meta = self._checked_meta()
-        directory = self.model_dir()
+        directory, meta = self._checked_files()
         model = directory / MODEL_FILE
         tokenizer = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
         tokenizer.enable_truncation(max_length=int(meta["max_seq_length"]))
