@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import threading
 from collections import ChainMap, abc
 from dataclasses import dataclass
 from contextvars import ContextVar
@@ -68,9 +69,48 @@ dispatcher = get_dispatcher(__name__)
 #: Key under which every response's ``additional_kwargs`` records the decision.
 DECISION_KEY = "routellm"
 
-#: The last decision of each RouteLLM (by instance key) in the current context.
-#: Module level and copied on write, so instances stay deep-copyable and picklable.
-_LAST_DECISIONS: ContextVar[Optional[Dict[str, Decision]]] = ContextVar("routellm_last_decisions", default=None)
+class _LastDecisions:
+    """The last decision of each RouteLLM (by instance key) made in one context (a thread,
+    or an asyncio task), and the context it was copied from (``parent``).
+
+    A call made in a context copied from the caller's (an asyncio task; the thread a
+    LlamaIndex streaming chat engine starts with a copy of the context and makes the
+    model call in) records its decision in its own holder and in every holder it
+    descends from, so that the caller reads it, and concurrent tasks each read their own."""
+
+    __slots__ = ("owner", "parent", "latest")
+
+    def __init__(self, owner: Tuple[int, Any], parent: Optional["_LastDecisions"]) -> None:
+        self.owner, self.parent, self.latest = owner, parent, {}
+
+    def record(self, key: str, decision: Decision) -> None:
+        holder: Optional[_LastDecisions] = self
+        while holder is not None:
+            holder.latest[key] = decision  # one item: atomic, also from several threads
+            holder = holder.parent
+
+
+#: The holder of the current context (module level, so instances stay deep-copyable and picklable).
+_LAST_DECISIONS: ContextVar[Optional[_LastDecisions]] = ContextVar("routellm_last_decisions", default=None)
+
+
+def _context_owner() -> Tuple[int, Any]:
+    """What a context belongs to: its thread and, in one, its asyncio task."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no event loop running in this thread
+        task = None
+    return threading.get_ident(), task
+
+
+def _own_decisions() -> _LastDecisions:
+    """The current context's own holder: the one it inherited if it made it, else a new
+    one below it."""
+    holder, owner = _LAST_DECISIONS.get(), _context_owner()
+    if holder is None or holder.owner[0] != owner[0] or holder.owner[1] is not owner[1]:
+        holder = _LastDecisions(owner, holder)
+        _LAST_DECISIONS.set(holder)
+    return holder
 
 #: A model as ``strong`` and ``weak`` are written by ``to_dict``: its ``LLM`` fields only
 #: (never the provider's key or endpoint).
@@ -342,6 +382,8 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
     def __init__(self, strong: Optional[LLM] = None, weak: Optional[LLM] = None, **kwargs: Any) -> None:
         strong, weak = ladder_ends(strong, weak, kwargs, _check_llm)
         super().__init__(strong=strong, weak=weak, **kwargs)
+        # The context it is made in holds the decisions of calls made in contexts copied from it.
+        _own_decisions()
 
     def __setattr__(self, name: str, value: Any) -> None:
         # A model set later is checked as at construction, not at the first call.
@@ -405,10 +447,16 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
     @property
     def last_decision(self) -> Optional[Decision]:
         """The router's decision for the last call made in the current context
-        (thread or asyncio task); the one place to read it for calls that return
-        plain text (``predict``, ``stream``, a query engine's answer), whose full
-        record a ``LedgerHandler`` gets in a ``RoutedCallEvent``."""
-        return (_LAST_DECISIONS.get() or {}).get(self._key)
+        (thread or asyncio task) or in a context copied from it: an asyncio task it
+        started, or the thread in which a LlamaIndex streaming chat engine (``context``,
+        ``condense_question``, ``condense_plus_context``) makes the model call. Concurrent
+        tasks each read their own; a thread started without a copy of the context (a
+        plain ``threading.Thread``, a thread pool) is a context of its own. The one place
+        to read it for calls that return plain text (``predict``, ``stream``, a query
+        engine's answer), whose full record a ``LedgerHandler`` gets in a
+        ``RoutedCallEvent``."""
+        holder = _LAST_DECISIONS.get()
+        return None if holder is None else holder.latest.get(self._key)
 
     def route(self, prompt: Union[str, Sequence[ChatMessage]]) -> Decision:
         """Decide for a question or a conversation without calling a model (a controller
@@ -421,7 +469,7 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         return self.engine.decide_one(_call_conversation(prompt), observe=False)
 
     def _remember(self, decision: Decision) -> Decision:
-        _LAST_DECISIONS.set({**(_LAST_DECISIONS.get() or {}), self._key: decision})
+        _own_decisions().record(self._key, decision)
         return decision
 
     def _decide(self, conversation: List[Tuple[str, Any]], thread: Any = None) -> Decision:

@@ -82,8 +82,8 @@ def test_every_entry_point_calls_the_chosen_model_once(models, events, method, q
     assert record["router"] == "keyword"
     assert record["threshold"] == pytest.approx(0.5)
     assert record["score"] == pytest.approx(0.9 if role == "strong" else 0.1)
-    if not method.startswith("a"):  # asyncio.run runs the async ones in a copied context
-        assert llm.last_decision.role.value == role
+    # The async ones run in asyncio.run's task, a copy of this context: the caller reads them too.
+    assert llm.last_decision.role.value == role
 
 
 def test_last_decision_is_per_context(models):
@@ -97,10 +97,55 @@ def test_last_decision_is_per_context(models):
     async def both():
         return await asyncio.gather(ask(HARD_Q), ask(EASY_Q))
 
-    assert asyncio.run(both()) == ["strong", "weak"]
-    assert llm.last_decision is None  # set inside the tasks' own contexts only
+    assert asyncio.run(both()) == ["strong", "weak"]  # each task reads its own
+    # The caller reads the last call made in a context copied from its own (the tasks').
+    assert llm.last_decision.role.value in ("strong", "weak")
+    asyncio.run(ask(HARD_Q))
+    assert llm.last_decision.role.value == "strong"
     llm.complete(EASY_Q)
     assert llm.last_decision.role.value == "weak"
+
+
+def test_last_decision_of_a_call_in_a_thread_started_with_a_copy_of_the_context(models):
+    # LlamaIndex's streaming chat engines make the model call in such a thread.
+    import contextvars
+    import threading
+
+    llm = RouteLLM(strong=models["strong"], weak=models["weak"], router=KeywordRouter(), threshold=0.5)
+    llm.complete(EASY_Q)
+    seen = {}
+
+    def ask(question):
+        llm.complete(question)
+        seen[question] = llm.last_decision.role.value
+
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(ask, HARD_Q))
+    thread.start()
+    thread.join()
+    assert seen == {HARD_Q: "strong"}
+    assert llm.last_decision.role.value == "strong"  # before: the caller still read "weak"
+
+    # A thread with a context of its own (no copy) does not write into the caller's.
+    llm.complete(EASY_Q)
+    thread = threading.Thread(target=ask, args=(HARD_Q,))
+    thread.start()
+    thread.join()
+    assert llm.last_decision.role.value == "weak"
+
+    # Two threads from one copied context at once: each reads its own call's decision.
+    barrier = threading.Barrier(2)
+
+    def ask_together(question):
+        llm.complete(question)
+        barrier.wait()
+        seen[question] = llm.last_decision.role.value
+
+    threads = [threading.Thread(target=contextvars.copy_context().run, args=(ask_together, q)) for q in (HARD_Q, EASY_Q)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == {HARD_Q: "strong", EASY_Q: "weak"}
 
 
 @pytest.mark.parametrize("method", ["chat", "stream_chat", "achat", "astream_chat"])

@@ -148,3 +148,33 @@ def test_condense_question_chat_engine_routes_its_condense_call_on_the_follow_up
     assert events.models()[0] == "weak-mock"
     # Not vacuous: the history in the condense prompt holds the keyword, so routing on it went strong.
     assert HARD in " ".join(m.content for m in engine.chat_history[:2])
+
+
+@pytest.mark.parametrize("mode", ["context", "condense_question", "condense_plus_context"])
+def test_streaming_chat_engines_last_decision_is_the_calls_own(index, mode):
+    # These engines make the streamed model call in a thread they start (with a copy of
+    # the caller's context); before, the caller's last_decision showed the previous call's.
+    llm, router = _routed(chat_models=True)
+    engine = index.as_chat_engine(chat_mode=mode, llm=llm, similarity_top_k=1)
+    made = []
+    decide = llm.engine.decide_one
+
+    def recorded(*args, **kwargs):
+        made.append(decide(*args, **kwargs))
+        return made[-1]
+
+    llm.engine.decide_one = recorded
+    for question in (EASY_Q, HARD_Q, EASY_Q):
+        response = engine.stream_chat(question)
+        for _ in response.response_gen:
+            pass
+        assert llm.last_decision is made[-1]
+
+    async def ask(question):
+        response = await engine.astream_chat(question)
+        async for _ in response.async_response_gen():
+            pass
+        return llm.last_decision
+
+    assert asyncio.run(ask(HARD_Q)) is made[-1]
+    assert llm.last_decision is made[-1]
