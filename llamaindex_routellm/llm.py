@@ -20,6 +20,7 @@ import re
 import threading
 from collections import ChainMap, abc
 from dataclasses import dataclass
+from functools import lru_cache
 from contextvars import ContextVar
 from pathlib import PurePath
 from typing import (
@@ -131,8 +132,34 @@ _PROMPT_SETTINGS: Dict[str, Any] = {
 #: ``question`` in the condense template of its ``condense_question`` chat engine (the prompt
 #: holds the chat history) and its other templates that name the user's question so
 #: (text-to-SQL, text-to-Cypher, keyword extraction). ``condense_plus_context`` formats its
-#: condense prompt itself and calls ``complete``: that call is routed on the whole prompt.
+#: condense prompt itself and calls ``complete``; see :func:`_formatted_question`.
 _QUESTION_VARS = ("query_str", "question")
+
+
+@lru_cache(maxsize=1)
+def _formatted_templates() -> Tuple[re.Pattern[str], ...]:
+    """LlamaIndex's templates that reach ``complete`` already formatted, as patterns whose
+    ``question`` group is the user's question: the default condense template of the
+    ``condense_plus_context`` chat engine (the prompt holds the chat history). Read from
+    LlamaIndex itself, so a change of its wording is followed; a template of your own is
+    not recognised and is routed on as written."""
+    from llama_index.core.chat_engine.condense_plus_context import DEFAULT_CONDENSE_PROMPT_TEMPLATE
+
+    parts = re.split(r"(\{chat_history\}|\{question\})", DEFAULT_CONDENSE_PROMPT_TEMPLATE)
+    if parts.count("{question}") != 1:  # not the shape this reads: recognise nothing
+        return ()
+    pattern = "".join({"{chat_history}": "(?s:.*)", "{question}": "(?P<question>(?s:.*))"}.get(p, re.escape(p))
+                      for p in parts)
+    return (re.compile(pattern),)
+
+
+def _formatted_question(prompt: str) -> Optional[str]:
+    """The question of a prompt formatted from one of :func:`_formatted_templates`, or None."""
+    for pattern in _formatted_templates():
+        match = pattern.fullmatch(prompt)
+        if match is not None and match.group("question").strip():
+            return match.group("question")
+    return None
 
 #: LlamaIndex role values to the roles of :mod:`shared_core.policy`.
 _ROLES = {
@@ -958,9 +985,12 @@ def _tools_context(tools: Sequence["BaseTool"], tool_required: bool) -> CallCont
 
 
 def _prompt_conversation(prompt: str) -> List[Tuple[str, Any]]:
+    """What a completion call routes on: its prompt, or the user's question in a prompt
+    LlamaIndex formatted from a known template (:func:`_formatted_question`)."""
     if not isinstance(prompt, str):
         raise ConfigError(f"prompt must be a string, got {type(prompt).__name__}: {prompt!r}")
-    return [("user", prompt)]
+    question = _formatted_question(prompt)
+    return [("user", prompt if question is None else question)]
 
 
 def _tool_args(

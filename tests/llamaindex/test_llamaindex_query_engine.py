@@ -150,6 +150,35 @@ def test_condense_question_chat_engine_routes_its_condense_call_on_the_follow_up
     assert HARD in " ".join(m.content for m in engine.chat_history[:2])
 
 
+def test_condense_plus_context_chat_engine_routes_its_condense_call_on_the_follow_up(index, events):
+    # The engine formats LlamaIndex's default condense template itself and calls complete();
+    # before, that call routed on the whole prompt, chat history included, and went strong.
+    llm, router = _routed(chat_models=True)
+    engine = index.as_chat_engine(chat_mode="condense_plus_context", llm=llm, similarity_top_k=3)
+    engine.chat(HARD_Q)
+    router.seen.clear()
+    events.clear()
+    follow_up = "And on Thursdays?"
+    engine.chat(follow_up)
+    assert router.seen == [follow_up, follow_up]  # the condense call, then the answer (last user message)
+    assert set(events.models()) == {"weak-mock"}
+    # Not vacuous: the condense prompt holds the history, whose keyword routes strong.
+    assert HARD in " ".join(m.content for m in engine.chat_history[:2])
+
+
+def test_a_completion_prompt_of_your_own_template_is_routed_as_written():
+    from llama_index.core.chat_engine.condense_plus_context import DEFAULT_CONDENSE_PROMPT_TEMPLATE
+
+    llm, router = _routed(chat_models=True)
+    own = "Chat History:\n{chat_history}\nFollow Up Input: {question}\nRewrite it:"
+    prompt = own.format(chat_history=f"user: {HARD_Q}", question="And on Thursdays?")
+    llm.complete(prompt)
+    assert router.seen == [prompt]
+    # The default template with an empty question: nothing to route on but the prompt.
+    empty = DEFAULT_CONDENSE_PROMPT_TEMPLATE.format(chat_history=f"user: {HARD_Q}", question="  ")
+    llm.complete(empty)
+    assert router.seen[-1] == empty
+
 @pytest.mark.parametrize("mode", ["context", "condense_question", "condense_plus_context"])
 def test_streaming_chat_engines_last_decision_is_the_calls_own(index, mode):
     # These engines make the streamed model call in a thread they start (with a copy of
