@@ -9,7 +9,11 @@ The decision travels back in ``x-routellm-*`` headers (``role``, ``model``,
 ``score``, ``threshold``, ``router``, ``reason``, and ``fallback-from`` after a
 fallback) and, on a non-streaming answer, in the body's ``routellm`` field. A
 streamed answer carries it in the headers only: its body is the upstream's
-server-sent events, byte for byte, as they arrive.
+server-sent events, byte for byte, as they arrive, but for the usage the server
+asked for on the client's behalf (``stream_usage``, on by default: the upstream is
+sent ``stream_options.include_usage``, and for a client that did not ask, the
+usage-only chunk and the ``"usage": null`` keys are taken out again, see
+:class:`_UsageScanner`).
 
 Trying the chosen model and, with ``fallback``, the other one is the core's one
 attempt loop (:class:`shared_core.attempts.Attempts`).
@@ -22,10 +26,11 @@ The cost controls of the config (``docs/costs.md``, ``docs/escalation.md``):
   ``strong_budget``: :class:`~shared_core.controller.BudgetController`, over the share
   controller if both are set) is the configured engine's, so that every decision of
   the configured model name goes through it. The budget is charged each strong
-  answer's cost at the configured prices (a stream: from its final usage chunk). A
-  strong answer without usage (a stream without ``stream_options.include_usage``,
-  or cut off by the client) has an unknown cost, so, as the ledger never prices a
-  call at zero, the period's budget counts as spent;
+  answer's cost at the configured prices (a stream: from its usage chunk, which the
+  server asks for). A strong answer without usage (from an upstream that sends none
+  in streams, with ``stream_usage`` off and a client that did not ask, or cut off by
+  the client) has an unknown cost, so, as the ledger never prices a call at zero,
+  the period's budget counts as spent;
 * ``escalate_on``: a weak answer the checks reject is sent to the strong model, by
   the attempt loop's ``check`` / ``escalate_to`` (a stream is buffered while
   checked). With a budget, an escalation is a strong call like any other: made only

@@ -89,8 +89,8 @@ def asking_stream_usage(payload: dict[str, Any]) -> tuple[dict[str, Any], bool]:
 
     ``stream_options.include_usage`` is set, other ``stream_options`` keys kept. A request
     that already asks for usage, is not streamed, or whose ``stream_options`` is not an
-    object (or whose ``include_usage`` is not a boolean: the upstream's to judge) is
-    returned as it is.
+    object (or whose ``include_usage`` is neither a boolean nor null: the upstream's to
+    judge) is returned as it is.
 
     Example:
         >>> asking_stream_usage({"stream": True, "stream_options": {"continuous_usage_stats": True}})
