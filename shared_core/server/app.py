@@ -246,7 +246,7 @@ class _UsageScanner:
         sent = [self._line(line) for line in lines]
         if len(self._tail) > self.LONG:
             sent.append(self._tail)
-            self._tail, self._long = b"", True
+            self._tail, self._long, self._dropped = b"", True, False
         return b"".join(sent) if self.strip else chunk
 
     def flush(self) -> bytes:

@@ -172,6 +172,9 @@ def test_the_scanner_keeps_what_it_does_not_remove():
     long = b"data: " + b"x" * (_UsageScanner.LONG + 10)
     scanner = _UsageScanner(strip=True)
     assert scanner.feed(long) + scanner.feed(b'"usage": null}\n') == long + b'"usage": null}\n'  # not read
+    scanner = _UsageScanner(strip=True)
+    usage_chunk = b'data: {"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}\n'
+    assert scanner.feed(usage_chunk) + scanner.feed(long) + scanner.feed(b"\n\n") == long + b"\n\n"
 
 
 # The setting ------------------------------------------------------------------------------
