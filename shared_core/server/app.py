@@ -9,7 +9,11 @@ The decision travels back in ``x-routellm-*`` headers (``role``, ``model``,
 ``score``, ``threshold``, ``router``, ``reason``, and ``fallback-from`` after a
 fallback) and, on a non-streaming answer, in the body's ``routellm`` field. A
 streamed answer carries it in the headers only: its body is the upstream's
-server-sent events, byte for byte, as they arrive.
+server-sent events, byte for byte, as they arrive, but for the usage the server
+asked for on the client's behalf (``stream_usage``, on by default: the upstream is
+sent ``stream_options.include_usage``, and for a client that did not ask, the
+usage-only chunk and the ``"usage": null`` keys are taken out again, see
+:class:`_UsageScanner`).
 
 Trying the chosen model and, with ``fallback``, the other one is the core's one
 attempt loop (:class:`shared_core.attempts.Attempts`).
@@ -22,10 +26,11 @@ The cost controls of the config (``docs/costs.md``, ``docs/escalation.md``):
   ``strong_budget``: :class:`~shared_core.controller.BudgetController`, over the share
   controller if both are set) is the configured engine's, so that every decision of
   the configured model name goes through it. The budget is charged each strong
-  answer's cost at the configured prices (a stream: from its final usage chunk). A
-  strong answer without usage (a stream without ``stream_options.include_usage``,
-  or cut off by the client) has an unknown cost, so, as the ledger never prices a
-  call at zero, the period's budget counts as spent;
+  answer's cost at the configured prices (a stream: from its usage chunk, which the
+  server asks for). A strong answer without usage (from an upstream that sends none
+  in streams, with ``stream_usage`` off and a client that did not ask, or cut off by
+  the client) has an unknown cost, so, as the ledger never prices a call at zero,
+  the period's budget counts as spent;
 * ``escalate_on``: a weak answer the checks reject is sent to the strong model, by
   the attempt loop's ``check`` / ``escalate_to`` (a stream is buffered while
   checked). With a budget, an escalation is a strong call like any other: made only
@@ -60,6 +65,7 @@ from shared_core.server.metrics import Metrics, controls_state
 from shared_core.server.protocol import (
     DECISION_FIELD,
     APIError,
+    asking_stream_usage,
     call_context,
     completion_view,
     conversation,
@@ -214,21 +220,64 @@ class _DisconnectAwareStream(StreamingResponse):
 
 
 class _UsageScanner:
-    """Reads the ``usage`` of a server-sent event stream without changing it."""
+    """Reads the ``usage`` of a server-sent event stream as it passes; with ``strip``, also
+    takes out what the server's own ``stream_options.include_usage`` added to it.
 
-    def __init__(self) -> None:
-        self._tail = b""
+    :meth:`feed` returns the bytes to send on: without ``strip`` the chunk itself; with it,
+    the complete lines so far (a partial line waits for its end), less the final
+    usage-only chunk (``"choices": []`` with a ``usage`` object, and the blank line ending
+    its event) and less the ``"usage": null`` key of every other chunk (that line written
+    again as compact JSON). Every other line is passed on byte for byte, and a ``usage``
+    object on a chunk with choices (an upstream that sends it unasked) is left in.
+    """
+
+    LONG = 1 << 20  # a line this long is not a usage chunk: passed on unread
+
+    def __init__(self, strip: bool = False) -> None:
+        self.strip = strip
         self.usage: Optional[dict[str, Any]] = None
+        self._tail = b""
+        self._long = False  # the partial line is longer than LONG (its start already passed on)
+        self._dropped = False  # the last line was a dropped usage chunk: the blank line after it goes too
 
-    def feed(self, chunk: bytes) -> None:
+    def feed(self, chunk: bytes) -> bytes:
         lines = (self._tail + chunk).split(b"\n")
         self._tail = lines.pop()
-        if len(self._tail) > 1 << 20:  # a line this long is not a usage chunk
-            self._tail = b""
-        for line in lines:
-            data = sse_event(line) if b'"usage"' in line else None
-            if data is not None and isinstance(data.get("usage"), dict):
-                self.usage = data["usage"]
+        sent = [self._line(line) for line in lines]
+        if len(self._tail) > self.LONG:
+            sent.append(self._tail)
+            self._tail, self._long, self._dropped = b"", True, False
+        return b"".join(sent) if self.strip else chunk
+
+    def flush(self) -> bytes:
+        """The end of the stream: reads (and returns) a last line without a newline."""
+        tail, self._tail = self._tail, b""
+        line = self._line(tail)
+        return line[:-1] if self.strip else b""  # not the newline the stream did not have
+
+    def _line(self, line: bytes) -> bytes:
+        """One complete line (without its newline): as it is to be sent, newline included."""
+        long, dropped = self._long, self._dropped
+        self._long = self._dropped = False
+        if long or b'"usage"' not in line:
+            return b"" if dropped and line in (b"", b"\r") else line + b"\n"
+        data = sse_event(line)
+        if data is None or "usage" not in data:
+            return line + b"\n"
+        usage = data["usage"]
+        if isinstance(usage, dict):
+            self.usage = usage
+        if not self.strip:
+            return line + b"\n"
+        if isinstance(usage, dict) and data.get("choices") == []:
+            self._dropped = True
+            return b""
+        if usage is None:
+            del data["usage"]
+            prefix = b"data: " if line.startswith(b"data: ") else b"data:"
+            end = b"\r\n" if line.endswith(b"\r") else b"\n"
+            return prefix + json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode() + end
+        return line + b"\n"
 
     @classmethod
     def of(cls, chunks: Any) -> Optional[dict[str, Any]]:
@@ -236,7 +285,7 @@ class _UsageScanner:
         scanner = cls()
         for chunk in chunks or ():
             scanner.feed(chunk)
-        scanner.feed(b"\n")
+        scanner.flush()
         return scanner.usage
 
 
@@ -356,6 +405,7 @@ class _Server:
                 "strong_model": self.config.strong_model, "weak_model": self.config.weak_model,
                 "prices": None if self.prices is None else self.prices.to_dict(),
                 "escalate_on": None if self.checks is None else list(self.checks.names),
+                "stream_usage": self.config.stream_usage,
                 **controls_state(self.controller)}
 
     async def models(self, request: Request) -> dict[str, Any]:
@@ -466,7 +516,13 @@ class _Server:
 
     async def _stream(self, attempts: Attempts, decision: Decision, payload: dict[str, Any],
                       entry: dict[str, Any], started: float, spend: _Spend) -> Response:
-        scanner = _UsageScanner()  # of the answer sent: a rejected answer's usage is in its escalation
+        """The streamed answer; with ``stream_usage``, the upstream is asked for its usage,
+        which is taken out again (after it is read) if the client did not ask for it."""
+        strip = False
+        if self.config.stream_usage:
+            payload, strip = asking_stream_usage(payload)
+        # of the answer sent: a rejected answer's usage is in its escalation (its own, unstripped chunks)
+        scanner = _UsageScanner(strip)
         chunks = attempts.astream(partial(self._stream_from, payload=payload))
         try:
             head = await chunks.__anext__()
@@ -489,25 +545,26 @@ class _Server:
                 entry.setdefault("error", "client_disconnected")
             with anyio.CancelScope(shield=True):
                 await chunks.aclose()
-            scanner.feed(b"\n")
+            scanner.flush()
             self._count(outcome, scanner.usage, entry, spend)
             self._finish(entry, started)
 
         async def body() -> AsyncIterator[bytes]:
             nonlocal ended
             try:
-                if head:
-                    scanner.feed(head)
-                    yield head
+                if head and (sent := scanner.feed(head)):
+                    yield sent
                 async for chunk in chunks:
-                    scanner.feed(chunk)
-                    yield chunk
-                ended = True
+                    if sent := scanner.feed(chunk):
+                        yield sent
+                last = scanner.flush()
             except UpstreamError as exc:  # after the first chunk: tell the client in the stream
                 entry["error"] = exc.error_type
-                ended = True
                 error = upstream_api_error(exc, {}, {}).body()
-                yield f"data: {json.dumps(error)}\n\n".encode()
+                last = scanner.flush() + f"data: {json.dumps(error)}\n\n".encode()
+            if last:
+                yield last
+            ended = True
 
         return _DisconnectAwareStream(body(), on_close=finish, media_type="text/event-stream",
                                       headers={**decision_headers(record), "cache-control": "no-cache"})

@@ -23,7 +23,7 @@ _FLAGS_ENV = "ROUTELLM_SERVE_FLAGS_JSON"
 _FLAG_FIELDS = ("strong_base_url", "strong_model", "weak_base_url", "weak_model", "router", "threshold",
                 "strong_fraction", "host", "port", "workers", "model_name", "fallback", "upstream_timeout",
                 "max_body_bytes", "max_messages", "log_prompts", "prices", "target_strong_share", "controller_window",
-                "strong_budget", "budget_period", "budget_reserve", "escalate_on")
+                "strong_budget", "budget_period", "budget_reserve", "escalate_on", "stream_usage")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -77,8 +77,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     costs.add_argument("--strong-budget", type=float, metavar="DOLLARS",
                        help="cap the strong model's spend per period (needs --prices): each strong answer is charged "
                             "its usage at the prices; once spent, calls go weak with x-routellm-reason: "
-                            "budget_exhausted. A strong answer without usage (a stream without "
-                            "stream_options.include_usage) cannot be priced, so the period counts as spent. One "
+                            "budget_exhausted. A strong answer without usage (an upstream that sends none in "
+                            "streams, see --no-stream-usage) cannot be priced, so the period counts as spent. One "
                             "budget per process: not with --workers above 1")
     costs.add_argument("--budget-period", type=float, metavar="SECONDS",
                        help="the budget's period, aligned to the clock (default 3600)")
@@ -89,6 +89,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                        help="comma-separated checks (empty, refusal, length, tool_calls, structured, or all): a weak "
                             "answer that fails one is sent to the strong model (streams are buffered while checked); "
                             "headers x-routellm-escalated-from and x-routellm-escalation-reason say so")
+    costs.add_argument("--stream-usage", action=argparse.BooleanOptionalAction, default=None,
+                       help="ask the upstream for each stream's usage (stream_options.include_usage), so that "
+                            "streams are priced and charged; a client that did not ask gets the stream without it "
+                            "(default on; --no-stream-usage for an upstream that refuses stream_options: requests "
+                            "go upstream as sent)")
     parser.add_argument("--ray", action="store_true",
                         help="deploy the same app on Ray Serve (a running cluster, else a local one) instead of uvicorn")
     parser.add_argument("--replicas", type=int, default=None, help="with --ray: Ray Serve replicas (default 1)")
@@ -155,6 +160,9 @@ def run(args: argparse.Namespace) -> int:
     if config.prices is not None or controls:
         log.info("routellm serve: cost controls: %s", ", ".join(
             (["prices for " + ", ".join(sorted(config.prices))] if config.prices else []) + controls))
+    if not config.stream_usage:
+        log.info("routellm serve: --no-stream-usage: streams go upstream as the client sent them, so a stream whose "
+                 "client did not ask for usage has no usage to price")
     if not config.auth_tokens:
         log.info("routellm serve: no client tokens configured, so this server accepts loopback clients only "
                  "(set ROUTELLM_SERVE_AUTH_TOKENS or auth_tokens in the config file to serve other hosts)")

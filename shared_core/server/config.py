@@ -20,6 +20,11 @@ The cost controls (all opt-in, see ``docs/costs.md``):
 * ``escalate_on``: names of :mod:`shared_core.escalation` checks (a list, or a
   comma-separated string).
 
+``stream_usage`` (on by default) asks the upstream for every stream's usage
+(``stream_options.include_usage``), so that streams are priced and charged whatever
+the client sent; the client still gets only the usage it asked for. Turn it off for an
+upstream that refuses ``stream_options``: requests then go upstream as the client sent them.
+
 A controller and a budget live in one process: with ``workers`` above 1 they are
 refused (each worker would hold its own budget).
 
@@ -75,6 +80,7 @@ ENV_VARS: dict[str, str] = {
     "budget_period": "ROUTELLM_SERVE_BUDGET_PERIOD",
     "budget_reserve": "ROUTELLM_SERVE_BUDGET_RESERVE",
     "escalate_on": "ROUTELLM_SERVE_ESCALATE_ON",
+    "stream_usage": "ROUTELLM_SERVE_STREAM_USAGE",
 }
 #: The settings that are one choice of how the threshold is set (the highest source that sets one decides).
 _THRESHOLD_CHOICE = ("threshold", "strong_fraction", "target_strong_share")
@@ -134,6 +140,7 @@ class ServerConfig(BaseModel):
     budget_period: Optional[float] = Field(default=None, gt=0, allow_inf_nan=False)
     budget_reserve: Optional[float] = Field(default=None, ge=0, allow_inf_nan=False)
     escalate_on: Optional[tuple[str, ...]] = None
+    stream_usage: bool = True
     strong_api_key: Optional[SecretStr] = Field(default=None, exclude=True, repr=False)
     weak_api_key: Optional[SecretStr] = Field(default=None, exclude=True, repr=False)
 

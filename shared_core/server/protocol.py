@@ -82,6 +82,31 @@ def parse_chat_request(raw: bytes, max_messages: int) -> dict[str, Any]:
     return payload
 
 
+def asking_stream_usage(payload: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """The streamed request as sent upstream so that its answer reports usage, and whether
+    the client did not ask for it (its stream then has the usage taken out again:
+    :class:`shared_core.server.app._UsageScanner`).
+
+    ``stream_options.include_usage`` is set, other ``stream_options`` keys kept. A request
+    that already asks for usage, is not streamed, or whose ``stream_options`` is not an
+    object (or whose ``include_usage`` is neither a boolean nor null: the upstream's to
+    judge) is returned as it is.
+
+    Example:
+        >>> asking_stream_usage({"stream": True, "stream_options": {"continuous_usage_stats": True}})
+        ({'stream': True, 'stream_options': {'continuous_usage_stats': True, 'include_usage': True}}, True)
+        >>> asking_stream_usage({"stream": True, "stream_options": {"include_usage": True}})[1]
+        False
+    """
+    options = payload.get("stream_options")
+    if payload.get("stream") is not True or not isinstance(options, (dict, type(None))):
+        return payload, False
+    asked = (options or {}).get("include_usage", False)
+    if asked is not False and asked is not None:
+        return payload, False
+    return {**payload, "stream_options": {**(options or {}), "include_usage": True}}, True
+
+
 def conversation(payload: dict[str, Any]) -> list[tuple[str, Any]]:
     """The messages as the ``(role, content)`` pairs of :mod:`shared_core.policy`."""
     return [(m["role"], m.get("content")) for m in payload["messages"]]

@@ -57,22 +57,41 @@ def completion(model: str, text: str, usage: bool = True, finish: str = "stop") 
     return body
 
 
-def sse_chunks(model: str, words: list[str], usage: bool = True, finish: str = "stop") -> list[bytes]:
-    """The events of a streamed answer, one word a chunk, a final chunk (with usage unless
-    ``usage`` is false), then ``[DONE]``."""
+def _stream_events(model: str, words: list[str], finish: str) -> list[dict[str, Any]]:
+    """A streamed answer's chunks, one word a chunk, then a final chunk with the finish reason."""
     events = []
     for i, word in enumerate(words):
         delta = {"role": "assistant", "content": word} if i == 0 else {"content": word}
-        chunk = {"id": "chatcmpl-standin", "object": "chat.completion.chunk", "created": 1, "model": model,
-                 "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
-        events.append(f"data: {json.dumps(chunk)}\n\n".encode())
-    final = {"id": "chatcmpl-standin", "object": "chat.completion.chunk", "created": 1, "model": model,
-             "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}
-    if usage:
-        final["usage"] = {"prompt_tokens": 5, "completion_tokens": len(words), "total_tokens": 5 + len(words)}
-    events.append(f"data: {json.dumps(final)}\n\n".encode())
-    events.append(b"data: [DONE]\n\n")
+        events.append({"id": "chatcmpl-standin", "object": "chat.completion.chunk", "created": 1, "model": model,
+                       "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+    events.append({"id": "chatcmpl-standin", "object": "chat.completion.chunk", "created": 1, "model": model,
+                   "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
     return events
+
+
+def _stream_usage(words: list[str]) -> dict[str, int]:
+    return {"prompt_tokens": 5, "completion_tokens": len(words), "total_tokens": 5 + len(words)}
+
+
+def sse_chunks(model: str, words: list[str], usage: bool = True, finish: str = "stop") -> list[bytes]:
+    """The events of a streamed answer, one word a chunk, a final chunk (with usage unless
+    ``usage`` is false), then ``[DONE]``."""
+    events = _stream_events(model, words, finish)
+    if usage:
+        events[-1]["usage"] = _stream_usage(words)
+    return [f"data: {json.dumps(e)}\n\n".encode() for e in events] + [b"data: [DONE]\n\n"]
+
+
+def openai_sse_chunks(model: str, words: list[str], include_usage: bool, finish: str = "stop") -> list[bytes]:
+    """The events of a streamed answer as OpenAI writes them (compact JSON): with
+    ``include_usage``, every chunk has ``"usage": null`` and a last chunk with no
+    choices holds the usage; without it, no chunk has a ``usage`` key."""
+    events = _stream_events(model, words, finish)
+    if include_usage:
+        events = [{**e, "usage": None} for e in events]
+        events.append({"id": "chatcmpl-standin", "object": "chat.completion.chunk", "created": 1, "model": model,
+                       "choices": [], "usage": _stream_usage(words)})
+    return [f"data: {json.dumps(e, separators=(',', ':'))}\n\n".encode() for e in events] + [b"data: [DONE]\n\n"]
 
 
 class StandIn:
@@ -83,6 +102,10 @@ class StandIn:
     chunks, then break the connection). Streams wait ``delay`` seconds between
     chunks. ``text`` (``None``: "<name> answers"), ``words`` (streams), ``usage``
     (whether answers report it) and ``finish`` (the finish reason) shape the answer.
+    ``stream_usage``: ``"always"`` (a stream's final chunk has the usage, whatever the
+    request asked) or ``"openai"`` (as OpenAI: only for ``stream_options.include_usage``,
+    :func:`openai_sse_chunks`); ``chunk_size`` (bytes) re-cuts a stream into pieces
+    that split its lines anywhere.
     """
 
     def __init__(self, name: str) -> None:
@@ -100,6 +123,8 @@ class StandIn:
         self.text: Any = None
         self.usage = True
         self.finish = "stop"
+        self.stream_usage = "always"
+        self.chunk_size = 0
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.stream_cancelled = threading.Event()
@@ -119,11 +144,19 @@ class StandIn:
             await asyncio.sleep(self.delay)
         text = f"{self.name} answers" if self.text is None else self.text
         if body.get("stream"):
-            return StreamingResponse(self._events(body["model"]), media_type="text/event-stream")
+            options = body.get("stream_options") or {}
+            return StreamingResponse(self._events(body["model"], options.get("include_usage") is True),
+                                     media_type="text/event-stream")
         return JSONResponse(completion(body["model"], text, self.usage, self.finish))
 
-    async def _events(self, model: str):
-        events = sse_chunks(model, self.words, self.usage, self.finish)
+    async def _events(self, model: str, include_usage: bool):
+        if self.stream_usage == "openai":
+            events = openai_sse_chunks(model, self.words, include_usage and self.usage, self.finish)
+        else:
+            events = sse_chunks(model, self.words, self.usage, self.finish)
+        if self.chunk_size:
+            whole = b"".join(events)
+            events = [whole[i:i + self.chunk_size] for i in range(0, len(whole), self.chunk_size)]
         try:
             for i, event in enumerate(events):
                 if self.mode == "drop" and i == 2:

@@ -167,12 +167,14 @@ def test_cut_off_weak_answer_escalates_and_both_are_priced_once(controls_server)
 
 
 def test_a_real_stream_without_usage_spends_the_budget(controls_server):
-    """llama-cpp-python sends no usage chunk in streams: the strong answer's cost is unknown,
-    so the period's budget counts as spent and the next strong-worthy call goes weak."""
+    """The server asks for the stream's usage (``stream_options.include_usage``) for an
+    ordinary client that did not, but llama-cpp-python ignores the field and sends no usage
+    in streams: the strong answer's cost is unknown, so the period's budget counts as spent
+    and the next strong-worthy call goes weak."""
     client = openai.OpenAI(base_url=f"{controls_server.url}/v1", api_key="-", max_retries=0, timeout=120)
     with client.chat.completions.with_streaming_response.create(
             model="routellm", messages=[{"role": "user", "content": HARD_Q}], max_tokens=4, temperature=0,
-            stream=True, stream_options={"include_usage": True}) as raw:
+            stream=True) as raw:
         assert raw.headers["x-routellm-role"] == "strong"
         chunks = list(raw.parse())
     assert chunks and all(c.usage is None for c in chunks)
