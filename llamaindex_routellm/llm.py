@@ -518,6 +518,7 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         model = self._member(key)
         update = {name: getattr(self, name) for name, default in _PROMPT_SETTINGS.items()
                   if getattr(self, name) is not default}
+        update.update(_asking_stream_usage(model))
         ours = [h for h in self.callback_manager.handlers if h not in model.callback_manager.handlers]
         if ours:
             update["callback_manager"] = CallbackManager(handlers=[*model.callback_manager.handlers, *ours])
@@ -982,6 +983,27 @@ def _structured_view(value: Any) -> AnswerView:
 def _tools_context(tools: Sequence["BaseTool"], tool_required: bool) -> CallContext:
     schemas = {t.metadata.name: t.metadata.get_parameters_dict() for t in tools if t.metadata.name}
     return CallContext(tools=schemas, tool_required=tool_required)
+
+
+@lru_cache(maxsize=1)
+def _openai_llm() -> Optional[type]:
+    try:
+        from llama_index.llms.openai import OpenAI
+    except ImportError:  # llama-index-llms-openai is optional
+        return None
+    return OpenAI
+
+
+def _asking_stream_usage(model: LLM) -> Dict[str, Any]:
+    """The update that makes LlamaIndex's OpenAI LLM (and OpenAILike) report a stream's
+    usage: ``stream_options.include_usage`` in its ``additional_kwargs``, which it sends
+    with streamed requests only. Without it a stream has no usage, so a ``LedgerHandler``
+    cannot price it and a budget is not charged. Nothing if the model sets
+    ``stream_options`` itself (``{"include_usage": False}`` for an endpoint that refuses it)."""
+    openai = _openai_llm()
+    if openai is None or not isinstance(model, openai) or "stream_options" in (model.additional_kwargs or {}):
+        return {}
+    return {"additional_kwargs": {**(model.additional_kwargs or {}), "stream_options": {"include_usage": True}}}
 
 
 def _prompt_conversation(prompt: str) -> List[Tuple[str, Any]]:
