@@ -133,36 +133,25 @@ def test_legacy_callback_handlers_see_one_llm_call_from_the_chosen_model(index, 
     assert pairs[0][0].payload[EventPayload.SERIALIZED]["model_name"] == f"{role}-mock"
 
 
-def test_condense_question_chat_engine_routes_its_condense_call_on_the_follow_up(index, events):
+@pytest.mark.parametrize("mode", ["condense_question", "condense_plus_context"])
+def test_condense_chat_engines_route_their_condense_call_on_the_follow_up(index, events, mode):
     # Before: the condense call routed on its prompt, which holds the chat history (here with the
     # retrieved lectures, as a mock answer echoes them), so it always went strong; the shipped
     # default router, too, sends such condense prompts strong at strong_fraction=0.5.
+    # condense_question's call is predict(prompt, question=..., chat_history=...);
+    # condense_plus_context formats LlamaIndex's default condense template itself and calls complete().
     llm, router = _routed(chat_models=True)
-    engine = index.as_chat_engine(chat_mode="condense_question", llm=llm, similarity_top_k=3)
+    engine = index.as_chat_engine(chat_mode=mode, llm=llm, similarity_top_k=3)
     engine.chat(EASY_Q)
     router.seen.clear()
     events.clear()
     follow_up = "And on Thursdays?"
     engine.chat(follow_up)
-    assert router.seen[0] == follow_up  # the condense call: predict(prompt, question=..., chat_history=...)
+    assert router.seen[0] == follow_up
     assert events.models()[0] == "weak-mock"
+    if mode == "condense_plus_context":  # then the answer, routed on the last user message
+        assert router.seen == [follow_up, follow_up]
     # Not vacuous: the history in the condense prompt holds the keyword, so routing on it went strong.
-    assert HARD in " ".join(m.content for m in engine.chat_history[:2])
-
-
-def test_condense_plus_context_chat_engine_routes_its_condense_call_on_the_follow_up(index, events):
-    # The engine formats LlamaIndex's default condense template itself and calls complete();
-    # before, that call routed on the whole prompt, chat history included, and went strong.
-    llm, router = _routed(chat_models=True)
-    engine = index.as_chat_engine(chat_mode="condense_plus_context", llm=llm, similarity_top_k=3)
-    engine.chat(HARD_Q)
-    router.seen.clear()
-    events.clear()
-    follow_up = "And on Thursdays?"
-    engine.chat(follow_up)
-    assert router.seen == [follow_up, follow_up]  # the condense call, then the answer (last user message)
-    assert set(events.models()) == {"weak-mock"}
-    # Not vacuous: the condense prompt holds the history, whose keyword routes strong.
     assert HARD in " ".join(m.content for m in engine.chat_history[:2])
 
 
@@ -178,6 +167,7 @@ def test_a_completion_prompt_of_your_own_template_is_routed_as_written():
     empty = DEFAULT_CONDENSE_PROMPT_TEMPLATE.format(chat_history=f"user: {HARD_Q}", question="  ")
     llm.complete(empty)
     assert router.seen[-1] == empty
+
 
 @pytest.mark.parametrize("mode", ["context", "condense_question", "condense_plus_context"])
 def test_streaming_chat_engines_last_decision_is_the_calls_own(index, mode):

@@ -1,0 +1,143 @@
+"""Both wrappers ask a chosen OpenAI-style model for a stream's usage, so that a ledger prices
+the stream and a budget is charged it. Real clients (LangChain's ChatOpenAI, LlamaIndex's
+OpenAILike) over real HTTP to the stand-in upstreams, which stream usage as OpenAI does: only
+when asked. ChatOpenAI asks by default only from OpenAI's own endpoint; OpenAILike never."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+langchain_openai = pytest.importorskip("langchain_openai")
+openai_like = pytest.importorskip("llama_index.llms.openai_like")
+
+from llama_index.core import Document, VectorStoreIndex  # noqa: E402
+from llama_index.core.llms import ChatMessage  # noqa: E402
+
+from server_support import KeywordRouter  # noqa: E402
+from langchain_routellm import LedgerCallbackHandler, RouteLLMChat  # noqa: E402
+from llamaindex_routellm import LedgerHandler, LocalEmbedding, RouteLLM  # noqa: E402
+from shared_core.controller import BudgetController  # noqa: E402
+from shared_core.embeddings import HashEmbedder  # noqa: E402
+from shared_core.ledger import UsageError  # noqa: E402
+
+PRICES = {"strong-model": [10.0, 30.0], "weak-model": [0.5, 1.5]}
+HARD_Q = "Please prove that there are infinitely many primes."
+#: A stand-in stream: 5 prompt tokens, one completion token a word (5 words).
+STRONG_STREAM = (5 * 10.0 + 5 * 30.0) / 1e6
+
+
+@pytest.fixture(autouse=True)
+def _as_openai(strong, weak):
+    strong.stream_usage = weak.stream_usage = "openai"
+
+
+def _budget():
+    return BudgetController(1.0, period=3600, reserve=0.001)
+
+
+# LangChain -----------------------------------------------------------------------------
+def _lc_routed(strong, weak, **model):
+    budget = _budget()
+    ledger = LedgerCallbackHandler(prices=PRICES, strong_model="strong-model", budget=budget)
+    make = lambda upstream, name: langchain_openai.ChatOpenAI(  # noqa: E731
+        model=name, base_url=upstream.url, api_key="unused", max_retries=0, **model)
+    llm = RouteLLMChat(strong=make(strong, "strong-model"), weak=make(weak, "weak-model"), router=KeywordRouter(),
+                       threshold=0.5, controller=budget, callbacks=[ledger])
+    return llm, ledger, budget
+
+
+def _added(chunks):
+    total = chunks[0]
+    for chunk in chunks[1:]:
+        total = total + chunk
+    return total
+
+
+@pytest.mark.parametrize("api", ["stream", "astream"])
+def test_a_stream_from_chat_openai_is_priced_and_charged(strong, weak, api):
+    llm, ledger, budget = _lc_routed(strong, weak)
+    assert llm.strong.stream_usage is None  # off for an endpoint other than OpenAI's
+
+    if api == "stream":
+        chunks = list(llm.stream(HARD_Q))
+    else:
+        async def run():
+            return [c async for c in llm.astream(HARD_Q)]
+        chunks = asyncio.run(run())
+
+    answer = _added(chunks)
+    assert answer.response_metadata["routellm"]["role"] == "strong"
+    assert answer.usage_metadata["input_tokens"] == 5 and answer.usage_metadata["output_tokens"] == 5
+    assert strong.requests[-1]["stream_options"] == {"include_usage": True}
+    assert len(ledger.ledger.calls) == 1
+    # Before: the stream raised UsageError at its end, nothing was charged, the reservation stayed held.
+    assert budget.spent == pytest.approx(STRONG_STREAM, rel=1e-9)
+    assert budget.remaining == pytest.approx(1.0 - STRONG_STREAM, rel=1e-9)
+
+
+def test_a_chat_openai_that_says_no_is_not_asked(strong, weak):
+    llm, ledger, budget = _lc_routed(strong, weak, stream_usage=False)
+    with pytest.raises(UsageError, match="no token usage"):
+        list(llm.stream(HARD_Q))
+    assert "stream_options" not in strong.requests[-1]
+    assert budget.spent == 0.0
+
+
+def test_a_langchain_call_that_says_is_left_as_it_is(strong, weak):
+    llm, ledger, budget = _lc_routed(strong, weak)
+    with pytest.raises(UsageError, match="no token usage"):
+        list(llm.stream(HARD_Q, stream_usage=False))
+    assert "stream_options" not in strong.requests[-1]
+    list(llm.stream(HARD_Q, stream_options={"include_usage": True}))
+    assert strong.requests[-1]["stream_options"] == {"include_usage": True}
+    assert budget.spent == pytest.approx(STRONG_STREAM, rel=1e-9)
+
+
+# LlamaIndex ----------------------------------------------------------------------------
+def _li_routed(strong, weak, **model):
+    budget = _budget()
+    make = lambda upstream, name: openai_like.OpenAILike(  # noqa: E731
+        model=name, api_base=upstream.url, api_key="unused", is_chat_model=True, max_retries=0, **model)
+    llm = RouteLLM(strong=make(strong, "strong-model"), weak=make(weak, "weak-model"), router=KeywordRouter(),
+                   threshold=0.5, controller=budget)
+    return llm, budget
+
+
+@pytest.mark.parametrize("api", ["stream_chat", "stream_complete", "query_engine"])
+def test_a_stream_from_openai_like_is_priced_and_charged(strong, weak, api):
+    llm, budget = _li_routed(strong, weak)
+    with LedgerHandler(prices=PRICES, strong_model="strong-model", budget=budget) as ledger:
+        if api == "stream_chat":
+            list(llm.stream_chat([ChatMessage(role="user", content=HARD_Q)]))
+        elif api == "stream_complete":
+            list(llm.stream_complete(HARD_Q))
+        else:  # predict's stream: a plain-text stream, routed on the question
+            index = VectorStoreIndex.from_documents([Document(text="Euclid's proof.")],
+                                                    embed_model=LocalEmbedding(HashEmbedder(dim=16)))
+            response = index.as_query_engine(llm=llm, streaming=True).query(HARD_Q)
+            "".join(response.response_gen)
+        assert strong.requests[-1]["stream_options"] == {"include_usage": True}
+        # Before: the stream had no usage, ledger reads raised UsageError, the budget was not charged.
+        assert ledger.summary().startswith("1 calls, 1 strong")
+    assert budget.spent == pytest.approx(STRONG_STREAM, rel=1e-9)
+    assert budget.remaining == pytest.approx(1.0 - STRONG_STREAM, rel=1e-9)
+    assert "stream_options" not in llm.strong.additional_kwargs  # your model is not changed
+
+
+def test_an_openai_like_that_sets_stream_options_is_left_as_it_is(strong, weak):
+    llm, budget = _li_routed(strong, weak, additional_kwargs={"stream_options": {"include_usage": False}})
+    with LedgerHandler(prices=PRICES, strong_model="strong-model", budget=budget) as ledger:
+        list(llm.stream_chat([ChatMessage(role="user", content=HARD_Q)]))
+        assert strong.requests[-1]["stream_options"] == {"include_usage": False}
+        with pytest.raises(UsageError, match="no token usage"):
+            ledger.summary()
+
+
+def test_an_openai_like_call_without_streaming_sends_no_stream_options(strong, weak):
+    llm, budget = _li_routed(strong, weak)
+    with LedgerHandler(prices=PRICES, strong_model="strong-model", budget=budget) as ledger:
+        llm.chat([ChatMessage(role="user", content=HARD_Q)])
+        assert "stream_options" not in strong.requests[-1]
+        assert ledger.summary().startswith("1 calls, 1 strong")
