@@ -205,7 +205,24 @@ def _is_react_observation(previous: Any, message: ChatMessage) -> bool:
 
 def _new_key(llm: "RouteLLM") -> "RouteLLM":
     llm._key = uuid4().hex
+    llm._copies = {}  # its own copies of the models (they hold SDK clients)
     return llm
+
+
+def _same(a: Tuple[Any, ...], b: Tuple[Any, ...]) -> bool:
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):  # a field whose values do not compare (an array): take it as changed
+        return False
+
+
+def _copy_state(model: LLM, settings: Dict[str, Any], ours: List[Any]) -> Tuple[Any, ...]:
+    """What a copy of ``model`` made by :meth:`RouteLLM._model` depends on: the model's
+    fields (a dict field by its items, so that a change made in place counts too), the
+    prompt settings and the callback handlers given to it."""
+    fields = tuple((name, dict(value) if isinstance(value, dict) else value) for name, value in model.__dict__.items())
+    return (fields, tuple((name, id(value)) for name, value in settings.items()), tuple(map(id, ours)),
+            tuple(map(id, model.callback_manager.handlers)))
 
 
 def _call_conversation(messages: Sequence[ChatMessage]) -> List[Tuple[str, Any]]:
@@ -405,6 +422,8 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
     weak: LLM = Field(description="LLM for the calls the router sends to the weak model.")
 
     _key: str = PrivateAttr(default_factory=lambda: uuid4().hex)
+    #: The copy :meth:`_model` gave each model, with what it was made from (see :func:`_copy_state`).
+    _copies: Dict[int, Tuple[LLM, Tuple[Any, ...], LLM]] = PrivateAttr(default_factory=dict)
 
     def __init__(self, strong: Optional[LLM] = None, weak: Optional[LLM] = None, **kwargs: Any) -> None:
         strong, weak = ladder_ends(strong, weak, kwargs, _check_llm)
@@ -426,7 +445,18 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         return _new_key(super().__copy__())
 
     def __deepcopy__(self, memo: Optional[Dict[int, Any]] = None) -> "RouteLLM":
-        return _new_key(super().__deepcopy__(memo))
+        copies, self._copies = self._copies, {}  # not copied: they hold SDK clients
+        try:
+            return _new_key(super().__deepcopy__(memo))
+        finally:
+            self._copies = copies
+
+    def __getstate__(self) -> Dict[Any, Any]:
+        state = super().__getstate__()
+        private = state.get("__pydantic_private__")
+        if private and private.get("_copies"):  # not pickled: they hold SDK clients
+            state = {**state, "__pydantic_private__": {**private, "_copies": {}}}
+        return state
 
     def __setstate__(self, state: Dict[Any, Any]) -> None:
         super().__setstate__(state)
@@ -516,13 +546,25 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         (:data:`_PROMPT_SETTINGS`; a copy of the model when it must: the user's
         model is not changed)."""
         model = self._member(key)
-        update = {name: getattr(self, name) for name, default in _PROMPT_SETTINGS.items()
-                  if getattr(self, name) is not default}
-        update.update(_asking_stream_usage(model))
+        settings = {name: getattr(self, name) for name, default in _PROMPT_SETTINGS.items()
+                    if getattr(self, name) is not default}
+        usage = _asking_stream_usage(model)
         ours = [h for h in self.callback_manager.handlers if h not in model.callback_manager.handlers]
+        if not (settings or usage or ours):
+            return model
+        # One copy while neither the model nor what it is given changes: a copy per call
+        # would also give each call a new SDK client (LlamaIndex's OpenAI LLM keeps its
+        # client, and so its open connections, on the instance).
+        state = _copy_state(model, settings, ours)
+        cached = self._copies.get(id(model))
+        if cached is not None and cached[0] is model and _same(cached[1], state):
+            return cached[2]
+        update = {**settings, **usage}
         if ours:
             update["callback_manager"] = CallbackManager(handlers=[*model.callback_manager.handlers, *ours])
-        return model.model_copy(update=update) if update else model
+        copy = model.model_copy(update=update)
+        self._copies[id(model)] = (model, state, copy)
+        return copy
 
     def _plan(
         self, decision: Decision, tools: bool, timeout: Optional[float] = None, view: Any = None,

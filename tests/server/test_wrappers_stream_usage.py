@@ -19,6 +19,7 @@ from server_support import KeywordRouter  # noqa: E402
 from langchain_routellm import LedgerCallbackHandler, RouteLLMChat  # noqa: E402
 from llamaindex_routellm import LedgerHandler, LocalEmbedding, RouteLLM  # noqa: E402
 from shared_core.controller import BudgetController  # noqa: E402
+from shared_core.routers import Role  # noqa: E402
 from shared_core.embeddings import HashEmbedder  # noqa: E402
 from shared_core.ledger import UsageError  # noqa: E402
 
@@ -141,3 +142,38 @@ def test_an_openai_like_call_without_streaming_sends_no_stream_options(strong, w
         llm.chat([ChatMessage(role="user", content=HARD_Q)])
         assert "stream_options" not in strong.requests[-1]
         assert ledger.summary().startswith("1 calls, 1 strong")
+
+
+def test_an_openai_like_copy_and_its_client_serve_every_call_while_nothing_changes(strong, weak, monkeypatch):
+    import copy
+    import pickle
+
+    import llama_index.llms.openai.base as openai_base
+
+    made = []
+
+    class Counted(openai_base.SyncOpenAI):
+        def __init__(self, *args, **kwargs):
+            made.append(self)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(openai_base, "SyncOpenAI", Counted)
+    llm, budget = _li_routed(strong, weak)
+    for _ in range(3):
+        list(llm.stream_chat([ChatMessage(role="user", content=HARD_Q)]))
+        llm.chat([ChatMessage(role="user", content=HARD_Q)])
+    # One SDK client (one connection pool) for the six calls; before, the copy made for each
+    # call made its own client.
+    assert len(made) == 1
+    used = llm._model(Role.STRONG)
+    assert used is not llm.strong and used._client is made[0]
+
+    llm.strong.temperature = 0.25  # a change to your model: a new copy, with it
+    assert llm._model(Role.STRONG).temperature == 0.25
+    llm.strong.additional_kwargs["user"] = "me"  # also a change made in place
+    assert llm._model(Role.STRONG).additional_kwargs == {"user": "me", "stream_options": {"include_usage": True}}
+    assert llm.strong.additional_kwargs == {"user": "me"}  # yours is not changed
+
+    # Copies and pickles of the router do not take the copies (they hold SDK clients).
+    assert copy.deepcopy(llm)._copies == {} and pickle.loads(pickle.dumps(llm))._copies == {}
+    assert llm._copies
