@@ -243,3 +243,24 @@ async def arun_batch(
             reset_pending(owner, pending)
 
     return await gather_with_concurrency(configs[0].get("max_concurrency"), *(one(i) for i in range(len(inputs))))
+
+
+def asking_usage(model: BaseChatModel, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A chosen model's stream keywords, asking it for the stream's usage where it takes a
+    ``stream_usage`` keyword (ChatOpenAI and its kin; off by default for an endpoint other
+    than OpenAI's) and neither you nor the call said whether to: a stream without usage
+    cannot be priced (a ledger raises ``UsageError`` at its end) or charged to a budget.
+    Set ``stream_usage=False`` on the model (or in the call) for an endpoint that refuses
+    ``stream_options``."""
+    if "stream_usage" not in getattr(type(model), "model_fields", {}) or "stream_usage" in kwargs:
+        return kwargs
+    if "stream_usage" in model.model_fields_set or getattr(model, "stream_usage", None) is not None:
+        return kwargs
+    model_kwargs = getattr(model, "model_kwargs", None) or {}
+    if any(isinstance(options, dict) and "include_usage" in options
+           for options in (kwargs.get("stream_options"), model_kwargs.get("stream_options"))):
+        return kwargs
+    responses_api = getattr(model, "_use_responses_api", None)  # its streams report usage; no such keyword
+    if callable(responses_api) and responses_api({**kwargs, **model_kwargs}):
+        return kwargs
+    return {**kwargs, "stream_usage": True}

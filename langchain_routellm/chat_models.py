@@ -24,6 +24,7 @@ from langchain_routellm._routing import (
     DECISION_KEY,
     THREAD_KWARG,
     arun_batch,
+    asking_usage,
     decide_each,
     drop_decision,
     message_view,
@@ -743,31 +744,10 @@ def _can_stream(model: BaseChatModel, async_api: bool, kwargs: dict[str, Any]) -
     return model._should_stream(async_api=async_api, **{**kwargs, "stream": True})  # noqa: SLF001
 
 
-def _asking_usage(model: BaseChatModel, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """A chosen model's stream keywords, asking it for the stream's usage where it takes a
-    ``stream_usage`` keyword (ChatOpenAI and its kin; off by default for an endpoint other
-    than OpenAI's) and neither you nor the call said whether to: a stream without usage
-    cannot be priced (a ledger raises ``UsageError`` at its end) or charged to a budget.
-    Set ``stream_usage=False`` on the model (or in the call) for an endpoint that refuses
-    ``stream_options``."""
-    if "stream_usage" not in getattr(type(model), "model_fields", {}) or "stream_usage" in kwargs:
-        return kwargs
-    if "stream_usage" in model.model_fields_set or getattr(model, "stream_usage", None) is not None:
-        return kwargs
-    model_kwargs = getattr(model, "model_kwargs", None) or {}
-    if any(isinstance(options, dict) and "include_usage" in options
-           for options in (kwargs.get("stream_options"), model_kwargs.get("stream_options"))):
-        return kwargs
-    responses_api = getattr(model, "_use_responses_api", None)  # its streams report usage; no such keyword
-    if callable(responses_api) and responses_api({**kwargs, **model_kwargs}):
-        return kwargs
-    return {**kwargs, "stream_usage": True}
-
-
 def _inner_stream(model, messages, stop, run_manager, kwargs) -> Iterator[ChatGenerationChunk]:
     _acquire(model)
     if _can_stream(model, False, kwargs):
-        kwargs = _asking_usage(model, kwargs)
+        kwargs = asking_usage(model, kwargs)
         yield from model._stream(messages, stop=stop, run_manager=run_manager, **kwargs)  # noqa: SLF001
     else:
         yield from _result_chunks(model._generate(messages, stop=stop, run_manager=run_manager, **kwargs))  # noqa: SLF001
@@ -776,7 +756,7 @@ def _inner_stream(model, messages, stop, run_manager, kwargs) -> Iterator[ChatGe
 async def _inner_astream(model, messages, stop, run_manager, kwargs) -> AsyncIterator[ChatGenerationChunk]:
     await _aacquire(model)
     if _can_stream(model, True, kwargs):
-        kwargs = _asking_usage(model, kwargs)
+        kwargs = asking_usage(model, kwargs)
         async for chunk in model._astream(messages, stop=stop, run_manager=run_manager, **kwargs):  # noqa: SLF001
             yield chunk
     else:

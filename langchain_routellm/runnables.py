@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, AsyncIterator, Iterator, Optional, Sequence, Union
 
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, BaseMessageChunk, convert_to_messages
 from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
@@ -27,6 +28,7 @@ from pydantic import ConfigDict, Field
 from langchain_routellm._routing import (
     DECISION_KEY,
     arun_batch,
+    asking_usage,
     decide_each,
     drop_decision,
     model_name,
@@ -219,7 +221,8 @@ class RouteLLMRunnable(RoutedModel, RunnableSerializable[Any, Any]):
         final = None
         try:
             chunks = attempts.stream(
-                lambda e: e[1].stream(input, self._child_config(config, run_manager, decision, e, failures), **kwargs)
+                lambda e: e[1].stream(input, self._child_config(config, run_manager, decision, e, failures),
+                                      **_stream_kwargs(e[1], kwargs, async_api=False))
             )
             for chunk in chunks:
                 if final is None:
@@ -244,7 +247,8 @@ class RouteLLMRunnable(RoutedModel, RunnableSerializable[Any, Any]):
         final = None
         try:
             chunks = attempts.astream(
-                lambda e: e[1].astream(input, self._child_config(config, run_manager, decision, e, failures), **kwargs)
+                lambda e: e[1].astream(input, self._child_config(config, run_manager, decision, e, failures),
+                                       **_stream_kwargs(e[1], kwargs, async_api=True))
             )
             async for chunk in chunks:
                 if final is None:
@@ -299,3 +303,13 @@ def _add(final: Any, chunk: Any) -> Any:
     if isinstance(final, dict) and isinstance(chunk, dict):
         return {**final, **chunk}
     return chunk
+
+
+def _stream_kwargs(runnable: Runnable, kwargs: dict[str, Any], async_api: bool) -> dict[str, Any]:
+    """A chosen chat model's stream keywords asking it for the stream's usage
+    (:func:`~langchain_routellm._routing.asking_usage`), if it streams (not one that
+    answers a stream call with a whole answer, which takes no such keyword)."""
+    if isinstance(runnable, BaseChatModel) and runnable._should_stream(  # noqa: SLF001
+            async_api=async_api, **{**kwargs, "stream": True}):
+        return asking_usage(runnable, kwargs)
+    return kwargs

@@ -16,7 +16,7 @@ from llama_index.core import Document, VectorStoreIndex  # noqa: E402
 from llama_index.core.llms import ChatMessage  # noqa: E402
 
 from server_support import KeywordRouter  # noqa: E402
-from langchain_routellm import LedgerCallbackHandler, RouteLLMChat  # noqa: E402
+from langchain_routellm import LedgerCallbackHandler, RouteLLMChat, RouteLLMRunnable  # noqa: E402
 from llamaindex_routellm import LedgerHandler, LocalEmbedding, RouteLLM  # noqa: E402
 from shared_core.controller import BudgetController  # noqa: E402
 from shared_core.routers import Role  # noqa: E402
@@ -95,6 +95,21 @@ def test_a_langchain_call_that_says_is_left_as_it_is(strong, weak):
     assert strong.requests[-1]["stream_options"] == {"include_usage": True}
     assert budget.spent == pytest.approx(STRONG_STREAM, rel=1e-9)
 
+
+
+def test_a_runnable_over_chat_openai_asks_for_the_stream_usage(strong, weak):
+    make = lambda upstream, name, **model: langchain_openai.ChatOpenAI(  # noqa: E731
+        model=name, base_url=upstream.url, api_key="unused", max_retries=0, **model)
+    runnable = RouteLLMRunnable(strong=make(strong, "strong-model"), weak=make(weak, "weak-model"),
+                                router=KeywordRouter(), threshold=0.5)
+    answer = _added(list(runnable.stream(HARD_Q)))
+    assert strong.requests[-1]["stream_options"] == {"include_usage": True}
+    assert answer.usage_metadata["input_tokens"] == 5 and answer.usage_metadata["output_tokens"] == 5
+    # A model that answers a stream call whole (streaming off) takes no such keyword.
+    whole = RouteLLMRunnable(strong=make(strong, "strong-model", disable_streaming=True),
+                             weak=make(weak, "weak-model"), router=KeywordRouter(), threshold=0.5)
+    assert _added(list(whole.stream(HARD_Q))).usage_metadata["output_tokens"] == 3
+    assert not strong.requests[-1].get("stream") and "stream_usage" not in strong.requests[-1]
 
 # LlamaIndex ----------------------------------------------------------------------------
 def _li_routed(strong, weak, **model):
