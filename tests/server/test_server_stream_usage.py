@@ -207,3 +207,18 @@ def test_the_flag():
     assert config(env=off).stream_usage is False  # no flag: the environment's
     assert config("--stream-usage", env=off).stream_usage is True  # the flag wins
     assert config("--no-stream-usage", env={}).stream_usage is False
+
+
+def test_the_official_client_reads_both_streams(make_server, strong):
+    # The openai SDK parses every chunk the server sends: the rewritten lines too.
+    openai = pytest.importorskip("openai")
+    server = make_server(prices=PRICES, strong_budget=1.0)
+    client = openai.OpenAI(base_url=server.url_v1, api_key="unused", max_retries=0)
+    for options, usage in ((None, []), ({"include_usage": True}, [(5, len(WORDS))])):
+        chunks = list(client.chat.completions.create(
+            model="routellm", messages=[{"role": "user", "content": HARD_Q}], stream=True,
+            **({} if options is None else {"stream_options": options})))
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "".join(WORDS)
+        assert [(c.usage.prompt_tokens, c.usage.completion_tokens) for c in chunks if c.usage] == usage
+    spent = re.search(r"^routellm_budget_spent_dollars (\S+)$", metrics(server), re.M)
+    assert float(spent.group(1)) == pytest.approx(2 * STRONG_STREAM, rel=1e-9)  # both streams charged
