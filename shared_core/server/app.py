@@ -289,6 +289,13 @@ class _UsageScanner:
         return scanner.usage
 
 
+def _refuses_stream_options(exc: UpstreamError) -> bool:
+    """Whether an upstream's error before a stream is its refusal of ``stream_options``
+    (a strict OpenAI-compatible server: HTTP 400 or 422 naming the field)."""
+    return exc.status_code in (400, 422) and (
+        "stream_options" in exc.upstream_message or "stream_options" in str(exc.param or ""))
+
+
 def _usage(value: Any) -> Optional[dict[str, Any]]:
     """The usage of an answer: a completion's ``usage``, or a buffered stream's final usage chunk."""
     if isinstance(value, dict):
@@ -355,6 +362,8 @@ class _Server:
         self.checks = None if config.escalate_on is None else AnswerChecks.from_spec(list(config.escalate_on))
         self.metrics = Metrics(prices, config.strong_model, self.controller)
         self.access = logging.getLogger(ACCESS_LOGGER)
+        #: The upstreams that refused a stream's ``stream_options`` (``stream_usage``): asked no more.
+        self.refused_stream_options: set[Role] = set()
 
     async def warm_up(self) -> None:
         """One score per engine before serving, so that no client waits for lazy loading
@@ -406,6 +415,7 @@ class _Server:
                 "prices": None if self.prices is None else self.prices.to_dict(),
                 "escalate_on": None if self.checks is None else list(self.checks.names),
                 "stream_usage": self.config.stream_usage,
+                "stream_options_refused_by": sorted(role.value for role in self.refused_stream_options),
                 **controls_state(self.controller)}
 
     async def models(self, request: Request) -> dict[str, Any]:
@@ -501,13 +511,33 @@ class _Server:
             self.metrics.upstream_seconds.labels(upstream.role.value).observe(time.perf_counter() - started)
 
     async def _stream_from(self, upstream: Upstream, payload: dict[str, Any]) -> AsyncIterator[bytes]:
+        """The upstream's stream of the client's request (``payload``), asked for its usage
+        (``stream_usage``) unless the upstream refused that before: then, and when it
+        refuses it now (before its first byte), the request goes as the client sent it."""
         started = time.perf_counter()
+        sent, asked = payload, False
+        if self.config.stream_usage and upstream.role not in self.refused_stream_options:
+            sent, asked = asking_stream_usage(payload)
+        begun = False
         try:
-            # aclosing: closed at a yield (not cancelled in a read), this closes the upstream
-            # stream here and now, not when it is garbage-collected in some other task.
-            async with aclosing(upstream.stream(payload)) as chunks:
-                async for chunk in chunks:
-                    yield chunk
+            try:
+                # aclosing: closed at a yield (not cancelled in a read), this closes the upstream
+                # stream here and now, not when it is garbage-collected in some other task.
+                async with aclosing(upstream.stream(sent)) as chunks:
+                    async for chunk in chunks:
+                        begun = True
+                        yield chunk
+            except UpstreamError as exc:
+                if begun or not asked or not _refuses_stream_options(exc):
+                    raise
+                self.refused_stream_options.add(upstream.role)
+                log.warning("routellm serve: the %s upstream %r refused stream_options (%s); its streams go as the "
+                            "client sent them from now on, and one whose client did not ask for usage cannot be "
+                            "priced (start with --no-stream-usage to say so)", upstream.role.value, upstream.model,
+                            exc)
+                async with aclosing(upstream.stream(payload)) as chunks:
+                    async for chunk in chunks:
+                        yield chunk
         except UpstreamError as exc:
             self.metrics.upstream_errors.labels(upstream.role.value, str(exc.status_code)).inc()
             raise
@@ -518,9 +548,8 @@ class _Server:
                       entry: dict[str, Any], started: float, spend: _Spend) -> Response:
         """The streamed answer; with ``stream_usage``, the upstream is asked for its usage,
         which is taken out again (after it is read) if the client did not ask for it."""
-        strip = False
-        if self.config.stream_usage:
-            payload, strip = asking_stream_usage(payload)
+        # Stripped for a client that did not ask: each upstream is asked in _stream_from.
+        strip = self.config.stream_usage and asking_stream_usage(payload)[1]
         # of the answer sent: a rejected answer's usage is in its escalation (its own, unstripped chunks)
         scanner = _UsageScanner(strip)
         chunks = attempts.astream(partial(self._stream_from, payload=payload))

@@ -105,7 +105,8 @@ class StandIn:
     ``stream_usage``: ``"always"`` (a stream's final chunk has the usage, whatever the
     request asked) or ``"openai"`` (as OpenAI: only for ``stream_options.include_usage``,
     :func:`openai_sse_chunks`); ``chunk_size`` (bytes) re-cuts a stream into pieces
-    that split its lines anywhere.
+    that split its lines anywhere; ``refuse_stream_options`` answers a request with
+    ``stream_options`` HTTP 400, as a strict OpenAI-compatible server does.
     """
 
     def __init__(self, name: str) -> None:
@@ -125,6 +126,7 @@ class StandIn:
         self.finish = "stop"
         self.stream_usage = "always"
         self.chunk_size = 0
+        self.refuse_stream_options = False
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.stream_cancelled = threading.Event()
@@ -138,6 +140,10 @@ class StandIn:
             if isinstance(self.error_body, (dict, list)):
                 return JSONResponse(self.error_body, status_code=self.status)
             return Response(str(self.error_body), status_code=self.status, media_type="text/plain")
+        if self.refuse_stream_options and "stream_options" in body:  # as a strict OpenAI-compatible server
+            return JSONResponse({"error": {"message": "Unrecognized request argument supplied: stream_options",
+                                           "type": "invalid_request_error", "param": None, "code": None}},
+                                status_code=400)
         if self.mode == "redirect":  # to wherever ``error_body`` says
             return Response(status_code=307, headers={"location": str(self.error_body)})
         if self.mode == "stall":

@@ -222,3 +222,42 @@ def test_the_official_client_reads_both_streams(make_server, strong):
         assert [(c.usage.prompt_tokens, c.usage.completion_tokens) for c in chunks if c.usage] == usage
     spent = re.search(r"^routellm_budget_spent_dollars (\S+)$", metrics(server), re.M)
     assert float(spent.group(1)) == pytest.approx(2 * STRONG_STREAM, rel=1e-9)  # both streams charged
+
+
+def test_an_upstream_that_refuses_stream_options_gets_the_request_as_sent(make_server, strong, weak):
+    # A strict OpenAI-compatible server answers HTTP 400 to the field: the stream is sent again as the
+    # client sent it, and that upstream is asked no more (before: every stream to it failed with 400).
+    import logging
+
+    strong.refuse_stream_options = True
+    server = make_server(prices=PRICES)
+    logger, seen = logging.getLogger("shared_core.server"), logging.Handler(logging.WARNING)
+    warnings: list = []
+    seen.emit = warnings.append  # the logger itself: other tests configure its handlers and propagation
+    logger.addHandler(seen)
+    try:
+        response, body = stream(server, HARD_Q)
+    finally:
+        logger.removeHandler(seen)
+    assert response.status_code == 200 and response.headers["x-routellm-role"] == "strong"
+    assert [("stream_options" in r) for r in strong.requests] == [True, False]
+    assert "".join(WORDS) in "".join(json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
+                                     for line in body.decode().splitlines() if line.startswith("data: {"))
+    assert any("refused stream_options" in record.getMessage() for record in warnings)
+    stream(server, HARD_Q)
+    assert [("stream_options" in r) for r in strong.requests] == [True, False, False]
+    assert httpx.get(f"{server.url}/health").json()["stream_options_refused_by"] == ["strong"]
+    stream(server, EASY_Q)  # the weak upstream accepts it and is still asked
+    assert weak.requests[-1]["stream_options"] == {"include_usage": True}
+    # A client that sent stream_options itself gets the upstream's refusal, as without the server.
+    response, _ = stream(server, HARD_Q, stream_options={"include_usage": True})
+    assert response.status_code == 400
+
+
+def test_another_bad_request_is_not_sent_again(make_server, strong):
+    strong.mode, strong.status = "error", 400
+    strong.error_body = {"error": {"message": "max_tokens is too large", "type": "invalid_request_error"}}
+    server = make_server()
+    response, _ = stream(server, HARD_Q)
+    assert response.status_code == 400 and len(strong.requests) == 1
+    assert httpx.get(f"{server.url}/health").json()["stream_options_refused_by"] == []
