@@ -9,8 +9,9 @@ in one router call.
 
 from __future__ import annotations
 
+import weakref
 from contextvars import ContextVar
-from typing import Any, Awaitable, Callable, Sequence, Union
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Sequence, Union
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import (
@@ -245,6 +246,76 @@ async def arun_batch(
     return await gather_with_concurrency(configs[0].get("max_concurrency"), *(one(i) for i in range(len(inputs))))
 
 
+#: The models whose endpoint refused ``stream_options``, asked no more (:func:`stream_asking_usage`):
+#: id -> a weak reference (chat models are not hashable), dropped when the model is.
+_REFUSED_STREAM_USAGE: dict[int, "weakref.ref[BaseChatModel]"] = {}
+
+
+def _refused(model: BaseChatModel) -> bool:
+    ref = _REFUSED_STREAM_USAGE.get(id(model))
+    return ref is not None and ref() is model
+
+
+def _refuse(model: BaseChatModel) -> None:
+    key = id(model)
+    _REFUSED_STREAM_USAGE[key] = weakref.ref(model, lambda _: _REFUSED_STREAM_USAGE.pop(key, None))
+
+
+def _refusing(model: BaseChatModel, exc: BaseException) -> bool:
+    """Whether a model's error before a stream is its endpoint's refusal of ``stream_options``
+    (a strict OpenAI-compatible server: HTTP 400 or 422 naming the field); if so, the model
+    is asked no more."""
+    if getattr(exc, "status_code", None) in (400, 422) and "stream_options" in str(exc):
+        _refuse(model)
+        return True
+    return False
+
+
+def stream_asking_usage(model: BaseChatModel, stream: Callable[..., Iterator[Any]],
+                        kwargs: dict[str, Any]) -> Iterator[Any]:
+    """``stream(**kwargs)``, asking ``model`` for the stream's usage (:func:`asking_usage`);
+    if its endpoint refuses that before the first chunk, the stream again as asked, and the
+    model is not asked again."""
+    asked = asking_usage(model, kwargs)
+    if asked is kwargs:
+        yield from stream(**kwargs)
+        return
+    chunks = stream(**asked)
+    try:
+        first = next(chunks)
+    except StopIteration:
+        return
+    except Exception as exc:  # noqa: BLE001 - only a refusal of the field is retried; the rest re-raised
+        if not _refusing(model, exc):
+            raise
+        yield from stream(**kwargs)
+        return
+    yield first
+    yield from chunks
+
+
+async def astream_asking_usage(model: BaseChatModel, stream: Callable[..., AsyncIterator[Any]],
+                               kwargs: dict[str, Any]) -> AsyncIterator[Any]:
+    """:func:`stream_asking_usage` for an async stream."""
+    asked = asking_usage(model, kwargs)
+    if asked is not kwargs:
+        chunks = stream(**asked)
+        try:
+            first = await chunks.__anext__()
+        except StopAsyncIteration:
+            return
+        except Exception as exc:  # noqa: BLE001 - only a refusal of the field is retried; the rest re-raised
+            if not _refusing(model, exc):
+                raise
+        else:
+            yield first
+            async for chunk in chunks:
+                yield chunk
+            return
+    async for chunk in stream(**kwargs):
+        yield chunk
+
+
 def asking_usage(model: BaseChatModel, kwargs: dict[str, Any]) -> dict[str, Any]:
     """A chosen model's stream keywords, asking it for the stream's usage where it takes a
     ``stream_usage`` keyword (ChatOpenAI and its kin; off by default for an endpoint other
@@ -253,6 +324,8 @@ def asking_usage(model: BaseChatModel, kwargs: dict[str, Any]) -> dict[str, Any]
     Set ``stream_usage=False`` on the model (or in the call) for an endpoint that refuses
     ``stream_options``."""
     if "stream_usage" not in getattr(type(model), "model_fields", {}) or "stream_usage" in kwargs:
+        return kwargs
+    if _refused(model):
         return kwargs
     if "stream_usage" in model.model_fields_set or getattr(model, "stream_usage", None) is not None:
         return kwargs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from typing import Any, AsyncIterator, Callable, Iterator, Optional, Sequence, Union
 
 from langchain_core.callbacks import (
@@ -24,12 +25,13 @@ from langchain_routellm._routing import (
     DECISION_KEY,
     THREAD_KWARG,
     arun_batch,
-    asking_usage,
+    astream_asking_usage,
     decide_each,
     drop_decision,
     message_view,
     model_name,
     run_batch,
+    stream_asking_usage,
     take_pending,
     thread_of,
     to_conversation,
@@ -747,8 +749,8 @@ def _can_stream(model: BaseChatModel, async_api: bool, kwargs: dict[str, Any]) -
 def _inner_stream(model, messages, stop, run_manager, kwargs) -> Iterator[ChatGenerationChunk]:
     _acquire(model)
     if _can_stream(model, False, kwargs):
-        kwargs = asking_usage(model, kwargs)
-        yield from model._stream(messages, stop=stop, run_manager=run_manager, **kwargs)  # noqa: SLF001
+        yield from stream_asking_usage(
+            model, partial(model._stream, messages, stop=stop, run_manager=run_manager), kwargs)  # noqa: SLF001
     else:
         yield from _result_chunks(model._generate(messages, stop=stop, run_manager=run_manager, **kwargs))  # noqa: SLF001
 
@@ -756,8 +758,8 @@ def _inner_stream(model, messages, stop, run_manager, kwargs) -> Iterator[ChatGe
 async def _inner_astream(model, messages, stop, run_manager, kwargs) -> AsyncIterator[ChatGenerationChunk]:
     await _aacquire(model)
     if _can_stream(model, True, kwargs):
-        kwargs = asking_usage(model, kwargs)
-        async for chunk in model._astream(messages, stop=stop, run_manager=run_manager, **kwargs):  # noqa: SLF001
+        async for chunk in astream_asking_usage(
+                model, partial(model._astream, messages, stop=stop, run_manager=run_manager), kwargs):  # noqa: SLF001
             yield chunk
     else:
         result = await model._agenerate(messages, stop=stop, run_manager=run_manager, **kwargs)  # noqa: SLF001

@@ -10,6 +10,7 @@ to callbacks and tracing) and, when the output is a message, in its
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, AsyncIterator, Iterator, Optional, Sequence, Union
 
 from langchain_core.language_models import BaseChatModel
@@ -28,12 +29,13 @@ from pydantic import ConfigDict, Field
 from langchain_routellm._routing import (
     DECISION_KEY,
     arun_batch,
-    asking_usage,
+    astream_asking_usage,
     decide_each,
     drop_decision,
     model_name,
     output_view,
     run_batch,
+    stream_asking_usage,
     take_pending,
     thread_of,
     to_conversation,
@@ -221,8 +223,8 @@ class RouteLLMRunnable(RoutedModel, RunnableSerializable[Any, Any]):
         final = None
         try:
             chunks = attempts.stream(
-                lambda e: e[1].stream(input, self._child_config(config, run_manager, decision, e, failures),
-                                      **_stream_kwargs(e[1], kwargs, async_api=False))
+                lambda e: _stream_of(e[1], partial(e[1].stream, input, self._child_config(
+                    config, run_manager, decision, e, failures)), kwargs)
             )
             for chunk in chunks:
                 if final is None:
@@ -247,8 +249,8 @@ class RouteLLMRunnable(RoutedModel, RunnableSerializable[Any, Any]):
         final = None
         try:
             chunks = attempts.astream(
-                lambda e: e[1].astream(input, self._child_config(config, run_manager, decision, e, failures),
-                                       **_stream_kwargs(e[1], kwargs, async_api=True))
+                lambda e: _astream_of(e[1], partial(e[1].astream, input, self._child_config(
+                    config, run_manager, decision, e, failures)), kwargs)
             )
             async for chunk in chunks:
                 if final is None:
@@ -305,11 +307,23 @@ def _add(final: Any, chunk: Any) -> Any:
     return chunk
 
 
-def _stream_kwargs(runnable: Runnable, kwargs: dict[str, Any], async_api: bool) -> dict[str, Any]:
-    """A chosen chat model's stream keywords asking it for the stream's usage
-    (:func:`~langchain_routellm._routing.asking_usage`), if it streams (not one that
-    answers a stream call with a whole answer, which takes no such keyword)."""
-    if isinstance(runnable, BaseChatModel) and runnable._should_stream(  # noqa: SLF001
-            async_api=async_api, **{**kwargs, "stream": True}):
-        return asking_usage(runnable, kwargs)
-    return kwargs
+def _streams_chat(runnable: Runnable, kwargs: dict[str, Any], async_api: bool) -> bool:
+    """Whether ``runnable`` is a chat model that streams (not one that answers a stream
+    call with a whole answer, which takes no stream keyword)."""
+    return isinstance(runnable, BaseChatModel) and runnable._should_stream(  # noqa: SLF001
+        async_api=async_api, **{**kwargs, "stream": True})
+
+
+def _stream_of(runnable: Runnable, stream: Any, kwargs: dict[str, Any]) -> Iterator[Any]:
+    """The chosen runnable's stream; a streaming chat model is asked for its usage
+    (:func:`~langchain_routellm._routing.stream_asking_usage`)."""
+    if _streams_chat(runnable, kwargs, async_api=False):
+        return stream_asking_usage(runnable, stream, kwargs)
+    return stream(**kwargs)
+
+
+def _astream_of(runnable: Runnable, stream: Any, kwargs: dict[str, Any]) -> AsyncIterator[Any]:
+    """:func:`_stream_of` for ``astream``."""
+    if _streams_chat(runnable, kwargs, async_api=True):
+        return astream_asking_usage(runnable, stream, kwargs)
+    return stream(**kwargs)

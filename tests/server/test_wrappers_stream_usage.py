@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
 
 langchain_openai = pytest.importorskip("langchain_openai")
@@ -110,6 +111,40 @@ def test_a_runnable_over_chat_openai_asks_for_the_stream_usage(strong, weak):
                              weak=make(weak, "weak-model"), router=KeywordRouter(), threshold=0.5)
     assert _added(list(whole.stream(HARD_Q))).usage_metadata["output_tokens"] == 3
     assert not strong.requests[-1].get("stream") and "stream_usage" not in strong.requests[-1]
+
+
+@pytest.mark.parametrize("wrapper", ["chat", "runnable"])
+@pytest.mark.parametrize("api", ["stream", "astream"])
+def test_an_endpoint_that_refuses_stream_options_gets_the_stream_as_asked(strong, weak, wrapper, api):
+    # A strict OpenAI-compatible server answers HTTP 400 to the field: the stream is made again
+    # without it, and that model is not asked again (before: every stream to it failed).
+    strong.refuse_stream_options = True
+    # Each model its own async client: langchain-openai shares one per base URL, and its pooled
+    # connections belong to the event loop of an earlier test.
+    make = lambda upstream, name: langchain_openai.ChatOpenAI(  # noqa: E731
+        model=name, base_url=upstream.url, api_key="unused", max_retries=0, http_async_client=httpx.AsyncClient())
+    cls = RouteLLMChat if wrapper == "chat" else RouteLLMRunnable
+    llm = cls(strong=make(strong, "strong-model"), weak=make(weak, "weak-model"), router=KeywordRouter(), threshold=0.5)
+
+    async def words():
+        if api == "stream":
+            return "".join(c.content for c in llm.stream(HARD_Q))
+        return "".join([c.content async for c in llm.astream(HARD_Q)])
+
+    async def run():  # one event loop: the model's async client belongs to it
+        assert await words() == "Hello from the stand-in."
+        assert [("stream_options" in r) for r in strong.requests] == [True, False]
+        assert await words() == "Hello from the stand-in."
+        assert [("stream_options" in r) for r in strong.requests] == [True, False, False]
+        # Another bad request is not made again.
+        strong.refuse_stream_options, strong.mode, strong.status = False, "error", 400
+        strong.error_body = {"error": {"message": "max_tokens is too large", "type": "invalid_request_error"}}
+        with pytest.raises(Exception, match="max_tokens is too large") as raised:
+            await words()
+        assert getattr(raised.value, "status_code", None) == 400
+        assert len(strong.requests) == 4
+
+    asyncio.run(run())
 
 # LlamaIndex ----------------------------------------------------------------------------
 def _li_routed(strong, weak, **model):
