@@ -9,7 +9,6 @@ in one router call.
 
 from __future__ import annotations
 
-import weakref
 from contextvars import ContextVar
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Sequence, Union
 
@@ -32,6 +31,7 @@ from shared_core.errors import ConfigError
 from shared_core.escalation import AnswerView, ToolCall
 from shared_core.policy import content_text
 from shared_core.routers import Decision
+from shared_core.stream_usage import Refusals, refuses_stream_options
 
 #: Key of ``response_metadata`` (chat model) under which each answer records its decision.
 DECISION_KEY = "routellm"
@@ -246,27 +246,16 @@ async def arun_batch(
     return await gather_with_concurrency(configs[0].get("max_concurrency"), *(one(i) for i in range(len(inputs))))
 
 
-#: The models whose endpoint refused ``stream_options``, asked no more (:func:`stream_asking_usage`):
-#: id -> a weak reference (chat models are not hashable), dropped when the model is.
-_REFUSED_STREAM_USAGE: dict[int, "weakref.ref[BaseChatModel]"] = {}
-
-
-def _refused(model: BaseChatModel) -> bool:
-    ref = _REFUSED_STREAM_USAGE.get(id(model))
-    return ref is not None and ref() is model
-
-
-def _refuse(model: BaseChatModel) -> None:
-    key = id(model)
-    _REFUSED_STREAM_USAGE[key] = weakref.ref(model, lambda _: _REFUSED_STREAM_USAGE.pop(key, None))
+#: The models whose endpoint refused ``stream_options``: asked no more (:func:`stream_asking_usage`).
+_REFUSED = Refusals()
 
 
 def _refusing(model: BaseChatModel, exc: BaseException) -> bool:
     """Whether a model's error before a stream is its endpoint's refusal of ``stream_options``
     (a strict OpenAI-compatible server: HTTP 400 or 422 naming the field); if so, the model
     is asked no more."""
-    if getattr(exc, "status_code", None) in (400, 422) and "stream_options" in str(exc):
-        _refuse(model)
+    if refuses_stream_options(getattr(exc, "status_code", None), exc):
+        _REFUSED.add(model)
         return True
     return False
 
@@ -325,7 +314,7 @@ def asking_usage(model: BaseChatModel, kwargs: dict[str, Any]) -> dict[str, Any]
     ``stream_options``."""
     if "stream_usage" not in getattr(type(model), "model_fields", {}) or "stream_usage" in kwargs:
         return kwargs
-    if _refused(model):
+    if model in _REFUSED:
         return kwargs
     if "stream_usage" in model.model_fields_set or getattr(model, "stream_usage", None) is not None:
         return kwargs

@@ -58,6 +58,7 @@ from shared_core.escalation import AnswerView, CallContext, ToolCall
 from shared_core.policy import content_text
 from shared_core.routers import Decision, Role, Router
 from shared_core.settings import RoutedModel, ladder_ends, pop_timeout
+from shared_core.stream_usage import Refusals, refuses_stream_options
 from llamaindex_routellm.watching import Watch, watch_for
 
 if TYPE_CHECKING:
@@ -545,7 +546,10 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         callback manager too and given the prompt settings set on this LLM
         (:data:`_PROMPT_SETTINGS`; a copy of the model when it must: the user's
         model is not changed)."""
-        model = self._member(key)
+        return self._prepared(self._member(key))
+
+    def _prepared(self, model: LLM) -> LLM:
+        """:meth:`_model` for the model itself."""
         settings = {name: getattr(self, name) for name, default in _PROMPT_SETTINGS.items()
                     if getattr(self, name) is not default}
         usage = _asking_stream_usage(model)
@@ -628,6 +632,7 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         # The chosen model's call starts now, as a direct call would (eager); a
         # fallback happens only if the error comes before the first chunk.
         attempts, watch = self._plan(decision, tools, timeout, _chunks_view, context), watch_for(tag)
+        call = self._stream_asking_usage(call)
         chunks = attempts.stream(call if watch is None else watch.stream(call), eager=True)
 
         def tagged() -> Generator[Any, None, None]:
@@ -648,6 +653,7 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         timeout: Optional[float] = None, thread: Any = None, context: Optional[CallContext] = None,
     ) -> AsyncGenerator[Any, None]:
         attempts, watch = self._plan(decision, tools, timeout, _chunks_view, context), watch_for(tag)
+        call = self._astream_asking_usage(call)
         chunks = await attempts.astream(call if watch is None else watch.astream(call)).open_first()
 
         async def tagged() -> AsyncGenerator[Any, None]:
@@ -662,6 +668,78 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
                 watch.finish(self._record(decision, attempts, chunks.outcome), chunks.outcome)
 
         return tagged()
+
+    def _asked_for_usage(self, model: LLM) -> Optional[LLM]:
+        """The model ``model`` is the copy of if that copy asks for stream usage, else None."""
+        for original, _, copy in list(self._copies.values()):
+            if copy is model and _asking_stream_usage(original):
+                return original
+        return None
+
+    def _refused_usage(self, original: LLM, exc: BaseException) -> bool:
+        """Whether ``exc`` is the endpoint's refusal of ``stream_options``; if so, ``original``
+        is asked no more (its copy is dropped)."""
+        if not refuses_stream_options(getattr(exc, "status_code", None), exc):
+            return False
+        _REFUSED_STREAM_USAGE.add(original)
+        self._copies.pop(id(original), None)
+        return True
+
+    def _stream_asking_usage(self, call: Callable[[Any], Iterator[Any]]) -> Callable[[Any], Iterator[Any]]:
+        """``call`` for a stream; if the chosen model's copy asks for its usage and the endpoint
+        refuses that before the first chunk, the stream again from a copy that does not ask."""
+        def run(model: LLM) -> Iterator[Any]:
+            original = self._asked_for_usage(model)
+            chunks = call(model)
+            if original is None:
+                return chunks
+            return self._retried(original, chunks, call)
+
+        return run
+
+    def _retried(self, original: LLM, chunks: Iterator[Any], call: Callable[[Any], Iterator[Any]]) -> Iterator[Any]:
+        try:
+            first = next(chunks)
+        except StopIteration:
+            return
+        except Exception as exc:  # noqa: BLE001 - only a refusal of the field is retried; the rest re-raised
+            if not self._refused_usage(original, exc):
+                raise
+            yield from call(self._prepared(original))
+            return
+        yield first
+        yield from chunks
+
+    def _astream_asking_usage(self, call: Callable[[Any], Awaitable[Any]]) -> Callable[[Any], Awaitable[Any]]:
+        """:meth:`_stream_asking_usage` for an async stream (``call`` returns an awaitable of one)."""
+        async def run(model: LLM) -> Any:
+            original = self._asked_for_usage(model)
+            if original is None:
+                return await call(model)
+            try:
+                chunks = await call(model)
+            except Exception as exc:  # noqa: BLE001 - only a refusal of the field is retried; the rest re-raised
+                if not self._refused_usage(original, exc):
+                    raise
+                return await call(self._prepared(original))
+            return self._aretried(original, chunks, call)
+
+        return run
+
+    async def _aretried(self, original: LLM, chunks: Any, call: Callable[[Any], Awaitable[Any]]) -> AsyncGenerator[Any, None]:
+        try:
+            first = await chunks.__anext__()
+        except StopAsyncIteration:
+            return
+        except Exception as exc:  # noqa: BLE001 - only a refusal of the field is retried; the rest re-raised
+            if not self._refused_usage(original, exc):
+                raise
+            async for chunk in await call(self._prepared(original)):
+                yield chunk
+            return
+        yield first
+        async for chunk in chunks:
+            yield chunk
 
     def _marker(self, decision: Decision, attempts: Attempts[Any], chunks: Any, tag: bool,
                 thread: Any) -> Callable[[Any], Any]:
@@ -1027,6 +1105,10 @@ def _tools_context(tools: Sequence["BaseTool"], tool_required: bool) -> CallCont
     return CallContext(tools=schemas, tool_required=tool_required)
 
 
+#: The models whose endpoint refused ``stream_options``: asked no more (:meth:`RouteLLM._refused_usage`).
+_REFUSED_STREAM_USAGE = Refusals()
+
+
 @lru_cache(maxsize=1)
 def _openai_llm() -> Optional[type]:
     try:
@@ -1044,6 +1126,8 @@ def _asking_stream_usage(model: LLM) -> Dict[str, Any]:
     ``stream_options`` itself (``{"include_usage": False}`` for an endpoint that refuses it)."""
     openai = _openai_llm()
     if openai is None or not isinstance(model, openai) or "stream_options" in (model.additional_kwargs or {}):
+        return {}
+    if model in _REFUSED_STREAM_USAGE:  # its endpoint refused the field
         return {}
     return {"additional_kwargs": {**(model.additional_kwargs or {}), "stream_options": {"include_usage": True}}}
 

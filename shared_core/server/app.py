@@ -76,6 +76,7 @@ from shared_core.server.protocol import (
 )
 from shared_core.server.routing import ModelResolver
 from shared_core.server.upstream import Upstream, UpstreamError
+from shared_core.stream_usage import refuses_stream_options
 
 ACCESS_LOGGER = "shared_core.server.access"
 log = logging.getLogger("shared_core.server")
@@ -292,8 +293,7 @@ class _UsageScanner:
 def _refuses_stream_options(exc: UpstreamError) -> bool:
     """Whether an upstream's error before a stream is its refusal of ``stream_options``
     (a strict OpenAI-compatible server: HTTP 400 or 422 naming the field)."""
-    return exc.status_code in (400, 422) and (
-        "stream_options" in exc.upstream_message or "stream_options" in str(exc.param or ""))
+    return refuses_stream_options(exc.status_code, f"{exc.upstream_message} {exc.param or ''}")
 
 
 def _usage(value: Any) -> Optional[dict[str, Any]]:

@@ -227,3 +227,33 @@ def test_an_openai_like_copy_and_its_client_serve_every_call_while_nothing_chang
     # Copies and pickles of the router do not take the copies (they hold SDK clients).
     assert copy.deepcopy(llm)._copies == {} and pickle.loads(pickle.dumps(llm))._copies == {}
     assert llm._copies
+
+
+@pytest.mark.parametrize("api", ["stream_chat", "stream_complete", "astream_chat", "query_engine"])
+def test_an_openai_like_endpoint_that_refuses_stream_options_gets_the_stream_as_asked(strong, weak, api):
+    # A strict OpenAI-compatible server answers HTTP 400 to the field: the stream is made again
+    # without it, and that model is not asked again (before: every stream to it failed).
+    import asyncio
+
+    strong.refuse_stream_options = True
+    llm, budget = _li_routed(strong, weak)
+    index = VectorStoreIndex.from_documents([Document(text="Euclid's proof.")],
+                                            embed_model=LocalEmbedding(HashEmbedder(dim=16)))
+
+    def text():
+        if api == "stream_chat":
+            return "".join(r.delta for r in llm.stream_chat([ChatMessage(role="user", content=HARD_Q)]))
+        if api == "stream_complete":
+            return "".join(r.delta for r in llm.stream_complete(HARD_Q))
+        if api == "query_engine":
+            return "".join(index.as_query_engine(llm=llm, streaming=True).query(HARD_Q).response_gen)
+
+        async def run():
+            return "".join([r.delta async for r in await llm.astream_chat([ChatMessage(role="user", content=HARD_Q)])])
+        return asyncio.run(run())
+
+    assert text() == "Hello from the stand-in."
+    assert [("stream_options" in r) for r in strong.requests] == [True, False]
+    assert text() == "Hello from the stand-in."
+    assert [("stream_options" in r) for r in strong.requests] == [True, False, False]
+    assert "stream_options" not in llm._model(Role.STRONG).additional_kwargs
