@@ -690,9 +690,14 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         refuses that before the first chunk, the stream again from a copy that does not ask."""
         def run(model: LLM) -> Iterator[Any]:
             original = self._asked_for_usage(model)
-            chunks = call(model)
             if original is None:
-                return chunks
+                return call(model)
+            try:
+                chunks = call(model)
+            except Exception as exc:  # noqa: BLE001 - only a refusal of the field is retried; the rest re-raised
+                if not self._refused_usage(original, exc):
+                    raise
+                return call(self._prepared(original))
             return self._retried(original, chunks, call)
 
         return run
