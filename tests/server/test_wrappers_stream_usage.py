@@ -257,3 +257,28 @@ def test_an_openai_like_endpoint_that_refuses_stream_options_gets_the_stream_as_
     assert text() == "Hello from the stand-in."
     assert [("stream_options" in r) for r in strong.requests] == [True, False, False]
     assert "stream_options" not in llm._model(Role.STRONG).additional_kwargs
+
+
+def test_an_openai_like_that_refuses_stream_options_when_called_gets_the_stream_as_asked(strong, weak):
+    # Some LLMs make the request when the stream is called, not at its first chunk.
+    from llama_index.core.llms import ChatResponse
+
+    class Refused(Exception):
+        status_code = 400
+
+    class Eager(openai_like.OpenAILike):
+        def stream_chat(self, messages, **kwargs):
+            if "stream_options" in self.additional_kwargs:
+                raise Refused("Unrecognized request argument supplied: stream_options")
+            return iter([ChatResponse(message=ChatMessage(role="assistant", content="ok"), delta="ok")])
+
+    llm = RouteLLM(strong=Eager(model="strong-model", api_base=strong.url, api_key="unused", is_chat_model=True),
+                   weak=Eager(model="weak-model", api_base=weak.url, api_key="unused", is_chat_model=True),
+                   router=KeywordRouter(), threshold=0.5)
+    for _ in range(2):
+        assert [r.delta for r in llm.stream_chat([ChatMessage(role="user", content=HARD_Q)])] == ["ok"]
+    assert "stream_options" not in llm._model(Role.STRONG).additional_kwargs
+    # stream_options the model sets itself are not dropped: its endpoint's refusal is the caller's to see.
+    llm.strong.additional_kwargs = {"stream_options": {"include_usage": True}}
+    with pytest.raises(Refused):
+        list(llm.stream_chat([ChatMessage(role="user", content=HARD_Q)]))
