@@ -10,6 +10,7 @@ in one router call.
 from __future__ import annotations
 
 from contextvars import ContextVar
+from functools import partial
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Sequence, Union
 
 from langchain_core.language_models import BaseChatModel
@@ -31,7 +32,7 @@ from shared_core.errors import ConfigError
 from shared_core.escalation import AnswerView, ToolCall
 from shared_core.policy import content_text
 from shared_core.routers import Decision
-from shared_core.stream_usage import Refusals, refuses_stream_options
+from shared_core.stream_usage import Refusals, aretried_stream, refuses_stream_options, retried_stream
 
 #: Key of ``response_metadata`` (chat model) under which each answer records its decision.
 DECISION_KEY = "routellm"
@@ -267,42 +268,27 @@ def stream_asking_usage(model: BaseChatModel, stream: Callable[..., Iterator[Any
     model is not asked again."""
     asked = asking_usage(model, kwargs)
     if asked is kwargs:
-        yield from stream(**kwargs)
-        return
-    chunks = stream(**asked)
-    try:
-        first = next(chunks)
-    except StopIteration:
-        return
-    except Exception as exc:  # noqa: BLE001 - only a refusal of the field is retried; the rest re-raised
-        if not _refusing(model, exc):
-            raise
-        yield from stream(**kwargs)
-        return
-    yield first
-    yield from chunks
+        return stream(**kwargs)
+    return retried_stream(stream(**asked), lambda: stream(**kwargs), partial(_refusing, model))
 
 
-async def astream_asking_usage(model: BaseChatModel, stream: Callable[..., AsyncIterator[Any]],
-                               kwargs: dict[str, Any]) -> AsyncIterator[Any]:
+def astream_asking_usage(model: BaseChatModel, stream: Callable[..., AsyncIterator[Any]],
+                         kwargs: dict[str, Any]) -> AsyncIterator[Any]:
     """:func:`stream_asking_usage` for an async stream."""
     asked = asking_usage(model, kwargs)
-    if asked is not kwargs:
-        chunks = stream(**asked)
-        try:
-            first = await chunks.__anext__()
-        except StopAsyncIteration:
-            return
-        except Exception as exc:  # noqa: BLE001 - only a refusal of the field is retried; the rest re-raised
-            if not _refusing(model, exc):
-                raise
-        else:
-            yield first
-            async for chunk in chunks:
-                yield chunk
-            return
-    async for chunk in stream(**kwargs):
-        yield chunk
+    if asked is kwargs:
+        return stream(**kwargs)
+
+    async def again() -> AsyncIterator[Any]:
+        return stream(**kwargs)
+
+    return aretried_stream(stream(**asked), again, partial(_refusing, model))
+
+
+def can_stream(model: BaseChatModel, async_api: bool, kwargs: dict[str, Any]) -> bool:
+    """Whether ``model`` streams a call with ``kwargs`` (not one that answers a stream call
+    with a whole answer, which takes no stream keyword)."""
+    return model._should_stream(async_api=async_api, **{**kwargs, "stream": True})  # noqa: SLF001
 
 
 def asking_usage(model: BaseChatModel, kwargs: dict[str, Any]) -> dict[str, Any]:

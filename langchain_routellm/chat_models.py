@@ -26,6 +26,7 @@ from langchain_routellm._routing import (
     THREAD_KWARG,
     arun_batch,
     astream_asking_usage,
+    can_stream,
     decide_each,
     drop_decision,
     message_view,
@@ -742,13 +743,9 @@ async def _aacquire(model: BaseChatModel) -> None:
         await model.rate_limiter.aacquire(blocking=True)
 
 
-def _can_stream(model: BaseChatModel, async_api: bool, kwargs: dict[str, Any]) -> bool:
-    return model._should_stream(async_api=async_api, **{**kwargs, "stream": True})  # noqa: SLF001
-
-
 def _inner_stream(model, messages, stop, run_manager, kwargs) -> Iterator[ChatGenerationChunk]:
     _acquire(model)
-    if _can_stream(model, False, kwargs):
+    if can_stream(model, False, kwargs):
         yield from stream_asking_usage(
             model, partial(model._stream, messages, stop=stop, run_manager=run_manager), kwargs)  # noqa: SLF001
     else:
@@ -757,7 +754,7 @@ def _inner_stream(model, messages, stop, run_manager, kwargs) -> Iterator[ChatGe
 
 async def _inner_astream(model, messages, stop, run_manager, kwargs) -> AsyncIterator[ChatGenerationChunk]:
     await _aacquire(model)
-    if _can_stream(model, True, kwargs):
+    if can_stream(model, True, kwargs):
         async for chunk in astream_asking_usage(
                 model, partial(model._astream, messages, stop=stop, run_manager=run_manager), kwargs):  # noqa: SLF001
             yield chunk

@@ -30,6 +30,7 @@ from langchain_routellm._routing import (
     DECISION_KEY,
     arun_batch,
     astream_asking_usage,
+    can_stream,
     decide_each,
     drop_decision,
     model_name,
@@ -308,10 +309,8 @@ def _add(final: Any, chunk: Any) -> Any:
 
 
 def _streams_chat(runnable: Runnable, kwargs: dict[str, Any], async_api: bool) -> bool:
-    """Whether ``runnable`` is a chat model that streams (not one that answers a stream
-    call with a whole answer, which takes no stream keyword)."""
-    return isinstance(runnable, BaseChatModel) and runnable._should_stream(  # noqa: SLF001
-        async_api=async_api, **{**kwargs, "stream": True})
+    """Whether ``runnable`` is a chat model that streams (:func:`~langchain_routellm._routing.can_stream`)."""
+    return isinstance(runnable, BaseChatModel) and can_stream(runnable, async_api, kwargs)
 
 
 def _stream_of(runnable: Runnable, stream: Any, kwargs: dict[str, Any]) -> Iterator[Any]:

@@ -20,7 +20,7 @@ import re
 import threading
 from collections import ChainMap, abc
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from contextvars import ContextVar
 from pathlib import PurePath
 from typing import (
@@ -58,7 +58,7 @@ from shared_core.escalation import AnswerView, CallContext, ToolCall
 from shared_core.policy import content_text
 from shared_core.routers import Decision, Role, Router
 from shared_core.settings import RoutedModel, ladder_ends, pop_timeout
-from shared_core.stream_usage import Refusals, refuses_stream_options
+from shared_core.stream_usage import Refusals, aretried_stream, refuses_stream_options, retried_stream
 from llamaindex_routellm.watching import Watch, watch_for
 
 if TYPE_CHECKING:
@@ -687,33 +687,22 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
 
     def _stream_asking_usage(self, call: Callable[[Any], Iterator[Any]]) -> Callable[[Any], Iterator[Any]]:
         """``call`` for a stream; if the chosen model's copy asks for its usage and the endpoint
-        refuses that before the first chunk, the stream again from a copy that does not ask."""
+        refuses that (when called, or before the first chunk), the stream again from a copy
+        that does not ask."""
         def run(model: LLM) -> Iterator[Any]:
             original = self._asked_for_usage(model)
             if original is None:
                 return call(model)
+            refused = partial(self._refused_usage, original)
             try:
                 chunks = call(model)
             except Exception as exc:  # noqa: BLE001 - only a refusal of the field is retried; the rest re-raised
-                if not self._refused_usage(original, exc):
+                if not refused(exc):
                     raise
                 return call(self._prepared(original))
-            return self._retried(original, chunks, call)
+            return retried_stream(chunks, lambda: call(self._prepared(original)), refused)
 
         return run
-
-    def _retried(self, original: LLM, chunks: Iterator[Any], call: Callable[[Any], Iterator[Any]]) -> Iterator[Any]:
-        try:
-            first = next(chunks)
-        except StopIteration:
-            return
-        except Exception as exc:  # noqa: BLE001 - only a refusal of the field is retried; the rest re-raised
-            if not self._refused_usage(original, exc):
-                raise
-            yield from call(self._prepared(original))
-            return
-        yield first
-        yield from chunks
 
     def _astream_asking_usage(self, call: Callable[[Any], Awaitable[Any]]) -> Callable[[Any], Awaitable[Any]]:
         """:meth:`_stream_asking_usage` for an async stream (``call`` returns an awaitable of one)."""
@@ -721,30 +710,16 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
             original = self._asked_for_usage(model)
             if original is None:
                 return await call(model)
+            refused = partial(self._refused_usage, original)
             try:
                 chunks = await call(model)
             except Exception as exc:  # noqa: BLE001 - only a refusal of the field is retried; the rest re-raised
-                if not self._refused_usage(original, exc):
+                if not refused(exc):
                     raise
                 return await call(self._prepared(original))
-            return self._aretried(original, chunks, call)
+            return aretried_stream(chunks, lambda: call(self._prepared(original)), refused)
 
         return run
-
-    async def _aretried(self, original: LLM, chunks: Any, call: Callable[[Any], Awaitable[Any]]) -> AsyncGenerator[Any, None]:
-        try:
-            first = await chunks.__anext__()
-        except StopAsyncIteration:
-            return
-        except Exception as exc:  # noqa: BLE001 - only a refusal of the field is retried; the rest re-raised
-            if not self._refused_usage(original, exc):
-                raise
-            async for chunk in await call(self._prepared(original)):
-                yield chunk
-            return
-        yield first
-        async for chunk in chunks:
-            yield chunk
 
     def _marker(self, decision: Decision, attempts: Attempts[Any], chunks: Any, tag: bool,
                 thread: Any) -> Callable[[Any], Any]:

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import threading
 import weakref
-from typing import Any
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 
-__all__ = ["Refusals", "refuses_stream_options"]
+__all__ = ["Refusals", "aretried_stream", "refuses_stream_options", "retried_stream"]
 
 
 def refuses_stream_options(status: Any, message: Any) -> bool:
@@ -53,3 +53,38 @@ class Refusals:
     def __contains__(self, model: Any) -> bool:
         ref = self._refs.get(id(model))
         return ref is not None and ref() is model
+
+
+def retried_stream(chunks: Iterator[Any], again: Callable[[], Iterator[Any]],
+                   refused: Callable[[BaseException], bool]) -> Iterator[Any]:
+    """``chunks``; or, if it fails before its first chunk with an error ``refused`` takes
+    for a refusal of ``stream_options`` (and records), the stream ``again()`` makes."""
+    try:
+        first = next(chunks)
+    except StopIteration:
+        return
+    except Exception as exc:  # noqa: BLE001 - only a refusal of the field is retried; the rest re-raised
+        if not refused(exc):
+            raise
+        yield from again()
+        return
+    yield first
+    yield from chunks
+
+
+async def aretried_stream(chunks: AsyncIterator[Any], again: Callable[[], Awaitable[AsyncIterator[Any]]],
+                          refused: Callable[[BaseException], bool]) -> AsyncIterator[Any]:
+    """:func:`retried_stream` for an async stream (``again`` returns an awaitable of one)."""
+    try:
+        first = await chunks.__anext__()
+    except StopAsyncIteration:
+        return
+    except Exception as exc:  # noqa: BLE001 - only a refusal of the field is retried; the rest re-raised
+        if not refused(exc):
+            raise
+        async for chunk in await again():
+            yield chunk
+        return
+    yield first
+    async for chunk in chunks:
+        yield chunk
