@@ -29,8 +29,10 @@ The cost controls of the config (``docs/costs.md``, ``docs/escalation.md``):
   answer's cost at the configured prices (a stream: from its usage chunk, which the
   server asks for). A strong answer without usage (from an upstream that sends none
   in streams, with ``stream_usage`` off and a client that did not ask, or cut off by
-  the client) has an unknown cost, so, as the ledger never prices a call at zero,
-  the period's budget counts as spent;
+  the client) has no exact cost and, as the ledger never prices a call at zero, is
+  charged its request's upper bound (:func:`~shared_core.server.protocol.token_bounds`:
+  its bytes and max tokens); a request without one leaves the cost unknown, and the
+  period's budget counts as spent;
 * ``escalate_on``: a weak answer the checks reject is sent to the strong model, by
   the attempt loop's ``check`` / ``escalate_to`` (a stream is buffered while
   checked). With a budget, an escalation is a strong call like any other: made only
@@ -73,6 +75,7 @@ from shared_core.server.protocol import (
     parse_chat_request,
     sse_event,
     stream_view,
+    token_bounds,
 )
 from shared_core.server.routing import ModelResolver
 from shared_core.server.upstream import Upstream, UpstreamError
@@ -308,9 +311,11 @@ class _Spend(Reservations):
     """One request's dealings with the strong budget: the strong calls it reserved
     (a strong decision; an escalation the budget admitted), settled once at the end."""
 
-    def __init__(self, server: "_Server", decision: Decision) -> None:
+    def __init__(self, server: "_Server", decision: Decision, payload: dict[str, Any], entry: dict[str, Any]) -> None:
         super().__init__(server.budget, decision)
         self.server = server
+        self.payload = payload  # the client's request: the bound of an answer without usage
+        self.entry = entry
         self.settled = False
 
     def admit_escalation(self, reason: str) -> bool:
@@ -327,12 +332,29 @@ class _Spend(Reservations):
         self.settled = True
         if strong_counts is not None:
             if None in strong_counts:
-                self.budget.charge_unknown()
+                self._charge_without_usage(strong_counts)
             else:
                 self.budget.charge(self.server.prices.cost(self.server.config.strong_model, *strong_counts))
             self.held -= 1
         for _ in range(max(0, self.held)):
             self.budget.release()
+
+    def _charge_without_usage(self, counts: tuple[Optional[int], Optional[int]]) -> None:
+        """A strong answer without usage: charged at its request's bound (:func:`token_bounds`:
+        the body's bytes, its max tokens), the counts it did report kept; with no bound, its
+        cost may be any amount, so the period's budget counts as spent."""
+        bounds = token_bounds(self.payload)
+        if bounds is None:
+            self.budget.charge_unknown()  # type: ignore[union-attr]  # settle returns first without a budget
+            self.entry["budget_charged"] = "period"
+            self.server.metrics.budget_without_usage.labels("period").inc()
+            return
+        tokens = [known if known is not None else bound for known, bound in zip(counts, bounds)]
+        cost = self.server.prices.cost(self.server.config.strong_model, *tokens)  # type: ignore[union-attr]
+        self.budget.charge(cost)  # type: ignore[union-attr]
+        self.entry["budget_charged"] = {"bound": round(cost, 9), "prompt_tokens": tokens[0],
+                                        "completion_tokens": tokens[1]}
+        self.server.metrics.budget_without_usage.labels("bound").inc()
 
 
 # The server -------------------------------------------------------------------------------
@@ -447,7 +469,7 @@ class _Server:
             decision = await batcher.decide(conversation(payload))
             self.metrics.routing_seconds.observe(time.perf_counter() - decided)
             self.metrics.decisions.labels(decision.role.value, decision.router).inc()
-            spend = _Spend(self, decision)
+            spend = _Spend(self, decision, payload, entry)
             if decision.reason == BUDGET_EXHAUSTED:
                 self.metrics.budget_exhausted.labels("decision").inc()
             entry.update(decision.to_dict(), routing_ms=round((time.perf_counter() - decided) * 1000, 3))

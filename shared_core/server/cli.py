@@ -78,8 +78,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                        help="cap the strong model's spend per period (needs --prices): each strong answer is charged "
                             "its usage at the prices; once spent, calls go weak with x-routellm-reason: "
                             "budget_exhausted. A strong answer without usage (an upstream that sends none in "
-                            "streams, see --no-stream-usage) cannot be priced, so the period counts as spent. One "
-                            "budget per process: not with --workers above 1")
+                            "streams, see --no-stream-usage; a stream the client left) is charged its request's "
+                            "upper bound (its bytes and max_tokens); a request without max_tokens has none, so the "
+                            "period counts as spent. One budget per process: not with --workers above 1")
     costs.add_argument("--budget-period", type=float, metavar="SECONDS",
                        help="the budget's period, aligned to the clock (default 3600)")
     costs.add_argument("--budget-reserve", type=float, metavar="DOLLARS",

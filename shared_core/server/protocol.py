@@ -107,6 +107,49 @@ def asking_stream_usage(payload: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     return {**payload, "stream_options": {**(options or {}), "include_usage": True}}, True
 
 
+#: Tokens allowed for the chat template around each message (role markers, separators) and
+#: around the whole request, on top of the body's bytes (:func:`token_bounds`).
+TEMPLATE_TOKENS_PER_MESSAGE, TEMPLATE_TOKENS = 8, 64
+
+
+def token_bounds(payload: dict[str, Any]) -> Optional[tuple[int, int]]:
+    """Upper bounds on the prompt and completion tokens a chat request can be billed, or
+    ``None`` where the request sets none; for an answer that reported no usage (a stream
+    whose client left before its usage chunk, an upstream that sends none), which a budget
+    then charges at this bound instead of counting its period spent.
+
+    Prompt: the request body's UTF-8 bytes as JSON, plus :data:`TEMPLATE_TOKENS_PER_MESSAGE`
+    per message and :data:`TEMPLATE_TOKENS`. A byte-level tokenizer (GPT's, Llama's,
+    Mistral's; SentencePiece with byte fallback) never makes more tokens of a text than it
+    has bytes, and the JSON's keys and quotes outnumber a chat template's own tokens. Only
+    for text: a message part of another type (an image, audio, a file) has no such bound,
+    nor has a request for output other than text (``modalities``) or a predicted output.
+    Completion: ``max_completion_tokens`` (else ``max_tokens``) times ``n``; none set, no bound.
+
+    Example:
+        >>> token_bounds({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 100})
+        (140, 100)
+        >>> token_bounds({"messages": [{"role": "user", "content": "Hi"}]}) is None
+        True
+    """
+    limit = payload.get("max_completion_tokens")
+    if limit is None:
+        limit = payload.get("max_tokens")
+    n = payload.get("n", 1)
+    n = 1 if n is None else n
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in (limit, n)):
+        return None
+    if payload.get("prediction") is not None or any(m != "text" for m in payload.get("modalities") or ()):
+        return None
+    for message in payload["messages"]:
+        content = message.get("content")
+        if isinstance(content, list) and not all(
+                isinstance(part, dict) and part.get("type") in ("text", "refusal") for part in content):
+            return None
+    body = len(json.dumps(payload, ensure_ascii=False).encode("utf-8"))
+    return body + TEMPLATE_TOKENS_PER_MESSAGE * len(payload["messages"]) + TEMPLATE_TOKENS, limit * n
+
+
 def conversation(payload: dict[str, Any]) -> list[tuple[str, Any]]:
     """The messages as the ``(role, content)`` pairs of :mod:`shared_core.policy`."""
     return [(m["role"], m.get("content")) for m in payload["messages"]]

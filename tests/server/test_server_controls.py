@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import re
+import time
 
 import httpx
 import numpy as np
@@ -101,6 +102,86 @@ def test_a_strong_answer_without_usage_spends_the_period(make_server, strong):
     assert metric(server, "routellm_budget_remaining_dollars") <= 0.0
     r = chat(server, HARD_Q)
     assert (r.headers["x-routellm-role"], r.headers["x-routellm-reason"]) == ("weak", "budget_exhausted")
+
+
+def _bound_cost(body, completion_tokens):
+    """What the budget charges a strong answer without usage: the request's byte bound."""
+    prompt = len(json.dumps(body, ensure_ascii=False).encode()) + 8 * len(body["messages"]) + 64
+    return (prompt * 10.0 + completion_tokens * 30.0) / 1e6
+
+
+def test_a_strong_answer_without_usage_is_charged_its_bound_when_the_request_has_max_tokens(make_server, strong,
+                                                                                              caplog):
+    """With ``max_tokens`` the cost has an upper bound: the budget charges that and goes on
+    (strong calls continue), instead of counting the whole period spent."""
+    server = make_server(prices=PRICES, strong_budget=1.0)
+    strong.usage = False
+    body = {"messages": [{"role": "user", "content": HARD_Q}], "stream": True, "max_tokens": 200}
+    with caplog.at_level(logging.INFO, logger="shared_core.server.access"):
+        r, _ = stream(server, HARD_Q, max_tokens=200)
+    assert r.headers["x-routellm-role"] == "strong"
+    bound = _bound_cost(body, 200)
+    assert metric(server, "routellm_budget_spent_dollars") == pytest.approx(bound, abs=1e-12)
+    assert metric(server, "routellm_budget_without_usage_total", 'charged="bound"') == 1.0
+    assert metric(server, "routellm_unpriced_answers_total", 'role="strong"') == 1.0  # still not priced
+    [entry] = [json.loads(x.getMessage()) for x in caplog.records if x.name == "shared_core.server.access"]
+    assert entry["budget_charged"]["bound"] == pytest.approx(bound, abs=1e-12)
+    assert entry["budget_charged"]["completion_tokens"] == 200
+    r = chat(server, HARD_Q)
+    assert (r.headers["x-routellm-role"], r.headers["x-routellm-reason"]) == ("strong", "score")  # not exhausted
+
+
+def test_a_client_leaving_a_strong_stream_costs_its_bound_not_the_period(make_server, strong):
+    """A chat client's stop button: the stream is left before its usage chunk, the upstream
+    closed. With ``max_tokens`` the budget charges the request's bound and strong calls go on."""
+    server = make_server(prices=PRICES, strong_budget=1.0, budget_reserve=STRONG_CALL)
+    strong.delay = 0.5  # the whole stream would take seconds
+    body = {"messages": [{"role": "user", "content": HARD_Q}], "stream": True, "max_tokens": 300}
+    with httpx.stream("POST", f"{server.url_v1}/chat/completions", json=body, timeout=30) as r:
+        assert r.headers["x-routellm-role"] == "strong"
+        assert next(r.iter_raw()).startswith(b"data: ")
+    assert strong.stream_cancelled.wait(timeout=5.0), "the strong stream was left open"
+    deadline = time.monotonic() + 5.0
+    while metric(server, "routellm_budget_spent_dollars") == 0.0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert metric(server, "routellm_budget_spent_dollars") == pytest.approx(_bound_cost(body, 300), abs=1e-12)
+    assert metric(server, "routellm_budget_remaining_dollars") == pytest.approx(1.0 - _bound_cost(body, 300), abs=1e-12)
+    strong.delay = 0.0
+    r = chat(server, HARD_Q)
+    assert (r.headers["x-routellm-role"], r.headers["x-routellm-reason"]) == ("strong", "score")
+
+
+def test_a_bound_uses_max_completion_tokens_and_n_and_keeps_reported_counts(make_server, strong):
+    server = make_server(prices=PRICES, strong_budget=1.0)
+    strong.usage = False
+    stream(server, HARD_Q, max_completion_tokens=50, max_tokens=999, n=2)
+    body = {"messages": [{"role": "user", "content": HARD_Q}], "stream": True, "max_completion_tokens": 50,
+            "max_tokens": 999, "n": 2}
+    assert metric(server, "routellm_budget_spent_dollars") == pytest.approx(_bound_cost(body, 100), abs=1e-12)
+
+
+@pytest.mark.parametrize("extra", [
+    {},  # no max tokens: no bound on the answer
+    {"max_tokens": 0},
+    {"max_tokens": True},
+    {"max_tokens": 100, "modalities": ["text", "audio"]},
+    {"max_tokens": 100, "prediction": {"type": "content", "content": "x"}},
+    {"max_tokens": 100, "n": "2"},
+])
+def test_without_a_bound_an_answer_without_usage_still_spends_the_period(make_server, strong, extra):
+    server = make_server(prices=PRICES, strong_budget=1.0)
+    strong.usage = False
+    stream(server, HARD_Q, **extra)
+    assert metric(server, "routellm_budget_spent_dollars") >= 1.0
+    assert metric(server, "routellm_budget_without_usage_total", 'charged="period"') == 1.0
+
+
+def test_an_image_in_the_request_has_no_byte_bound(make_server, strong):
+    server = make_server(prices=PRICES, strong_budget=1.0)
+    strong.usage = False
+    content = [{"type": "text", "text": HARD_Q}, {"type": "image_url", "image_url": {"url": "http://x/a.png"}}]
+    stream(server, content, max_tokens=100)
+    assert metric(server, "routellm_budget_spent_dollars") >= 1.0
 
 
 def test_a_failed_strong_call_frees_its_reservation(make_server, strong):

@@ -166,21 +166,35 @@ def test_cut_off_weak_answer_escalates_and_both_are_priced_once(controls_server)
     assert metrics['routellm_escalations_total{check="length",from_role="weak"}'] == 1.0
 
 
-def test_a_real_stream_without_usage_spends_the_budget(controls_server):
+def test_a_real_stream_without_usage_is_charged_its_bound(controls_server):
     """The server asks for the stream's usage (``stream_options.include_usage``) for an
     ordinary client that did not, but llama-cpp-python ignores the field and sends no usage
-    in streams: the strong answer's cost is unknown, so the period's budget counts as spent
-    and the next strong-worthy call goes weak."""
+    in streams. With ``max_tokens`` the budget charges the request's upper bound (its bytes,
+    its max tokens), which the real tokenizer's count stays under; without, the cost is
+    unknown, so the period's budget counts as spent and the next strong-worthy call goes weak."""
     client = openai.OpenAI(base_url=f"{controls_server.url}/v1", api_key="-", max_retries=0, timeout=120)
+    messages = [{"role": "user", "content": HARD_Q}]
     with client.chat.completions.with_streaming_response.create(
-            model="routellm", messages=[{"role": "user", "content": HARD_Q}], max_tokens=4, temperature=0,
-            stream=True) as raw:
+            model="routellm", messages=messages, max_tokens=4, temperature=0, stream=True) as raw:
         assert raw.headers["x-routellm-role"] == "strong"
         chunks = list(raw.parse())
     assert chunks and all(c.usage is None for c in chunks)
     metrics = _metrics(controls_server)
     assert metrics['routellm_unpriced_answers_total{role="strong"}'] == 1.0
+    assert metrics['routellm_budget_without_usage_total{charged="bound"}'] == 1.0
+    charged = metrics["routellm_budget_spent_dollars"]
+    # the same request answered whole reports its usage: the bound is above its true cost
+    usage = client.chat.completions.create(model="routellm", messages=messages, max_tokens=4, temperature=0).usage
+    assert 0 < usage.prompt_tokens and usage.completion_tokens <= 4
+    assert charged > (usage.prompt_tokens * 10.0 + usage.completion_tokens * 30.0) / 1e6 > 0
+    assert _metrics(controls_server)["routellm_budget_remaining_dollars"] > 0.9  # strong calls go on
+    with client.chat.completions.with_streaming_response.create(
+            model="routellm", messages=messages, temperature=0, stream=True) as raw:  # no max_tokens: no bound
+        assert raw.headers["x-routellm-role"] == "strong"
+        list(raw.parse())
+    metrics = _metrics(controls_server)
+    assert metrics['routellm_budget_without_usage_total{charged="period"}'] == 1.0
     assert metrics["routellm_budget_remaining_dollars"] <= 0.0
-    raw = client.chat.completions.with_raw_response.create(
-        model="routellm", messages=[{"role": "user", "content": HARD_Q}], max_tokens=4, temperature=0)
+    raw = client.chat.completions.with_raw_response.create(model="routellm", messages=messages, max_tokens=4,
+                                                           temperature=0)
     assert (raw.headers["x-routellm-role"], raw.headers["x-routellm-reason"]) == ("weak", "budget_exhausted")
