@@ -9,6 +9,8 @@ in one router call.
 
 from __future__ import annotations
 
+import json
+import logging
 from contextvars import ContextVar
 from functools import partial
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Sequence, Union
@@ -23,6 +25,7 @@ from langchain_core.messages import (
     SystemMessage,
     ToolMessage,
 )
+from langchain_core.messages.ai import add_usage
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import get_config_list, get_executor_for_config
 from langchain_core.runnables.utils import gather_with_concurrency
@@ -31,8 +34,11 @@ from shared_core.engine import RoutingEngine
 from shared_core.errors import ConfigError
 from shared_core.escalation import AnswerView, ToolCall
 from shared_core.policy import content_text
-from shared_core.routers import Decision
+from shared_core.ledger import prompt_token_bound
+from shared_core.routers import Decision, Role
 from shared_core.stream_usage import Refusals, aretried_stream, refuses_stream_options, retried_stream
+
+log = logging.getLogger(__name__)
 
 #: Key of ``response_metadata`` (chat model) under which each answer records its decision.
 DECISION_KEY = "routellm"
@@ -312,3 +318,91 @@ def asking_usage(model: BaseChatModel, kwargs: dict[str, Any]) -> dict[str, Any]
     if callable(responses_api) and responses_api({**kwargs, **model_kwargs}):
         return kwargs
     return {**kwargs, "stream_usage": True}
+
+
+# Budgets: a strong stream the caller left ----------------------------------------------
+#: Content block types whose bytes bound their tokens (text); any other (an image, audio, a
+#: file) leaves a prompt without a bound.
+_TEXT_BLOCKS = frozenset({"text", "reasoning", "thinking", "tool_call", "tool_use", "function_call", "refusal"})
+
+
+def token_bounds(model: Any, messages: Sequence[BaseMessage],
+                 kwargs: dict[str, Any]) -> tuple[int, int] | None:
+    """Upper bounds on the prompt and completion tokens of ``model``'s call on ``messages``
+    with ``kwargs``, or ``None`` where there is none: the prompt's bytes as JSON, every
+    call keyword (tool schemas) with them (:func:`~shared_core.ledger.prompt_token_bound`;
+    text only), and the call's max tokens (``max_completion_tokens`` or ``max_tokens`` of
+    the call, else the model's own, as tracing reads it) times ``n``."""
+    limit = kwargs.get("max_completion_tokens", kwargs.get("max_tokens"))
+    if limit is None and isinstance(model, BaseChatModel):
+        try:
+            limit = model._get_ls_params(**kwargs).get("ls_max_tokens")  # noqa: SLF001
+        except Exception:  # noqa: BLE001 - a provider's ls params are best effort: then no bound
+            limit = None
+    n = kwargs.get("n", getattr(model, "n", None))
+    n = 1 if n is None else n
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in (limit, n)):
+        return None
+    texts = [json.dumps(kwargs, default=str, ensure_ascii=False)]
+    for message in messages:
+        content = message.content
+        blocks = [content] if isinstance(content, str) else content
+        if not all(isinstance(b, str) or (isinstance(b, dict) and b.get("type") in _TEXT_BLOCKS) for b in blocks):
+            return None
+        texts.append(json.dumps(message.model_dump(exclude={"response_metadata", "usage_metadata"}),
+                                default=str, ensure_ascii=False))
+    return prompt_token_bound(texts, len(messages)), limit * n
+
+
+class Leaving:
+    """A stream's state for :func:`leave_stream`, kept as it runs (the budget's
+    reservations, the outcome at its first chunk, the model and call keywords that
+    answer, the prompt, the usage so far) so that whichever generator sees the caller
+    leave (the outer ``stream()``, or ``_stream`` when it is closed) charges it, once."""
+
+    __slots__ = ("spend", "outcome", "model", "kwargs", "messages", "usage", "done")
+
+    def __init__(self) -> None:
+        self.spend = self.outcome = self.model = self.messages = self.usage = None
+        self.kwargs: dict[str, Any] = {}
+        self.done = False
+
+    def __repr__(self) -> str:  # shown in invocation params
+        return "<routellm stream state>"
+
+    def start(self, spend: Any, outcome: Any, model: Any, kwargs: dict[str, Any], messages: Any) -> None:
+        self.spend, self.outcome, self.model, self.kwargs, self.messages = spend, outcome, model, kwargs, messages
+
+    def add(self, chunk: Any) -> None:
+        """Count a chunk's usage (a message chunk's ``usage_metadata``)."""
+        message = getattr(chunk, "message", chunk)
+        self.usage = add_usage(self.usage, getattr(message, "usage_metadata", None))
+
+    def left(self) -> None:
+        """The caller left the stream (closed or cancelled it): charge it once, if it started."""
+        if self.done or self.outcome is None:
+            return
+        self.done = True
+        leave_stream(self.spend, self.outcome, self.model, self.kwargs, self.messages, self.usage)
+
+
+def leave_stream(spend: Any, outcome: Any, model: Any, kwargs: dict[str, Any], messages: Any, usage: Any) -> None:
+    """A stream the caller left (closed, cancelled) after its first chunk: if the strong
+    model was answering under a budget, charge it (:meth:`~shared_core.controller.
+    Reservations.leave`) at its usage if the whole of it came (both counts), else at its
+    bounds (:func:`token_bounds`; a prompt count that came is kept); with no bound (no max
+    tokens, an image, a prompt that is not messages), its reservation stays held."""
+    if spend is None or outcome is None or outcome.role is not Role.STRONG:
+        return
+    usage = usage or {}
+    n_in, n_out = usage.get("input_tokens") or 0, usage.get("output_tokens") or 0
+    if n_in and n_out:
+        tokens: tuple[int, int] | None = (n_in, n_out)
+    else:
+        bounds = token_bounds(model, messages, kwargs) if messages is not None else None
+        tokens = None if bounds is None else (n_in or bounds[0], bounds[1])
+    if tokens is None:
+        log.info("routellm: a strong stream of %r was left before its usage, with no bound on its tokens (no max "
+                 "tokens): its budget reservation stays held until the period ends", outcome.model_name)
+        return
+    spend.leave(outcome.model_name, tokens)

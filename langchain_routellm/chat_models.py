@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from contextlib import aclosing
 from functools import partial
 from typing import Any, AsyncIterator, Callable, Iterator, Optional, Sequence, Union
 
@@ -24,6 +26,7 @@ from pydantic import ConfigDict, Field
 from langchain_routellm._routing import (
     DECISION_KEY,
     THREAD_KWARG,
+    Leaving,
     arun_batch,
     astream_asking_usage,
     can_stream,
@@ -47,6 +50,8 @@ from shared_core.settings import RoutedModel, ladder_ends, pop_timeout
 PER_MODEL_KWARGS = "routellm_per_model"
 #: ``stream()`` hands ``_stream`` a sink for the answers a check rejected under this call keyword.
 REJECTED_KWARG = "routellm_rejected"
+#: ``stream()`` hands ``_stream`` the state it charges a budget by if the caller leaves (:class:`Leaving`).
+LEAVING_KWARG = "routellm_leaving"
 #: ``bind_tools`` stores the tools' parameter schemas (for the ``tool_calls`` check) under this call keyword.
 TOOLS_KWARG = "routellm_tools"
 _REQUIRED_CHOICES = ("any", "required")
@@ -395,6 +400,7 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         thread, sink = kwargs.pop(THREAD_KWARG, None), kwargs.pop(REJECTED_KWARG, None)
+        leaving = kwargs.pop(LEAVING_KWARG, None) or Leaving()
         decision = self._decide(messages, thread)
         attempts = self._plan(decision, kwargs, _chunks_view)
         # A checked (buffered) answer streams no tokens of its own: they are released once it passes.
@@ -412,7 +418,12 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
                         _report_rejected(run_manager, messages, chunks.outcome.escalations)
                     self._pin(thread, decision, attempts, chunks.outcome)
                     chunk = _tag_chunk(chunk, self._record(decision, attempts, chunks.outcome, _usage))
+                    leaving.start(attempts.spend, chunks.outcome, *chunks.outcome.model, messages)
+                leaving.add(chunk)
                 yield chunk
+        except GeneratorExit:  # the caller left: no ledger will see this answer end
+            leaving.left()
+            raise
         except BaseException as exc:  # the escalation failed: its rejected answers were paid for
             if sink is not None:
                 sink.lost = rejected_answers(exc)
@@ -428,6 +439,7 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         thread, sink = kwargs.pop(THREAD_KWARG, None), kwargs.pop(REJECTED_KWARG, None)
+        leaving = kwargs.pop(LEAVING_KWARG, None) or Leaving()
         decision = await self._adecide(messages, thread)
         attempts = self._plan(decision, kwargs, _chunks_view)
         quiet = _checked(attempts)
@@ -445,8 +457,13 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
                         await _areport_rejected(run_manager, messages, chunks.outcome.escalations)
                     self._pin(thread, decision, attempts, chunks.outcome)
                     chunk = _tag_chunk(chunk, self._record(decision, attempts, chunks.outcome, _usage))
+                    leaving.start(attempts.spend, chunks.outcome, *chunks.outcome.model, messages)
                     first = False
+                leaving.add(chunk)
                 yield chunk
+        except (GeneratorExit, asyncio.CancelledError):  # the caller left (closed, or cancelled it)
+            leaving.left()
+            raise
         except BaseException as exc:
             if sink is not None:
                 sink.lost = rejected_answers(exc)
@@ -485,8 +502,12 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
     def stream(self, input: LanguageModelInput, config: Optional[RunnableConfig] = None, *,  # noqa: A002
                stop: Optional[list[str]] = None, **kwargs: Any) -> Iterator[AIMessageChunk]:
         own, sink = self._own_kwargs(config, kwargs)
+        leaving = own[LEAVING_KWARG] = Leaving()
         try:
             yield from super().stream(input, config, stop=stop, **own)
+        except GeneratorExit:  # the caller left (BaseChatModel.stream has ended the run): charge the budget
+            leaving.left()
+            raise
         finally:
             if sink is not None:
                 sink.report(self, config, input)
@@ -494,9 +515,15 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
     async def astream(self, input: LanguageModelInput, config: Optional[RunnableConfig] = None, *,  # noqa: A002
                       stop: Optional[list[str]] = None, **kwargs: Any) -> AsyncIterator[AIMessageChunk]:
         own, sink = self._own_kwargs(config, kwargs)
+        leaving = own[LEAVING_KWARG] = Leaving()
         try:
-            async for chunk in super().astream(input, config, stop=stop, **own):
-                yield chunk
+            # aclosing: a caller that leaves ends the run now (on_llm_error), not when it is garbage-collected
+            async with aclosing(super().astream(input, config, stop=stop, **own)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+        except (GeneratorExit, asyncio.CancelledError):  # the caller left: charge the budget
+            leaving.left()
+            raise
         finally:
             if sink is not None:
                 await sink.areport(self, config, input)

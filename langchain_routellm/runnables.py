@@ -10,6 +10,7 @@ to callbacks and tracing) and, when the output is a message, in its
 
 from __future__ import annotations
 
+import asyncio
 from functools import partial
 from typing import Any, AsyncIterator, Iterator, Optional, Sequence, Union
 
@@ -28,6 +29,7 @@ from pydantic import ConfigDict, Field
 
 from langchain_routellm._routing import (
     DECISION_KEY,
+    Leaving,
     arun_batch,
     astream_asking_usage,
     can_stream,
@@ -221,7 +223,7 @@ class RouteLLMRunnable(RoutedModel, RunnableSerializable[Any, Any]):
         run_manager = get_callback_manager_for_config(config).on_chain_start(
             None, input, name=config.get("run_name") or self.get_name(), run_id=config.pop("run_id", None)
         )
-        final = None
+        final, leaving = None, Leaving()
         try:
             chunks = attempts.stream(
                 lambda e: _stream_of(e[1], partial(e[1].stream, input, self._child_config(
@@ -231,10 +233,15 @@ class RouteLLMRunnable(RoutedModel, RunnableSerializable[Any, Any]):
                 if final is None:
                     self._pin(thread, decision, attempts, chunks.outcome)
                     chunk = final = _tag(chunk, self._record(decision, attempts, chunks.outcome))
+                    leaving.start(attempts.spend, chunks.outcome, chunks.outcome.model[1], kwargs,
+                                  _messages_of(chunks.outcome.model[1], input))
                 else:
                     final = _add(final, chunk)
+                leaving.add(chunk)
                 yield chunk
         except BaseException as exc:
+            if isinstance(exc, GeneratorExit):  # the caller left: no ledger sees this answer end
+                leaving.left()
             run_manager.on_chain_error(exc)
             raise
         run_manager.on_chain_end(final)
@@ -247,7 +254,7 @@ class RouteLLMRunnable(RoutedModel, RunnableSerializable[Any, Any]):
         run_manager = await get_async_callback_manager_for_config(config).on_chain_start(
             None, input, name=config.get("run_name") or self.get_name(), run_id=config.pop("run_id", None)
         )
-        final = None
+        final, leaving = None, Leaving()
         try:
             chunks = attempts.astream(
                 lambda e: _astream_of(e[1], partial(e[1].astream, input, self._child_config(
@@ -257,10 +264,15 @@ class RouteLLMRunnable(RoutedModel, RunnableSerializable[Any, Any]):
                 if final is None:
                     self._pin(thread, decision, attempts, chunks.outcome)
                     chunk = final = _tag(chunk, self._record(decision, attempts, chunks.outcome))
+                    leaving.start(attempts.spend, chunks.outcome, chunks.outcome.model[1], kwargs,
+                                  _messages_of(chunks.outcome.model[1], input))
                 else:
                     final = _add(final, chunk)
+                leaving.add(chunk)
                 yield chunk
         except BaseException as exc:
+            if isinstance(exc, (GeneratorExit, asyncio.CancelledError)):  # the caller left
+                leaving.left()
             await run_manager.on_chain_error(exc)
             raise
         await run_manager.on_chain_end(final)
@@ -326,3 +338,14 @@ def _astream_of(runnable: Runnable, stream: Any, kwargs: dict[str, Any]) -> Asyn
     if _streams_chat(runnable, kwargs, async_api=True):
         return astream_asking_usage(runnable, stream, kwargs)
     return stream(**kwargs)
+
+
+def _messages_of(runnable: Runnable, value: Any) -> Optional[list[BaseMessage]]:
+    """The messages a chat model makes of a stream's input (for the bound of its tokens), or
+    ``None`` for another runnable or an input it does not read."""
+    if not isinstance(runnable, BaseChatModel):
+        return None
+    try:
+        return runnable._convert_input(value).to_messages()  # noqa: SLF001
+    except Exception:  # noqa: BLE001 - its own call raised on it first; no bound then
+        return None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import threading
 from collections import ChainMap, abc
@@ -55,6 +56,7 @@ from shared_core.controller import Controller
 from shared_core.engine import rejected_records
 from shared_core.errors import ConfigError
 from shared_core.escalation import AnswerView, CallContext, ToolCall
+from shared_core.ledger import prompt_token_bound
 from shared_core.policy import content_text
 from shared_core.routers import Decision, Role, Router
 from shared_core.settings import RoutedModel, ladder_ends, pop_timeout
@@ -66,6 +68,7 @@ if TYPE_CHECKING:
 
 #: Spans for the tool calls too (LlamaIndex spans chat and complete itself), so that
 #: an instrumentation handler (the ledger) sees every tagged response.
+log = logging.getLogger(__name__)
 dispatcher = get_dispatcher(__name__)
 
 #: Key under which every response's ``additional_kwargs`` records the decision.
@@ -628,6 +631,7 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
     def _stream(
         self, decision: Decision, call: Callable[[Any], Iterator[Any]], tag: bool = True, tools: bool = False,
         timeout: Optional[float] = None, thread: Any = None, context: Optional[CallContext] = None,
+        bound: Optional[Bound] = None,
     ) -> Generator[Any, None, None]:
         # The chosen model's call starts now, as a direct call would (eager); a
         # fallback happens only if the error comes before the first chunk.
@@ -637,9 +641,15 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
 
         def tagged() -> Generator[Any, None, None]:
             mark = self._marker(decision, attempts, chunks, tag, thread)
+            usage, started = None, False
             try:
                 for chunk in chunks:
+                    started, usage = True, _usage(chunk) or usage
                     yield mark(chunk)
+            except GeneratorExit:  # the caller left: no ledger sees this answer end
+                if started:
+                    _leave_stream(attempts, chunks.outcome, bound, usage)
+                raise
             except BaseException as exc:
                 _report_rejected(exc, watch)
                 raise
@@ -651,6 +661,7 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
     async def _astream(
         self, decision: Decision, call: Callable[[Any], Awaitable[Any]], tag: bool = True, tools: bool = False,
         timeout: Optional[float] = None, thread: Any = None, context: Optional[CallContext] = None,
+        bound: Optional[Bound] = None,
     ) -> AsyncGenerator[Any, None]:
         attempts, watch = self._plan(decision, tools, timeout, _chunks_view, context), watch_for(tag)
         call = self._astream_asking_usage(call)
@@ -658,9 +669,15 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
 
         async def tagged() -> AsyncGenerator[Any, None]:
             mark = self._marker(decision, attempts, chunks, tag, thread)
+            usage, started = None, False
             try:
                 async for chunk in chunks:
+                    started, usage = True, _usage(chunk) or usage
                     yield mark(chunk)
+            except (GeneratorExit, asyncio.CancelledError):  # the caller left (closed, or cancelled it)
+                if started:
+                    _leave_stream(attempts, chunks.outcome, bound, usage)
+                raise
             except BaseException as exc:
                 _report_rejected(exc, watch)
                 raise
@@ -749,7 +766,8 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         timeout, thread = pop_timeout(kwargs), _pop_thread(kwargs)
         decision = self._decide(_call_conversation(messages), thread)
-        return self._stream(decision, lambda m: m.stream_chat(messages, **kwargs), timeout=timeout, thread=thread)
+        return self._stream(decision, lambda m: m.stream_chat(messages, **kwargs), timeout=timeout, thread=thread,
+                            bound=lambda m: _token_bounds(m, messages, kwargs))
 
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         timeout, thread = pop_timeout(kwargs), _pop_thread(kwargs)
@@ -760,7 +778,7 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         timeout, thread = pop_timeout(kwargs), _pop_thread(kwargs)
         decision = await self._adecide(_call_conversation(messages), thread)
         return await self._astream(decision, lambda m: m.astream_chat(messages, **kwargs), timeout=timeout,
-                                   thread=thread)
+                                   thread=thread, bound=lambda m: _token_bounds(m, messages, kwargs))
 
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         timeout, thread = pop_timeout(kwargs), _pop_thread(kwargs)
@@ -772,7 +790,7 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         timeout, thread = pop_timeout(kwargs), _pop_thread(kwargs)
         decision = self._decide(_prompt_conversation(prompt), thread)
         return self._stream(decision, lambda m: m.stream_complete(prompt, formatted=formatted, **kwargs),
-                            timeout=timeout, thread=thread)
+                            timeout=timeout, thread=thread, bound=lambda m: _token_bounds(m, prompt, kwargs))
 
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         timeout, thread = pop_timeout(kwargs), _pop_thread(kwargs)
@@ -786,7 +804,7 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         timeout, thread = pop_timeout(kwargs), _pop_thread(kwargs)
         decision = await self._adecide(_prompt_conversation(prompt), thread)
         return await self._astream(decision, lambda m: m.astream_complete(prompt, formatted=formatted, **kwargs),
-                                   timeout=timeout, thread=thread)
+                                   timeout=timeout, thread=thread, bound=lambda m: _token_bounds(m, prompt, kwargs))
 
     # Prompt templates (query engines): route on query_str, the chosen model formats
     def _template_conversation(
@@ -918,7 +936,7 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         thread = _pop_thread(args)
         decision = self._decide(_tools_conversation(user_msg, chat_history), thread)
         return self._stream(decision, lambda m: m.stream_chat_with_tools(tools, **args), tools=True, timeout=timeout,
-                            thread=thread, context=_tools_context(tools, tool_required))
+                            thread=thread, context=_tools_context(tools, tool_required), bound=_tools_bound(tools, args))
 
     async def astream_chat_with_tools(
         self,
@@ -935,7 +953,8 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
         thread = _pop_thread(args)
         decision = await self._adecide(_tools_conversation(user_msg, chat_history), thread)
         return await self._astream(decision, lambda m: m.astream_chat_with_tools(tools, **args), tools=True,
-                                   timeout=timeout, thread=thread, context=_tools_context(tools, tool_required))
+                                   timeout=timeout, thread=thread, context=_tools_context(tools, tool_required),
+                                   bound=_tools_bound(tools, args))
 
     def _prepare_chat_with_tools(
         self,
@@ -1134,3 +1153,70 @@ def _tool_args(
 def _tag(response: Any, record: Dict[str, Any]) -> Any:
     response.additional_kwargs[DECISION_KEY] = dict(record)
     return response
+
+
+# Budgets: a strong stream the caller left ----------------------------------------------
+#: Content block types whose bytes bound their tokens (text); any other (an image, audio, a
+#: document) leaves a prompt without a bound.
+_TEXT_BLOCKS = frozenset({"text", "thinking", "tool_call"})
+
+#: What a stream's bound is read from: the chosen model gives ``(prompt tokens, completion tokens)`` or ``None``.
+Bound = Callable[[Any], Optional[Tuple[int, int]]]
+
+
+def _token_bounds(model: Any, prompt: Union[str, Sequence[ChatMessage]], kwargs: Dict[str, Any],
+                  tools: Sequence[Any] = ()) -> Optional[Tuple[int, int]]:
+    """Upper bounds on the prompt and completion tokens of ``model``'s call, or ``None``
+    where there is none: the prompt (a string, or messages as JSON), the model's system
+    prompt, the call keywords, its ``additional_kwargs`` and the tools' schemas
+    (:func:`~shared_core.ledger.prompt_token_bound`; text only), and the max tokens of
+    the call, else of ``additional_kwargs``, else the model's ``max_tokens``, times ``n``."""
+    extra = getattr(model, "additional_kwargs", None) or {}
+    limit = next((v for v in (kwargs.get("max_completion_tokens"), kwargs.get("max_tokens"),
+                              extra.get("max_completion_tokens"), extra.get("max_tokens"),
+                              getattr(model, "max_tokens", None)) if v is not None), None)
+    n = kwargs.get("n", extra.get("n"))
+    n = 1 if n is None else n
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in (limit, n)):
+        return None
+    if isinstance(prompt, str):
+        texts, count = [prompt], 1
+    else:
+        if not all(getattr(b, "block_type", None) in _TEXT_BLOCKS for m in prompt for b in m.blocks):
+            return None
+        texts = [json.dumps(m.model_dump(), default=str, ensure_ascii=False) for m in prompt]
+        count = len(prompt)
+    texts += [getattr(model, "system_prompt", None) or "", json.dumps(kwargs, default=str, ensure_ascii=False),
+              json.dumps(extra, default=str, ensure_ascii=False)]
+    texts += [json.dumps(t.metadata.to_openai_tool(), default=str, ensure_ascii=False) for t in tools]
+    return prompt_token_bound(texts, count), limit * n
+
+
+def _tools_bound(tools: Sequence[Any], args: Dict[str, Any]) -> Bound:
+    """The bound of a ``stream_chat_with_tools`` call (its history, its user message, its tools)."""
+    user_msg = args.get("user_msg")
+    messages = list(args.get("chat_history") or [])
+    if user_msg is not None:
+        messages.append(ChatMessage(role="user", content=user_msg) if isinstance(user_msg, str) else user_msg)
+    rest = {k: v for k, v in args.items() if k not in ("user_msg", "chat_history")}
+    return lambda model: _token_bounds(model, messages, rest, tools)
+
+
+def _leave_stream(attempts: Attempts[Any], outcome: Optional[Outcome[Any]], bound: Optional[Bound],
+                  usage: Optional[Dict[str, Any]]) -> None:
+    """A stream the caller left (closed, cancelled) after its first chunk: if the strong
+    model was answering under a budget, charge it (:meth:`~shared_core.controller.
+    Reservations.leave`) at its usage if it came, else at its bounds; with no bound (no
+    max tokens, an image, a prompt template), its reservation stays held."""
+    spend = getattr(attempts, "spend", None)
+    if spend is None or outcome is None or outcome.role is not Role.STRONG:
+        return
+    if usage is not None:
+        tokens: Optional[Tuple[int, int]] = (usage["input_tokens"], usage["output_tokens"])
+    else:
+        tokens = bound(outcome.model) if bound is not None else None
+    if tokens is None:
+        log.info("routellm: a strong stream of %r was left before its usage, with no bound on its tokens (no max "
+                 "tokens): its budget reservation stays held until the period ends", outcome.model_name)
+        return
+    spend.leave(outcome.model_name, tokens)

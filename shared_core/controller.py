@@ -32,7 +32,9 @@ strong. With ``reserve`` at least the cost of one strong call, the strong spend
 of a period never exceeds the budget. :meth:`BudgetController.release` frees the
 reservation of a strong call that failed; :meth:`BudgetController.charge_unknown`
 charges a strong call whose cost is unknown (no usage) as the rest of the
-period's budget. Weak calls are never refused (the router cannot refuse a
+period's budget; :meth:`BudgetController.charge_left` charges a strong stream the
+caller left before its end (no ledger sees it end) at its usage or an upper bound
+on it, with the prices of the ledger built with ``budget=``. Weak calls are never refused (the router cannot refuse a
 call), so they are not capped. ``inner`` (a ShareController) decides
 while the budget lasts; without it, the engine's threshold does.
 
@@ -272,6 +274,7 @@ class BudgetController(Controller):
         self._period_index: Optional[int] = None
         self._spent = 0.0
         self._pending = 0  # strong calls decided, not yet charged
+        self._prices: Any = None  # a Ledger's PriceTable (price_with), for answers no ledger charges
 
     def _roll(self) -> None:
         index = math.floor(self.clock() / self.period)
@@ -306,6 +309,30 @@ class BudgetController(Controller):
             self._roll()
             self._spent = max(self._spent, self.budget) + math.ulp(self.budget)  # over the cap, finite
             self._pending = max(0, self._pending - 1)
+
+    def price_with(self, prices: Any) -> None:
+        """The :class:`~shared_core.ledger.PriceTable` that prices strong answers no ledger
+        sees the end of (:meth:`charge_left`); a Ledger built with ``budget=`` gives its own."""
+        if not callable(getattr(prices, "price", None)):
+            raise ConfigError(f"prices must be a PriceTable, got {prices!r}")
+        self._prices = prices
+
+    def charge_left(self, model: str, tokens: tuple[int, int]) -> Optional[float]:
+        """Charge a strong answer that was left before its end (a stream the caller stopped,
+        so no ledger prices it) at ``tokens``, its prompt and completion tokens (its usage,
+        or upper bounds: :func:`~shared_core.ledger.prompt_token_bound` and the call's max
+        tokens), at ``model``'s strong price in the table of :meth:`price_with`. Returns the
+        dollars charged; ``None``, charging nothing, without that price (no ledger with
+        ``budget=``, or no price for ``model``): its reservation then stays held until the
+        period ends, as for any strong answer no ledger charges."""
+        if self._prices is None:
+            return None
+        try:
+            cost = self._prices.price(model, "strong").cost(*tokens)
+        except ConfigError:  # no price for the model that answered: a ledger would have raised
+            return None
+        self.charge(cost)
+        return cost
 
     def release(self) -> None:
         """Free the reservation of a call decided strong that the strong model did not answer
@@ -398,6 +425,21 @@ class Reservations:
         if self.held:
             self.held -= 1
             self.budget.release()  # type: ignore[union-attr]  # held only with a budget
+
+    def leave(self, model: str, tokens: tuple[int, int]) -> Optional[float]:
+        """The strong answer was left before its end: charged at its usage or bound
+        ``tokens`` (:meth:`BudgetController.charge_left`), and every other reservation of
+        the call freed, as nothing else of it will be charged. Returns what was charged, or
+        ``None`` (nothing held, or no price: the reservations stay held)."""
+        if not self.held:
+            return None
+        charged = self.budget.charge_left(model, tokens)  # type: ignore[union-attr]
+        if charged is None:
+            return None
+        self.held -= 1
+        while self.held:
+            self.release()
+        return charged
 
 
 _KINDS: dict[str, Any] = {ShareController.kind: ShareController, BudgetController.kind: BudgetController}

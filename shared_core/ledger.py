@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from shared_core.controller import BudgetController
 
 __all__ = ["CallRecord", "Ledger", "Price", "PriceError", "PriceTable", "UnansweredRecord", "UsageError", "check_tokens",
+           "prompt_token_bound",
            "ledger_from"]
 
 PER = 1_000_000  # prices are per million tokens
@@ -152,6 +153,29 @@ def check_tokens(value: Any, what: str, model: str) -> int:
     return value
 
 
+#: Tokens allowed for a chat template's own tokens around each message (role markers,
+#: separators) and around the whole prompt, on top of the text's bytes (:func:`prompt_token_bound`).
+TEMPLATE_TOKENS_PER_MESSAGE, TEMPLATE_TOKENS = 8, 64
+
+
+def prompt_token_bound(texts: Sequence[str], messages: int) -> int:
+    """An upper bound on the prompt tokens of ``messages`` chat messages whose text (and
+    every other field sent: tool calls, tool schemas, names) is ``texts``: their UTF-8
+    bytes, plus :data:`TEMPLATE_TOKENS_PER_MESSAGE` a message and :data:`TEMPLATE_TOKENS`.
+
+    A byte-level tokenizer (GPT's, Llama's, Mistral's; SentencePiece with byte fallback)
+    never makes more tokens of a text than it has bytes. It holds for text only: an image
+    or audio part is billed tokens its bytes do not bound. For a strong answer that
+    reported no usage (a stream left before its usage chunk), which a budget then charges
+    at this bound and the call's max tokens instead of counting its period spent.
+
+    Example:
+        >>> prompt_token_bound(["Hi"], messages=1)
+        74
+    """
+    return sum(len(t.encode("utf-8")) for t in texts) + TEMPLATE_TOKENS_PER_MESSAGE * messages + TEMPLATE_TOKENS
+
+
 @dataclass(frozen=True)
 class CallRecord:
     """One priced call. ``strong_cost`` is the same tokens at the strong model's prices."""
@@ -212,6 +236,8 @@ class Ledger:
         if budget is not None and not callable(getattr(budget, "charge", None)):
             raise ConfigError(f"budget must be a BudgetController (with a charge method), got {budget!r}")
         self.budget = budget
+        if budget is not None and callable(getattr(budget, "price_with", None)):
+            budget.price_with(self.prices)  # for strong streams left before their end (charge_left)
         self._lock = threading.Lock()
         self._calls: list[CallRecord] = []
         self._unanswered: list[UnansweredRecord] = []

@@ -19,6 +19,7 @@ import json
 from typing import Any, Iterable, Optional
 
 from shared_core.escalation import AnswerView, CallContext, ToolCall
+from shared_core.ledger import prompt_token_bound
 
 DECISION_FIELD = "routellm"
 HEADER_PREFIX = "x-routellm-"
@@ -107,22 +108,14 @@ def asking_stream_usage(payload: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     return {**payload, "stream_options": {**(options or {}), "include_usage": True}}, True
 
 
-#: Tokens allowed for the chat template around each message (role markers, separators) and
-#: around the whole request, on top of the body's bytes (:func:`token_bounds`).
-TEMPLATE_TOKENS_PER_MESSAGE, TEMPLATE_TOKENS = 8, 64
-
-
 def token_bounds(payload: dict[str, Any]) -> Optional[tuple[int, int]]:
     """Upper bounds on the prompt and completion tokens a chat request can be billed, or
     ``None`` where the request sets none; for an answer that reported no usage (a stream
     whose client left before its usage chunk, an upstream that sends none), which a budget
     then charges at this bound instead of counting its period spent.
 
-    Prompt: the request body's UTF-8 bytes as JSON, plus :data:`TEMPLATE_TOKENS_PER_MESSAGE`
-    per message and :data:`TEMPLATE_TOKENS`. A byte-level tokenizer (GPT's, Llama's,
-    Mistral's; SentencePiece with byte fallback) never makes more tokens of a text than it
-    has bytes, and the JSON's keys and quotes outnumber a chat template's own tokens. Only
-    for text: a message part of another type (an image, audio, a file) has no such bound,
+    Prompt: :func:`~shared_core.ledger.prompt_token_bound` of the request body as JSON
+    (whose keys and quotes, on top, outnumber a chat template's own tokens). Only for text: a message part of another type (an image, audio, a file) has no such bound,
     nor has a request for output other than text (``modalities``) or a predicted output.
     Completion: ``max_completion_tokens`` (else ``max_tokens``) times ``n``; none set, no bound.
 
@@ -146,8 +139,7 @@ def token_bounds(payload: dict[str, Any]) -> Optional[tuple[int, int]]:
         if isinstance(content, list) and not all(
                 isinstance(part, dict) and part.get("type") in ("text", "refusal") for part in content):
             return None
-    body = len(json.dumps(payload, ensure_ascii=False).encode("utf-8"))
-    return body + TEMPLATE_TOKENS_PER_MESSAGE * len(payload["messages"]) + TEMPLATE_TOKENS, limit * n
+    return prompt_token_bound([json.dumps(payload, ensure_ascii=False)], len(payload["messages"])), limit * n
 
 
 def conversation(payload: dict[str, Any]) -> list[tuple[str, Any]]:

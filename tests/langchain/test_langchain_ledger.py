@@ -8,7 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 
-from langchain_routellm import LedgerCallbackHandler, RouteLLMChat
+from langchain_routellm import LedgerCallbackHandler, RouteLLMChat, RouteLLMRunnable
+from langchain_routellm._routing import token_bounds
 from langchain_routellm.testing import FakeToolChatModel
 from shared_core.controller import BUDGET_EXHAUSTED, BudgetController, ShareController
 from shared_core.errors import ConfigError
@@ -172,3 +173,132 @@ def test_a_pickled_chat_model_carries_its_controllers_state(strong, weak):
     later = [f"more {i}" for i in range(10)]
     assert ([m.response_metadata["routellm"]["threshold"] for m in again.batch(later)]
             == [m.response_metadata["routellm"]["threshold"] for m in llm.batch(later)])
+
+
+# A strong stream the caller leaves before its end ----------------------------------------
+LEFT_Q = "Please prove that there are infinitely many primes, step by step."
+
+
+def _budgeted(strong, weak, keyword_router, cls=RouteLLMChat, **fields):
+    budget = BudgetController(1.0, period=3600, reserve=0.0002, clock=lambda: 0.0)
+    handler = LedgerCallbackHandler(prices=PRICES, strong_model="strong-fake", budget=budget)
+    llm = cls(strong=strong, weak=weak, router=keyword_router, threshold=0.5, controller=budget, **fields)
+    return budget, handler, llm
+
+
+def _bound(model, kwargs, completion_tokens):
+    """What the budget charges: the prompt's byte bound and the call's max tokens, at the strong price."""
+    prompt = token_bounds(model, [HumanMessage(LEFT_Q)], kwargs)[0]
+    return (prompt * 10.0 + completion_tokens * 30.0) / 1e6
+
+
+def test_a_strong_stream_left_after_its_first_chunk_is_charged_its_bound(strong, weak, keyword_router):
+    """Before: nothing charged and its reservation held until the period ended."""
+    budget, handler, llm = _budgeted(strong, weak, keyword_router, max_tokens=50)
+    stream = llm.stream(LEFT_Q, config=cfg(handler))
+    first = next(stream)
+    assert first.response_metadata["routellm"]["role"] == "strong"
+    stream.close()
+    assert budget.spent == pytest.approx(_bound(strong, {"max_tokens": 50}, 50), abs=1e-15)
+    assert budget.remaining == pytest.approx(1.0 - budget.spent, abs=1e-15)  # no reservation left held
+    assert handler.ledger.totals()["calls"] == 0  # the ledger prices answers it saw end
+    exact = llm.invoke(LEFT_Q, config=cfg(handler))  # the whole answer costs less than its bound
+    assert handler.ledger.totals()["by_role"]["strong"]["cost"] < _bound(strong, {"max_tokens": 50}, 50)
+    assert exact.usage_metadata["output_tokens"] <= 50
+
+
+def test_a_left_stream_uses_the_calls_max_tokens_and_a_break_closes_it(strong, weak, keyword_router):
+    budget, handler, llm = _budgeted(strong, weak, keyword_router)
+    for _ in llm.stream(LEFT_Q, config=cfg(handler), max_tokens=20):
+        break
+    assert budget.spent == pytest.approx(_bound(strong, {"max_tokens": 20}, 20), abs=1e-15)
+    assert budget.remaining == pytest.approx(1.0 - budget.spent, abs=1e-15)
+
+
+def test_a_stream_left_after_its_usage_is_charged_that_usage(strong, weak, keyword_router):
+    budget, handler, llm = _budgeted(strong, weak, keyword_router, max_tokens=50)
+    stream = llm.stream(LEFT_Q, config=cfg(handler))
+    chunk = next(stream)
+    while not chunk.usage_metadata:
+        chunk = next(stream)
+    stream.close()  # left at the last chunk: the run ends with an error, so no ledger charges it
+    usage = chunk.usage_metadata
+    assert budget.spent == pytest.approx((usage["input_tokens"] * 10.0 + usage["output_tokens"] * 30.0) / 1e6,
+                                         abs=1e-15)
+    assert handler.ledger.totals()["calls"] == 0
+
+
+def test_a_stream_read_to_its_end_is_charged_once_by_the_ledger(strong, weak, keyword_router):
+    budget, handler, llm = _budgeted(strong, weak, keyword_router, max_tokens=50)
+    chunks = list(llm.stream(LEFT_Q, config=cfg(handler)))
+    assert chunks[0].response_metadata["routellm"]["role"] == "strong"
+    assert budget.spent == pytest.approx(handler.ledger.totals()["by_role"]["strong"]["cost"], abs=1e-15)
+    assert budget.remaining == pytest.approx(1.0 - budget.spent, abs=1e-15)
+
+
+def test_without_max_tokens_a_left_stream_keeps_its_reservation(strong, weak, keyword_router, caplog):
+    budget, handler, llm = _budgeted(strong, weak, keyword_router)
+    with caplog.at_level("INFO", logger="langchain_routellm._routing"):
+        for _ in llm.stream(LEFT_Q, config=cfg(handler)):
+            break
+    assert budget.spent == 0.0
+    assert budget.remaining == pytest.approx(1.0 - 0.0002, abs=1e-15)  # held: no bound on what it cost
+    assert "no bound on its tokens" in caplog.text
+
+
+def test_a_left_weak_stream_changes_nothing(strong, weak, keyword_router):
+    budget, handler, llm = _budgeted(strong, weak, keyword_router, max_tokens=50)
+    for chunk in llm.stream("Say hello.", config=cfg(handler)):
+        assert chunk.response_metadata["routellm"]["role"] == "weak"
+        break
+    assert budget.spent == 0.0 and budget.remaining == 1.0
+
+
+def test_an_async_stream_left_is_charged_at_once(strong, weak, keyword_router):
+    budget, handler, llm = _budgeted(strong, weak, keyword_router, max_tokens=50)
+
+    async def leave():
+        stream = llm.astream(LEFT_Q, config=cfg(handler))
+        async for _ in stream:
+            break
+        await stream.aclose()
+        return budget.spent, budget.remaining  # read before the loop ends (and collects what is left)
+
+    spent, remaining = asyncio.run(leave())
+    assert spent == pytest.approx(_bound(strong, {"max_tokens": 50}, 50), abs=1e-15)
+    assert remaining == pytest.approx(1.0 - spent, abs=1e-15)
+
+
+def test_the_runnable_charges_a_left_stream_too(strong, weak, keyword_router):
+    budget, handler, runnable = _budgeted(strong, weak, keyword_router, cls=RouteLLMRunnable)
+    for _ in runnable.stream(LEFT_Q, config=cfg(handler), max_tokens=30):
+        break
+    assert budget.spent == pytest.approx(_bound(strong, {"max_tokens": 30}, 30), abs=1e-15)
+
+    async def leave():
+        stream = runnable.astream(LEFT_Q, config=cfg(handler), max_tokens=30)
+        async for _ in stream:
+            break
+        await stream.aclose()
+        return budget.spent
+
+    assert asyncio.run(leave()) == pytest.approx(2 * _bound(strong, {"max_tokens": 30}, 30), abs=1e-15)
+    assert budget.remaining == pytest.approx(1.0 - budget.spent, abs=1e-15)
+
+
+@pytest.mark.filterwarnings("ignore:A test tried to use socket")  # ChatOpenAI probes socket options when built
+def test_token_bounds_of_a_chat_call():
+    langchain_openai = pytest.importorskip("langchain_openai")
+    model = langchain_openai.ChatOpenAI(model="gpt-4o", max_tokens=77, api_key="sk-test")
+    text = "Prove that sqrt(2) is irrational. " * 20
+    prompt, completion = token_bounds(model, [HumanMessage(text)], {})
+    assert completion == 77  # the model's own max_tokens, as tracing reads it
+    assert len(text.encode()) + 72 < prompt < len(text.encode()) + 400  # its bytes, the template and the JSON
+    assert token_bounds(model, [HumanMessage(text)], {"max_tokens": 5})[1] == 5  # the call's wins
+    assert token_bounds(model.model_copy(update={"n": 3}), [HumanMessage(text)], {})[1] == 3 * 77
+    assert token_bounds(model.model_copy(update={"max_tokens": None}), [HumanMessage(text)], {}) is None
+    image = HumanMessage(content=[{"type": "text", "text": "What is this?"},
+                                  {"type": "image_url", "image_url": {"url": "http://x/a.png"}}])
+    assert token_bounds(model, [image], {}) is None  # an image's tokens are not bounded by its bytes
+    tools = {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]}
+    assert token_bounds(model, [HumanMessage(text)], tools)[0] > prompt  # tool schemas are sent too

@@ -10,6 +10,7 @@ from llama_index.core.base.llms.types import ChatMessage, CompletionResponse
 from li_support import KeywordRouter, NamedMockLLM, UsageMockLLM
 from llamaindex_routellm import LedgerHandler, RouteLLM
 from llamaindex_routellm.ledger import response_usage
+from llamaindex_routellm.llm import _token_bounds
 from shared_core.controller import BUDGET_EXHAUSTED, BudgetController, ShareController
 from shared_core.errors import ConfigError
 from shared_core.ledger import Ledger, PriceError, UsageError
@@ -224,3 +225,109 @@ def test_tool_calls_are_recorded(fc_models):
         asyncio.run(llm.achat_with_tools([tool], user_msg="prove: multiply 5 and 6"))
     assert len(handler.errors) == 2 and all("reported no token usage" in str(e) for e in handler.errors)
     assert "'weak-m' (weak)" in str(handler.errors[0]) and "'strong-m' (strong)" in str(handler.errors[1])
+
+
+# A strong stream the caller leaves before its end ----------------------------------------
+LEFT_Q = "Please prove that there are infinitely many primes, step by step."
+
+
+def _budgeted(max_tokens=50):
+    budget = BudgetController(1.0, reserve=0.0002, clock=lambda: 0.0)
+    strong = UsageMockLLM(name="strong-m", max_tokens=max_tokens)
+    llm = RouteLLM(strong=strong, weak=UsageMockLLM(name="weak-m"), router=KeywordRouter(), threshold=0.5,
+                   controller=budget)
+    return budget, strong, llm
+
+
+def _bound(model, prompt, completion_tokens, kwargs=None):
+    """What the budget charges: the prompt's byte bound and the call's max tokens, at the strong price."""
+    return (_token_bounds(model, prompt, kwargs or {})[0] * 10.0 + completion_tokens * 30.0) / 1e6
+
+
+def test_a_strong_stream_left_after_its_first_chunk_is_charged_its_bound():
+    """Before: nothing charged and its reservation held until the period ended."""
+    budget, strong, llm = _budgeted()
+    with LedgerHandler(prices=PRICES, strong_model="strong-m", budget=budget) as handler:
+        stream = llm.stream_chat(user(LEFT_Q))
+        assert next(stream).additional_kwargs["routellm"]["role"] == "strong"
+        stream.close()
+        assert budget.spent == pytest.approx(_bound(strong, user(LEFT_Q), 50), abs=1e-15)
+        assert budget.remaining == pytest.approx(1.0 - budget.spent, abs=1e-15)  # no reservation left held
+        assert handler.totals()["calls"] == 0  # the ledger prices answers it saw end
+        for _ in llm.stream_complete(LEFT_Q, max_tokens=20):  # a break closes it too; the call's max tokens
+            break
+        assert budget.spent == pytest.approx(_bound(strong, user(LEFT_Q), 50)
+                                             + _bound(strong, LEFT_Q, 20, {"max_tokens": 20}), abs=1e-15)
+        before = budget.spent
+        list(llm.stream_chat(user(LEFT_Q)))  # read to its end: the ledger charges it, once, at its usage
+        assert budget.spent - before == pytest.approx(handler.totals()["by_role"]["strong"]["cost"], abs=1e-15)
+        assert handler.totals()["by_role"]["strong"]["cost"] < _bound(strong, user(LEFT_Q), 50)
+        assert budget.remaining == pytest.approx(1.0 - budget.spent, abs=1e-15)
+
+
+def test_a_stream_left_at_its_usage_chunk_is_charged_that_usage():
+    budget, _, llm = _budgeted()
+    with LedgerHandler(prices=PRICES, strong_model="strong-m", budget=budget) as handler:
+        stream = llm.stream_chat(user(LEFT_Q))
+        chunk = next(stream)
+        while response_usage(chunk) == (None, None):
+            chunk = next(stream)
+        stream.close()
+        n_in, n_out = response_usage(chunk)
+        assert budget.spent == pytest.approx((n_in * 10.0 + n_out * 30.0) / 1e6, abs=1e-15)
+        assert handler.totals()["calls"] == 0
+
+
+def test_an_async_stream_left_is_charged_at_once():
+    budget, strong, llm = _budgeted()
+
+    async def leave():
+        stream = await llm.astream_chat(user(LEFT_Q))
+        async for _ in stream:
+            break
+        await stream.aclose()
+        return budget.spent, budget.remaining
+
+    with LedgerHandler(prices=PRICES, strong_model="strong-m", budget=budget):
+        spent, remaining = asyncio.run(leave())
+    assert spent == pytest.approx(_bound(strong, user(LEFT_Q), 50), abs=1e-15)
+    assert remaining == pytest.approx(1.0 - spent, abs=1e-15)
+
+
+def test_without_max_tokens_or_a_ledger_a_left_stream_keeps_its_reservation(caplog):
+    budget, _, llm = _budgeted(max_tokens=None)
+    with LedgerHandler(prices=PRICES, strong_model="strong-m", budget=budget):
+        with caplog.at_level("INFO", logger="llamaindex_routellm.llm"):
+            for _ in llm.stream_chat(user(LEFT_Q)):
+                break
+    assert budget.spent == 0.0 and budget.remaining == pytest.approx(1.0 - 0.0002, abs=1e-15)
+    assert "no bound on its tokens" in caplog.text
+    budget, _, llm = _budgeted()  # a bound, but no ledger gave the budget its prices
+    for _ in llm.stream_chat(user(LEFT_Q)):
+        break
+    assert budget.spent == 0.0 and budget.remaining == pytest.approx(1.0 - 0.0002, abs=1e-15)
+
+
+def test_token_bounds_of_a_llamaindex_call():
+    model = UsageMockLLM(name="strong-m", max_tokens=77)
+    text = "Prove that sqrt(2) is irrational. " * 20
+    prompt, completion = _token_bounds(model, user(text), {})
+    assert completion == 77
+    assert len(text.encode()) + 72 < prompt < len(text.encode()) + 400
+    assert _token_bounds(model, user(text), {"max_tokens": 5})[1] == 5
+    assert _token_bounds(model, user(text), {"n": 2})[1] == 154
+    assert _token_bounds(UsageMockLLM(name="m"), user(text), {}) is None  # no max tokens: no bound
+    from llama_index.core.base.llms.types import ImageBlock, TextBlock
+
+    image = [ChatMessage(role="user", blocks=[TextBlock(text="What is this?"), ImageBlock(url="http://x/a.png")])]
+    assert _token_bounds(model, image, {}) is None
+    from llama_index.core.tools import FunctionTool
+
+    from llamaindex_routellm.llm import _tools_bound
+
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return "sunny"
+
+    with_tools = _tools_bound([FunctionTool.from_defaults(get_weather)], {"user_msg": text, "chat_history": None})
+    assert with_tools(model)[0] > prompt and with_tools(model)[1] == 77  # the tools' schemas are sent too

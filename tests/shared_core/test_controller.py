@@ -325,3 +325,24 @@ def test_controlled_decisions_can_take_feedback():
     engine = RoutingEngine(ListRouter(), 0.5, controller=ShareController(0.5, window=10, min_scores=2))
     decision = engine.decide_texts(["q 0.7"])[0]
     assert engine.recent.get(decision.id) is not None
+
+
+def test_a_left_strong_answer_is_charged_at_the_ledgers_prices_and_frees_its_reservations():
+    from shared_core.controller import Reservations
+    from shared_core.ledger import Ledger
+    from shared_core.routers import Role
+
+    budget = BudgetController(1.0, reserve=0.1, clock=lambda: 0.0)
+    decision = type("D", (), {"role": Role.STRONG, "reason": "score", "threshold": 0.5})()
+    assert budget.decide(0.9, 0.5).role is Role.STRONG
+    spend = Reservations(budget, decision)
+    assert budget.charge_left("big", (100, 10)) is None  # no prices yet: nothing charged, still held
+    assert budget.remaining == pytest.approx(0.9, abs=1e-12)
+    Ledger({"big": (10.0, 30.0), "small": (1.0, 1.0)}, strong_model="big", budget=budget)  # gives its prices
+    assert spend.leave("nosuch", (100, 10)) is None  # no price for that model: held, as a ledger would raise
+    assert spend.leave("big", (100, 10)) == pytest.approx((100 * 10.0 + 10 * 30.0) / 1e6, abs=1e-15)
+    assert budget.spent == pytest.approx(0.0013, abs=1e-15)
+    assert budget.remaining == pytest.approx(1.0 - 0.0013, abs=1e-12)  # its reservation is gone
+    assert spend.leave("big", (100, 10)) is None  # nothing held any more: charged once
+    with pytest.raises(ConfigError, match="PriceTable"):
+        budget.price_with({"big": (1, 1)})
