@@ -349,6 +349,7 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
     ) -> ChatResult:
         thread = kwargs.pop(THREAD_KWARG, None)
         kwargs.pop(REJECTED_KWARG, None)  # this run manager reports them
+        kwargs.pop(LEAVING_KWARG, None)  # stream() with streaming disabled: an answer that came whole
         decision = self._decide(messages, thread)
 
         def call(entry: tuple[BaseChatModel, dict[str, Any]]) -> ChatResult:
@@ -375,6 +376,7 @@ class RouteLLMChat(RoutedModel, BaseChatModel):
     ) -> ChatResult:
         thread = kwargs.pop(THREAD_KWARG, None)
         kwargs.pop(REJECTED_KWARG, None)  # this run manager reports them
+        kwargs.pop(LEAVING_KWARG, None)  # stream() with streaming disabled: an answer that came whole
         decision = await self._adecide(messages, thread)
 
         async def call(entry: tuple[BaseChatModel, dict[str, Any]]) -> ChatResult:

@@ -302,3 +302,14 @@ def test_token_bounds_of_a_chat_call():
     assert token_bounds(model, [image], {}) is None  # an image's tokens are not bounded by its bytes
     tools = {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]}
     assert token_bounds(model, [HumanMessage(text)], tools)[0] > prompt  # tool schemas are sent too
+
+
+def test_with_streaming_disabled_stream_passes_the_model_no_stream_state(keyword_router):
+    class Strict(FakeToolChatModel):
+        def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+            assert not [k for k in kwargs if k.startswith("routellm")], kwargs  # nothing of ours reaches a model
+            return super()._generate(messages, stop, run_manager, **kwargs)
+
+    llm = RouteLLMChat(strong=Strict(model_name="strong-fake"), weak=Strict(model_name="weak-fake"),
+                       router=keyword_router, threshold=0.5, disable_streaming=True)
+    assert [c.content for c in llm.stream(LEFT_Q)] == [f"[strong-fake] {LEFT_Q}"]
