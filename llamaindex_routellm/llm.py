@@ -827,7 +827,8 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
 
     def stream(self, prompt: BasePromptTemplate, **prompt_args: Any) -> Generator[str, None, None]:
         decision = self._decide(self._template_conversation(prompt, prompt_args))
-        return self._stream(decision, lambda m: m.stream(prompt, **prompt_args), tag=False)
+        return self._stream(decision, lambda m: m.stream(prompt, **prompt_args), tag=False,
+                            bound=_template_bound(prompt, prompt_args))
 
     async def apredict(self, prompt: BasePromptTemplate, **prompt_args: Any) -> str:
         decision = await self._adecide(self._template_conversation(prompt, prompt_args))
@@ -835,7 +836,8 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
 
     async def astream(self, prompt: BasePromptTemplate, **prompt_args: Any) -> AsyncGenerator[str, None]:
         decision = await self._adecide(self._template_conversation(prompt, prompt_args))
-        return await self._astream(decision, lambda m: m.astream(prompt, **prompt_args), tag=False)
+        return await self._astream(decision, lambda m: m.astream(prompt, **prompt_args), tag=False,
+                                   bound=_template_bound(prompt, prompt_args))
 
     def structured_predict(
         self, output_cls: Any, prompt: BasePromptTemplate, llm_kwargs: Optional[Dict[str, Any]] = None,
@@ -1202,12 +1204,25 @@ def _tools_bound(tools: Sequence[Any], args: Dict[str, Any]) -> Bound:
     return lambda model: _token_bounds(model, messages, rest, tools)
 
 
+def _template_bound(prompt: BasePromptTemplate, prompt_args: Dict[str, Any]) -> Bound:
+    """The bound of a prompt template's stream (a query engine's answer): the template as
+    the chosen model formats it."""
+    def bound(model: Any) -> Optional[Tuple[int, int]]:
+        try:
+            text = prompt.format(llm=model, **prompt_args)
+        except Exception:  # noqa: BLE001 - the model's own call formatted it; if this cannot, no bound
+            return None
+        return _token_bounds(model, text, {})
+
+    return bound
+
+
 def _leave_stream(attempts: Attempts[Any], outcome: Optional[Outcome[Any]], bound: Optional[Bound],
                   usage: Optional[Dict[str, Any]]) -> None:
     """A stream the caller left (closed, cancelled) after its first chunk: if the strong
     model was answering under a budget, charge it (:meth:`~shared_core.controller.
     Reservations.leave`) at its usage if it came, else at its bounds; with no bound (no
-    max tokens, an image, a prompt template), its reservation stays held."""
+    max tokens, an image, a structured stream), its reservation stays held."""
     spend = getattr(attempts, "spend", None)
     if spend is None or outcome is None or outcome.role is not Role.STRONG:
         return

@@ -331,3 +331,17 @@ def test_token_bounds_of_a_llamaindex_call():
 
     with_tools = _tools_bound([FunctionTool.from_defaults(get_weather)], {"user_msg": text, "chat_history": None})
     assert with_tools(model)[0] > prompt and with_tools(model)[1] == 77  # the tools' schemas are sent too
+
+
+def test_a_query_engine_stream_left_is_charged_its_templates_bound():
+    """A streaming RAG answer (``llm.stream(template, ...)``, as a query engine calls it) left early."""
+    from llama_index.core.prompts import PromptTemplate
+
+    budget, strong, llm = _budgeted()
+    template = PromptTemplate("Context: {context_str}\nQuestion: {query_str}\nAnswer: ")
+    args = {"context_str": "Euclid's proof. " * 10, "query_str": LEFT_Q}
+    with LedgerHandler(prices=PRICES, strong_model="strong-m", budget=budget):
+        for _ in llm.stream(template, **args):
+            break
+    assert budget.spent == pytest.approx(_bound(strong, template.format(**args), 50), abs=1e-15)
+    assert budget.remaining == pytest.approx(1.0 - budget.spent, abs=1e-15)
