@@ -10,7 +10,6 @@ in one router call.
 from __future__ import annotations
 
 import json
-import logging
 from contextvars import ContextVar
 from functools import partial
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Sequence, Union
@@ -37,8 +36,6 @@ from shared_core.policy import content_text
 from shared_core.ledger import prompt_token_bound
 from shared_core.routers import Decision, Role
 from shared_core.stream_usage import Refusals, aretried_stream, refuses_stream_options, retried_stream
-
-log = logging.getLogger(__name__)
 
 #: Key of ``response_metadata`` (chat model) under which each answer records its decision.
 DECISION_KEY = "routellm"
@@ -391,7 +388,8 @@ def leave_stream(spend: Any, outcome: Any, model: Any, kwargs: dict[str, Any], m
     model was answering under a budget, charge it (:meth:`~shared_core.controller.
     Reservations.leave`) at its usage if the whole of it came (both counts), else at its
     bounds (:func:`token_bounds`; a prompt count that came is kept); with no bound (no max
-    tokens, an image, a prompt that is not messages), its reservation stays held."""
+    tokens, an image, a prompt that is not messages), the reserve, or with none the period
+    (:meth:`~shared_core.controller.BudgetController.charge_unbounded`), with a warning."""
     if spend is None or outcome is None or outcome.role is not Role.STRONG:
         return
     usage = usage or {}
@@ -401,8 +399,4 @@ def leave_stream(spend: Any, outcome: Any, model: Any, kwargs: dict[str, Any], m
     else:
         bounds = token_bounds(model, messages, kwargs) if messages is not None else None
         tokens = None if bounds is None else (n_in or bounds[0], bounds[1])
-    if tokens is None:
-        log.info("routellm: a strong stream of %r was left before its usage, with no bound on its tokens (no max "
-                 "tokens): its budget reservation stays held until the period ends", outcome.model_name)
-        return
     spend.leave(outcome.model_name, tokens)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import re
 import threading
 from collections import ChainMap, abc
@@ -68,7 +67,6 @@ if TYPE_CHECKING:
 
 #: Spans for the tool calls too (LlamaIndex spans chat and complete itself), so that
 #: an instrumentation handler (the ledger) sees every tagged response.
-log = logging.getLogger(__name__)
 dispatcher = get_dispatcher(__name__)
 
 #: Key under which every response's ``additional_kwargs`` records the decision.
@@ -1222,7 +1220,8 @@ def _leave_stream(attempts: Attempts[Any], outcome: Optional[Outcome[Any]], boun
     """A stream the caller left (closed, cancelled) after its first chunk: if the strong
     model was answering under a budget, charge it (:meth:`~shared_core.controller.
     Reservations.leave`) at its usage if it came, else at its bounds; with no bound (no
-    max tokens, an image, a structured stream), its reservation stays held."""
+    max tokens, an image, a structured stream), the reserve, or with none the period
+    (:meth:`~shared_core.controller.BudgetController.charge_unbounded`), with a warning."""
     spend = getattr(attempts, "spend", None)
     if spend is None or outcome is None or outcome.role is not Role.STRONG:
         return
@@ -1230,8 +1229,4 @@ def _leave_stream(attempts: Attempts[Any], outcome: Optional[Outcome[Any]], boun
         tokens: Optional[Tuple[int, int]] = (usage["input_tokens"], usage["output_tokens"])
     else:
         tokens = bound(outcome.model) if bound is not None else None
-    if tokens is None:
-        log.info("routellm: a strong stream of %r was left before its usage, with no bound on its tokens (no max "
-                 "tokens): its budget reservation stays held until the period ends", outcome.model_name)
-        return
     spend.leave(outcome.model_name, tokens)

@@ -34,7 +34,9 @@ reservation of a strong call that failed; :meth:`BudgetController.charge_unknown
 charges a strong call whose cost is unknown (no usage) as the rest of the
 period's budget; :meth:`BudgetController.charge_left` charges a strong stream the
 caller left before its end (no ledger sees it end) at its usage or an upper bound
-on it, with the prices of the ledger built with ``budget=``. Weak calls are never refused (the router cannot refuse a
+on it, with the prices of the ledger built with ``budget=``, and
+:meth:`BudgetController.charge_unbounded` one with neither: ``reserve`` (at least one
+strong call's cost), or with no reserve the period. Weak calls are never refused (the router cannot refuse a
 call), so they are not capped. ``inner`` (a ShareController) decides
 while the budget lasts; without it, the engine's threshold does.
 
@@ -54,6 +56,7 @@ Example (400 scores spread over [0, 1), the engine's threshold 0.5 to start from
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -68,6 +71,8 @@ from shared_core.errors import ConfigError
 from shared_core.routers import Role, check_threshold
 from shared_core.routers.base import NEVER_STRONG
 from shared_core.thresholds import check_fraction
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "BUDGET_EXHAUSTED", "BudgetController", "Control", "Controller", "Reservations", "ShareController",
@@ -317,20 +322,33 @@ class BudgetController(Controller):
             raise ConfigError(f"prices must be a PriceTable, got {prices!r}")
         self._prices = prices
 
-    def charge_left(self, model: str, tokens: tuple[int, int]) -> Optional[float]:
+    def charge_unbounded(self) -> float:
+        """A strong answer with no usage and no bound on its tokens: charged ``reserve``, which
+        is to be at least one strong call's cost, or, with no reserve, as :meth:`charge_unknown`
+        (the period's budget counts as spent). Returns the dollars charged (``inf`` for the period)."""
+        if self.reserve > 0:
+            self.charge(self.reserve)
+            return self.reserve
+        self.charge_unknown()
+        return math.inf
+
+    def charge_left(self, model: str, tokens: Optional[tuple[int, int]]) -> Optional[float]:
         """Charge a strong answer that was left before its end (a stream the caller stopped,
         so no ledger prices it) at ``tokens``, its prompt and completion tokens (its usage,
         or upper bounds: :func:`~shared_core.ledger.prompt_token_bound` and the call's max
-        tokens), at ``model``'s strong price in the table of :meth:`price_with`. Returns the
-        dollars charged; ``None``, charging nothing, without that price (no ledger with
-        ``budget=``, or no price for ``model``): its reservation then stays held until the
-        period ends, as for any strong answer no ledger charges."""
+        tokens), at ``model``'s strong price in the table of :meth:`price_with`; ``tokens``
+        ``None`` (no bound: no max tokens, an image) or no price for ``model``:
+        :meth:`charge_unbounded`. Returns the dollars charged; ``None``, charging nothing,
+        without prices (no ledger with ``budget=``): its reservation then stays held until
+        the period ends, as for any strong answer no ledger charges."""
         if self._prices is None:
             return None
         try:
-            cost = self._prices.price(model, "strong").cost(*tokens)
-        except ConfigError:  # no price for the model that answered: a ledger would have raised
-            return None
+            cost = None if tokens is None else self._prices.price(model, "strong").cost(*tokens)
+        except ConfigError:  # no price for the model that answered: its cost is unknown
+            cost = None
+        if cost is None:
+            return self.charge_unbounded()
         self.charge(cost)
         return cost
 
@@ -426,16 +444,21 @@ class Reservations:
             self.held -= 1
             self.budget.release()  # type: ignore[union-attr]  # held only with a budget
 
-    def leave(self, model: str, tokens: tuple[int, int]) -> Optional[float]:
+    def leave(self, model: str, tokens: Optional[tuple[int, int]]) -> Optional[float]:
         """The strong answer was left before its end: charged at its usage or bound
-        ``tokens`` (:meth:`BudgetController.charge_left`), and every other reservation of
-        the call freed, as nothing else of it will be charged. Returns what was charged, or
-        ``None`` (nothing held, or no price: the reservations stay held)."""
+        ``tokens`` (``None``: none; :meth:`BudgetController.charge_left`), and every other
+        reservation of the call freed, as nothing else of it will be charged. Returns what
+        was charged, or ``None`` (nothing held, or no prices: the reservations stay held)."""
         if not self.held:
             return None
         charged = self.budget.charge_left(model, tokens)  # type: ignore[union-attr]
         if charged is None:
             return None
+        if tokens is None:
+            what = "the budget's period counts as spent" if charged == math.inf else f"charged the reserve ${charged:g}"
+            log.warning("routellm: a strong stream of %r was left before its usage, with no bound on its tokens (its "
+                        "call sets no max tokens): %s; set max_tokens on the strong model to have it charged its "
+                        "bound instead", model, what)
         self.held -= 1
         while self.held:
             self.release()

@@ -31,8 +31,8 @@ The cost controls of the config (``docs/costs.md``, ``docs/escalation.md``):
   in streams, with ``stream_usage`` off and a client that did not ask, or cut off by
   the client) has no exact cost and, as the ledger never prices a call at zero, is
   charged its request's upper bound (:func:`~shared_core.server.protocol.token_bounds`:
-  its bytes and max tokens); a request without one leaves the cost unknown, and the
-  period's budget counts as spent;
+  its bytes and max tokens); a request without one leaves the cost unknown: charged the
+  reserve, or with none the period's budget counts as spent;
 * ``escalate_on``: a weak answer the checks reject is sent to the strong model, by
   the attempt loop's ``check`` / ``escalate_to`` (a stream is buffered while
   checked). With a budget, an escalation is a strong call like any other: made only
@@ -44,6 +44,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import math
 import time
 import uuid
 from contextlib import aclosing, asynccontextmanager
@@ -342,12 +343,14 @@ class _Spend(Reservations):
     def _charge_without_usage(self, counts: tuple[Optional[int], Optional[int]]) -> None:
         """A strong answer without usage: charged at its request's bound (:func:`token_bounds`:
         the body's bytes, its max tokens), the counts it did report kept; with no bound, its
-        cost may be any amount, so the period's budget counts as spent."""
+        cost may be any amount: charged the budget's reserve (at least one strong call's cost)
+        if it has one, else the period's budget counts as spent."""
         bounds = token_bounds(self.payload)
         if bounds is None:
-            self.budget.charge_unknown()  # type: ignore[union-attr]  # settle returns first without a budget
-            self.entry["budget_charged"] = "period"
-            self.server.metrics.budget_without_usage.labels("period").inc()
+            charged = self.budget.charge_unbounded()  # type: ignore[union-attr]  # settle returns first without one
+            how = "period" if charged == math.inf else "reserve"
+            self.entry["budget_charged"] = how if how == "period" else {"reserve": charged}
+            self.server.metrics.budget_without_usage.labels(how).inc()
             return
         tokens = [known if known is not None else bound for known, bound in zip(counts, bounds)]
         cost = self.server.prices.cost(self.server.config.strong_model, *tokens)  # type: ignore[union-attr]

@@ -79,8 +79,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                             "its usage at the prices; once spent, calls go weak with x-routellm-reason: "
                             "budget_exhausted. A strong answer without usage (an upstream that sends none in "
                             "streams, see --no-stream-usage; a stream the client left) is charged its request's "
-                            "upper bound (its bytes and max_tokens); a request without max_tokens has none, so the "
-                            "period counts as spent. One budget per process: not with --workers above 1")
+                            "upper bound (its bytes and max_tokens); a request without max_tokens has none, so it is "
+                            "charged --budget-reserve, or with none the period counts as spent. One budget per "
+                            "process: not with --workers above 1")
     costs.add_argument("--budget-period", type=float, metavar="SECONDS",
                        help="the budget's period, aligned to the clock (default 3600)")
     costs.add_argument("--budget-reserve", type=float, metavar="DOLLARS",

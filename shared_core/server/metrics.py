@@ -19,7 +19,8 @@ budget controller's current period). ``routellm_escalations`` counts answers
 rejected by the escalation checks (by role and check), ``routellm_budget_exhausted``
 calls sent weak, or escalations not made, because the budget was spent, and
 ``routellm_budget_without_usage`` strong answers without usage by how the budget was
-charged (``bound``: the request's upper bound; ``period``: none, the period spent).
+charged (``bound``: the request's upper bound; with none, ``reserve``: the budget's
+reserve, or ``period``: the period spent).
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class Metrics:
             self.budget_without_usage = Counter(
                 "routellm_budget_without_usage",
                 "Strong answers that reported no usage, by how the budget was charged: at the request's upper "
-                "bound (its bytes and max tokens), or the period counted spent (no bound)", ["charged"], registry=r)
+                "bound (its bytes and max tokens); with no bound, the reserve, or with none the period counted spent", ["charged"], registry=r)
         if prices is not None:
             prices.price(strong_model, "strong")  # a missing price fails at startup
             self.cost = Counter("routellm_cost_dollars", "Dollars the answers cost at the configured prices, by role",

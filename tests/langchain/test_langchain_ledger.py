@@ -236,14 +236,24 @@ def test_a_stream_read_to_its_end_is_charged_once_by_the_ledger(strong, weak, ke
     assert budget.remaining == pytest.approx(1.0 - budget.spent, abs=1e-15)
 
 
-def test_without_max_tokens_a_left_stream_keeps_its_reservation(strong, weak, keyword_router, caplog):
+def test_without_max_tokens_a_left_stream_is_charged_the_reserve_or_else_the_period(strong, weak, keyword_router,
+                                                                                   caplog):
+    """No bound on its cost: the reserve (at least one strong call's cost), or, with none, the period;
+    before, nothing was charged (its reservation held), so with no reserve it cost the budget nothing."""
     budget, handler, llm = _budgeted(strong, weak, keyword_router)
-    with caplog.at_level("INFO", logger="langchain_routellm._routing"):
+    with caplog.at_level("WARNING", logger="shared_core.controller"):
         for _ in llm.stream(LEFT_Q, config=cfg(handler)):
             break
-    assert budget.spent == 0.0
-    assert budget.remaining == pytest.approx(1.0 - 0.0002, abs=1e-15)  # held: no bound on what it cost
-    assert "no bound on its tokens" in caplog.text
+    assert budget.spent == pytest.approx(0.0002, abs=1e-15)
+    assert budget.remaining == pytest.approx(1.0 - 0.0002, abs=1e-15)  # charged, not held
+    assert "no bound on its tokens" in caplog.text and "charged the reserve $0.0002" in caplog.text
+    budget = BudgetController(1.0, period=3600, clock=lambda: 0.0)  # no reserve
+    handler = LedgerCallbackHandler(prices=PRICES, strong_model="strong-fake", budget=budget)
+    llm = RouteLLMChat(strong=strong, weak=weak, router=keyword_router, threshold=0.5, controller=budget)
+    for _ in llm.stream(LEFT_Q, config=cfg(handler)):
+        break
+    assert budget.spent >= 1.0 and budget.remaining <= 0.0  # a cost that may be any amount is never zero
+    assert llm.invoke(LEFT_Q).response_metadata["routellm"]["reason"] == BUDGET_EXHAUSTED
 
 
 def test_a_left_weak_stream_changes_nothing(strong, weak, keyword_router):

@@ -184,6 +184,18 @@ def test_an_image_in_the_request_has_no_byte_bound(make_server, strong):
     assert metric(server, "routellm_budget_spent_dollars") >= 1.0
 
 
+def test_without_a_bound_a_reserve_is_charged_instead_of_the_period(make_server, strong, caplog):
+    server = make_server(prices=PRICES, strong_budget=1.0, budget_reserve=0.01)
+    strong.usage = False
+    with caplog.at_level(logging.INFO, logger="shared_core.server.access"):
+        stream(server, HARD_Q)  # no max_tokens
+    assert metric(server, "routellm_budget_spent_dollars") == pytest.approx(0.01, abs=1e-15)
+    assert metric(server, "routellm_budget_without_usage_total", 'charged="reserve"') == 1.0
+    [entry] = [json.loads(x.getMessage()) for x in caplog.records if x.name == "shared_core.server.access"]
+    assert entry["budget_charged"] == {"reserve": 0.01}
+    assert chat(server, HARD_Q).headers["x-routellm-role"] == "strong"  # strong calls go on
+
+
 def test_a_failed_strong_call_frees_its_reservation(make_server, strong):
     server = make_server(prices=PRICES, strong_budget=0.0005, budget_reserve=STRONG_CALL)
     strong.mode = "error"
@@ -229,7 +241,10 @@ def test_a_client_gone_before_the_response_starts_still_settles_and_logs(strong,
     [entry] = [json.loads(r.getMessage()) for r in caplog.records if r.name == "shared_core.server.access"]
     assert (entry["status"], entry["role"], entry["error"]) == (200, "strong", "client_disconnected")
     budget = app.state.routellm.budget
-    assert budget.spent >= 1.0 and budget.remaining <= 0.0  # settled: no reservation left held
+    # settled, no reservation left held: no usage came and the request sets no max tokens, so it is charged
+    # the reserve (at least one strong call's cost)
+    assert budget.spent == pytest.approx(STRONG_CALL, abs=1e-15)
+    assert budget.remaining == pytest.approx(1.0 - STRONG_CALL, abs=1e-15)
 
 
 def test_with_a_budget_a_router_chosen_per_request_is_refused(make_server):

@@ -339,10 +339,24 @@ def test_a_left_strong_answer_is_charged_at_the_ledgers_prices_and_frees_its_res
     assert budget.charge_left("big", (100, 10)) is None  # no prices yet: nothing charged, still held
     assert budget.remaining == pytest.approx(0.9, abs=1e-12)
     Ledger({"big": (10.0, 30.0), "small": (1.0, 1.0)}, strong_model="big", budget=budget)  # gives its prices
-    assert spend.leave("nosuch", (100, 10)) is None  # no price for that model: held, as a ledger would raise
     assert spend.leave("big", (100, 10)) == pytest.approx((100 * 10.0 + 10 * 30.0) / 1e6, abs=1e-15)
     assert budget.spent == pytest.approx(0.0013, abs=1e-15)
     assert budget.remaining == pytest.approx(1.0 - 0.0013, abs=1e-12)  # its reservation is gone
     assert spend.leave("big", (100, 10)) is None  # nothing held any more: charged once
     with pytest.raises(ConfigError, match="PriceTable"):
         budget.price_with({"big": (1, 1)})
+
+
+@pytest.mark.parametrize("model, tokens", [("big", None), ("nosuch", (100, 10))])
+def test_a_left_strong_answer_without_a_bound_or_a_price_costs_the_reserve_or_the_period(model, tokens):
+    from shared_core.ledger import Ledger
+
+    for reserve, spent in ((0.1, 0.1), (0.0, None)):
+        budget = BudgetController(1.0, reserve=reserve, clock=lambda: 0.0)
+        Ledger({"big": (10.0, 30.0)}, strong_model="big", budget=budget)
+        budget.decide(0.9, 0.5)
+        charged = budget.charge_left(model, tokens)
+        if spent is None:  # no reserve: an unknown cost ends the period
+            assert charged == float("inf") and budget.spent >= 1.0 and budget.decide(0.9, 0.5).role.value == "weak"
+        else:
+            assert charged == spent and budget.spent == spent and budget.remaining == pytest.approx(0.9, abs=1e-12)
