@@ -78,7 +78,8 @@ class Metrics:
             self.budget_without_usage = Counter(
                 "routellm_budget_without_usage",
                 "Strong answers that reported no usage, by how the budget was charged: at the request's upper "
-                "bound (its bytes and max tokens); with no bound, the reserve, or with none the period counted spent", ["charged"], registry=r)
+                "bound (its bytes and max tokens); with no bound, the reserve, or with none the period counted "
+                "spent", ["charged"], registry=r)
         if prices is not None:
             prices.price(strong_model, "strong")  # a missing price fails at startup
             self.cost = Counter("routellm_cost_dollars", "Dollars the answers cost at the configured prices, by role",
