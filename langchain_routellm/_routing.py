@@ -329,13 +329,17 @@ def token_bounds(model: Any, messages: Sequence[BaseMessage],
     with ``kwargs``, or ``None`` where there is none: the prompt's bytes as JSON, every
     call keyword (tool schemas) with them (:func:`~shared_core.ledger.prompt_token_bound`;
     text only), and the call's max tokens (``max_completion_tokens`` or ``max_tokens`` of
-    the call, else the model's own, as tracing reads it) times ``n``."""
+    the call, else the model's own, as tracing reads it, else the most its model can answer,
+    the ``max_output_tokens`` of its LangChain model profile) times ``n``."""
     limit = kwargs.get("max_completion_tokens", kwargs.get("max_tokens"))
     if limit is None and isinstance(model, BaseChatModel):
         try:
             limit = model._get_ls_params(**kwargs).get("ls_max_tokens")  # noqa: SLF001
         except Exception:  # noqa: BLE001 - a provider's ls params are best effort: then no bound
             limit = None
+        profile = getattr(model, "profile", None)
+        if limit is None and isinstance(profile, dict):
+            limit = profile.get("max_output_tokens")
     n = kwargs.get("n", getattr(model, "n", None))
     n = 1 if n is None else n
     if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in (limit, n)):

@@ -345,7 +345,7 @@ class _Spend(Reservations):
         the body's bytes, its max tokens), the counts it did report kept; with no bound, its
         cost may be any amount: charged the budget's reserve (at least one strong call's cost)
         if it has one, else the period's budget counts as spent."""
-        bounds = token_bounds(self.payload)
+        bounds = token_bounds(self.payload, self.server.config.strong_max_output_tokens)
         if bounds is None:
             charged = self.budget.charge_unbounded()  # type: ignore[union-attr]  # settle returns first without one
             how = "period" if charged == math.inf else "reserve"
@@ -441,7 +441,8 @@ class _Server:
                 "escalate_on": None if self.checks is None else list(self.checks.names),
                 "stream_usage": self.config.stream_usage,
                 "stream_options_refused_by": sorted(role.value for role in self.refused_stream_options),
-                **controls_state(self.controller)}
+                **controls_state(self.controller),
+                **({"strong_max_output_tokens": self.config.strong_max_output_tokens} if self.budget else {})}
 
     async def models(self, request: Request) -> dict[str, Any]:
         self._authorize(request)

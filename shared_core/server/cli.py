@@ -23,7 +23,8 @@ _FLAGS_ENV = "ROUTELLM_SERVE_FLAGS_JSON"
 _FLAG_FIELDS = ("strong_base_url", "strong_model", "weak_base_url", "weak_model", "router", "threshold",
                 "strong_fraction", "host", "port", "workers", "model_name", "fallback", "upstream_timeout",
                 "max_body_bytes", "max_messages", "log_prompts", "prices", "target_strong_share", "controller_window",
-                "strong_budget", "budget_period", "budget_reserve", "escalate_on", "stream_usage")
+                "strong_budget", "budget_period", "budget_reserve", "strong_max_output_tokens", "escalate_on",
+                "stream_usage")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -87,6 +88,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     costs.add_argument("--budget-reserve", type=float, metavar="DOLLARS",
                        help="held back per strong call in flight, so that concurrent calls cannot overshoot the cap "
                             "(default 0; at least one strong call's cost makes the cap hard)")
+    costs.add_argument("--strong-max-output-tokens", type=int, metavar="N",
+                       help="the most tokens the strong model can answer (its model card's maximum output, 16384 "
+                            "for gpt-4o): bounds a strong answer without usage whose request sets no max_tokens, "
+                            "which is then charged that bound instead of the reserve or the period")
     costs.add_argument("--escalate-on", metavar="CHECKS",
                        help="comma-separated checks (empty, refusal, length, tool_calls, structured, or all): a weak "
                             "answer that fails one is sent to the strong model (streams are buffered while checked); "

@@ -17,6 +17,9 @@ The cost controls (all opt-in, see ``docs/costs.md``):
   :class:`shared_core.controller.ShareController` instead of a fixed threshold.
 * ``strong_budget`` dollars per ``budget_period`` seconds (``budget_reserve``): a
   :class:`shared_core.controller.BudgetController`; needs ``prices``.
+  ``strong_max_output_tokens``, the most tokens the strong model can answer (its model
+  card's maximum output), bounds a strong answer without usage whose request sets no
+  max tokens (:func:`shared_core.server.protocol.token_bounds`).
 * ``escalate_on``: names of :mod:`shared_core.escalation` checks (a list, or a
   comma-separated string).
 
@@ -79,6 +82,7 @@ ENV_VARS: dict[str, str] = {
     "strong_budget": "ROUTELLM_SERVE_STRONG_BUDGET",
     "budget_period": "ROUTELLM_SERVE_BUDGET_PERIOD",
     "budget_reserve": "ROUTELLM_SERVE_BUDGET_RESERVE",
+    "strong_max_output_tokens": "ROUTELLM_SERVE_STRONG_MAX_OUTPUT_TOKENS",
     "escalate_on": "ROUTELLM_SERVE_ESCALATE_ON",
     "stream_usage": "ROUTELLM_SERVE_STREAM_USAGE",
 }
@@ -139,6 +143,7 @@ class ServerConfig(BaseModel):
     strong_budget: Optional[float] = Field(default=None, ge=0, allow_inf_nan=False)
     budget_period: Optional[float] = Field(default=None, gt=0, allow_inf_nan=False)
     budget_reserve: Optional[float] = Field(default=None, ge=0, allow_inf_nan=False)
+    strong_max_output_tokens: Optional[int] = Field(default=None, gt=0)
     escalate_on: Optional[tuple[str, ...]] = None
     stream_usage: bool = True
     strong_api_key: Optional[SecretStr] = Field(default=None, exclude=True, repr=False)
@@ -231,7 +236,8 @@ class ServerConfig(BaseModel):
         elif self.controller_window is not None:
             raise ValueError(f"controller_window ({self.controller_window!r}) is for target_strong_share; set it too")
         if self.strong_budget is None:
-            given = [n for n in ("budget_period", "budget_reserve") if getattr(self, n) is not None]
+            given = [n for n in ("budget_period", "budget_reserve", "strong_max_output_tokens")
+                     if getattr(self, n) is not None]
             if given:
                 raise ValueError(f"{given[0]} ({getattr(self, given[0])!r}) is for strong_budget; set it too")
         else:

@@ -108,7 +108,7 @@ def asking_stream_usage(payload: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     return {**payload, "stream_options": {**(options or {}), "include_usage": True}}, True
 
 
-def token_bounds(payload: dict[str, Any]) -> Optional[tuple[int, int]]:
+def token_bounds(payload: dict[str, Any], max_output_tokens: Optional[int] = None) -> Optional[tuple[int, int]]:
     """Upper bounds on the prompt and completion tokens a chat request can be billed, or
     ``None`` where the request sets none; for an answer that reported no usage (a stream
     whose client left before its usage chunk, an upstream that sends none), which a budget
@@ -117,17 +117,22 @@ def token_bounds(payload: dict[str, Any]) -> Optional[tuple[int, int]]:
     Prompt: :func:`~shared_core.ledger.prompt_token_bound` of the request body as JSON
     (whose keys and quotes, on top, outnumber a chat template's own tokens). Only for text: a message part of another type (an image, audio, a file) has no such bound,
     nor has a request for output other than text (``modalities``) or a predicted output.
-    Completion: ``max_completion_tokens`` (else ``max_tokens``) times ``n``; none set, no bound.
+    Completion: ``max_completion_tokens`` (else ``max_tokens``, else ``max_output_tokens``,
+    the most the model can answer) times ``n``; none of them, no bound.
 
     Example:
         >>> token_bounds({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 100})
         (140, 100)
         >>> token_bounds({"messages": [{"role": "user", "content": "Hi"}]}) is None
         True
+        >>> token_bounds({"messages": [{"role": "user", "content": "Hi"}]}, max_output_tokens=16384)
+        (121, 16384)
     """
     limit = payload.get("max_completion_tokens")
     if limit is None:
         limit = payload.get("max_tokens")
+    if limit is None:
+        limit = max_output_tokens
     n = payload.get("n", 1)
     n = 1 if n is None else n
     if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in (limit, n)):

@@ -306,7 +306,10 @@ def test_token_bounds_of_a_chat_call():
     assert len(text.encode()) + 72 < prompt < len(text.encode()) + 400  # its bytes, the template and the JSON
     assert token_bounds(model, [HumanMessage(text)], {"max_tokens": 5})[1] == 5  # the call's wins
     assert token_bounds(model.model_copy(update={"n": 3}), [HumanMessage(text)], {})[1] == 3 * 77
-    assert token_bounds(model.model_copy(update={"max_tokens": None}), [HumanMessage(text)], {}) is None
+    unset = langchain_openai.ChatOpenAI(model="gpt-4o", api_key="sk-test")  # no max_tokens: its profile's maximum
+    assert unset.profile["max_output_tokens"] == 16384 and token_bounds(unset, [HumanMessage(text)], {})[1] == 16384
+    unknown = langchain_openai.ChatOpenAI(model="my-local-model", api_key="sk-test")  # no profile either
+    assert unknown.profile is None and token_bounds(unknown, [HumanMessage(text)], {}) is None
     image = HumanMessage(content=[{"type": "text", "text": "What is this?"},
                                   {"type": "image_url", "image_url": {"url": "http://x/a.png"}}])
     assert token_bounds(model, [image], {}) is None  # an image's tokens are not bounded by its bytes

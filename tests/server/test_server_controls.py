@@ -184,6 +184,32 @@ def test_an_image_in_the_request_has_no_byte_bound(make_server, strong):
     assert metric(server, "routellm_budget_spent_dollars") >= 1.0
 
 
+def test_the_strong_models_max_output_bounds_a_request_without_max_tokens(make_server, strong):
+    server = make_server(prices=PRICES, strong_budget=1.0, budget_reserve=0.01, strong_max_output_tokens=4096)
+    strong.usage = False
+    stream(server, HARD_Q)  # no max_tokens: the strong model's maximum output bounds the answer
+    body = {"messages": [{"role": "user", "content": HARD_Q}], "stream": True}
+    assert metric(server, "routellm_budget_spent_dollars") == pytest.approx(_bound_cost(body, 4096), abs=1e-12)
+    assert metric(server, "routellm_budget_without_usage_total", 'charged="bound"') == 1.0
+    stream(server, HARD_Q, max_tokens=10)  # the request's own max_tokens comes first
+    assert metric(server, "routellm_budget_spent_dollars") == pytest.approx(
+        _bound_cost(body, 4096) + _bound_cost({**body, "max_tokens": 10}, 10), abs=1e-12)
+    assert httpx.get(f"{server.url}/health").json()["strong_max_output_tokens"] == 4096
+
+
+def test_strong_max_output_tokens_is_for_a_budget_and_positive():
+    base = {"strong_base_url": "http://127.0.0.1:1/v1", "strong_model": "s", "weak_base_url": "http://127.0.0.1:2/v1",
+            "weak_model": "w"}
+    with pytest.raises(ConfigError, match="strong_max_output_tokens .* is for strong_budget"):
+        load_config({**base, "strong_max_output_tokens": 100}, env={})
+    with pytest.raises(ConfigError, match="strong_max_output_tokens"):
+        load_config({**base, "prices": PRICES | {"s": [1, 1], "w": [1, 1]}, "strong_budget": 1.0,
+                     "strong_max_output_tokens": 0}, env={})
+    config = load_config({**base, "prices": {"s": [1, 1], "w": [1, 1]}, "strong_budget": 1.0},
+                         env={"ROUTELLM_SERVE_STRONG_MAX_OUTPUT_TOKENS": "16384"})
+    assert config.strong_max_output_tokens == 16384
+
+
 def test_without_a_bound_a_reserve_is_charged_instead_of_the_period(make_server, strong, caplog):
     server = make_server(prices=PRICES, strong_budget=1.0, budget_reserve=0.01)
     strong.usage = False
