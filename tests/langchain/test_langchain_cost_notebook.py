@@ -24,3 +24,7 @@ def test_cost_controls_cookbook_runs_top_to_bottom():
     assert summary, text[-2000:]  # the ledger priced all eight calls
     assert "'strong_share':" in text and "'savings':" in text
     assert "True" in text  # the controller's state round-trips
+    left = re.search(r"^left a stream after its first chunk: spent \$([\d.]+)$", text, flags=re.M)
+    assert left and float(left.group(1)) > 0, text[-2000:]  # a stream left early is charged, not held
+    assert re.search(r"^weak   budget_exhausted ", text, flags=re.M)  # the cap was reached: calls then go weak
+    assert "within the cap: True" in text
