@@ -277,12 +277,22 @@ class Ledger:
 
     def record_decision(self, record: Mapping[str, Any], input_tokens: Any, output_tokens: Any) -> CallRecord:
         """Record a call from its decision record (``response_metadata["routellm"]`` in
-        LangChain, ``additional_kwargs["routellm"]`` in LlamaIndex) and its usage."""
+        LangChain, ``additional_kwargs["routellm"]`` in LlamaIndex) and its usage.
+
+        A call without usage raises :class:`UsageError`; if the strong model gave it and the
+        ledger charges a budget, the budget is charged first as for any strong answer of
+        unknown cost (:meth:`~shared_core.controller.BudgetController.charge_unbounded`: its
+        reserve, or with none the period), as a cost is never taken to be zero."""
         model = record.get("model")
         if input_tokens is None or output_tokens is None:
+            charged = ""
+            if self.budget is not None and record.get("role") == "strong":
+                spent = self.budget.charge_unbounded()
+                charged = ("; the budget's period counts as spent" if spent == math.inf
+                           else f"; the budget was charged its reserve, ${spent:g}")
             raise UsageError(
                 f"the call answered by {model!r} ({record.get('role')}) reported no token usage "
-                f"(input {input_tokens!r}, output {output_tokens!r}); the ledger cannot price it"
+                f"(input {input_tokens!r}, output {output_tokens!r}); the ledger cannot price it{charged}"
             )
         return self.record_call(
             record.get("role"), model, input_tokens, output_tokens, score=record.get("score"),

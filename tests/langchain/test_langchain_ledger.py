@@ -326,3 +326,25 @@ def test_with_streaming_disabled_stream_passes_the_model_no_stream_state(keyword
     llm = RouteLLMChat(strong=Strict(model_name="strong-fake"), weak=Strict(model_name="weak-fake"),
                        router=keyword_router, threshold=0.5, disable_streaming=True)
     assert [c.content for c in llm.stream(LEFT_Q)] == [f"[strong-fake] {LEFT_Q}"]
+
+
+@pytest.mark.parametrize("reserve", [0.0002, 0.0])
+def test_a_strong_answer_without_usage_raises_and_is_charged_as_unknown(weak, keyword_router, reserve):
+    """Before: the budget was charged nothing (its reservation held), a zero cost with no reserve."""
+    class NoUsage(FakeToolChatModel):
+        def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+            result = super()._generate(messages, stop, run_manager, **kwargs)
+            result.generations[0].message.usage_metadata = None
+            return result
+
+    budget = BudgetController(1.0, period=3600, reserve=reserve, clock=lambda: 0.0)
+    handler = LedgerCallbackHandler(prices=PRICES, strong_model="strong-fake", budget=budget)
+    llm = RouteLLMChat(strong=NoUsage(model_name="strong-fake"), weak=weak, router=keyword_router, threshold=0.5,
+                       controller=budget)
+    with pytest.raises(UsageError, match="reported no token usage.*the budget"):
+        llm.invoke(LEFT_Q, config=cfg(handler))
+    if reserve:
+        assert budget.spent == pytest.approx(reserve, abs=1e-15) and budget.remaining == pytest.approx(1.0 - reserve)
+    else:
+        assert budget.spent >= 1.0 and llm.invoke(LEFT_Q).response_metadata["routellm"]["reason"] == BUDGET_EXHAUSTED
+    llm.invoke("Say hello.", config=cfg(handler))  # a weak answer is never charged to the budget
