@@ -163,10 +163,16 @@ def run(args: argparse.Namespace) -> int:
              default.router.name, default.threshold, config.strong_model, config.strong_base_url,
              config.weak_model, config.weak_base_url, config.host, config.port)
     controls = [f"{name} {getattr(config, name)!r}" for name in
-                ("target_strong_share", "strong_budget", "budget_period", "escalate_on") if getattr(config, name)]
+                ("target_strong_share", "strong_budget", "budget_period", "budget_reserve", "strong_max_output_tokens",
+                 "escalate_on") if getattr(config, name)]
     if config.prices is not None or controls:
         log.info("routellm serve: cost controls: %s", ", ".join(
             (["prices for " + ", ".join(sorted(config.prices))] if config.prices else []) + controls))
+    if config.strong_budget is not None and not config.budget_reserve and not config.strong_max_output_tokens:
+        log.warning("routellm serve: a strong answer without usage (a stream whose client leaves before its usage, an "
+                    "upstream that sends none) whose request sets no max_tokens has no bound on its cost, so it ends "
+                    "the budget's period; --strong-max-output-tokens N (the strong model's maximum output) bounds it, "
+                    "--budget-reserve DOLLARS charges that instead")
     if not config.stream_usage:
         log.info("routellm serve: --no-stream-usage: streams go upstream as the client sent them, so a stream whose "
                  "client did not ask for usage has no usage to price")

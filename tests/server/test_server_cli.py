@@ -116,3 +116,16 @@ def test_two_workers_share_the_metrics(strong, weak, tmp_path):
                 if line.startswith('routellm_requests_total{path="/v1/chat/completions"'))
     assert total == 6.0
     assert len({f.stem.rsplit("_", 1)[-1] for f in tmp_path.glob("*.db")}) == 2  # each worker wrote its own values
+
+
+def test_a_budget_without_a_bound_for_unknown_costs_warns_at_start_up(strong, weak, tmp_path):
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"big": [10.0, 30.0], "small": [0.5, 1.5]}))
+    proc, _ = start_serve(strong, weak, "--prices", str(prices), "--strong-budget", "5")
+    stderr = stop(proc)
+    assert "has no bound on its cost, so it ends the budget's period" in stderr
+    assert "--strong-max-output-tokens N" in stderr
+    proc, _ = start_serve(strong, weak, "--prices", str(prices), "--strong-budget", "5",
+                          "--strong-max-output-tokens", "16384")
+    stderr = stop(proc)
+    assert "has no bound on its cost" not in stderr and "strong_max_output_tokens 16384" in stderr
