@@ -35,10 +35,10 @@ charges a strong call whose cost is unknown (no usage) as the rest of the
 period's budget; :meth:`BudgetController.charge_left` charges a strong stream the
 caller left before its end (no ledger sees it end) at its usage or an upper bound
 on it, with the prices of the ledger built with ``budget=``, and
-:meth:`BudgetController.charge_unbounded` one with neither: ``reserve`` (at least one
-strong call's cost), or with no reserve the period. Weak calls are never refused (the router cannot refuse a
-call), so they are not capped. ``inner`` (a ShareController) decides
-while the budget lasts; without it, the engine's threshold does.
+:meth:`BudgetController.charge_unbounded` one with neither: ``reserve`` (at least
+one strong call's cost), or with no reserve the period. Weak calls are never
+refused (the router cannot refuse a call), so they are not capped. ``inner`` (a
+ShareController) decides while the budget lasts; without it, the engine's threshold does.
 
 Both are thread- and async-safe (one lock each; nothing awaits under it) and
 save their state as a plain dict (:meth:`Controller.to_state`, JSON-ready) that

@@ -286,8 +286,9 @@ class Ledger:
         model = record.get("model")
         if input_tokens is None or output_tokens is None:
             charged = ""
-            if self.budget is not None and record.get("role") == "strong":
-                spent = self.budget.charge_unbounded()
+            unbounded = getattr(self.budget, "charge_unbounded", None)  # a BudgetController's; None without one
+            if unbounded is not None and record.get("role") == "strong":
+                spent = unbounded()
                 charged = ("; the budget's period counts as spent" if spent == math.inf
                            else f"; the budget was charged its reserve, ${spent:g}")
             raise UsageError(
