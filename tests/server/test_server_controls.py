@@ -151,6 +151,23 @@ def test_a_client_leaving_a_strong_stream_costs_its_bound_not_the_period(make_se
     assert (r.headers["x-routellm-role"], r.headers["x-routellm-reason"]) == ("strong", "score")
 
 
+def test_the_official_client_closing_a_strong_stream_costs_its_bound(make_server, strong):
+    """The openai SDK's stream closed after its first chunk (what a chat UI's stop button does)."""
+    openai = pytest.importorskip("openai")
+    server = make_server(prices=PRICES, strong_budget=1.0)
+    strong.delay = 0.5
+    client = openai.OpenAI(base_url=server.url_v1, api_key="unused", max_retries=0)
+    messages = [{"role": "user", "content": HARD_Q}]
+    with client.chat.completions.create(model="routellm", messages=messages, stream=True, max_tokens=64) as chunks:
+        assert next(iter(chunks)).model == "strong-model"
+    assert strong.stream_cancelled.wait(timeout=5.0), "the strong stream was left open"
+    body = {"model": "routellm", "messages": messages, "stream": True, "max_tokens": 64}
+    deadline = time.monotonic() + 5.0
+    while metric(server, "routellm_budget_spent_dollars") == 0.0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert metric(server, "routellm_budget_spent_dollars") == pytest.approx(_bound_cost(body, 64), abs=1e-12)
+
+
 def test_a_bound_uses_max_completion_tokens_and_n_and_keeps_reported_counts(make_server, strong):
     server = make_server(prices=PRICES, strong_budget=1.0)
     strong.usage = False
