@@ -33,7 +33,7 @@ from shared_core.engine import RoutingEngine
 from shared_core.errors import ConfigError
 from shared_core.escalation import AnswerView, ToolCall
 from shared_core.policy import content_text
-from shared_core.ledger import prompt_token_bound
+from shared_core.ledger import completion_token_bound, prompt_token_bound
 from shared_core.routers import Decision, Role
 from shared_core.stream_usage import Refusals, aretried_stream, refuses_stream_options, retried_stream
 
@@ -340,9 +340,8 @@ def token_bounds(model: Any, messages: Sequence[BaseMessage],
         profile = getattr(model, "profile", None)
         if limit is None and isinstance(profile, dict):
             limit = profile.get("max_output_tokens")
-    n = kwargs.get("n", getattr(model, "n", None))
-    n = 1 if n is None else n
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in (limit, n)):
+    completion = completion_token_bound(limit, kwargs.get("n", getattr(model, "n", None)))
+    if completion is None:
         return None
     texts = [json.dumps(kwargs, default=str, ensure_ascii=False)]
     for message in messages:
@@ -352,7 +351,7 @@ def token_bounds(model: Any, messages: Sequence[BaseMessage],
             return None
         texts.append(json.dumps(message.model_dump(exclude={"response_metadata", "usage_metadata"}),
                                 default=str, ensure_ascii=False))
-    return prompt_token_bound(texts, len(messages)), limit * n
+    return prompt_token_bound(texts, len(messages)), completion
 
 
 class Leaving:

@@ -55,7 +55,7 @@ from shared_core.controller import Controller
 from shared_core.engine import rejected_records
 from shared_core.errors import ConfigError
 from shared_core.escalation import AnswerView, CallContext, ToolCall
-from shared_core.ledger import prompt_token_bound
+from shared_core.ledger import completion_token_bound, prompt_token_bound
 from shared_core.policy import content_text
 from shared_core.routers import Decision, Role, Router
 from shared_core.settings import RoutedModel, ladder_ends, pop_timeout
@@ -1175,9 +1175,8 @@ def _token_bounds(model: Any, prompt: Union[str, Sequence[ChatMessage]], kwargs:
     limit = next((v for v in (kwargs.get("max_completion_tokens"), kwargs.get("max_tokens"),
                               extra.get("max_completion_tokens"), extra.get("max_tokens"),
                               getattr(model, "max_tokens", None)) if v is not None), None)
-    n = kwargs.get("n", extra.get("n"))
-    n = 1 if n is None else n
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in (limit, n)):
+    completion = completion_token_bound(limit, kwargs.get("n", extra.get("n")))
+    if completion is None:
         return None
     if isinstance(prompt, str):
         texts, count = [prompt], 1
@@ -1189,7 +1188,7 @@ def _token_bounds(model: Any, prompt: Union[str, Sequence[ChatMessage]], kwargs:
     texts += [getattr(model, "system_prompt", None) or "", json.dumps(kwargs, default=str, ensure_ascii=False),
               json.dumps(extra, default=str, ensure_ascii=False)]
     texts += [json.dumps(t.metadata.to_openai_tool(), default=str, ensure_ascii=False) for t in tools]
-    return prompt_token_bound(texts, count), limit * n
+    return prompt_token_bound(texts, count), completion
 
 
 def _tools_bound(tools: Sequence[Any], args: Dict[str, Any]) -> Bound:

@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from shared_core.controller import BudgetController
 
 __all__ = ["CallRecord", "Ledger", "Price", "PriceError", "PriceTable", "UnansweredRecord", "UsageError", "check_tokens",
-           "prompt_token_bound",
+           "completion_token_bound", "prompt_token_bound",
            "ledger_from"]
 
 PER = 1_000_000  # prices are per million tokens
@@ -174,6 +174,20 @@ def prompt_token_bound(texts: Sequence[str], messages: int) -> int:
         74
     """
     return sum(len(t.encode("utf-8")) for t in texts) + TEMPLATE_TOKENS_PER_MESSAGE * messages + TEMPLATE_TOKENS
+
+
+def completion_token_bound(limit: Any, n: Any = None) -> Optional[int]:
+    """An upper bound on a call's completion tokens: its max tokens ``limit`` times ``n``
+    answers (``None``: one), or ``None`` unless both are integers of at least 1.
+
+    Example:
+        >>> completion_token_bound(256, 2), completion_token_bound(None), completion_token_bound(True)
+        (512, None, None)
+    """
+    n = 1 if n is None else n
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in (limit, n)):
+        return None
+    return limit * n
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import json
 from typing import Any, Iterable, Optional
 
 from shared_core.escalation import AnswerView, CallContext, ToolCall
-from shared_core.ledger import prompt_token_bound
+from shared_core.ledger import completion_token_bound, prompt_token_bound
 
 DECISION_FIELD = "routellm"
 HEADER_PREFIX = "x-routellm-"
@@ -115,8 +115,9 @@ def token_bounds(payload: dict[str, Any], max_output_tokens: Optional[int] = Non
     then charges at this bound instead of counting its period spent.
 
     Prompt: :func:`~shared_core.ledger.prompt_token_bound` of the request body as JSON
-    (whose keys and quotes, on top, outnumber a chat template's own tokens). Only for text: a message part of another type (an image, audio, a file) has no such bound,
-    nor has a request for output other than text (``modalities``) or a predicted output.
+    (whose keys and quotes, on top, outnumber a chat template's own tokens). Only for
+    text: a message part of another type (an image, audio, a file) has no such bound, nor
+    has a request for output other than text (``modalities``) or a predicted output.
     Completion: ``max_completion_tokens`` (else ``max_tokens``, else ``max_output_tokens``,
     the most the model can answer) times ``n``; none of them, no bound.
 
@@ -133,9 +134,8 @@ def token_bounds(payload: dict[str, Any], max_output_tokens: Optional[int] = Non
         limit = payload.get("max_tokens")
     if limit is None:
         limit = max_output_tokens
-    n = payload.get("n", 1)
-    n = 1 if n is None else n
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in (limit, n)):
+    completion = completion_token_bound(limit, payload.get("n"))
+    if completion is None:
         return None
     if payload.get("prediction") is not None or any(m != "text" for m in payload.get("modalities") or ()):
         return None
@@ -144,7 +144,7 @@ def token_bounds(payload: dict[str, Any], max_output_tokens: Optional[int] = Non
         if isinstance(content, list) and not all(
                 isinstance(part, dict) and part.get("type") in ("text", "refusal") for part in content):
             return None
-    return prompt_token_bound([json.dumps(payload, ensure_ascii=False)], len(payload["messages"])), limit * n
+    return prompt_token_bound([json.dumps(payload, ensure_ascii=False)], len(payload["messages"])), completion
 
 
 def conversation(payload: dict[str, Any]) -> list[tuple[str, Any]]:
