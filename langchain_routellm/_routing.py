@@ -34,7 +34,7 @@ from shared_core.errors import ConfigError
 from shared_core.escalation import AnswerView, ToolCall
 from shared_core.policy import content_text
 from shared_core.ledger import completion_token_bound, prompt_token_bound
-from shared_core.routers import Decision, Role
+from shared_core.routers import Decision
 from shared_core.stream_usage import Refusals, aretried_stream, refuses_stream_options, retried_stream
 
 #: Key of ``response_metadata`` (chat model) under which each answer records its decision.
@@ -389,17 +389,12 @@ class Leaving:
 def leave_stream(spend: Any, outcome: Any, model: Any, kwargs: dict[str, Any], messages: Any, usage: Any) -> None:
     """A stream the caller left (closed, cancelled) after its first chunk: if the strong
     model was answering under a budget, charge it (:meth:`~shared_core.controller.
-    Reservations.leave`) at its usage if the whole of it came (both counts), else at its
-    bounds (:func:`token_bounds`; a prompt count that came is kept); with no bound (no max
+    Reservations.leave_answer`) at its usage if the whole of it came (both counts), else at
+    its bounds (:func:`token_bounds`; a prompt count that came is kept); with no bound (no max
     tokens, an image, a prompt that is not messages), the reserve, or with none the period
     (:meth:`~shared_core.controller.BudgetController.charge_unbounded`), with a warning."""
-    if spend is None or outcome is None or outcome.role is not Role.STRONG:
+    if spend is None:
         return
     usage = usage or {}
-    n_in, n_out = usage.get("input_tokens") or 0, usage.get("output_tokens") or 0
-    if n_in and n_out:
-        tokens: tuple[int, int] | None = (n_in, n_out)
-    else:
-        bounds = token_bounds(model, messages, kwargs) if messages is not None else None
-        tokens = None if bounds is None else (n_in or bounds[0], bounds[1])
-    spend.leave(outcome.model_name, tokens)
+    spend.leave_answer(outcome, (usage.get("input_tokens") or 0, usage.get("output_tokens") or 0),
+                       lambda: None if messages is None else token_bounds(model, messages, kwargs))

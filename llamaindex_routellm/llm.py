@@ -639,14 +639,13 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
 
         def tagged() -> Generator[Any, None, None]:
             mark = self._marker(decision, attempts, chunks, tag, thread)
-            usage, started = None, False
+            usage = None
             try:
                 for chunk in chunks:
-                    started, usage = True, _usage(chunk) or usage
+                    usage = _usage(chunk) or usage
                     yield mark(chunk)
-            except GeneratorExit:  # the caller left: no ledger sees this answer end
-                if started:
-                    _leave_stream(attempts, chunks.outcome, bound, usage)
+            except GeneratorExit:  # the caller left (at a yield: after a chunk): no ledger sees this answer end
+                _leave_stream(attempts, chunks.outcome, bound, usage)
                 raise
             except BaseException as exc:
                 _report_rejected(exc, watch)
@@ -1218,14 +1217,11 @@ def _leave_stream(attempts: Attempts[Any], outcome: Optional[Outcome[Any]], boun
                   usage: Optional[Dict[str, Any]]) -> None:
     """A stream the caller left (closed, cancelled) after its first chunk: if the strong
     model was answering under a budget, charge it (:meth:`~shared_core.controller.
-    Reservations.leave`) at its usage if it came, else at its bounds; with no bound (no
+    Reservations.leave_answer`) at its usage if it came, else at its bounds; with no bound (no
     max tokens, an image, a structured stream), the reserve, or with none the period
     (:meth:`~shared_core.controller.BudgetController.charge_unbounded`), with a warning."""
     spend = getattr(attempts, "spend", None)
-    if spend is None or outcome is None or outcome.role is not Role.STRONG:
+    if spend is None:
         return
-    if usage is not None:
-        tokens: Optional[Tuple[int, int]] = (usage["input_tokens"], usage["output_tokens"])
-    else:
-        tokens = bound(outcome.model) if bound is not None else None
-    spend.leave(outcome.model_name, tokens)
+    counts = (0, 0) if usage is None else (usage["input_tokens"], usage["output_tokens"])
+    spend.leave_answer(outcome, counts, lambda: None if bound is None else bound(outcome.model))

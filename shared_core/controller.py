@@ -464,6 +464,20 @@ class Reservations:
             self.release()
         return charged
 
+    def leave_answer(self, outcome: Any, counts: tuple[int, int],
+                     bounds: Callable[[], Optional[tuple[int, int]]]) -> Optional[float]:
+        """A stream the caller left after its first chunk (``outcome``: the attempt loop's,
+        what was answering): if the strong model was, :meth:`leave` at its usage if the whole
+        of it came (``counts``: prompt and completion tokens so far, 0 for one not reported),
+        else at ``bounds()`` (a prompt count that came is kept), or with no bound ``None``."""
+        if outcome is None or outcome.role is not Role.STRONG:
+            return None
+        n_in, n_out = counts
+        if n_in and n_out:
+            return self.leave(outcome.model_name, (n_in, n_out))
+        found = bounds()
+        return self.leave(outcome.model_name, None if found is None else (n_in or found[0], found[1]))
+
 
 _KINDS: dict[str, Any] = {ShareController.kind: ShareController, BudgetController.kind: BudgetController}
 
