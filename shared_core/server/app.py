@@ -346,18 +346,18 @@ class _Spend(Reservations):
         cost may be any amount: charged the budget's reserve (at least one strong call's cost)
         if it has one, else the period's budget counts as spent."""
         bounds = token_bounds(self.payload, self.server.config.strong_max_output_tokens)
-        if bounds is None:
-            charged = self.budget.charge_unbounded()  # type: ignore[union-attr]  # settle returns first without one
+        tokens = None if bounds is None else tuple(known if known is not None else bound
+                                                   for known, bound in zip(counts, bounds))
+        # priced with the server's prices (price_with at start-up), so never None
+        charged = self.budget.charge_left(self.server.config.strong_model, tokens)  # type: ignore[union-attr]
+        if tokens is not None:
+            how = "bound"
+            self.entry["budget_charged"] = {"bound": round(charged, 9), "prompt_tokens": tokens[0],
+                                            "completion_tokens": tokens[1]}
+        else:
             how = "period" if charged == math.inf else "reserve"
             self.entry["budget_charged"] = how if how == "period" else {"reserve": charged}
-            self.server.metrics.budget_without_usage.labels(how).inc()
-            return
-        tokens = [known if known is not None else bound for known, bound in zip(counts, bounds)]
-        cost = self.server.prices.cost(self.server.config.strong_model, *tokens)  # type: ignore[union-attr]
-        self.budget.charge(cost)  # type: ignore[union-attr]
-        self.entry["budget_charged"] = {"bound": round(cost, 9), "prompt_tokens": tokens[0],
-                                        "completion_tokens": tokens[1]}
-        self.server.metrics.budget_without_usage.labels("bound").inc()
+        self.server.metrics.budget_without_usage.labels(how).inc()
 
 
 # The server -------------------------------------------------------------------------------
@@ -370,6 +370,8 @@ class _Server:
         self.budget = self.controller if isinstance(self.controller, BudgetController) else None
         if self.budget is not None and prices is None:
             raise ConfigError("a strong budget needs prices to charge strong answers at; configure prices")
+        if self.budget is not None:
+            self.budget.price_with(prices)  # for answers without usage (BudgetController.charge_left)
         if self.budget is not None and aliases:
             raise ConfigError(f"aliases ({', '.join(sorted(aliases))}) route with their own router, outside the "
                               "strong budget; remove them or the budget")
