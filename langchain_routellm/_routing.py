@@ -355,17 +355,16 @@ def token_bounds(model: Any, messages: Sequence[BaseMessage],
 
 
 class Leaving:
-    """A stream's state for :func:`leave_stream`, kept as it runs (the budget's
-    reservations, the outcome at its first chunk, the model and call keywords that
-    answer, the prompt, the usage so far) so that whichever generator sees the caller
-    leave (the outer ``stream()``, or ``_stream`` when it is closed) charges it, once."""
+    """A stream's state, kept as it runs (the budget's reservations, the outcome at its first
+    chunk, the model and call keywords that answer, the prompt, the usage so far), so that
+    whichever generator sees the caller leave (the outer ``stream()``, or ``_stream`` when
+    it is closed) charges the budget for it, once (:meth:`left`)."""
 
-    __slots__ = ("spend", "outcome", "model", "kwargs", "messages", "usage", "done")
+    __slots__ = ("spend", "outcome", "model", "kwargs", "messages", "usage")
 
     def __init__(self) -> None:
         self.spend = self.outcome = self.model = self.messages = self.usage = None
         self.kwargs: dict[str, Any] = {}
-        self.done = False
 
     def __repr__(self) -> str:  # shown in invocation params
         return "<routellm stream state>"
@@ -379,22 +378,16 @@ class Leaving:
         self.usage = add_usage(self.usage, getattr(message, "usage_metadata", None))
 
     def left(self) -> None:
-        """The caller left the stream (closed or cancelled it): charge it once, if it started."""
-        if self.done or self.outcome is None:
+        """The caller left the stream (closed or cancelled it) after its first chunk: if the
+        strong model was answering under a budget, charge it, once
+        (:meth:`~shared_core.controller.Reservations.leave_answer`): at its usage if the whole
+        of it came, else at its bounds (:func:`token_bounds`; a prompt count that came is
+        kept); with no bound (no max tokens, an image, a prompt that is not messages), the
+        reserve, or with none the period, with a warning."""
+        outcome, self.outcome = self.outcome, None  # charged once: the other generator finds none
+        if outcome is None or self.spend is None:
             return
-        self.done = True
-        leave_stream(self.spend, self.outcome, self.model, self.kwargs, self.messages, self.usage)
-
-
-def leave_stream(spend: Any, outcome: Any, model: Any, kwargs: dict[str, Any], messages: Any, usage: Any) -> None:
-    """A stream the caller left (closed, cancelled) after its first chunk: if the strong
-    model was answering under a budget, charge it (:meth:`~shared_core.controller.
-    Reservations.leave_answer`) at its usage if the whole of it came (both counts), else at
-    its bounds (:func:`token_bounds`; a prompt count that came is kept); with no bound (no max
-    tokens, an image, a prompt that is not messages), the reserve, or with none the period
-    (:meth:`~shared_core.controller.BudgetController.charge_unbounded`), with a warning."""
-    if spend is None:
-        return
-    usage = usage or {}
-    spend.leave_answer(outcome, (usage.get("input_tokens") or 0, usage.get("output_tokens") or 0),
-                       lambda: None if messages is None else token_bounds(model, messages, kwargs))
+        usage = self.usage or {}
+        messages, model, kwargs = self.messages, self.model, self.kwargs
+        self.spend.leave_answer(outcome, (usage.get("input_tokens") or 0, usage.get("output_tokens") or 0),
+                                lambda: None if messages is None else token_bounds(model, messages, kwargs))
