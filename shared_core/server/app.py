@@ -2,8 +2,11 @@
 
 ``POST /v1/chat/completions`` routes each request on its last user message
 (:mod:`shared_core.policy`, as the Python wrappers do) and forwards the body,
-every field unchanged but ``model``, to the chosen upstream; ``GET /v1/models``
-lists the model names it answers to; ``GET /health``; ``GET /metrics``.
+every field unchanged but ``model``, to the chosen upstream; ``POST /v1/responses``
+likewise, with each response id naming the upstream that made it, so that a follow-up
+(``previous_response_id``) and ``GET``/``DELETE /v1/responses/{id}`` reach that
+upstream (:mod:`shared_core.server.responses`); ``GET /v1/models`` lists the model
+names it answers to; ``GET /health``; ``GET /metrics``.
 
 The decision travels back in ``x-routellm-*`` headers (``role``, ``model``,
 ``score``, ``threshold``, ``router``, ``reason``, and ``fallback-from`` after a
@@ -48,8 +51,10 @@ import math
 import time
 import uuid
 from contextlib import aclosing, asynccontextmanager
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Optional
+from urllib.parse import quote
 
 import anyio
 from fastapi import FastAPI, Request
@@ -78,8 +83,9 @@ from shared_core.server.protocol import (
     stream_view,
     token_bounds,
 )
+from shared_core.server import responses as R
 from shared_core.server.routing import ModelResolver
-from shared_core.server.upstream import Upstream, UpstreamError
+from shared_core.server.upstream import CHAT_PATH, Upstream, UpstreamError
 from shared_core.stream_usage import refuses_stream_options
 
 ACCESS_LOGGER = "shared_core.server.access"
@@ -156,6 +162,9 @@ def create_app(config: ServerConfig, engine: Optional[RoutingEngine] = None,
     app = FastAPI(title="routellm", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.routellm = server
     app.add_api_route("/v1/chat/completions", server.chat_completions, methods=["POST"])
+    app.add_api_route("/v1/responses", server.responses, methods=["POST"])
+    app.add_api_route("/v1/responses/{response_id}", server.stored_response, methods=["GET", "DELETE"])
+    app.add_api_route("/v1/responses/{response_id}/input_items", server.stored_response, methods=["GET"])
     app.add_api_route("/v1/models", server.models, methods=["GET"])
     app.add_api_route("/health", server.health, methods=["GET"])
     app.add_api_route("/metrics", server.metrics_endpoint, methods=["GET"])
@@ -308,15 +317,53 @@ def _usage(value: Any) -> Optional[dict[str, Any]]:
     return _UsageScanner.of(value)
 
 
+@dataclass(frozen=True)
+class _Wire:
+    """What differs between the two endpoints that route: chat completions and responses."""
+
+    endpoint: str  # the server's path, as the metrics and the access log name it
+    upstream_path: str  # the upstream's, relative to its base URL
+    parse: Callable[[bytes, int], dict[str, Any]]
+    conversation: Callable[[dict[str, Any]], list[tuple[str, Any]]]
+    bounds: Callable[[dict[str, Any], Optional[int]], Optional[tuple[int, int]]]  # of an answer without usage
+    usage: Callable[[Any], Optional[dict[str, Any]]]  # of an answer (JSON or buffered stream), in chat names
+    #: Chat: escalation checks read the answer, the upstream is asked for a stream's usage.
+    #: Responses: ids are pinned to the upstream that made them (:mod:`shared_core.server.responses`).
+    chat: bool
+    prompt_fields: tuple[str, ...]  # what ``log_prompts`` writes to the access log
+
+    def body(self, value: dict[str, Any], role: Role, record: dict[str, Any]) -> dict[str, Any]:
+        """A non-streamed answer as the client gets it, with the decision record."""
+        return {**(value if self.chat else R.with_pinned_id(value, role)), DECISION_FIELD: record}
+
+    def scanner(self, strip: bool, role: Role) -> "_UsageScanner | R.ResponsesScanner":
+        """What passes a stream on (``role``'s, the upstream answering) and reads its usage."""
+        return _UsageScanner(strip) if self.chat else R.ResponsesScanner(role)
+
+    def error_event(self, error: dict[str, Any]) -> bytes:
+        """An upstream error after the first chunk, as an event of this stream."""
+        return f"data: {json.dumps(error)}\n\n".encode() if self.chat else R.error_event(error)
+
+
+CHAT = _Wire("/v1/chat/completions", CHAT_PATH, parse_chat_request, conversation, token_bounds, _usage, chat=True,
+             prompt_fields=("messages",))
+RESPONSES = _Wire("/v1/responses", R.RESPONSES_PATH, R.parse_responses_request, R.responses_conversation,
+                  R.response_token_bounds, R.answer_usage, chat=False, prompt_fields=("instructions", "input"))
+#: The reason of a decision for a follow-up response (``previous_response_id``): its upstream's, unscored.
+CONTINUED = "previous_response"
+
+
 class _Spend(Reservations):
     """One request's dealings with the strong budget: the strong calls it reserved
     (a strong decision; an escalation the budget admitted), settled once at the end."""
 
-    def __init__(self, server: "_Server", decision: Decision, payload: dict[str, Any], entry: dict[str, Any]) -> None:
+    def __init__(self, server: "_Server", decision: Decision, payload: dict[str, Any], entry: dict[str, Any],
+                 wire: "_Wire") -> None:
         super().__init__(server.budget, decision)
         self.server = server
         self.payload = payload  # the client's request: the bound of an answer without usage
         self.entry = entry
+        self.wire = wire
         self.settled = False
 
     def admit_escalation(self, reason: str) -> bool:
@@ -345,7 +392,7 @@ class _Spend(Reservations):
         the body's bytes, its max tokens), the counts it did report kept; with no bound, its
         cost may be any amount: charged the budget's reserve (at least one strong call's cost)
         if it has one, else the period's budget counts as spent."""
-        bounds = token_bounds(self.payload, self.server.config.strong_max_output_tokens)
+        bounds = self.wire.bounds(self.payload, self.server.config.strong_max_output_tokens)
         tokens = None if bounds is None else tuple(known if known is not None else bound
                                                    for known, bound in zip(counts, bounds))
         # priced with the server's prices (price_with at start-up), so never None
@@ -458,8 +505,17 @@ class _Server:
         return Response(self.metrics.render(), media_type=self.metrics.content_type)
 
     async def chat_completions(self, request: Request) -> Response:
+        return await self._route(request, CHAT)
+
+    async def responses(self, request: Request) -> Response:
+        return await self._route(request, RESPONSES)
+
+    async def _route(self, request: Request, wire: _Wire) -> Response:
+        """A request of either routing endpoint: decided, answered by the chosen upstream (or,
+        on its failure and with fallback, the other), counted, charged and logged."""
         entry: dict[str, Any] = {
-            "event": "chat.completions", "request_id": request.headers.get("x-request-id") or uuid.uuid4().hex,
+            "event": wire.endpoint.removeprefix("/v1/").replace("/", "."),
+            "request_id": request.headers.get("x-request-id") or uuid.uuid4().hex,
             "client": request.client.host if request.client else None, "stream": False,
         }
         started = time.perf_counter()
@@ -467,29 +523,35 @@ class _Server:
         spend: Optional[_Spend] = None
         try:
             self._authorize(request)
-            payload = parse_chat_request(await self._read_body(request), self.config.max_messages)
+            payload = wire.parse(await self._read_body(request), self.config.max_messages)
             entry["stream"] = bool(payload.get("stream"))
             entry["requested_model"] = payload.get("model")
             batcher = await self.resolver.resolve(payload.get("model"))
             decided = time.perf_counter()
-            decision = await batcher.decide(conversation(payload))
+            pin = None if wire.chat or payload.get("previous_response_id") is None else \
+                R.response_pin(payload["previous_response_id"])
+            if pin is None:
+                decision = await batcher.decide(wire.conversation(payload))
+            else:  # a follow-up: to the upstream that holds the response it continues, under its own id
+                decision = self._continued(batcher.engine, pin[0])
+                payload = {**payload, "previous_response_id": pin[1]}
             self.metrics.routing_seconds.observe(time.perf_counter() - decided)
             self.metrics.decisions.labels(decision.role.value, decision.router).inc()
-            spend = _Spend(self, decision, payload, entry)
+            spend = _Spend(self, decision, payload, entry, wire)
             if decision.reason == BUDGET_EXHAUSTED:
                 self.metrics.budget_exhausted.labels("decision").inc()
             entry.update(decision.to_dict(), routing_ms=round((time.perf_counter() - decided) * 1000, 3))
             if self.config.log_prompts:
-                entry["messages"] = payload["messages"]
-            attempts = self._attempts(decision, payload, spend)
+                entry.update({name: payload[name] for name in wire.prompt_fields if name in payload})
+            attempts = self._attempts(decision, payload, spend, wire)
             if payload.get("stream"):
-                response = await self._stream(attempts, decision, payload, entry, started, spend)
+                response = await self._stream(attempts, decision, payload, entry, started, spend, wire)
                 streaming = True
                 return response
-            outcome = await attempts.arun(partial(self._complete, payload=payload))
-            record = self._answered(decision, outcome, entry, spend, stream=False)
-            body = {**outcome.value, DECISION_FIELD: record}
-            self._count(outcome, outcome.value.get("usage"), entry, spend)
+            outcome = await attempts.arun(partial(self._complete, payload=payload, path=wire.upstream_path))
+            record = self._answered(decision, outcome, entry, spend, stream=False, wire=wire)
+            body = wire.body(outcome.value, outcome.role, record)
+            self._count(outcome, wire.usage(outcome.value), entry, spend)
             entry["status"] = 200
             return JSONResponse(body, headers=decision_headers(record))
         except APIError as exc:
@@ -507,14 +569,63 @@ class _Server:
             if not streaming:
                 if spend is not None:
                     spend.settle(None)  # nothing charged yet: the strong model did not answer
-                self._finish(entry, started)
+                self._finish(entry, started, wire.endpoint)
+
+    def _continued(self, engine: RoutingEngine, role: Role) -> Decision:
+        """The decision for a follow-up of a response the ``role`` upstream made: that
+        upstream, unscored, as no other holds the conversation. Under a budget a strong one
+        is a strong call like any other; with the period's budget spent it is refused (429),
+        since the weak model cannot continue it."""
+        decision = Decision(role, None, engine.threshold, engine.router.name, CONTINUED)
+        if role is Role.STRONG and self.budget is not None and \
+                self.budget.decide(None, engine.threshold, Role.STRONG, CONTINUED).role is not Role.STRONG:
+            self.metrics.budget_exhausted.labels("decision").inc()
+            raise APIError(429, "the strong model's budget for this period is spent, and this request continues a "
+                           "response of the strong model (previous_response_id), which the weak model cannot "
+                           "continue; send the conversation without previous_response_id to have it routed",
+                           "insufficient_quota", param="previous_response_id", code=BUDGET_EXHAUSTED)
+        return decision
+
+    async def stored_response(self, request: Request, response_id: str) -> Response:
+        """``GET`` or ``DELETE /v1/responses/{id}`` and ``GET /v1/responses/{id}/input_items``:
+        forwarded, with its query, to the upstream that made the response (its id says which)
+        under that upstream's own id."""
+        entry: dict[str, Any] = {"event": "responses.stored", "method": request.method,
+                                 "request_id": request.headers.get("x-request-id") or uuid.uuid4().hex,
+                                 "client": request.client.host if request.client else None}
+        started = time.perf_counter()
+        try:
+            self._authorize(request)
+            pin = R.response_pin(response_id)
+            if pin is None:
+                raise APIError(404, f"no response {response_id!r} was made through this server (its ids start with "
+                               f"{R.PIN_PREFIX!r})", param="response_id", code="not_found")
+            role, own_id = pin
+            upstream = self.upstreams[role]
+            entry.update(role=role.value, model=upstream.model)
+            tail = "/input_items" if request.url.path.endswith("/input_items") else ""
+            try:
+                data = await upstream.fetch(request.method, f"{R.RESPONSES_PATH}/{quote(own_id, safe='')}{tail}",
+                                            list(request.query_params.multi_items()))
+            except UpstreamError as exc:
+                self.metrics.upstream_errors.labels(role.value, str(exc.status_code)).inc()
+                raise upstream_api_error(exc, {}, {}) from None
+            entry["status"] = 200
+            return JSONResponse(data if tail else R.with_pinned_id(data, role))
+        except APIError as exc:
+            entry.update(status=exc.status, error=exc.code or exc.error_type)
+            raise
+        finally:
+            self._finish(entry, started, "/v1/responses/{id}")
 
     # Upstream calls ------------------------------------------------------------------------
-    def _attempts(self, decision: Decision, payload: dict[str, Any], spend: _Spend) -> Attempts[Upstream]:
-        """The attempt loop: the chosen upstream (then the other, with fallback) and, with
-        escalation, the strong one for a weak answer the checks reject (and the budget admits)."""
-        plan = [(role, self.upstreams[role]) for role in attempt_order(decision, self.config.fallback)]
-        if self.checks is None or decision.role is not Role.WEAK:
+    def _attempts(self, decision: Decision, payload: dict[str, Any], spend: _Spend, wire: _Wire) -> Attempts[Upstream]:
+        """The attempt loop: the chosen upstream (then the other, with fallback: not for a
+        follow-up response, which only its upstream can continue) and, with escalation, the
+        strong one for a weak chat answer the checks reject (and the budget admits)."""
+        roles = [decision.role] if decision.reason == CONTINUED else attempt_order(decision, self.config.fallback)
+        plan = [(role, self.upstreams[role]) for role in roles]
+        if self.checks is None or decision.role is not Role.WEAK or not wire.chat:
             return Attempts(plan, name=lambda upstream: upstream.model)
         checks, context = self.checks, call_context(payload)
         view: Callable[[Any], AnswerView] = stream_view if payload.get("stream") else completion_view
@@ -528,30 +639,32 @@ class _Server:
         return Attempts(plan, name=lambda upstream: upstream.model, check=check,
                         escalate_to=[(Role.STRONG, self.upstreams[Role.STRONG])])
 
-    async def _complete(self, upstream: Upstream, payload: dict[str, Any]) -> dict[str, Any]:
+    async def _complete(self, upstream: Upstream, payload: dict[str, Any], path: str) -> dict[str, Any]:
         started = time.perf_counter()
         try:
-            return await upstream.complete(payload)
+            return await upstream.complete(payload, path)
         except UpstreamError as exc:
             self.metrics.upstream_errors.labels(upstream.role.value, str(exc.status_code)).inc()
             raise
         finally:
             self.metrics.upstream_seconds.labels(upstream.role.value).observe(time.perf_counter() - started)
 
-    async def _stream_from(self, upstream: Upstream, payload: dict[str, Any]) -> AsyncIterator[bytes]:
-        """The upstream's stream of the client's request (``payload``), asked for its usage
-        (``stream_usage``) unless the upstream refused that before: then, and when it
-        refuses it now (before its first byte), the request goes as the client sent it."""
+    async def _stream_from(self, upstream: Upstream, payload: dict[str, Any], wire: _Wire) -> AsyncIterator[bytes]:
+        """The upstream's stream of the client's request (``payload``), a chat stream asked for
+        its usage (``stream_usage``) unless the upstream refused that before: then, and when
+        it refuses it now (before its first byte), the request goes as the client sent it.
+        (A Responses stream always ends with its usage.)"""
         started = time.perf_counter()
         sent, asked = payload, False
-        if self.config.stream_usage and upstream.role not in self.refused_stream_options:
+        path = wire.upstream_path
+        if wire.chat and self.config.stream_usage and upstream.role not in self.refused_stream_options:
             sent, asked = asking_stream_usage(payload)
         begun = False
         try:
             try:
                 # aclosing: closed at a yield (not cancelled in a read), this closes the upstream
                 # stream here and now, not when it is garbage-collected in some other task.
-                async with aclosing(upstream.stream(sent)) as chunks:
+                async with aclosing(upstream.stream(sent, path)) as chunks:
                     async for chunk in chunks:
                         begun = True
                         yield chunk
@@ -563,7 +676,7 @@ class _Server:
                             "client sent them from now on, and one whose client did not ask for usage cannot be "
                             "priced (start with --no-stream-usage to say so)", upstream.role.value, upstream.model,
                             exc)
-                async with aclosing(upstream.stream(payload)) as chunks:
+                async with aclosing(upstream.stream(payload, path)) as chunks:
                     async for chunk in chunks:
                         yield chunk
         except UpstreamError as exc:
@@ -573,14 +686,12 @@ class _Server:
             self.metrics.upstream_seconds.labels(upstream.role.value).observe(time.perf_counter() - started)
 
     async def _stream(self, attempts: Attempts, decision: Decision, payload: dict[str, Any],
-                      entry: dict[str, Any], started: float, spend: _Spend) -> Response:
-        """The streamed answer; with ``stream_usage``, the upstream is asked for its usage,
+                      entry: dict[str, Any], started: float, spend: _Spend, wire: _Wire) -> Response:
+        """The streamed answer; with ``stream_usage``, a chat upstream is asked for its usage,
         which is taken out again (after it is read) if the client did not ask for it."""
         # Stripped for a client that did not ask: each upstream is asked in _stream_from.
-        strip = self.config.stream_usage and asking_stream_usage(payload)[1]
-        # of the answer sent: a rejected answer's usage is in its escalation (its own, unstripped chunks)
-        scanner = _UsageScanner(strip)
-        chunks = attempts.astream(partial(self._stream_from, payload=payload))
+        strip = wire.chat and self.config.stream_usage and asking_stream_usage(payload)[1]
+        chunks = attempts.astream(partial(self._stream_from, payload=payload, wire=wire))
         try:
             head = await chunks.__anext__()
         except StopAsyncIteration:
@@ -590,7 +701,9 @@ class _Server:
                 await chunks.aclose()
             raise
         outcome = chunks.outcome
-        record = self._answered(decision, outcome, entry, spend, stream=True)
+        # of the answer sent: a rejected answer's usage is in its escalation (its own, unstripped chunks)
+        scanner = wire.scanner(strip, outcome.role)
+        record = self._answered(decision, outcome, entry, spend, stream=True, wire=wire)
         entry["status"] = 200
 
         ended = False  # the body ran to its end (or to the error event it sends)
@@ -604,7 +717,7 @@ class _Server:
                 await chunks.aclose()
             scanner.flush()
             self._count(outcome, scanner.usage, entry, spend)
-            self._finish(entry, started)
+            self._finish(entry, started, wire.endpoint)
 
         async def body() -> AsyncIterator[bytes]:
             nonlocal ended
@@ -618,7 +731,7 @@ class _Server:
             except UpstreamError as exc:  # after the first chunk: tell the client in the stream
                 entry["error"] = exc.error_type
                 error = upstream_api_error(exc, {}, {}).body()
-                last = scanner.flush() + f"data: {json.dumps(error)}\n\n".encode()
+                last = scanner.flush() + wire.error_event(error)
             if last:
                 yield last
             ended = True
@@ -628,10 +741,10 @@ class _Server:
 
     # Bookkeeping ---------------------------------------------------------------------------
     def _answered(self, decision: Decision, outcome: Outcome, entry: dict[str, Any], spend: _Spend,
-                  stream: bool) -> dict[str, Any]:
+                  stream: bool, wire: _Wire) -> dict[str, Any]:
         if outcome.failures:
             self.metrics.fallbacks.labels(outcome.failures[0].role.value).inc()
-        record = outcome_record(decision, outcome, _usage)
+        record = outcome_record(decision, outcome, wire.usage)
         if spend.refused is not None:
             record["escalation_refused"] = spend.refused
         self.metrics.answers.labels(outcome.role.value, str(stream).lower()).inc()
@@ -662,8 +775,8 @@ class _Server:
         self.metrics.escalations.labels(rejected.role.value, check_name(rejected.reason)).inc()
         self.metrics.add_usage(rejected.role.value, _usage(rejected.value), rejected.model)
 
-    def _finish(self, entry: dict[str, Any], started: float) -> None:
+    def _finish(self, entry: dict[str, Any], started: float, endpoint: str) -> None:
         status = entry.setdefault("status", 500)
         entry["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
-        self.metrics.requests.labels("/v1/chat/completions", str(status)).inc()
+        self.metrics.requests.labels(endpoint, str(status)).inc()
         self.access.info(json.dumps(entry, ensure_ascii=False, default=str))

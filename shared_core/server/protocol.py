@@ -41,6 +41,19 @@ class APIError(Exception):
                 **self.extra}
 
 
+def json_object(raw: bytes) -> dict[str, Any]:
+    """A request body as the JSON object it must be, or :class:`APIError` (400)."""
+    try:
+        payload = json.loads(raw)
+    except UnicodeDecodeError:
+        raise APIError(400, "request body is not UTF-8 text", code="invalid_json") from None
+    except json.JSONDecodeError as exc:
+        raise APIError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(payload, dict):
+        raise APIError(400, f"request body must be a JSON object, got {type(payload).__name__}", code="invalid_json")
+    return payload
+
+
 def parse_chat_request(raw: bytes, max_messages: int) -> dict[str, Any]:
     """The request body as a dict, or :class:`APIError` (400) naming what is wrong.
 
@@ -53,33 +66,26 @@ def parse_chat_request(raw: bytes, max_messages: int) -> dict[str, Any]:
         ...     print(exc.status, exc.message)
         400 missing required parameter: 'messages'
     """
-    try:
-        payload = json.loads(raw)
-    except UnicodeDecodeError:
-        raise APIError(400, "request body is not UTF-8 text", code="invalid_json") from None
-    except json.JSONDecodeError as exc:
-        raise APIError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
-    if not isinstance(payload, dict):
-        raise APIError(400, f"request body must be a JSON object, got {type(payload).__name__}", code="invalid_json")
+    payload = json_object(raw)
     if "messages" not in payload:
         raise APIError(400, "missing required parameter: 'messages'", param="messages", code="missing_required_parameter")
     messages = payload["messages"]
     if not isinstance(messages, list) or not messages:
-        raise APIError(400, f"'messages' must be a non-empty array of message objects, got {_preview(messages)}",
+        raise APIError(400, f"'messages' must be a non-empty array of message objects, got {preview(messages)}",
                        param="messages", code="invalid_type")
     if len(messages) > max_messages:
         raise APIError(400, f"'messages' holds {len(messages)} messages; this server accepts at most {max_messages}",
                        param="messages", code="too_many_messages")
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise APIError(400, f"messages[{i}] must be an object with a string 'role', got {_preview(message)}",
+            raise APIError(400, f"messages[{i}] must be an object with a string 'role', got {preview(message)}",
                            param=f"messages[{i}]", code="invalid_type")
     stream = payload.get("stream", False)
     if not isinstance(stream, bool) and stream is not None:
-        raise APIError(400, f"'stream' must be a boolean, got {_preview(stream)}", param="stream", code="invalid_type")
+        raise APIError(400, f"'stream' must be a boolean, got {preview(stream)}", param="stream", code="invalid_type")
     model = payload.get("model")
     if model is not None and not isinstance(model, str):
-        raise APIError(400, f"'model' must be a string, got {_preview(model)}", param="model", code="invalid_type")
+        raise APIError(400, f"'model' must be a string, got {preview(model)}", param="model", code="invalid_type")
     return payload
 
 
@@ -302,6 +308,6 @@ def call_context(payload: dict[str, Any]) -> CallContext:
     return CallContext(tools=tools, tool_required=required, output_schema=schema)
 
 
-def _preview(value: Any) -> str:
+def preview(value: Any) -> str:
     text = json.dumps(value, default=str)
     return text if len(text) <= 80 else text[:77] + "..."

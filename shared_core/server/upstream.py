@@ -87,12 +87,25 @@ class Upstream:
         """The client's request for this upstream: every field unchanged but ``model``."""
         return {**request, "model": self.model}
 
-    async def complete(self, request: dict[str, Any]) -> dict[str, Any]:
-        """A non-streaming chat completion: the upstream's JSON object."""
+    async def complete(self, request: dict[str, Any], path: str = CHAT_PATH) -> dict[str, Any]:
+        """A non-streaming answer (a chat completion; with ``path`` ``"responses"``, a
+        response): the upstream's JSON object."""
         try:
-            response = await self._client.post(CHAT_PATH, json=self.body_for(request))
+            response = await self._client.post(path, json=self.body_for(request))
         except httpx.TransportError as exc:
             raise _transport_error(self.role, self.model, exc) from exc
+        return self._json(response)
+
+    async def fetch(self, method: str, path: str, params: Optional[dict[str, str]] = None) -> dict[str, Any]:
+        """``GET`` or ``DELETE`` of ``path`` (relative, as every path here: a stored response):
+        the upstream's JSON object."""
+        try:
+            response = await self._client.request(method, path, params=params)
+        except httpx.TransportError as exc:
+            raise _transport_error(self.role, self.model, exc) from exc
+        return self._json(response)
+
+    def _json(self, response: httpx.Response) -> dict[str, Any]:
         if not response.is_success:
             raise _error_from_body(self.role, self.model, response.status_code, response.content)
         try:
@@ -103,14 +116,14 @@ class Upstream:
             raise UpstreamError(self.role, self.model, 502, "answered 200 with a body that is not a JSON object")
         return data
 
-    async def stream(self, request: dict[str, Any]) -> AsyncIterator[bytes]:
+    async def stream(self, request: dict[str, Any], path: str = CHAT_PATH) -> AsyncIterator[bytes]:
         """The upstream's server-sent events, as raw bytes, as they arrive.
 
         Raises :class:`UpstreamError` before the first chunk if the upstream
         refuses the request; closing the iterator (or cancelling the task that
         reads it) closes the upstream connection.
         """
-        async with self._open(request) as response:
+        async with self._open(request, path) as response:
             try:
                 async for chunk in response.aiter_raw():
                     if chunk:
@@ -119,9 +132,9 @@ class Upstream:
                 raise _transport_error(self.role, self.model, exc) from exc
 
     @asynccontextmanager
-    async def _open(self, request: dict[str, Any]) -> AsyncIterator[httpx.Response]:
+    async def _open(self, request: dict[str, Any], path: str) -> AsyncIterator[httpx.Response]:
         try:
-            req = self._client.build_request("POST", CHAT_PATH, json=self.body_for(request))
+            req = self._client.build_request("POST", path, json=self.body_for(request))
             response = await self._client.send(req, stream=True)
         except httpx.TransportError as exc:
             raise _transport_error(self.role, self.model, exc) from exc

@@ -94,6 +94,43 @@ def openai_sse_chunks(model: str, words: list[str], include_usage: bool, finish:
     return [f"data: {json.dumps(e, separators=(',', ':'))}\n\n".encode() for e in events] + [b"data: [DONE]\n\n"]
 
 
+def response_object(rid: str, model: str, text: str, usage: bool = True,
+                    previous: str | None = None) -> dict[str, Any]:
+    """A Responses API response object holding one assistant message ``text``."""
+    body: dict[str, Any] = {
+        "id": rid, "object": "response", "created_at": 1, "status": "completed", "model": model,
+        "output": [{"type": "message", "id": f"msg_{rid}", "status": "completed", "role": "assistant",
+                    "content": [{"type": "output_text", "text": text, "annotations": []}]}],
+        "parallel_tool_calls": True, "tool_choice": "auto", "tools": [], "previous_response_id": previous,
+    }
+    if usage:
+        body["usage"] = {"input_tokens": 11, "output_tokens": 4, "total_tokens": 15,
+                         "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}}
+    return body
+
+
+def response_sse(answer: dict[str, Any], words: list[str]) -> list[bytes]:
+    """A Responses event stream of ``answer`` (one message, one word a delta) as OpenAI writes it
+    (``event:`` and ``data:`` lines): ``response.created`` and ``response.in_progress`` (no output,
+    no usage), the message's item and part added, the deltas, their ends, ``response.completed``."""
+    started = {**answer, "status": "in_progress", "output": [], "usage": None}
+    message = answer["output"][0]
+    item, part = message["id"], message["content"][0]
+    at = {"item_id": item, "output_index": 0, "content_index": 0}
+    events = [{"type": "response.created", "response": started},
+              {"type": "response.in_progress", "response": started},
+              {"type": "response.output_item.added", "output_index": 0,
+               "item": {**message, "status": "in_progress", "content": []}},
+              {"type": "response.content_part.added", **at, "part": {**part, "text": ""}}]
+    events += [{"type": "response.output_text.delta", **at, "delta": word} for word in words]
+    events += [{"type": "response.output_text.done", **at, "text": part["text"]},
+               {"type": "response.content_part.done", **at, "part": part},
+               {"type": "response.output_item.done", "output_index": 0, "item": message},
+               {"type": "response.completed", "response": answer}]
+    return [f"event: {e['type']}\ndata: {json.dumps({**e, 'sequence_number': i}, separators=(',', ':'))}\n\n"
+            .encode() for i, e in enumerate(events)]
+
+
 class StandIn:
     """An OpenAI-compatible upstream whose behaviour the test sets.
 
@@ -113,7 +150,12 @@ class StandIn:
         self.name = name
         self.url = ""
         self.reset()
-        self.app = Starlette(routes=[Route("/v1/chat/completions", self._chat, methods=["POST"])])
+        self.app = Starlette(routes=[
+            Route("/v1/chat/completions", self._chat, methods=["POST"]),
+            Route("/v1/responses", self._respond, methods=["POST"]),
+            Route("/v1/responses/{rid}", self._stored, methods=["GET", "DELETE"]),
+            Route("/v1/responses/{rid}/input_items", self._stored, methods=["GET"]),
+        ])
 
     def reset(self) -> None:
         self.mode = "ok"
@@ -131,6 +173,9 @@ class StandIn:
         self.headers: list[dict[str, str]] = []
         self.stream_cancelled = threading.Event()
         self.stream_finished = threading.Event()
+        #: The responses it made (the Responses API), by id; ``stored_requests``: (method, path, query).
+        self.responses: dict[str, dict[str, Any]] = {}
+        self.stored_requests: list[tuple[str, str, str]] = []
 
     async def _chat(self, request: Request) -> Response:
         body = await request.json()
@@ -154,6 +199,59 @@ class StandIn:
             return StreamingResponse(self._events(body["model"], options.get("include_usage") is True),
                                      media_type="text/event-stream")
         return JSONResponse(completion(body["model"], text, self.usage, self.finish))
+
+    async def _respond(self, request: Request) -> Response:
+        """``POST /v1/responses``: a response object (kept, by id), or its event stream."""
+        body = await request.json()
+        self.requests.append(body)
+        self.headers.append(dict(request.headers))
+        if self.mode == "error":
+            return JSONResponse(self.error_body, status_code=self.status)
+        previous = body.get("previous_response_id")
+        if previous is not None and previous not in self.responses:
+            return JSONResponse({"error": {"message": f"Previous response with id '{previous}' not found.",
+                                           "type": "invalid_request_error", "param": "previous_response_id",
+                                           "code": "previous_response_not_found"}}, status_code=404)
+        text = f"{self.name} answers" if self.text is None else self.text
+        if body.get("stream"):
+            text = "".join(self.words)
+        answer = response_object(f"resp_{self.name}_{len(self.responses)}", body["model"], text, self.usage,
+                                 previous)
+        self.responses[answer["id"]] = {**answer, "input": body.get("input")}
+        if body.get("stream"):
+            return StreamingResponse(self._response_events(answer), media_type="text/event-stream")
+        return JSONResponse(answer)
+
+    async def _response_events(self, answer: dict[str, Any]):
+        events = response_sse(answer, self.words)
+        try:
+            for i, event in enumerate(events):
+                if self.mode == "drop" and i == 2:
+                    raise ConnectionResetError("stand-in drops the stream")
+                yield event
+                if self.delay and i + 1 < len(events):
+                    await asyncio.sleep(self.delay)
+            self.stream_finished.set()
+        except asyncio.CancelledError:
+            self.stream_cancelled.set()
+            raise
+
+    async def _stored(self, request: Request) -> Response:
+        rid = request.path_params["rid"]
+        self.stored_requests.append((request.method, request.url.path, request.url.query))
+        if rid not in self.responses:
+            return JSONResponse({"error": {"message": f"Response with id '{rid}' not found.",
+                                           "type": "invalid_request_error", "param": None, "code": None}},
+                                status_code=404)
+        stored = self.responses[rid]
+        if request.url.path.endswith("/input_items"):
+            items = stored["input"] if isinstance(stored["input"], list) else [
+                {"type": "message", "role": "user", "content": [{"type": "input_text", "text": stored["input"]}]}]
+            return JSONResponse({"object": "list", "data": items, "has_more": False})
+        if request.method == "DELETE":
+            del self.responses[rid]
+            return JSONResponse({"id": rid, "object": "response.deleted", "deleted": True})
+        return JSONResponse({k: v for k, v in stored.items() if k != "input"})
 
     async def _events(self, model: str, include_usage: bool):
         if self.stream_usage == "openai":
