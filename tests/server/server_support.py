@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import threading
 import time
 from typing import Any
 
 import numpy as np
+import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -219,22 +221,8 @@ class StandIn:
                                  previous)
         self.responses[answer["id"]] = {**answer, "input": body.get("input")}
         if body.get("stream"):
-            return StreamingResponse(self._response_events(answer), media_type="text/event-stream")
+            return StreamingResponse(self._paced(response_sse(answer, self.words)), media_type="text/event-stream")
         return JSONResponse(answer)
-
-    async def _response_events(self, answer: dict[str, Any]):
-        events = response_sse(answer, self.words)
-        try:
-            for i, event in enumerate(events):
-                if self.mode == "drop" and i == 2:
-                    raise ConnectionResetError("stand-in drops the stream")
-                yield event
-                if self.delay and i + 1 < len(events):
-                    await asyncio.sleep(self.delay)
-            self.stream_finished.set()
-        except asyncio.CancelledError:
-            self.stream_cancelled.set()
-            raise
 
     async def _stored(self, request: Request) -> Response:
         rid = request.path_params["rid"]
@@ -261,6 +249,12 @@ class StandIn:
         if self.chunk_size:
             whole = b"".join(events)
             events = [whole[i:i + self.chunk_size] for i in range(0, len(whole), self.chunk_size)]
+        async for event in self._paced(events):
+            yield event
+
+    async def _paced(self, events: list[bytes]):
+        """``events`` as the stand-in streams them: ``delay`` apart, dropped at the third in
+        ``"drop"`` mode; ``stream_finished`` / ``stream_cancelled`` say how it ended."""
         try:
             for i, event in enumerate(events):
                 if self.mode == "drop" and i == 2:
@@ -308,6 +302,15 @@ class ServerThread:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def real_server_url(variable: str, how: str) -> str:
+    """The /v1 URL of a real local model server from the environment ``variable``; the
+    calling test module is skipped (``how`` says how to start one) without it."""
+    url = os.environ.get(variable)
+    if not url:
+        pytest.skip(f"{variable} is not set; {how} and export its /v1 URL", allow_module_level=True)
+    return url
 
 
 def closed_port() -> int:

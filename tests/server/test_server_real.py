@@ -11,23 +11,18 @@ scripts/test.sh sets after starting scripts/llama_server.sh.
 from __future__ import annotations
 
 import json
-import os
 
 import httpx
 import pytest
 
+from server_support import KeywordRouter, ServerThread, real_server_url
+from shared_core.engine import RoutingEngine
+from shared_core.server.app import create_app
+from shared_core.server.config import load_config
+
 pytestmark = pytest.mark.server
-
-URL = os.environ.get("ROUTELLM_TEST_SERVER_URL")
-if not URL:
-    pytest.skip("ROUTELLM_TEST_SERVER_URL is not set; start the local SmolLM2 server (scripts/llama_server.sh "
-                "start) and export its /v1 URL", allow_module_level=True)
+URL = real_server_url("ROUTELLM_TEST_SERVER_URL", "start the local SmolLM2 server (scripts/llama_server.sh start)")
 openai = pytest.importorskip("openai")
-
-from server_support import KeywordRouter, ServerThread  # noqa: E402
-from shared_core.engine import RoutingEngine  # noqa: E402
-from shared_core.server.app import create_app  # noqa: E402
-from shared_core.server.config import load_config  # noqa: E402
 
 TOKEN = "client-token-1"
 EASY = "Say hello in one short sentence."
