@@ -327,8 +327,12 @@ class _Wire:
     conversation: Callable[[dict[str, Any]], list[tuple[str, Any]]]
     bounds: Callable[[dict[str, Any], Optional[int]], Optional[tuple[int, int]]]  # of an answer without usage
     usage: Callable[[Any], Optional[dict[str, Any]]]  # of an answer (JSON or buffered stream), in chat names
-    #: Chat: escalation checks read the answer, the upstream is asked for a stream's usage.
-    #: Responses: ids are pinned to the upstream that made them (:mod:`shared_core.server.responses`).
+    #: What the escalation checks see: an answer, a buffered stream, and what the request asked for.
+    view: Callable[[dict[str, Any]], AnswerView]
+    stream_view: Callable[[Any], AnswerView]
+    context: Callable[[dict[str, Any]], Any]
+    #: Chat: the upstream is asked for a stream's usage. Responses: ids are pinned to the
+    #: upstream that made them (:mod:`shared_core.server.responses`).
     chat: bool
     prompt_fields: tuple[str, ...]  # what ``log_prompts`` writes to the access log
 
@@ -345,10 +349,11 @@ class _Wire:
         return f"data: {json.dumps(error)}\n\n".encode() if self.chat else R.error_event(error)
 
 
-CHAT = _Wire("/v1/chat/completions", CHAT_PATH, parse_chat_request, conversation, token_bounds, _usage, chat=True,
-             prompt_fields=("messages",))
+CHAT = _Wire("/v1/chat/completions", CHAT_PATH, parse_chat_request, conversation, token_bounds, _usage,
+             completion_view, stream_view, call_context, chat=True, prompt_fields=("messages",))
 RESPONSES = _Wire("/v1/responses", R.RESPONSES_PATH, R.parse_responses_request, R.responses_conversation,
-                  R.response_token_bounds, R.answer_usage, chat=False, prompt_fields=("instructions", "input"))
+                  R.response_token_bounds, R.answer_usage, R.response_view, R.response_stream_view,
+                  R.responses_call_context, chat=False, prompt_fields=("instructions", "input"))
 #: The reason of a decision for a follow-up response (``previous_response_id``): its upstream's, unscored.
 CONTINUED = "previous_response"
 
@@ -551,7 +556,7 @@ class _Server:
             outcome = await attempts.arun(partial(self._complete, payload=payload, path=wire.upstream_path))
             record = self._answered(decision, outcome, entry, spend, stream=False, wire=wire)
             body = wire.body(outcome.value, outcome.role, record)
-            self._count(outcome, wire.usage(outcome.value), entry, spend)
+            self._count(outcome, wire.usage(outcome.value), entry, spend, wire)
             entry["status"] = 200
             return JSONResponse(body, headers=decision_headers(record))
         except APIError as exc:
@@ -559,7 +564,7 @@ class _Server:
             raise
         except (UpstreamError, AllModelsFailedError) as exc:
             for rejected in rejected_answers(exc):  # made and paid for, though the escalation failed
-                self._count_rejected(rejected)
+                self._count_rejected(rejected, wire)
             chosen = self.upstreams[decision.role]
             record = decision_record(decision, decision.role, chosen.model)
             error = upstream_api_error(exc, decision_headers(record), {DECISION_FIELD: record})
@@ -620,15 +625,16 @@ class _Server:
 
     # Upstream calls ------------------------------------------------------------------------
     def _attempts(self, decision: Decision, payload: dict[str, Any], spend: _Spend, wire: _Wire) -> Attempts[Upstream]:
-        """The attempt loop: the chosen upstream (then the other, with fallback: not for a
-        follow-up response, which only its upstream can continue) and, with escalation, the
-        strong one for a weak chat answer the checks reject (and the budget admits)."""
-        roles = [decision.role] if decision.reason == CONTINUED else attempt_order(decision, self.config.fallback)
+        """The attempt loop: the chosen upstream (then the other, with fallback) and, with
+        escalation, the strong one for a weak answer the checks reject (and the budget admits);
+        a follow-up response neither falls back nor escalates, as only its upstream can continue it."""
+        continued = decision.reason == CONTINUED
+        roles = [decision.role] if continued else attempt_order(decision, self.config.fallback)
         plan = [(role, self.upstreams[role]) for role in roles]
-        if self.checks is None or decision.role is not Role.WEAK or not wire.chat:
+        if self.checks is None or decision.role is not Role.WEAK or continued:
             return Attempts(plan, name=lambda upstream: upstream.model)
-        checks, context = self.checks, call_context(payload)
-        view: Callable[[Any], AnswerView] = stream_view if payload.get("stream") else completion_view
+        checks, context = self.checks, wire.context(payload)
+        view: Callable[[Any], AnswerView] = wire.stream_view if payload.get("stream") else wire.view
 
         def check(role: Role, value: Any) -> Optional[str]:
             reason = checks.reason(view(value), context)
@@ -716,7 +722,7 @@ class _Server:
             with anyio.CancelScope(shield=True):
                 await chunks.aclose()
             scanner.flush()
-            self._count(outcome, scanner.usage, entry, spend)
+            self._count(outcome, scanner.usage, entry, spend, wire)
             self._finish(entry, started, wire.endpoint)
 
         async def body() -> AsyncIterator[bytes]:
@@ -759,21 +765,21 @@ class _Server:
                          escalation_check=check_name(spend.refused["reason"]))
         return record
 
-    def _count(self, outcome: Outcome, usage: Any, entry: dict[str, Any], spend: _Spend) -> None:
+    def _count(self, outcome: Outcome, usage: Any, entry: dict[str, Any], spend: _Spend, wire: _Wire) -> None:
         """Count (and price) each answer's usage once: the rejected ones, then the one sent;
         charge the strong answer to the budget."""
         for rejected in outcome.escalations:
-            self._count_rejected(rejected)
+            self._count_rejected(rejected, wire)
         counts = self.metrics.add_usage(outcome.role.value, usage, outcome.model_name)
         entry["prompt_tokens"], entry["completion_tokens"] = counts
         if self.prices is not None and None in counts:
             entry["unpriced"] = "the answer reported no usage"
         spend.settle(counts if outcome.role is Role.STRONG else None)
 
-    def _count_rejected(self, rejected: Escalation) -> None:
+    def _count_rejected(self, rejected: Escalation, wire: _Wire) -> None:
         """Count an answer a check rejected: the escalation, and its usage (priced, with prices)."""
         self.metrics.escalations.labels(rejected.role.value, check_name(rejected.reason)).inc()
-        self.metrics.add_usage(rejected.role.value, _usage(rejected.value), rejected.model)
+        self.metrics.add_usage(rejected.role.value, wire.usage(rejected.value), rejected.model)
 
     def _finish(self, entry: dict[str, Any], started: float, endpoint: str) -> None:
         status = entry.setdefault("status", 500)

@@ -200,19 +200,19 @@ def header_text(text: str, limit: int = 300) -> str:
 
 
 # What the escalation checks see -----------------------------------------------------------
+def tool_call(name: Any, arguments: Any) -> ToolCall:
+    """A tool call as the checks see it: its arguments parsed if they are a JSON string."""
+    try:
+        args = json.loads(arguments) if isinstance(arguments, str) else arguments
+    except ValueError:
+        args = arguments  # not JSON: the tool_calls check says so
+    return ToolCall(str(name or ""), args)
+
+
 def _tool_calls(calls: Any) -> tuple[ToolCall, ...]:
-    out = []
-    for call in calls if isinstance(calls, list) else []:
-        function = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(function, dict):
-            continue
-        raw = function.get("arguments")
-        try:
-            args = json.loads(raw) if isinstance(raw, str) else raw
-        except ValueError:
-            args = raw  # not JSON: the tool_calls check says so
-        out.append(ToolCall(str(function.get("name") or ""), args))
-    return tuple(out)
+    functions = (call.get("function") if isinstance(call, dict) else None
+                 for call in (calls if isinstance(calls, list) else []))
+    return tuple(tool_call(f.get("name"), f.get("arguments")) for f in functions if isinstance(f, dict))
 
 
 def _text(content: Any) -> str:

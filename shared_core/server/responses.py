@@ -12,6 +12,11 @@ follow-up goes to that upstream, unscored, with the upstream's id put back
 routes a follow-up the same way, and an id the server did not make is refused (400)
 instead of sent to an upstream that does not hold it.
 
+For escalation (``--escalate-on``), :func:`response_view` and :func:`response_stream_view`
+read a response (or the buffered events of a streamed one) as the checks see it, and
+:func:`responses_call_context` what the request asked for (its function tools, a
+required tool call, a JSON-schema ``text.format``).
+
 The ``conversation`` parameter (the Conversations API) and ``background`` responses
 are refused (400): a conversation's id does not say which upstream holds it, and a
 background response is polled through endpoints the server does not route.
@@ -22,9 +27,10 @@ from __future__ import annotations
 import json
 from typing import Any, Optional
 
+from shared_core.escalation import AnswerView, CallContext
 from shared_core.ledger import completion_token_bound, prompt_token_bound
 from shared_core.routers import Role
-from shared_core.server.protocol import APIError, json_object, preview
+from shared_core.server.protocol import APIError, json_object, preview, tool_call
 
 RESPONSES_PATH = "responses"  # relative: joined to the upstream's base URL
 PIN_PREFIX = "resp_rl"
@@ -217,19 +223,86 @@ def error_event(error: dict[str, Any]) -> bytes:
     return f"event: error\ndata: {json.dumps(data)}\n\n".encode()
 
 
+def response_view(response: dict[str, Any]) -> AnswerView:
+    """A response object as the checks see it: the text of its messages (refusals
+    included), its function calls, and as the finish reason its ``status``, or for an
+    incomplete one the reason (``max_output_tokens`` is a length reason).
+
+    Example:
+        >>> view = response_view({"status": "incomplete", "incomplete_details": {"reason": "max_output_tokens"},
+        ...     "output": [{"type": "message", "content": [{"type": "output_text", "text": "Hi"}]}]})
+        >>> view.text, view.finish_reason
+        ('Hi', 'max_output_tokens')
+    """
+    text, calls = [], []
+    for item in response.get("output") or []:
+        if not isinstance(item, dict):
+            continue
+        if item.get("type") == "message":
+            for part in item.get("content") or []:
+                value = part.get("refusal" if part.get("type") == "refusal" else "text") \
+                    if isinstance(part, dict) else None
+                if isinstance(value, str):
+                    text.append(value)
+        elif item.get("type") == "function_call":
+            calls.append(tool_call(item.get("name"), item.get("arguments")))
+    finish = response.get("status")
+    details = response.get("incomplete_details")
+    if finish == "incomplete" and isinstance(details, dict) and isinstance(details.get("reason"), str):
+        finish = details["reason"]
+    return AnswerView(text="".join(text), tool_calls=tuple(calls), finish_reason=finish, raw=response)
+
+
+def response_stream_view(chunks: Any) -> AnswerView:
+    """A whole streamed response as the checks see it: its last ``response`` object
+    (``response.completed`` or ``response.incomplete``), or, if the stream ended before
+    one with output, the text of its deltas."""
+    chunks = list(chunks)
+    scanner = ResponsesScanner(None, deltas=True)
+    for chunk in chunks:
+        scanner.feed(chunk)
+    scanner.flush()
+    last = scanner.response or {}
+    if last.get("output"):
+        return AnswerView(**{**response_view(last).__dict__, "raw": chunks})
+    return AnswerView(text="".join(scanner.deltas), finish_reason=last.get("status"), raw=chunks)
+
+
+def responses_call_context(payload: dict[str, Any]) -> CallContext:
+    """What a Responses request asked for: its function tools (name -> parameter schema),
+    whether a tool call was required (``tool_choice`` ``"required"`` or a named function),
+    and the schema of a ``json_schema`` ``text.format`` (``{"type": "object"}`` for ``json_object``)."""
+    tools = {tool["name"]: tool.get("parameters") or {"type": "object"} for tool in payload.get("tools") or []
+             if isinstance(tool, dict) and tool.get("type") == "function" and isinstance(tool.get("name"), str)}
+    choice = payload.get("tool_choice")
+    required = choice == "required" or (isinstance(choice, dict) and choice.get("type") == "function")
+    text = payload.get("text")
+    fmt = text.get("format") if isinstance(text, dict) else None
+    schema = None
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        schema = fmt.get("schema") if isinstance(fmt.get("schema"), dict) else {"type": "object"}
+    elif isinstance(fmt, dict) and fmt.get("type") == "json_object":
+        schema = {"type": "object"}
+    return CallContext(tools=tools, tool_required=required, output_schema=schema)
+
+
 class ResponsesScanner:
     """Passes a Responses event stream on, line by line, with the ``id`` of each event's
     ``response`` object (``response.created``, ``response.completed``, ...) made a
     :func:`pinned_id` of ``role`` (``None``: read only) and that line written again as
     compact JSON; every other line byte for byte. :attr:`usage` is the last usage seen
-    (a ``response.completed`` event's), in the chat names (:func:`responses_usage`).
-    A line longer than ``LONG`` is passed on unread."""
+    (a ``response.completed`` event's), in the chat names (:func:`responses_usage`),
+    :attr:`response` the last response object (as the upstream sent it), and with
+    ``deltas`` :attr:`deltas` the text deltas. A line longer than ``LONG`` is passed on unread."""
 
     LONG = 1 << 24
 
-    def __init__(self, role: Optional[Role]) -> None:
+    def __init__(self, role: Optional[Role], deltas: bool = False) -> None:
         self.role = role
+        self._read_deltas = deltas
         self.usage: Optional[dict[str, Any]] = None
+        self.response: Optional[dict[str, Any]] = None
+        self.deltas: list[str] = []
         self._tail = b""
         self._long = False  # the partial line is longer than LONG (its start already passed on)
 
@@ -249,15 +322,21 @@ class ResponsesScanner:
 
     def _line(self, line: bytes) -> bytes:
         long, self._long = self._long, False
-        if long or not line.startswith(b"data:") or b'"response"' not in line:
+        if long or not line.startswith(b"data:"):
+            return line
+        delta = self._read_deltas and b'"response.output_text.delta"' in line
+        if not delta and b'"response"' not in line:
             return line
         try:
             data = json.loads(line[5:])
         except ValueError:
             return line
+        if delta and isinstance(data, dict) and isinstance(data.get("delta"), str):
+            self.deltas.append(data["delta"])
         response = data.get("response") if isinstance(data, dict) else None
         if not isinstance(response, dict):
             return line
+        self.response = response
         if isinstance(response.get("usage"), dict):
             self.usage = responses_usage(response["usage"])
         if self.role is None or not isinstance(response.get("id"), str):

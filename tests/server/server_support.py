@@ -97,10 +97,13 @@ def openai_sse_chunks(model: str, words: list[str], include_usage: bool, finish:
 
 
 def response_object(rid: str, model: str, text: str, usage: bool = True,
-                    previous: str | None = None) -> dict[str, Any]:
-    """A Responses API response object holding one assistant message ``text``."""
+                    previous: str | None = None, cut_off: bool = False) -> dict[str, Any]:
+    """A Responses API response object holding one assistant message ``text`` (``cut_off``:
+    incomplete, at ``max_output_tokens``)."""
     body: dict[str, Any] = {
-        "id": rid, "object": "response", "created_at": 1, "status": "completed", "model": model,
+        "id": rid, "object": "response", "created_at": 1, "model": model,
+        "status": "incomplete" if cut_off else "completed",
+        "incomplete_details": {"reason": "max_output_tokens"} if cut_off else None,
         "output": [{"type": "message", "id": f"msg_{rid}", "status": "completed", "role": "assistant",
                     "content": [{"type": "output_text", "text": text, "annotations": []}]}],
         "parallel_tool_calls": True, "tool_choice": "auto", "tools": [], "previous_response_id": previous,
@@ -114,7 +117,8 @@ def response_object(rid: str, model: str, text: str, usage: bool = True,
 def response_sse(answer: dict[str, Any], words: list[str]) -> list[bytes]:
     """A Responses event stream of ``answer`` (one message, one word a delta) as OpenAI writes it
     (``event:`` and ``data:`` lines): ``response.created`` and ``response.in_progress`` (no output,
-    no usage), the message's item and part added, the deltas, their ends, ``response.completed``."""
+    no usage), the message's item and part added, the deltas, their ends, ``response.completed``
+    (``response.incomplete`` for a cut-off answer)."""
     started = {**answer, "status": "in_progress", "output": [], "usage": None}
     message = answer["output"][0]
     item, part = message["id"], message["content"][0]
@@ -128,7 +132,7 @@ def response_sse(answer: dict[str, Any], words: list[str]) -> list[bytes]:
     events += [{"type": "response.output_text.done", **at, "text": part["text"]},
                {"type": "response.content_part.done", **at, "part": part},
                {"type": "response.output_item.done", "output_index": 0, "item": message},
-               {"type": "response.completed", "response": answer}]
+               {"type": f"response.{answer['status']}", "response": answer}]
     return [f"event: {e['type']}\ndata: {json.dumps({**e, 'sequence_number': i}, separators=(',', ':'))}\n\n"
             .encode() for i, e in enumerate(events)]
 
@@ -218,7 +222,7 @@ class StandIn:
         if body.get("stream"):
             text = "".join(self.words)
         answer = response_object(f"resp_{self.name}_{len(self.responses)}", body["model"], text, self.usage,
-                                 previous)
+                                 previous, cut_off=self.finish == "length")
         self.responses[answer["id"]] = {**answer, "input": body.get("input")}
         if body.get("stream"):
             return StreamingResponse(self._paced(response_sse(answer, self.words)), media_type="text/event-stream")

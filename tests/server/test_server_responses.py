@@ -14,7 +14,14 @@ import pytest
 from server_support import STRONG_KEY, WEAK_KEY
 from shared_core.ledger import prompt_token_bound
 from shared_core.routers import Role
-from shared_core.server.responses import pinned_id, response_pin, response_token_bounds
+from shared_core.server.responses import (
+    pinned_id,
+    response_pin,
+    response_stream_view,
+    response_token_bounds,
+    response_view,
+    responses_call_context,
+)
 
 PRICES = {"strong-model": [10.0, 30.0], "weak-model": [0.5, 1.5]}
 HARD_Q = "Please prove that there are infinitely many primes."
@@ -236,6 +243,68 @@ def test_a_left_follow_up_stream_has_no_bound_and_is_charged_the_reserve(make_se
     access.removeHandler(caplog.handler)
     assert metric(server, "routellm_budget_spent_dollars") == pytest.approx(STRONG_RESPONSE + 0.01, abs=1e-12)
     assert logged[-1]["event"] == "responses" and logged[-1]["budget_charged"] == {"reserve": 0.01}
+
+
+# Escalation -------------------------------------------------------------------------------
+def test_a_weak_response_the_checks_reject_is_answered_by_the_strong_model(make_server, strong, weak):
+    server = make_server(prices=PRICES, escalate_on="refusal,empty")
+    weak.text = "I'm sorry, but I can't help with that."
+    r = respond(server, EASY_Q)
+    assert r.status_code == 200, r.text
+    assert (r.headers["x-routellm-role"], r.headers["x-routellm-escalated-from"]) == ("strong", "weak")
+    body = r.json()
+    assert body["id"] == "resp_rls_resp_strong_0" and body["output"][0]["content"][0]["text"] == "strong answers"
+    assert body["routellm"]["escalations"][0]["usage"] == {"prompt_tokens": 11, "completion_tokens": 4}
+    assert weak.requests[-1]["input"] == strong.requests[-1]["input"] == EASY_Q
+    for role in ("weak", "strong"):  # each answer counted once
+        assert metric(server, "routellm_tokens_total", f'kind="prompt",role="{role}"') == 11.0
+    assert metric(server, "routellm_escalations_total", 'check="refusal",from_role="weak"') == 1.0
+
+
+def test_a_cut_off_weak_stream_escalates_and_the_client_gets_the_strong_events(make_server, strong, weak):
+    server = make_server(escalate_on="length")
+    weak.finish = "length"
+    with httpx.stream("POST", f"{server.url_v1}/responses", timeout=30,
+                      json={"input": EASY_Q, "stream": True}) as r:
+        assert r.headers["x-routellm-escalated-from"] == "weak"
+        raw = r.read()
+    events = [json.loads(line[6:]) for line in raw.split(b"\n") if line.startswith(b"data: ")]
+    assert events[-1]["type"] == "response.completed" and events[-1]["response"]["id"].startswith("resp_rls_")
+    assert b"resp_weak" not in raw  # nothing of the rejected stream reaches the client
+
+
+def test_a_follow_up_is_not_escalated_to_a_model_without_the_conversation(make_server, strong, weak):
+    server = make_server(escalate_on="refusal")
+    first = respond(server, EASY_Q).json()
+    weak.text = "I'm sorry, but I can't help with that."
+    r = respond(server, "and again?", previous_response_id=first["id"])
+    assert r.headers["x-routellm-role"] == "weak" and "x-routellm-escalated-from" not in r.headers
+    assert not strong.requests
+
+
+def test_what_the_checks_see_of_a_response():
+    response = {"status": "completed", "output": [
+        {"type": "reasoning", "summary": []},
+        {"type": "message", "content": [{"type": "output_text", "text": "A"}, {"type": "refusal", "refusal": "B"}]},
+        {"type": "function_call", "name": "f", "arguments": '{"x": 1}', "call_id": "c1"},
+        {"type": "function_call", "name": "g", "arguments": "{not json"}]}
+    view = response_view(response)
+    assert (view.text, view.finish_reason) == ("AB", "completed")
+    assert [(c.name, c.args) for c in view.tool_calls] == [("f", {"x": 1}), ("g", "{not json")]
+    cut = response_view({"status": "incomplete", "incomplete_details": {"reason": "max_output_tokens"}})
+    assert cut.finish_reason == "max_output_tokens" and cut.text == ""
+    # a stream that broke before its last response object: the text of its deltas
+    chunks = [b'event: response.created\ndata: {"type":"response.created","response":{"id":"r","status":"in_progress"}}\n\n',
+              b'data: {"type":"response.output_text.delta","delta":"Hel"}\n\ndata: {"type":"response.output_',
+              b'text.delta","delta":"lo"}\n\n']
+    assert (response_stream_view(chunks).text, response_stream_view(chunks).finish_reason) == ("Hello", "in_progress")
+    context = responses_call_context({
+        "tools": [{"type": "function", "name": "f", "parameters": {"type": "object", "required": ["x"]}},
+                  {"type": "web_search"}],
+        "tool_choice": "required", "text": {"format": {"type": "json_schema", "name": "s", "schema": {"type": "array"}}}})
+    assert context.tools == {"f": {"type": "object", "required": ["x"]}} and context.tool_required
+    assert context.output_schema == {"type": "array"}
+    assert responses_call_context({"text": {"format": {"type": "text"}}}).output_schema is None
 
 
 # Real clients ------------------------------------------------------------------------------
