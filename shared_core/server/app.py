@@ -362,13 +362,12 @@ class _Spend(Reservations):
     """One request's dealings with the strong budget: the strong calls it reserved
     (a strong decision; an escalation the budget admitted), settled once at the end."""
 
-    def __init__(self, server: "_Server", decision: Decision, payload: dict[str, Any], entry: dict[str, Any],
-                 wire: "_Wire") -> None:
+    def __init__(self, server: "_Server", decision: Decision, entry: dict[str, Any],
+                 bounds: Callable[[], Optional[tuple[int, int]]]) -> None:
         super().__init__(server.budget, decision)
         self.server = server
-        self.payload = payload  # the client's request: the bound of an answer without usage
+        self.bounds = bounds  # the request's token bounds, for an answer without usage
         self.entry = entry
-        self.wire = wire
         self.settled = False
 
     def admit_escalation(self, reason: str) -> bool:
@@ -393,11 +392,11 @@ class _Spend(Reservations):
             self.budget.release()
 
     def _charge_without_usage(self, counts: tuple[Optional[int], Optional[int]]) -> None:
-        """A strong answer without usage: charged at its request's bound (:func:`token_bounds`:
-        the body's bytes, its max tokens), the counts it did report kept; with no bound, its
+        """A strong answer without usage: charged at its request's bound (``bounds``, e.g.
+        :func:`token_bounds`: the body's bytes, its max tokens), the counts it did report kept; with no bound, its
         cost may be any amount: charged the budget's reserve (at least one strong call's cost)
         if it has one, else the period's budget counts as spent."""
-        bounds = self.wire.bounds(self.payload, self.server.config.strong_max_output_tokens)
+        bounds = self.bounds()
         tokens = None if bounds is None else tuple(known if known is not None else bound
                                                    for known, bound in zip(counts, bounds))
         # priced with the server's prices (price_with at start-up), so never None
@@ -410,6 +409,13 @@ class _Spend(Reservations):
             how = "period" if charged == math.inf else "reserve"
             self.entry["budget_charged"] = how if how == "period" else {"reserve": charged}
         self.server.metrics.budget_without_usage.labels(how).inc()
+
+
+def _entry(request: Request, event: str, **fields: Any) -> dict[str, Any]:
+    """A request's access-log entry as it starts: the event, the request id (the client's
+    ``x-request-id`` or a new one), the client's address, and ``fields``."""
+    return {"event": event, "request_id": request.headers.get("x-request-id") or uuid.uuid4().hex,
+            "client": request.client.host if request.client else None, **fields}
 
 
 # The server -------------------------------------------------------------------------------
@@ -518,11 +524,7 @@ class _Server:
     async def _route(self, request: Request, wire: _Wire) -> Response:
         """A request of either routing endpoint: decided, answered by the chosen upstream (or,
         on its failure and with fallback, the other), counted, charged and logged."""
-        entry: dict[str, Any] = {
-            "event": wire.endpoint.removeprefix("/v1/").replace("/", "."),
-            "request_id": request.headers.get("x-request-id") or uuid.uuid4().hex,
-            "client": request.client.host if request.client else None, "stream": False,
-        }
+        entry = _entry(request, wire.endpoint.removeprefix("/v1/").replace("/", "."), stream=False)
         started = time.perf_counter()
         streaming = False
         spend: Optional[_Spend] = None
@@ -542,7 +544,8 @@ class _Server:
                 payload = {**payload, "previous_response_id": pin[1]}
             self.metrics.routing_seconds.observe(time.perf_counter() - decided)
             self.metrics.decisions.labels(decision.role.value, decision.router).inc()
-            spend = _Spend(self, decision, payload, entry, wire)
+            limit = self.config.strong_max_output_tokens
+            spend = _Spend(self, decision, entry, partial(wire.bounds, payload, limit))
             if decision.reason == BUDGET_EXHAUSTED:
                 self.metrics.budget_exhausted.labels("decision").inc()
             entry.update(decision.to_dict(), routing_ms=round((time.perf_counter() - decided) * 1000, 3))
@@ -595,9 +598,7 @@ class _Server:
         """``GET`` or ``DELETE /v1/responses/{id}`` and ``GET /v1/responses/{id}/input_items``:
         forwarded, with its query, to the upstream that made the response (its id says which)
         under that upstream's own id."""
-        entry: dict[str, Any] = {"event": "responses.stored", "method": request.method,
-                                 "request_id": request.headers.get("x-request-id") or uuid.uuid4().hex,
-                                 "client": request.client.host if request.client else None}
+        entry = _entry(request, "responses.stored", method=request.method)
         started = time.perf_counter()
         try:
             self._authorize(request)

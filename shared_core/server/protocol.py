@@ -80,13 +80,18 @@ def parse_chat_request(raw: bytes, max_messages: int) -> dict[str, Any]:
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
             raise APIError(400, f"messages[{i}] must be an object with a string 'role', got {preview(message)}",
                            param=f"messages[{i}]", code="invalid_type")
+    check_stream_and_model(payload)
+    return payload
+
+
+def check_stream_and_model(payload: dict[str, Any]) -> None:
+    """:class:`APIError` (400) unless ``stream`` is a boolean (or null) and ``model`` a string (or null)."""
     stream = payload.get("stream", False)
     if not isinstance(stream, bool) and stream is not None:
         raise APIError(400, f"'stream' must be a boolean, got {preview(stream)}", param="stream", code="invalid_type")
     model = payload.get("model")
     if model is not None and not isinstance(model, str):
         raise APIError(400, f"'model' must be a string, got {preview(model)}", param="model", code="invalid_type")
-    return payload
 
 
 def asking_stream_usage(payload: dict[str, Any]) -> tuple[dict[str, Any], bool]:
@@ -295,17 +300,24 @@ def call_context(payload: dict[str, Any]) -> CallContext:
         function = tool.get("function") if isinstance(tool, dict) else None
         if isinstance(function, dict) and isinstance(function.get("name"), str):
             tools[function["name"]] = function.get("parameters") or {"type": "object"}
-    choice = payload.get("tool_choice")
-    required = choice == "required" or (isinstance(choice, dict) and choice.get("type") == "function")
-    schema = None
     fmt = payload.get("response_format")
-    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
-        spec = fmt.get("json_schema")
-        schema = spec.get("schema") if isinstance(spec, dict) and isinstance(spec.get("schema"), dict) else None
-        schema = schema or {"type": "object"}
-    elif isinstance(fmt, dict) and fmt.get("type") == "json_object":
-        schema = {"type": "object"}
-    return CallContext(tools=tools, tool_required=required, output_schema=schema)
+    spec = fmt.get("json_schema") if isinstance(fmt, dict) else None
+    return CallContext(tools=tools, tool_required=tool_required(payload.get("tool_choice")),
+                       output_schema=format_schema(fmt, spec.get("schema") if isinstance(spec, dict) else None))
+
+
+def tool_required(choice: Any) -> bool:
+    """Whether a ``tool_choice`` requires a tool call: ``"required"`` or a named function."""
+    return choice == "required" or (isinstance(choice, dict) and choice.get("type") == "function")
+
+
+def format_schema(fmt: Any, schema: Any) -> Optional[dict[str, Any]]:
+    """The output schema an answer format asks for: for ``json_schema`` its ``schema`` (or
+    ``{"type": "object"}`` without one), for ``json_object`` ``{"type": "object"}``, else ``None``."""
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind == "json_schema":
+        return schema if isinstance(schema, dict) and schema else {"type": "object"}
+    return {"type": "object"} if kind == "json_object" else None
 
 
 def preview(value: Any) -> str:

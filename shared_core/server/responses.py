@@ -25,12 +25,21 @@ background response is polled through endpoints the server does not route.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any, Optional
 
 from shared_core.escalation import AnswerView, CallContext
 from shared_core.ledger import completion_token_bound, prompt_token_bound
 from shared_core.routers import Role
-from shared_core.server.protocol import APIError, json_object, preview, tool_call
+from shared_core.server.protocol import (
+    APIError,
+    check_stream_and_model,
+    format_schema,
+    json_object,
+    preview,
+    tool_call,
+    tool_required,
+)
 
 RESPONSES_PATH = "responses"  # relative: joined to the upstream's base URL
 PIN_PREFIX = "resp_rl"
@@ -103,13 +112,11 @@ def parse_responses_request(raw: bytes, max_items: int) -> dict[str, Any]:
     elif not isinstance(items, str):
         raise APIError(400, f"'input' must be a string or an array of input items, got {preview(items)}",
                        param="input", code="invalid_type")
-    for name in ("instructions", "model", "previous_response_id"):
+    for name in ("instructions", "previous_response_id"):
         if payload.get(name) is not None and not isinstance(payload[name], str):
             raise APIError(400, f"'{name}' must be a string, got {preview(payload[name])}", param=name,
                            code="invalid_type")
-    stream = payload.get("stream", False)
-    if not isinstance(stream, bool) and stream is not None:
-        raise APIError(400, f"'stream' must be a boolean, got {preview(stream)}", param="stream", code="invalid_type")
+    check_stream_and_model(payload)
     previous = payload.get("previous_response_id")
     if previous is not None and response_pin(previous) is None:
         raise APIError(400, f"previous_response_id {previous!r} is not the id of a response this server made (its "
@@ -201,11 +208,7 @@ def answer_usage(value: Any) -> Optional[dict[str, Any]]:
     """The usage of an answer: a response object's, or a buffered stream's (its last ``response``)."""
     if isinstance(value, dict):
         return responses_usage(value.get("usage"))
-    scanner = ResponsesScanner(None)
-    for chunk in value or ():
-        scanner.feed(chunk)
-    scanner.flush()
-    return scanner.usage
+    return ResponsesScanner.read(value).usage
 
 
 def with_pinned_id(response: dict[str, Any], role: Role) -> dict[str, Any]:
@@ -258,13 +261,10 @@ def response_stream_view(chunks: Any) -> AnswerView:
     (``response.completed`` or ``response.incomplete``), or, if the stream ended before
     one with output, the text of its deltas."""
     chunks = list(chunks)
-    scanner = ResponsesScanner(None, deltas=True)
-    for chunk in chunks:
-        scanner.feed(chunk)
-    scanner.flush()
+    scanner = ResponsesScanner.read(chunks, deltas=True)
     last = scanner.response or {}
     if last.get("output"):
-        return AnswerView(**{**response_view(last).__dict__, "raw": chunks})
+        return replace(response_view(last), raw=chunks)
     return AnswerView(text="".join(scanner.deltas), finish_reason=last.get("status"), raw=chunks)
 
 
@@ -274,16 +274,10 @@ def responses_call_context(payload: dict[str, Any]) -> CallContext:
     and the schema of a ``json_schema`` ``text.format`` (``{"type": "object"}`` for ``json_object``)."""
     tools = {tool["name"]: tool.get("parameters") or {"type": "object"} for tool in payload.get("tools") or []
              if isinstance(tool, dict) and tool.get("type") == "function" and isinstance(tool.get("name"), str)}
-    choice = payload.get("tool_choice")
-    required = choice == "required" or (isinstance(choice, dict) and choice.get("type") == "function")
     text = payload.get("text")
     fmt = text.get("format") if isinstance(text, dict) else None
-    schema = None
-    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
-        schema = fmt.get("schema") if isinstance(fmt.get("schema"), dict) else {"type": "object"}
-    elif isinstance(fmt, dict) and fmt.get("type") == "json_object":
-        schema = {"type": "object"}
-    return CallContext(tools=tools, tool_required=required, output_schema=schema)
+    return CallContext(tools=tools, tool_required=tool_required(payload.get("tool_choice")),
+                       output_schema=format_schema(fmt, fmt.get("schema") if isinstance(fmt, dict) else None))
 
 
 class ResponsesScanner:
@@ -305,6 +299,15 @@ class ResponsesScanner:
         self.deltas: list[str] = []
         self._tail = b""
         self._long = False  # the partial line is longer than LONG (its start already passed on)
+
+    @classmethod
+    def read(cls, chunks: Any, deltas: bool = False) -> "ResponsesScanner":
+        """A scanner that has read a whole buffered stream (its list of chunks)."""
+        scanner = cls(None, deltas)
+        for chunk in chunks or ():
+            scanner.feed(chunk)
+        scanner.flush()
+        return scanner
 
     def feed(self, chunk: bytes) -> bytes:
         lines = (self._tail + chunk).split(b"\n")

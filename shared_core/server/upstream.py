@@ -90,22 +90,19 @@ class Upstream:
     async def complete(self, request: dict[str, Any], path: str = CHAT_PATH) -> dict[str, Any]:
         """A non-streaming answer (a chat completion; with ``path`` ``"responses"``, a
         response): the upstream's JSON object."""
+        return await self._json("POST", path, json=self.body_for(request))
+
+    async def fetch(self, method: str, path: str, params: Optional[list[tuple[str, str]]] = None) -> dict[str, Any]:
+        """``GET`` or ``DELETE`` of ``path`` (relative, as every path here: a stored response)
+        with the query ``params``: the upstream's JSON object."""
+        return await self._json(method, path, params=params)
+
+    async def _json(self, method: str, path: str, **request: Any) -> dict[str, Any]:
+        """The JSON object the upstream answers ``method path``, or :class:`UpstreamError`."""
         try:
-            response = await self._client.post(path, json=self.body_for(request))
+            response = await self._client.request(method, path, **request)
         except httpx.TransportError as exc:
             raise _transport_error(self.role, self.model, exc) from exc
-        return self._json(response)
-
-    async def fetch(self, method: str, path: str, params: Optional[dict[str, str]] = None) -> dict[str, Any]:
-        """``GET`` or ``DELETE`` of ``path`` (relative, as every path here: a stored response):
-        the upstream's JSON object."""
-        try:
-            response = await self._client.request(method, path, params=params)
-        except httpx.TransportError as exc:
-            raise _transport_error(self.role, self.model, exc) from exc
-        return self._json(response)
-
-    def _json(self, response: httpx.Response) -> dict[str, Any]:
         if not response.is_success:
             raise _error_from_body(self.role, self.model, response.status_code, response.content)
         try:
