@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import socket
 import threading
 import time
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 import uvicorn
@@ -306,6 +308,19 @@ class ServerThread:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def metric(server: "ServerThread", name: str, labels: str = "", missing: float | None = None) -> float:
+    """The value of one sample of the server's ``/metrics`` (``labels``: its label text,
+    ``role="weak"``); a sample not there yet (a counter never counted) is ``missing``, or
+    with ``missing`` ``None`` an assertion error, as are two samples of that name."""
+    text = httpx.get(f"{server.url}/metrics").text
+    pattern = "^" + re.escape(name) + (r"\{" + re.escape(labels) + r"\}" if labels else "") + r" (\S+)$"
+    found = [float(m.group(1)) for m in re.finditer(pattern, text, re.MULTILINE)]
+    if not found and missing is not None:
+        return missing
+    assert len(found) == 1, f"{name}{{{labels}}} in /metrics: {found}"
+    return found[0]
 
 
 def real_server_url(variable: str, how: str) -> str:

@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
-from server_support import STRONG_KEY, WEAK_KEY, KeywordRouter, sse_chunks
+from server_support import STRONG_KEY, WEAK_KEY, KeywordRouter, metric, sse_chunks
 from shared_core.controller import ShareController
 from shared_core.engine import RoutingEngine
 from shared_core.errors import ConfigError
@@ -41,15 +41,6 @@ def stream(server, content, **body):
     with httpx.stream("POST", f"{server.url_v1}/chat/completions", timeout=30,
                       json={"messages": [{"role": "user", "content": content}], "stream": True, **body}) as r:
         return r, r.read()
-
-
-def metric(server, name, labels=""):
-    """The value of one sample of ``/metrics`` (``labels``: its label text, ``role="weak"``)."""
-    text = httpx.get(f"{server.url}/metrics").text
-    pattern = "^" + re.escape(name) + (r"\{" + re.escape(labels) + r"\}" if labels else "") + r" (\S+)$"
-    found = [float(m.group(1)) for m in re.finditer(pattern, text, re.MULTILINE)]
-    assert len(found) == 1, f"{name}{{{labels}}} in /metrics: {found}"
-    return found[0]
 
 
 # The strong budget ------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from server_support import STRONG_KEY, WEAK_KEY
+from server_support import metric
 from shared_core.ledger import prompt_token_bound
 from shared_core.routers import Role
 from shared_core.server.responses import (
@@ -32,13 +32,6 @@ STRONG_RESPONSE = (11 * 10.0 + 4 * 30.0) / 1e6
 
 def respond(server, input, **body):
     return httpx.post(f"{server.url_v1}/responses", json={"model": "routellm", "input": input, **body}, timeout=30)
-
-
-def metric(server, name, labels=""):
-    for line in httpx.get(f"{server.url}/metrics").text.splitlines():
-        if line.startswith(f"{name}{{{labels}}} " if labels else f"{name} "):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{name}{{{labels}}} is not in /metrics")
 
 
 # Routing and ids ---------------------------------------------------------------------------
@@ -294,14 +287,17 @@ def test_what_the_checks_see_of_a_response():
     cut = response_view({"status": "incomplete", "incomplete_details": {"reason": "max_output_tokens"}})
     assert cut.finish_reason == "max_output_tokens" and cut.text == ""
     # a stream that broke before its last response object: the text of its deltas
-    chunks = [b'event: response.created\ndata: {"type":"response.created","response":{"id":"r","status":"in_progress"}}\n\n',
+    chunks = [b'event: response.created\n',
+              b'data: {"type":"response.created","response":{"id":"r","status":"in_progress"}}\n\n',
               b'data: {"type":"response.output_text.delta","delta":"Hel"}\n\ndata: {"type":"response.output_',
               b'text.delta","delta":"lo"}\n\n']
-    assert (response_stream_view(chunks).text, response_stream_view(chunks).finish_reason) == ("Hello", "in_progress")
+    broken = response_stream_view(chunks)
+    assert (broken.text, broken.finish_reason) == ("Hello", "in_progress")
     context = responses_call_context({
         "tools": [{"type": "function", "name": "f", "parameters": {"type": "object", "required": ["x"]}},
                   {"type": "web_search"}],
-        "tool_choice": "required", "text": {"format": {"type": "json_schema", "name": "s", "schema": {"type": "array"}}}})
+        "tool_choice": "required",
+        "text": {"format": {"type": "json_schema", "name": "s", "schema": {"type": "array"}}}})
     assert context.tools == {"f": {"type": "object", "required": ["x"]}} and context.tool_required
     assert context.output_schema == {"type": "array"}
     assert responses_call_context({"text": {"format": {"type": "text"}}}).output_schema is None

@@ -15,7 +15,7 @@ import time
 import httpx
 import pytest
 
-from server_support import KeywordRouter, ServerThread, real_server_url
+from server_support import KeywordRouter, ServerThread, metric, real_server_url
 from shared_core.engine import RoutingEngine
 from shared_core.server.app import create_app
 from shared_core.server.config import load_config
@@ -49,24 +49,15 @@ def client(server):
     return openai.OpenAI(base_url=server.url_v1, api_key="unused", max_retries=0, timeout=120)
 
 
-def metric(server, name, labels):
-    """One sample of /metrics (``labels`` ``None``: a sample without labels); 0 before it is counted."""
-    start = f"{name} " if labels is None else f"{name}{{{labels}}} "
-    for line in httpx.get(f"{server.url}/metrics").text.splitlines():
-        if line.startswith(start):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
 def test_create_routes_and_pins_the_id_with_real_usage(client, server):
-    before = metric(server, "routellm_tokens_total", 'kind="prompt",role="strong"')
+    before = metric(server, "routellm_tokens_total", 'kind="prompt",role="strong"', missing=0.0)
     raw = client.responses.with_raw_response.create(model="routellm", input=HARD_Q, instructions="Be brief.",
                                                     max_output_tokens=16, temperature=0)
     response = raw.parse()
     assert raw.headers["x-routellm-role"] == "strong" and raw.headers["x-routellm-reason"] == "score"
     assert response.id.startswith("resp_rls_") and response.output_text.strip()
     assert response.usage.input_tokens > 0 and 0 < response.usage.output_tokens <= 16
-    assert metric(server, "routellm_tokens_total", 'kind="prompt",role="strong"') - before == \
+    assert metric(server, "routellm_tokens_total", 'kind="prompt",role="strong"', missing=0.0) - before == \
         response.usage.input_tokens
     easy = client.responses.with_raw_response.create(model="routellm", input=EASY, max_output_tokens=16)
     assert easy.headers["x-routellm-role"] == "weak" and easy.parse().id.startswith("resp_rlw_")
@@ -76,7 +67,7 @@ def test_a_stream_through_the_server_is_the_real_event_stream_with_pinned_ids(cl
     # create(stream=True), not the SDK's responses.stream() helper, which needs fields that
     # llama-server's events leave out (an "output" list in response.created): a llama-server
     # matter, the same without the routing server.
-    before = metric(server, "routellm_tokens_total", 'kind="completion",role="weak"')
+    before = metric(server, "routellm_tokens_total", 'kind="completion",role="weak"', missing=0.0)
     seen = list(client.responses.create(model="routellm", input=EASY, max_output_tokens=24, temperature=0,
                                         stream=True))
     final = seen[-1].response
@@ -86,7 +77,8 @@ def test_a_stream_through_the_server_is_the_real_event_stream_with_pinned_ids(cl
     assert seen[0].response.id == final.id and final.id.startswith("resp_rlw_")
     assert 0 < final.usage.output_tokens <= 24
     deadline = time.monotonic() + 10  # counted when the stream's response ends, just after its last event
-    while (counted := metric(server, "routellm_tokens_total", 'kind="completion",role="weak"') - before) == 0:
+    completion = 'kind="completion",role="weak"'
+    while (counted := metric(server, "routellm_tokens_total", completion, missing=0.0) - before) == 0:
         assert time.monotonic() < deadline, "the stream's usage was not counted"
         time.sleep(0.02)
     assert counted == final.usage.output_tokens  # read from the stream's response.completed
@@ -124,13 +116,13 @@ def test_a_left_real_stream_is_charged_a_bound_above_its_real_cost():
         body = {"model": "routellm", "input": HARD_Q, "max_output_tokens": 48, "temperature": 0}
         whole = client.responses.create(**body)
         real = (whole.usage.input_tokens * 10.0 + whole.usage.output_tokens * 30.0) / 1e6
-        charged_whole = metric(thread, "routellm_budget_spent_dollars", None)
+        charged_whole = metric(thread, "routellm_budget_spent_dollars")
         assert charged_whole == pytest.approx(real, abs=1e-12)  # a whole answer: its real usage
         with client.responses.create(**body, stream=True) as events:
             assert next(iter(events)).type == "response.created"
         bound = response_token_bounds({**body, "stream": True})
         deadline = time.monotonic() + 30
-        while (spent := metric(thread, "routellm_budget_spent_dollars", None)) == charged_whole:
+        while (spent := metric(thread, "routellm_budget_spent_dollars")) == charged_whole:
             assert time.monotonic() < deadline, "the left stream was not charged"
             time.sleep(0.05)
         assert spent - charged_whole == pytest.approx((bound[0] * 10.0 + bound[1] * 30.0) / 1e6, abs=1e-12)
