@@ -5,7 +5,9 @@
 every field unchanged but ``model``, to the chosen upstream; ``POST /v1/responses``
 likewise, with each response id naming the upstream that made it, so that a follow-up
 (``previous_response_id``) and ``GET``/``DELETE /v1/responses/{id}`` reach that
-upstream (:mod:`shared_core.server.responses`); ``GET /v1/models`` lists the model
+upstream (:mod:`shared_core.server.responses`; an upstream with chat completions only
+gets each Responses request translated, :mod:`shared_core.server.responses_chat`, and a
+request it could not say is refused before routing); ``GET /v1/models`` lists the model
 names it answers to; ``GET /health``; ``GET /metrics``.
 
 The decision travels back in ``x-routellm-*`` headers (``role``, ``model``,
@@ -84,6 +86,7 @@ from shared_core.server.protocol import (
     token_bounds,
 )
 from shared_core.server import responses as R
+from shared_core.server import responses_chat
 from shared_core.server.routing import ModelResolver
 from shared_core.server.upstream import CHAT_PATH, Upstream, UpstreamError
 from shared_core.stream_usage import refuses_stream_options
@@ -439,9 +442,9 @@ class _Server:
         )
         self.upstreams = {
             Role.STRONG: Upstream(Role.STRONG, config.strong_base_url, config.strong_model, config.api_key("strong"),
-                                  config.upstream_timeout, config.max_upstream_connections),
+                                  config.upstream_timeout, config.max_upstream_connections, config.strong_responses),
             Role.WEAK: Upstream(Role.WEAK, config.weak_base_url, config.weak_model, config.api_key("weak"),
-                                config.upstream_timeout, config.max_upstream_connections),
+                                config.upstream_timeout, config.max_upstream_connections, config.weak_responses),
         }
         self.tokens = [t.get_secret_value().encode() for t in config.auth_tokens]
         self.checks = None if config.escalate_on is None else AnswerChecks.from_spec(list(config.escalate_on))
@@ -500,6 +503,7 @@ class _Server:
                 "prices": None if self.prices is None else self.prices.to_dict(),
                 "escalate_on": None if self.checks is None else list(self.checks.names),
                 "stream_usage": self.config.stream_usage,
+                "responses": {role.value: upstream.responses for role, upstream in self.upstreams.items()},
                 "stream_options_refused_by": sorted(role.value for role in self.refused_stream_options),
                 **controls_state(self.controller),
                 **({"strong_max_output_tokens": self.config.strong_max_output_tokens} if self.budget else {})}
@@ -537,6 +541,8 @@ class _Server:
             decided = time.perf_counter()
             pin = None if wire.chat or payload.get("previous_response_id") is None else \
                 R.response_pin(payload["previous_response_id"])
+            if not wire.chat:
+                self._check_translatable(payload, pin)
             if pin is None:
                 decision = await batcher.decide(wire.conversation(payload))
             else:  # a follow-up: to the upstream that holds the response it continues, under its own id
@@ -594,6 +600,21 @@ class _Server:
                            "insufficient_quota", param="previous_response_id", code=BUDGET_EXHAUSTED)
         return decision
 
+    def _check_translatable(self, payload: dict[str, Any], pin: Optional[tuple[Role, str]]) -> None:
+        """A Responses request that an upstream reached through chat completions may answer
+        (any, but for a follow-up, which only its own upstream answers) is refused now, with
+        a 400 naming the first parameter a chat completion cannot say, whatever it is routed
+        to: the same request is not accepted or refused by its score."""
+        if pin is not None:
+            if self.upstreams[pin[0]].translates:
+                raise APIError(400, f"previous_response_id {payload['previous_response_id']!r} names a response of "
+                               f"the {pin[0].value} upstream, which is reached through chat completions and keeps no "
+                               "responses; send the whole conversation as input instead",
+                               param="previous_response_id", code="invalid_value")
+            return
+        if any(upstream.translates for upstream in self.upstreams.values()):
+            responses_chat.chat_request(payload)
+
     async def stored_response(self, request: Request, response_id: str) -> Response:
         """``GET`` or ``DELETE /v1/responses/{id}`` and ``GET /v1/responses/{id}/input_items``:
         forwarded, with its query, to the upstream that made the response (its id says which)
@@ -609,6 +630,10 @@ class _Server:
             role, own_id = pin
             upstream = self.upstreams[role]
             entry.update(role=role.value, model=upstream.model)
+            if upstream.translates:
+                raise APIError(404, f"response {response_id!r} was made by the {role.value} upstream, which is reached "
+                               "through chat completions and keeps no responses", param="response_id",
+                               code="not_found")
             tail = "/input_items" if request.url.path.endswith("/input_items") else ""
             try:
                 data = await upstream.fetch(request.method, f"{R.RESPONSES_PATH}/{quote(own_id, safe='')}{tail}",

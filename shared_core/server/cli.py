@@ -24,7 +24,7 @@ _FLAG_FIELDS = ("strong_base_url", "strong_model", "weak_base_url", "weak_model"
                 "strong_fraction", "host", "port", "workers", "model_name", "fallback", "upstream_timeout",
                 "max_body_bytes", "max_messages", "log_prompts", "prices", "target_strong_share", "controller_window",
                 "strong_budget", "budget_period", "budget_reserve", "strong_max_output_tokens", "escalate_on",
-                "stream_usage")
+                "stream_usage", "strong_responses", "weak_responses")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -32,7 +32,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "serve",
         help="run an OpenAI-compatible server that routes each chat request to a strong or a weak upstream",
         description=(
-            "An OpenAI-compatible routing server (POST /v1/chat/completions, GET /v1/models, /health, /metrics). "
+            "An OpenAI-compatible routing server (POST /v1/chat/completions, POST /v1/responses, GET /v1/models, "
+            "/health, /metrics). "
             "Settings come from flags, environment variables (ROUTELLM_STRONG_BASE_URL, ROUTELLM_SERVE_PORT, ...) "
             "or a .json/.toml config file (--config or ROUTELLM_SERVE_CONFIG); flags win. Upstream keys come only "
             "from ROUTELLM_STRONG_API_KEY / ROUTELLM_WEAK_API_KEY; client bearer tokens from "
@@ -101,6 +102,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                             "streams are priced and charged; a client that did not ask gets the stream without it "
                             "(default on; --no-stream-usage for an upstream that refuses stream_options: requests "
                             "go upstream as sent)")
+    for role in ("strong", "weak"):
+        parser.add_argument(f"--{role}-responses", choices=("native", "chat"),
+                            help=f"how the {role} upstream serves POST /v1/responses: native (default: its own "
+                                 "/responses) or chat (it has chat completions only: the server translates each "
+                                 "Responses request and answer, and refuses what a chat completion cannot say)")
     parser.add_argument("--ray", action="store_true",
                         help="deploy the same app on Ray Serve (a running cluster, else a local one) instead of uvicorn")
     parser.add_argument("--replicas", type=int, default=None, help="with --ray: Ray Serve replicas (default 1)")

@@ -28,6 +28,10 @@ The cost controls (all opt-in, see ``docs/costs.md``):
 the client sent; the client still gets only the usage it asked for. Turn it off for an
 upstream that refuses ``stream_options``: requests then go upstream as the client sent them.
 
+``strong_responses`` / ``weak_responses``: how that upstream serves ``POST /v1/responses``:
+``"native"`` (the default: its own ``/responses``) or ``"chat"`` (it has chat completions
+only, and the server translates: :mod:`shared_core.server.responses_chat`).
+
 A controller and a budget live in one process: with ``workers`` above 1 they are
 refused (each worker would hold its own budget).
 
@@ -46,7 +50,7 @@ import ipaddress
 import json
 import os
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Literal, Mapping, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
@@ -85,6 +89,8 @@ ENV_VARS: dict[str, str] = {
     "strong_max_output_tokens": "ROUTELLM_SERVE_STRONG_MAX_OUTPUT_TOKENS",
     "escalate_on": "ROUTELLM_SERVE_ESCALATE_ON",
     "stream_usage": "ROUTELLM_SERVE_STREAM_USAGE",
+    "strong_responses": "ROUTELLM_SERVE_STRONG_RESPONSES",
+    "weak_responses": "ROUTELLM_SERVE_WEAK_RESPONSES",
 }
 #: The settings that are one choice of how the threshold is set (the highest source that sets one decides).
 _THRESHOLD_CHOICE = ("threshold", "strong_fraction", "target_strong_share")
@@ -146,6 +152,8 @@ class ServerConfig(BaseModel):
     strong_max_output_tokens: Optional[int] = Field(default=None, gt=0)
     escalate_on: Optional[tuple[str, ...]] = None
     stream_usage: bool = True
+    strong_responses: Literal["native", "chat"] = "native"
+    weak_responses: Literal["native", "chat"] = "native"
     strong_api_key: Optional[SecretStr] = Field(default=None, exclude=True, repr=False)
     weak_api_key: Optional[SecretStr] = Field(default=None, exclude=True, repr=False)
 

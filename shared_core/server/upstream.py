@@ -6,18 +6,25 @@ redirects not followed: a key can reach no other host. Errors are
 :class:`UpstreamError` carrying the upstream's HTTP status (504 for a timeout,
 502 for a broken connection), which :mod:`shared_core.attempts` reads to decide
 on a fallback (429 and 5xx fall back, other 4xx do not).
+
+An upstream with ``responses="chat"`` has chat completions only: a Responses request
+(path ``responses``) is sent to it as a chat completion and its answer comes back as
+a response, or a Responses event stream (:mod:`shared_core.server.responses_chat`).
 """
 
 from __future__ import annotations
 
 import json
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from typing import Any, AsyncIterator, Optional
 
 import httpx
 
 from shared_core.errors import RouteLLMError
 from shared_core.routers import Role
+from shared_core.server import responses_chat
+from shared_core.server.responses import RESPONSES_PATH
+from shared_core.stream_usage import refuses_stream_options
 
 CHAT_PATH = "chat/completions"  # relative: joined to the base URL's path
 
@@ -65,8 +72,12 @@ class Upstream:
     """One OpenAI-compatible endpoint and the model name to ask it for."""
 
     def __init__(self, role: Role, base_url: str, model: str, api_key: Optional[str], timeout: float,
-                 max_connections: int = 512) -> None:
-        self.role, self.base_url, self.model = role, base_url, model
+                 max_connections: int = 512, responses: str = "native") -> None:
+        if responses not in ("native", "chat"):
+            raise ValueError(f"responses must be 'native' or 'chat', got {responses!r}")
+        self.role, self.base_url, self.model, self.responses = role, base_url, model, responses
+        #: A chat upstream refused ``stream_options`` in a translated stream: not asked again.
+        self._no_stream_options = False
         headers = {"Accept-Encoding": "identity"}  # so that streamed bytes pass through as they are
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
@@ -83,13 +94,21 @@ class Upstream:
     def name(self) -> str:
         return self.model
 
+    @property
+    def translates(self) -> bool:
+        """Whether Responses requests reach this upstream as chat completions."""
+        return self.responses == "chat"
+
     def body_for(self, request: dict[str, Any]) -> dict[str, Any]:
         """The client's request for this upstream: every field unchanged but ``model``."""
         return {**request, "model": self.model}
 
     async def complete(self, request: dict[str, Any], path: str = CHAT_PATH) -> dict[str, Any]:
         """A non-streaming answer (a chat completion; with ``path`` ``"responses"``, a
-        response): the upstream's JSON object."""
+        response): the upstream's JSON object (a translated response for a chat upstream)."""
+        if path == RESPONSES_PATH and self.translates:
+            body = responses_chat.chat_request(self.body_for(request))
+            return responses_chat.response_from_completion(await self._json("POST", CHAT_PATH, json=body), request)
         return await self._json("POST", path, json=self.body_for(request))
 
     async def fetch(self, method: str, path: str, params: Optional[list[tuple[str, str]]] = None) -> dict[str, Any]:
@@ -118,9 +137,41 @@ class Upstream:
 
         Raises :class:`UpstreamError` before the first chunk if the upstream
         refuses the request; closing the iterator (or cancelling the task that
-        reads it) closes the upstream connection.
+        reads it) closes the upstream connection. A chat upstream's stream of a
+        Responses request is translated as it arrives, and asked for its usage
+        (``stream_options.include_usage``) unless it refused that before.
         """
-        async with self._open(request, path) as response:
+        if path != RESPONSES_PATH or not self.translates:
+            async with aclosing(self._raw(self.body_for(request), path)) as chunks:  # closed here, when this is
+                async for chunk in chunks:
+                    yield chunk
+            return
+        body = responses_chat.chat_request(self.body_for(request))
+        events = responses_chat.ResponsesFromChatStream(request)
+        asked = not self._no_stream_options
+        begun = False
+        try:
+            async with aclosing(self._raw({**body, "stream_options": {"include_usage": True}} if asked else body,
+                                          CHAT_PATH)) as chunks:
+                async for chunk in chunks:
+                    begun = True
+                    if out := events.feed(chunk):
+                        yield out
+        except UpstreamError as exc:
+            if begun or not asked or not refuses_stream_options(exc.status_code,
+                                                                f"{exc.upstream_message} {exc.param or ''}"):
+                raise
+            self._no_stream_options = True
+            async with aclosing(self._raw(body, CHAT_PATH)) as chunks:
+                async for chunk in chunks:
+                    if out := events.feed(chunk):
+                        yield out
+        if out := events.flush():
+            yield out
+
+    async def _raw(self, body: dict[str, Any], path: str) -> AsyncIterator[bytes]:
+        """The upstream's events for the request ``body`` (already this upstream's), as they arrive."""
+        async with self._open(body, path) as response:
             try:
                 async for chunk in response.aiter_raw():
                     if chunk:
@@ -129,9 +180,9 @@ class Upstream:
                 raise _transport_error(self.role, self.model, exc) from exc
 
     @asynccontextmanager
-    async def _open(self, request: dict[str, Any], path: str) -> AsyncIterator[httpx.Response]:
+    async def _open(self, body: dict[str, Any], path: str) -> AsyncIterator[httpx.Response]:
         try:
-            req = self._client.build_request("POST", path, json=self.body_for(request))
+            req = self._client.build_request("POST", path, json=body)
             response = await self._client.send(req, stream=True)
         except httpx.TransportError as exc:
             raise _transport_error(self.role, self.model, exc) from exc

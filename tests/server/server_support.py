@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import socket
 import threading
 import time
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import httpx
 import numpy as np
@@ -51,21 +53,39 @@ class KeywordRouter(Router):
         return np.array([0.9 if HARD in p.lower() else 0.1 for p in prompts])
 
 
-def completion(model: str, text: str, usage: bool = True, finish: str = "stop") -> dict[str, Any]:
+def completion(model: str, text: str, usage: bool = True, finish: str = "stop",
+               tool_calls: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+    """A chat completion of ``text``, or with ``tool_calls`` ((name, arguments) pairs) of those calls."""
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if tool_calls:
+        message = {"role": "assistant", "content": None, "tool_calls": [
+            {"id": f"call_{i}", "type": "function", "function": {"name": name, "arguments": arguments}}
+            for i, (name, arguments) in enumerate(tool_calls)]}
+        finish = "tool_calls"
     body: dict[str, Any] = {
         "id": "chatcmpl-standin", "object": "chat.completion", "created": 1, "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
     }
     if usage:
         body["usage"] = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
     return body
 
 
-def _stream_events(model: str, words: list[str], finish: str) -> list[dict[str, Any]]:
-    """A streamed answer's chunks, one word a chunk, then a final chunk with the finish reason."""
+def _stream_events(model: str, words: list[str], finish: str,
+                   tool_calls: list[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
+    """A streamed answer's chunks, one word a chunk (then, with ``tool_calls``, each call:
+    its name, then its arguments in two pieces), then a final chunk with the finish reason."""
+    deltas: list[dict[str, Any]] = [{"content": word} for word in words]
+    for i, (name, arguments) in enumerate(tool_calls or []):
+        half = len(arguments) // 2
+        deltas += [{"tool_calls": [{"index": i, "id": f"call_{i}", "type": "function",
+                                    "function": {"name": name, "arguments": ""}}]},
+                   {"tool_calls": [{"index": i, "function": {"arguments": arguments[:half]}}]},
+                   {"tool_calls": [{"index": i, "function": {"arguments": arguments[half:]}}]}]
+        finish = "tool_calls"
     events = []
-    for i, word in enumerate(words):
-        delta = {"role": "assistant", "content": word} if i == 0 else {"content": word}
+    for i, delta in enumerate(deltas):
+        delta = {"role": "assistant", **delta} if i == 0 else delta
         events.append({"id": "chatcmpl-standin", "object": "chat.completion.chunk", "created": 1, "model": model,
                        "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
     events.append({"id": "chatcmpl-standin", "object": "chat.completion.chunk", "created": 1, "model": model,
@@ -77,20 +97,22 @@ def _stream_usage(words: list[str]) -> dict[str, int]:
     return {"prompt_tokens": 5, "completion_tokens": len(words), "total_tokens": 5 + len(words)}
 
 
-def sse_chunks(model: str, words: list[str], usage: bool = True, finish: str = "stop") -> list[bytes]:
-    """The events of a streamed answer, one word a chunk, a final chunk (with usage unless
-    ``usage`` is false), then ``[DONE]``."""
-    events = _stream_events(model, words, finish)
+def sse_chunks(model: str, words: list[str], usage: bool = True, finish: str = "stop",
+               tool_calls: list[tuple[str, str]] | None = None) -> list[bytes]:
+    """The events of a streamed answer, one word a chunk (and ``tool_calls``), a final chunk
+    (with usage unless ``usage`` is false), then ``[DONE]``."""
+    events = _stream_events(model, words, finish, tool_calls)
     if usage:
         events[-1]["usage"] = _stream_usage(words)
     return [f"data: {json.dumps(e)}\n\n".encode() for e in events] + [b"data: [DONE]\n\n"]
 
 
-def openai_sse_chunks(model: str, words: list[str], include_usage: bool, finish: str = "stop") -> list[bytes]:
+def openai_sse_chunks(model: str, words: list[str], include_usage: bool, finish: str = "stop",
+                      tool_calls: list[tuple[str, str]] | None = None) -> list[bytes]:
     """The events of a streamed answer as OpenAI writes them (compact JSON): with
     ``include_usage``, every chunk has ``"usage": null`` and a last chunk with no
     choices holds the usage; without it, no chunk has a ``usage`` key."""
-    events = _stream_events(model, words, finish)
+    events = _stream_events(model, words, finish, tool_calls)
     if include_usage:
         events = [{**e, "usage": None} for e in events]
         events.append({"id": "chatcmpl-standin", "object": "chat.completion.chunk", "created": 1, "model": model,
@@ -151,7 +173,8 @@ class StandIn:
     request asked) or ``"openai"`` (as OpenAI: only for ``stream_options.include_usage``,
     :func:`openai_sse_chunks`); ``chunk_size`` (bytes) re-cuts a stream into pieces
     that split its lines anywhere; ``refuse_stream_options`` answers a request with
-    ``stream_options`` HTTP 400, as a strict OpenAI-compatible server does.
+    ``stream_options`` HTTP 400, as a strict OpenAI-compatible server does;
+    ``tool_calls`` ((name, arguments) pairs) makes a chat answer those tool calls.
     """
 
     def __init__(self, name: str) -> None:
@@ -177,6 +200,7 @@ class StandIn:
         self.stream_usage = "always"
         self.chunk_size = 0
         self.refuse_stream_options = False
+        self.tool_calls: list[tuple[str, str]] | None = None
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.stream_cancelled = threading.Event()
@@ -206,7 +230,7 @@ class StandIn:
             options = body.get("stream_options") or {}
             return StreamingResponse(self._events(body["model"], options.get("include_usage") is True),
                                      media_type="text/event-stream")
-        return JSONResponse(completion(body["model"], text, self.usage, self.finish))
+        return JSONResponse(completion(body["model"], text, self.usage, self.finish, self.tool_calls))
 
     async def _respond(self, request: Request) -> Response:
         """``POST /v1/responses``: a response object (kept, by id), or its event stream."""
@@ -249,9 +273,9 @@ class StandIn:
 
     async def _events(self, model: str, include_usage: bool):
         if self.stream_usage == "openai":
-            events = openai_sse_chunks(model, self.words, include_usage and self.usage, self.finish)
+            events = openai_sse_chunks(model, self.words, include_usage and self.usage, self.finish, self.tool_calls)
         else:
-            events = sse_chunks(model, self.words, self.usage, self.finish)
+            events = sse_chunks(model, self.words, self.usage, self.finish, self.tool_calls)
         if self.chunk_size:
             whole = b"".join(events)
             events = [whole[i:i + self.chunk_size] for i in range(0, len(whole), self.chunk_size)]
@@ -321,6 +345,45 @@ def metric(server: "ServerThread", name: str, labels: str = "", missing: float |
         return missing
     assert len(found) == 1, f"{name}{{{labels}}} in /metrics: {found}"
     return found[0]
+
+
+ACCESS_LOGGER = "shared_core.server.access"
+
+
+class AccessLog:
+    """The access log's entries (JSON objects) that a test has collected (:func:`access_log`)."""
+
+    def __init__(self, caplog: Any) -> None:
+        self.caplog = caplog
+
+    def entries(self) -> list[dict[str, Any]]:
+        return [json.loads(r.getMessage()) for r in self.caplog.records if r.name == ACCESS_LOGGER]
+
+    def wait(self, which: Callable[[dict[str, Any]], bool] = lambda entry: True,
+             timeout: float = 5.0) -> list[dict[str, Any]]:
+        """The entries ``which`` selects, once there is one: a stream is logged after its last
+        byte is sent, so a client that has read it may be a moment ahead of its entry."""
+        deadline = time.monotonic() + timeout
+        while not (found := [entry for entry in self.entries() if which(entry)]):
+            assert time.monotonic() < deadline, "no such access log entry"
+            time.sleep(0.02)
+        return found
+
+
+@contextmanager
+def access_log(caplog: Any) -> Iterator[AccessLog]:
+    """Collect the access log at INFO, each entry once, on its own logger: the CLI's logging,
+    which another test may have set up in this process, stops its records from propagating
+    to caplog's handler."""
+    logger = logging.getLogger(ACCESS_LOGGER)
+    propagate, logger.propagate = logger.propagate, False
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger=ACCESS_LOGGER):
+            yield AccessLog(caplog)
+    finally:
+        logger.removeHandler(caplog.handler)
+        logger.propagate = propagate
 
 
 def real_server_url(variable: str, how: str) -> str:

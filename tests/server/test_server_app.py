@@ -105,7 +105,8 @@ def test_models_health_and_metrics(make_server):
     health = httpx.get(f"{server.url}/health").json()
     assert health == {"status": "ok", "model": "routellm", "router": "keyword", "threshold": 0.5,
                       "strong_model": "strong-model", "weak_model": "weak-model", "prices": None,
-                      "escalate_on": None, "stream_usage": True, "stream_options_refused_by": []}  # no cost controls: no controller or budget
+                      "escalate_on": None, "stream_usage": True, "stream_options_refused_by": [],
+                      "responses": {"strong": "native", "weak": "native"}}  # no cost controls: no controller or budget
     chat(server, {"messages": [{"role": "user", "content": HARD_Q}]})
     chat(server, {"messages": [{"role": "user", "content": EASY_Q}]})
     chat(server, {"messages": [{"role": "user", "content": EASY_Q}]})

@@ -29,6 +29,14 @@ def test_flags_win_over_env_which_wins_over_the_file(tmp_path):
     assert config.weak_base_url == "http://127.0.0.1:9002/v1"
 
 
+def test_how_each_upstream_serves_the_responses_api_comes_from_a_flag_the_environment_or_the_file(tmp_path):
+    path = tmp_path / "serve.toml"
+    path.write_text('strong_responses = "chat"\n')
+    config = load_config(BASE, config_file=path, env={"ROUTELLM_SERVE_WEAK_RESPONSES": "chat"})
+    assert (config.strong_responses, config.weak_responses) == ("chat", "chat")
+    assert load_config(BASE, env={}).weak_responses == "native"
+
+
 def test_toml_file_and_env_config_path(tmp_path):
     path = write(tmp_path, 'strong_base_url = "http://127.0.0.1:1/v1"\nstrong_model = "s"\n'
                            'weak_base_url = "http://127.0.0.1:2/v1"\nweak_model = "w"\nthreshold = 0.3\n'
@@ -71,6 +79,7 @@ def test_non_loopback_host_needs_tokens():
     ({"router": "router-mf-0.2", "threshold": 0.3}, "already carries a threshold"),
     ({"upstream_timeout": 0}, "upstream_timeout: Input should be greater than 0"),
     ({"bogus": 1}, "bogus: Extra inputs are not permitted"),
+    ({"weak_responses": "translate"}, "weak_responses: Input should be 'native' or 'chat'"),
 ])
 def test_bad_settings_name_the_problem(flags, needle):
     settings = {**BASE, **flags}

@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
-from server_support import STRONG_KEY, WEAK_KEY, KeywordRouter, metric, sse_chunks
+from server_support import STRONG_KEY, WEAK_KEY, KeywordRouter, access_log, metric, sse_chunks
 from shared_core.controller import ShareController
 from shared_core.engine import RoutingEngine
 from shared_core.errors import ConfigError
@@ -108,14 +108,14 @@ def test_a_strong_answer_without_usage_is_charged_its_bound_when_the_request_has
     server = make_server(prices=PRICES, strong_budget=1.0)
     strong.usage = False
     body = {"messages": [{"role": "user", "content": HARD_Q}], "stream": True, "max_tokens": 200}
-    with caplog.at_level(logging.INFO, logger="shared_core.server.access"):
+    with access_log(caplog) as log:
         r, _ = stream(server, HARD_Q, max_tokens=200)
+        [entry] = log.wait()
     assert r.headers["x-routellm-role"] == "strong"
     bound = _bound_cost(body, 200)
     assert metric(server, "routellm_budget_spent_dollars") == pytest.approx(bound, abs=1e-12)
     assert metric(server, "routellm_budget_without_usage_total", 'charged="bound"') == 1.0
     assert metric(server, "routellm_unpriced_answers_total", 'role="strong"') == 1.0  # still not priced
-    [entry] = [json.loads(x.getMessage()) for x in caplog.records if x.name == "shared_core.server.access"]
     assert entry["budget_charged"]["bound"] == pytest.approx(bound, abs=1e-12)
     assert entry["budget_charged"]["completion_tokens"] == 200
     r = chat(server, HARD_Q)
@@ -221,11 +221,11 @@ def test_strong_max_output_tokens_is_for_a_budget_and_positive():
 def test_without_a_bound_a_reserve_is_charged_instead_of_the_period(make_server, strong, caplog):
     server = make_server(prices=PRICES, strong_budget=1.0, budget_reserve=0.01)
     strong.usage = False
-    with caplog.at_level(logging.INFO, logger="shared_core.server.access"):
+    with access_log(caplog) as log:
         stream(server, HARD_Q)  # no max_tokens
+        [entry] = log.wait()
     assert metric(server, "routellm_budget_spent_dollars") == pytest.approx(0.01, abs=1e-15)
     assert metric(server, "routellm_budget_without_usage_total", 'charged="reserve"') == 1.0
-    [entry] = [json.loads(x.getMessage()) for x in caplog.records if x.name == "shared_core.server.access"]
     assert entry["budget_charged"] == {"reserve": 0.01}
     assert chat(server, HARD_Q).headers["x-routellm-role"] == "strong"  # strong calls go on
 

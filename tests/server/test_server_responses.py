@@ -5,13 +5,12 @@ the budget; and the official ``openai`` client and LangChain's ``ChatOpenAI`` th
 from __future__ import annotations
 
 import json
-import logging
 import time
 
 import httpx
 import pytest
 
-from server_support import metric
+from server_support import access_log, metric
 from shared_core.ledger import prompt_token_bound
 from shared_core.routers import Role
 from shared_core.server.responses import (
@@ -221,19 +220,12 @@ def test_a_left_follow_up_stream_has_no_bound_and_is_charged_the_reserve(make_se
     first = respond(server, HARD_Q).json()
     strong.delay = 0.5
     body = {"input": EASY_Q, "stream": True, "max_output_tokens": 200, "previous_response_id": first["id"]}
-    access = logging.getLogger("shared_core.server.access")
-    access.addHandler(caplog.handler)  # on the logger itself: the CLI's logging (another test's) stops propagation
-    with caplog.at_level(logging.INFO, logger="shared_core.server.access"):
+    with access_log(caplog) as log:
         with httpx.stream("POST", f"{server.url_v1}/responses", json=body, timeout=30) as r:
             assert r.headers["x-routellm-reason"] == "previous_response"
             next(r.iter_raw())
         assert strong.stream_cancelled.wait(timeout=5.0)
-        deadline = time.monotonic() + 5.0
-        while not (logged := [json.loads(rec.getMessage()) for rec in caplog.records
-                              if rec.name == "shared_core.server.access" and "budget_charged" in rec.getMessage()]):
-            assert time.monotonic() < deadline, "the left stream was not logged"
-            time.sleep(0.02)
-    access.removeHandler(caplog.handler)
+        logged = log.wait(lambda entry: "budget_charged" in entry)
     assert metric(server, "routellm_budget_spent_dollars") == pytest.approx(STRONG_RESPONSE + 0.01, abs=1e-12)
     assert logged[-1]["event"] == "responses" and logged[-1]["budget_charged"] == {"reserve": 0.01}
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 
-import httpx
 import pytest
 
 from server_support import KeywordRouter, ServerThread, metric, real_server_url
