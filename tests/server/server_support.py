@@ -174,7 +174,8 @@ class StandIn:
     :func:`openai_sse_chunks`); ``chunk_size`` (bytes) re-cuts a stream into pieces
     that split its lines anywhere; ``refuse_stream_options`` answers a request with
     ``stream_options`` HTTP 400, as a strict OpenAI-compatible server does;
-    ``tool_calls`` ((name, arguments) pairs) makes a chat answer those tool calls.
+    ``tool_calls`` ((name, arguments) pairs) makes a chat answer those tool calls, until
+    the request ends with a tool's result (then it answers as a model that read it).
     """
 
     def __init__(self, name: str) -> None:
@@ -226,11 +227,13 @@ class StandIn:
         if self.mode == "stall":
             await asyncio.sleep(self.delay)
         text = f"{self.name} answers" if self.text is None else self.text
+        messages = body.get("messages") or [{}]
+        calls = None if messages[-1].get("role") == "tool" else self.tool_calls
         if body.get("stream"):
             options = body.get("stream_options") or {}
-            return StreamingResponse(self._events(body["model"], options.get("include_usage") is True),
+            return StreamingResponse(self._events(body["model"], options.get("include_usage") is True, calls),
                                      media_type="text/event-stream")
-        return JSONResponse(completion(body["model"], text, self.usage, self.finish, self.tool_calls))
+        return JSONResponse(completion(body["model"], text, self.usage, self.finish, calls))
 
     async def _respond(self, request: Request) -> Response:
         """``POST /v1/responses``: a response object (kept, by id), or its event stream."""
@@ -271,11 +274,11 @@ class StandIn:
             return JSONResponse({"id": rid, "object": "response.deleted", "deleted": True})
         return JSONResponse({k: v for k, v in stored.items() if k != "input"})
 
-    async def _events(self, model: str, include_usage: bool):
+    async def _events(self, model: str, include_usage: bool, calls: list[tuple[str, str]] | None):
         if self.stream_usage == "openai":
-            events = openai_sse_chunks(model, self.words, include_usage and self.usage, self.finish, self.tool_calls)
+            events = openai_sse_chunks(model, self.words, include_usage and self.usage, self.finish, calls)
         else:
-            events = sse_chunks(model, self.words, self.usage, self.finish, self.tool_calls)
+            events = sse_chunks(model, self.words, self.usage, self.finish, calls)
         if self.chunk_size:
             whole = b"".join(events)
             events = [whole[i:i + self.chunk_size] for i in range(0, len(whole), self.chunk_size)]

@@ -5,6 +5,7 @@ the routing server over the stand-in upstreams with the official ``openai`` clie
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
@@ -325,7 +326,6 @@ def test_the_openai_client_creates_streams_and_calls_tools_through_a_chat_upstre
     call = called.output[0]
     assert (call.type, call.name, call.arguments, call.call_id) == ("function_call", "get_weather",
                                                                      '{"city": "Paris"}', "call_0")
-    weak.tool_calls = None
     history = [{"role": "user", "content": EASY_Q}, call.model_dump(exclude_none=True),
                {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}]
     client.responses.create(model="routellm", input=history, tools=[WEATHER])
@@ -340,6 +340,7 @@ def test_the_openai_client_creates_streams_and_calls_tools_through_a_chat_upstre
 
 def test_langchain_chat_openai_on_the_responses_api_through_a_chat_upstream(make_server, strong, weak):
     pytest.importorskip("langchain_openai")
+    from langchain_core.messages import HumanMessage, ToolMessage
     from langchain_openai import ChatOpenAI
 
     server = make_server(weak_responses="chat", strong_responses="chat")
@@ -358,3 +359,56 @@ def test_langchain_chat_openai_on_the_responses_api_through_a_chat_upstream(make
         streamed = chunk if streamed is None else streamed + chunk
     assert streamed.tool_calls[0]["name"] == "get_weather" and streamed.tool_calls[0]["args"] == {"city": "Paris"}
     assert streamed.usage_metadata["output_tokens"] == len(weak.words)  # as the stand-in counts it
+    # The call's result sent back as LangChain sends a tool message: the chat upstream reads it.
+    answer = llm.bind_tools([WEATHER]).invoke([HumanMessage(EASY_Q), message,
+                                               ToolMessage("sunny", tool_call_id=message.tool_calls[0]["id"])])
+    assert answer.text == "weak answers" and not answer.tool_calls
+    sent = weak.requests[-1]["messages"]
+    assert sent[-2]["tool_calls"][0]["function"]["name"] == "get_weather"
+    assert sent[-1] == {"role": "tool", "tool_call_id": "call_0", "content": "sunny"}
+
+
+def _agents():
+    agents = pytest.importorskip("agents")  # the OpenAI Agents SDK (openai-agents)
+    agents.set_tracing_disabled(True)  # it would send traces to OpenAI
+    return agents
+
+
+def test_the_openai_agents_sdk_runs_an_agent_with_a_tool_through_a_chat_upstream(make_server, strong, weak):
+    """The Agents SDK's default model is the Responses API: an agent whose model is the routing
+    server runs its loop (call, tool, result, answer) against an upstream with chat completions only."""
+    agents = _agents()
+    openai = pytest.importorskip("openai")
+    server = make_server(weak_responses="chat")
+    seen = []
+
+    @agents.function_tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        seen.append(city)
+        return f"sunny in {city}"
+
+    def agent():  # a client a run's event loop owns (run_sync and asyncio.run each make one)
+        model = agents.OpenAIResponsesModel("routellm", openai.AsyncOpenAI(base_url=server.url_v1, api_key="unused",
+                                                                           max_retries=0))
+        return agents.Agent(name="weather", instructions="Use the tool.", model=model, tools=[get_weather])
+
+    weak.tool_calls = [("get_weather", '{"city": "Paris"}')]
+    result = agents.Runner.run_sync(agent(), EASY_Q)
+    assert seen == ["Paris"] and result.final_output == "weak answers"
+    first, second = weak.requests[-2:]
+    assert first["messages"][0] == {"role": "system", "content": "Use the tool."}
+    assert first["tools"][0]["function"]["name"] == "get_weather"
+    assert second["messages"][-1] == {"role": "tool", "tool_call_id": "call_0", "content": "sunny in Paris"}
+    assert not strong.requests  # both turns routed on the user's easy question
+    # Streamed, through the SDK's event stream.
+    weak.tool_calls = [("get_weather", '{"city": "Rome"}')]
+
+    async def streamed():
+        run = agents.Runner.run_streamed(agent(), EASY_Q)
+        kinds = [event.type async for event in run.stream_events()]
+        return run.final_output, kinds
+
+    final, kinds = asyncio.run(streamed())
+    assert final == "Hello from the stand-in." and seen == ["Paris", "Rome"]
+    assert "raw_response_event" in kinds and "run_item_stream_event" in kinds

@@ -9,6 +9,7 @@ after starting scripts/llama_server.sh.
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
@@ -125,3 +126,30 @@ def test_langchain_chat_openai_on_the_responses_api(server):
     for chunk in llm.stream(EASY):
         full = chunk if full is None else full + chunk
     assert full.text.strip() and full.response_metadata["model_name"] == "smollm2-as-weak"
+
+
+def test_an_openai_agents_sdk_agent_runs_on_the_real_model(server):
+    """The Agents SDK's default model speaks the Responses API; here it reaches SmolLM2 through the
+    routing server's translation, non-streamed and streamed."""
+    agents = pytest.importorskip("agents")
+    agents.set_tracing_disabled(True)  # it would send traces to OpenAI
+
+    def agent():  # a client the run's event loop owns
+        model = agents.OpenAIResponsesModel("routellm", openai.AsyncOpenAI(base_url=server.url_v1, api_key="unused",
+                                                                           max_retries=0, timeout=120))
+        # room to finish: the SDK refuses a cut-off answer (response.incomplete)
+        return agents.Agent(name="brief", instructions="Answer in one short sentence.", model=model,
+                            model_settings=agents.ModelSettings(temperature=0, max_tokens=400))
+
+    result = agents.Runner.run_sync(agent(), EASY)
+    assert isinstance(result.final_output, str) and result.final_output.strip()
+    assert result.context_wrapper.usage.input_tokens > 0  # the real usage, translated
+
+    async def streamed():
+        run = agents.Runner.run_streamed(agent(), HARD_Q)
+        deltas = [event.data.delta async for event in run.stream_events()
+                  if event.type == "raw_response_event" and event.data.type == "response.output_text.delta"]
+        return run.final_output, deltas
+
+    final, deltas = asyncio.run(streamed())
+    assert len(deltas) > 2 and "".join(deltas) == final and final.strip()
