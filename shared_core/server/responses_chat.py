@@ -218,14 +218,21 @@ def _tool_choice(choice: Any) -> Any:
                   "tool_choice", "invalid_value")
 
 
-def _text_options(text: Any) -> dict[str, Any]:
-    if text is None:
+def _settings(value: Any, name: str, known: tuple[str, ...]) -> dict[str, Any]:
+    """The object ``value`` of the request's ``name`` (``{}`` for null), or :class:`APIError`
+    naming it when it is no object or naming its first key not among ``known``."""
+    if value is None:
         return {}
-    if not isinstance(text, dict):
-        raise APIError(400, f"'text' must be an object, got {preview(text)}", param="text", code="invalid_type")
-    unknown = sorted(set(text) - {"format", "verbosity"})
+    if not isinstance(value, dict):
+        raise APIError(400, f"'{name}' must be an object, got {preview(value)}", param=name, code="invalid_type")
+    unknown = sorted(set(value) - set(known))
     if unknown:
-        raise _refuse(f"text.{unknown[0]} is not translated", f"text.{unknown[0]}")
+        raise _refuse(f"{name}.{unknown[0]} is not translated", f"{name}.{unknown[0]}")
+    return value
+
+
+def _text_options(value: Any) -> dict[str, Any]:
+    text = _settings(value, "text", ("format", "verbosity"))
     out: dict[str, Any] = {}
     if text.get("verbosity") is not None:
         out["verbosity"] = text["verbosity"]
@@ -242,19 +249,12 @@ def _text_options(text: Any) -> dict[str, Any]:
                   "text.format", "invalid_value")
 
 
-def _reasoning(reasoning: Any) -> dict[str, Any]:
-    if reasoning is None:
-        return {}
-    if not isinstance(reasoning, dict):
-        raise APIError(400, f"'reasoning' must be an object, got {preview(reasoning)}", param="reasoning",
-                       code="invalid_type")
+def _reasoning(value: Any) -> dict[str, Any]:
+    reasoning = _settings(value, "reasoning", ("effort", "summary", "generate_summary"))
     for name in ("summary", "generate_summary"):
         if reasoning.get(name) is not None:
             raise _refuse(f"reasoning.{name} is not translated: a chat completion returns no reasoning summary",
                           f"reasoning.{name}")
-    unknown = sorted(set(reasoning) - {"effort", "summary", "generate_summary"})
-    if unknown:
-        raise _refuse(f"reasoning.{unknown[0]} is not translated", f"reasoning.{unknown[0]}")
     return {} if reasoning.get("effort") is None else {"reasoning_effort": reasoning["effort"]}
 
 
