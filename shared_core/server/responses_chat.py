@@ -40,16 +40,17 @@ from shared_core.server.protocol import APIError, preview
 #: Request fields that map one to one onto the chat request under the same name.
 _SAME = ("temperature", "top_p", "parallel_tool_calls", "user", "service_tier", "safety_identifier",
          "prompt_cache_key", "stream")
-#: Request fields the translation reads itself (everything else passes through unchanged).
-_READ = {"model", "input", "instructions", "max_output_tokens", "tools", "tool_choice", "text", "reasoning",
-         "metadata", "store", "stream_options", "truncation", "include", "previous_response_id", *_SAME}
-#: Fields a chat completion has no way to honour: refused when set (``None`` and, for
-#: ``include``, an empty list are "not set").
+#: Fields a chat completion has no way to honour: refused when set (``None``, ``False`` and 0 are not set).
 _REFUSED = {
     "prompt": "prompt templates are stored by OpenAI; send the prompt's text as input",
     "top_logprobs": "log probabilities are not translated",
     "max_tool_calls": "a chat completion cannot cap the number of built-in tool calls",
 }
+#: Request fields the translation reads itself (everything else passes through unchanged);
+#: ``conversation`` and ``background`` are refused when set before this module sees them.
+_READ = {"model", "input", "instructions", "max_output_tokens", "tools", "tool_choice", "text", "reasoning",
+         "metadata", "store", "stream_options", "truncation", "include", "previous_response_id", "conversation",
+         "background", *_SAME, *_REFUSED}
 _TEXT_PARTS = ("input_text", "output_text", "text")
 
 

@@ -62,6 +62,7 @@ def test_a_request_becomes_the_chat_request_that_means_the_same():
         "text": {"format": {"type": "json_schema", "name": "answer", "schema": {"type": "object"}, "strict": True}},
         "reasoning": {"effort": "low"}, "metadata": {"trace": "t1"}, "store": False, "truncation": "disabled",
         "top_k": 40,  # a vendor's own field passes through
+        "background": False, "conversation": None, "top_logprobs": 0, "include": [],  # not set: not sent
     })
     assert body == {
         "model": "weak-model",
