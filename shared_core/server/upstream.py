@@ -132,7 +132,7 @@ class Upstream:
             raise UpstreamError(self.role, self.model, 502, "answered 200 with a body that is not a JSON object")
         return data
 
-    async def stream(self, request: dict[str, Any], path: str = CHAT_PATH) -> AsyncIterator[bytes]:
+    def stream(self, request: dict[str, Any], path: str = CHAT_PATH) -> AsyncIterator[bytes]:
         """The upstream's server-sent events, as raw bytes, as they arrive.
 
         Raises :class:`UpstreamError` before the first chunk if the upstream
@@ -142,10 +142,11 @@ class Upstream:
         (``stream_options.include_usage``) unless it refused that before.
         """
         if path != RESPONSES_PATH or not self.translates:
-            async with aclosing(self._raw(self.body_for(request), path)) as chunks:  # closed here, when this is
-                async for chunk in chunks:
-                    yield chunk
-            return
+            return self._raw(self.body_for(request), path)  # the events themselves, no generator between
+        return self._translated(request)
+
+    async def _translated(self, request: dict[str, Any]) -> AsyncIterator[bytes]:
+        """A Responses request's stream from a chat upstream: its chat stream, translated."""
         body = responses_chat.chat_request(self.body_for(request))
         events = responses_chat.ResponsesFromChatStream(request)
         asked = not self._no_stream_options
