@@ -89,7 +89,6 @@ from shared_core.server import responses as R
 from shared_core.server import responses_chat
 from shared_core.server.routing import ModelResolver
 from shared_core.server.upstream import CHAT_PATH, Upstream, UpstreamError
-from shared_core.stream_usage import refuses_stream_options
 
 ACCESS_LOGGER = "shared_core.server.access"
 log = logging.getLogger("shared_core.server")
@@ -306,12 +305,6 @@ class _UsageScanner:
         return scanner.usage
 
 
-def _refuses_stream_options(exc: UpstreamError) -> bool:
-    """Whether an upstream's error before a stream is its refusal of ``stream_options``
-    (a strict OpenAI-compatible server: HTTP 400 or 422 naming the field)."""
-    return refuses_stream_options(exc.status_code, f"{exc.upstream_message} {exc.param or ''}")
-
-
 def _usage(value: Any) -> Optional[dict[str, Any]]:
     """The usage of an answer: a completion's ``usage``, or a buffered stream's final usage chunk."""
     if isinstance(value, dict):
@@ -450,8 +443,6 @@ class _Server:
         self.checks = None if config.escalate_on is None else AnswerChecks.from_spec(list(config.escalate_on))
         self.metrics = Metrics(prices, config.strong_model, self.controller)
         self.access = logging.getLogger(ACCESS_LOGGER)
-        #: The upstreams that refused a stream's ``stream_options`` (``stream_usage``): asked no more.
-        self.refused_stream_options: set[Role] = set()
 
     async def warm_up(self) -> None:
         """One score per engine before serving, so that no client waits for lazy loading
@@ -504,7 +495,8 @@ class _Server:
                 "escalate_on": None if self.checks is None else list(self.checks.names),
                 "stream_usage": self.config.stream_usage,
                 "responses": {role.value: upstream.responses for role, upstream in self.upstreams.items()},
-                "stream_options_refused_by": sorted(role.value for role in self.refused_stream_options),
+                "stream_options_refused_by": sorted(role.value for role, upstream in self.upstreams.items()
+                                                   if upstream.stream_options_refused),
                 **controls_state(self.controller),
                 **({"strong_max_output_tokens": self.config.strong_max_output_tokens} if self.budget else {})}
 
@@ -689,7 +681,7 @@ class _Server:
         started = time.perf_counter()
         sent, asked = payload, False
         path = wire.upstream_path
-        if wire.chat and self.config.stream_usage and upstream.role not in self.refused_stream_options:
+        if wire.chat and self.config.stream_usage and not upstream.stream_options_refused:
             sent, asked = asking_stream_usage(payload)
         begun = False
         try:
@@ -701,9 +693,9 @@ class _Server:
                         begun = True
                         yield chunk
             except UpstreamError as exc:
-                if begun or not asked or not _refuses_stream_options(exc):
+                if begun or not asked or not exc.refuses_stream_options:
                     raise
-                self.refused_stream_options.add(upstream.role)
+                upstream.stream_options_refused = True
                 log.warning("routellm serve: the %s upstream %r refused stream_options (%s); its streams go as the "
                             "client sent them from now on, and one whose client did not ask for usage cannot be "
                             "priced (start with --no-stream-usage to say so)", upstream.role.value, upstream.model,

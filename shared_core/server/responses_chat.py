@@ -391,7 +391,7 @@ class ResponsesFromChatStream:
         if self._ended:
             return out
         if self._finish is None:
-            return out + self._failed("the upstream's chat stream ended before it finished")
+            return out + self._end(failure="the upstream's chat stream ended before it finished")
         return out + self._end()
 
     # events --------------------------------------------------------------------------
@@ -526,18 +526,15 @@ class ResponsesFromChatStream:
             out += self._event("response.output_item.done", output_index=state["index"], item=done)
         return out
 
-    def _end(self) -> bytes:
+    def _end(self, failure: Optional[str] = None) -> bytes:
+        """The open items closed, then the response's last event: ``response.completed`` or
+        ``response.incomplete`` by the finish reason, or with a ``failure``, ``response.failed``."""
         out = self._begin({}) + self._close_text() + self._close_calls()
-        status, details = _status(self._finish)
-        response = {**self._response, "status": status, "incomplete_details": details, "output": self._output,
-                    "usage": _usage(self._usage)}
+        if failure is None:
+            status, details = _status(self._finish)
+            ending: dict[str, Any] = {"incomplete_details": details}
+        else:
+            status, ending = "failed", {"error": {"code": "server_error", "message": failure}}
+        response = {**self._response, "status": status, **ending, "output": self._output, "usage": _usage(self._usage)}
         self._ended = True
         return out + self._event(f"response.{status}", response=response)
-
-    def _failed(self, message: str) -> bytes:
-        out = self._begin({}) + self._close_text() + self._close_calls()
-        error = {"code": "server_error", "message": message}
-        response = {**self._response, "status": "failed", "error": error, "output": self._output,
-                    "usage": _usage(self._usage)}
-        self._ended = True
-        return out + self._event("response.failed", response=response)

@@ -42,6 +42,12 @@ class UpstreamError(RouteLLMError):
         return (type(self), (self.role, self.model, self.status_code, self.upstream_message,
                              self.error_type, self.param, self.code))
 
+    @property
+    def refuses_stream_options(self) -> bool:
+        """Whether this error, before a stream, is the upstream's refusal of ``stream_options``
+        (a strict OpenAI-compatible server: HTTP 400 or 422 naming the field)."""
+        return refuses_stream_options(self.status_code, f"{self.upstream_message} {self.param or ''}")
+
 
 def _error_from_body(role: Role, model: str, status: int, body: bytes) -> UpstreamError:
     """An :class:`UpstreamError` from an error response, reading OpenAI's ``{"error": {...}}`` if there."""
@@ -73,11 +79,10 @@ class Upstream:
 
     def __init__(self, role: Role, base_url: str, model: str, api_key: Optional[str], timeout: float,
                  max_connections: int = 512, responses: str = "native") -> None:
-        if responses not in ("native", "chat"):
-            raise ValueError(f"responses must be 'native' or 'chat', got {responses!r}")
         self.role, self.base_url, self.model, self.responses = role, base_url, model, responses
-        #: A chat upstream refused ``stream_options`` in a translated stream: not asked again.
-        self._no_stream_options = False
+        #: It refused a stream's ``stream_options`` (a chat stream's, or a translated Responses
+        #: stream's): its streams are not asked for their usage again.
+        self.stream_options_refused = False
         headers = {"Accept-Encoding": "identity"}  # so that streamed bytes pass through as they are
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
@@ -149,7 +154,7 @@ class Upstream:
         """A Responses request's stream from a chat upstream: its chat stream, translated."""
         body = responses_chat.chat_request(self.body_for(request))
         events = responses_chat.ResponsesFromChatStream(request)
-        asked = not self._no_stream_options
+        asked = not self.stream_options_refused
         begun = False
         try:
             async with aclosing(self._raw({**body, "stream_options": {"include_usage": True}} if asked else body,
@@ -159,10 +164,9 @@ class Upstream:
                     if out := events.feed(chunk):
                         yield out
         except UpstreamError as exc:
-            if begun or not asked or not refuses_stream_options(exc.status_code,
-                                                                f"{exc.upstream_message} {exc.param or ''}"):
+            if begun or not asked or not exc.refuses_stream_options:
                 raise
-            self._no_stream_options = True
+            self.stream_options_refused = True
             async with aclosing(self._raw(body, CHAT_PATH)) as chunks:
                 async for chunk in chunks:
                     if out := events.feed(chunk):

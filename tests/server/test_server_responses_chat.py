@@ -287,6 +287,8 @@ def test_a_translated_stream_asks_for_usage_and_counts_it(make_server, weak):
         with httpx.stream("POST", f"{server.url_v1}/responses", json={"input": EASY_Q, "stream": True}) as r:
             assert events_of(b"".join(r.iter_raw()))[-1]["type"] == "response.completed"
     assert ["stream_options" in body for body in weak.requests[1:]] == [True, False, False]
+    # one memory of it, the chat path's: /health lists the upstream
+    assert httpx.get(f"{server.url}/health").json()["stream_options_refused_by"] == ["weak"]
 
 
 def test_a_cut_off_translated_weak_stream_escalates_to_the_strong_model(make_server, strong, weak):
