@@ -31,6 +31,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from shared_core.routers import Router
+from shared_core.server.app import ACCESS_LOGGER
 
 HARD = "prove"
 #: Upstream keys the tests configure (and look for where they must not be).
@@ -348,9 +349,6 @@ def metric(server: "ServerThread", name: str, labels: str = "", missing: float |
         return missing
     assert len(found) == 1, f"{name}{{{labels}}} in /metrics: {found}"
     return found[0]
-
-
-ACCESS_LOGGER = "shared_core.server.access"
 
 
 class AccessLog:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import re
 import time
 
@@ -268,11 +267,11 @@ def test_a_client_gone_before_the_response_starts_still_settles_and_logs(strong,
         sent.append(message)
         await asyncio.sleep(0.05)
 
-    with caplog.at_level(logging.INFO, logger="shared_core.server.access"):
+    with access_log(caplog) as log:
         asyncio.run(app(scope, receive, send))
     assert strong.stream_cancelled.wait(timeout=5.0), "the strong stream was left open"
     assert not any(m.get("body") for m in sent)  # nothing reached the client
-    [entry] = [json.loads(r.getMessage()) for r in caplog.records if r.name == "shared_core.server.access"]
+    [entry] = log.entries()
     assert (entry["status"], entry["role"], entry["error"]) == (200, "strong", "client_disconnected")
     budget = app.state.routellm.budget
     # settled, no reservation left held: no usage came and the request sets no max tokens, so it is charged
@@ -336,9 +335,9 @@ def test_share_controller_under_a_budget(make_server):
 def test_a_rejected_weak_answer_goes_to_the_strong_model(make_server, strong, weak, text, check, caplog):
     server = make_server(escalate_on="empty,refusal", prices=PRICES)
     weak.text = text
-    with caplog.at_level(logging.INFO, logger="shared_core.server.access"):
+    with access_log(caplog) as log:
         r = chat(server, EASY_Q, temperature=0.1)
-    access = [json.loads(rec.getMessage()) for rec in caplog.records if rec.name == "shared_core.server.access"]
+    access = log.entries()
     assert [(a["escalated_from"], a["escalation_check"], a["role"]) for a in access] == [("weak", check, "strong")]
     assert "sorry" not in caplog.text  # the check's name is logged, not the answer it quotes
     assert r.status_code == 200, r.text
