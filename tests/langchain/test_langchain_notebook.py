@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lc_support import run_notebook
+from notebook_support import run_notebook
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")

@@ -5,13 +5,11 @@
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "langchain"))
-from lc_support import run_notebook  # noqa: E402
+from notebook_support import run_notebook
 
 pytest.importorskip("nbclient")
 pytest.importorskip("llama_cpp.server")
