@@ -35,7 +35,7 @@ import json
 import time
 from typing import Any, Optional
 
-from shared_core.server.protocol import APIError, preview
+from shared_core.server.protocol import APIError, preview, sse_event
 
 #: Request fields that map one to one onto the chat request under the same name.
 _SAME = ("temperature", "top_p", "parallel_tool_calls", "user", "service_tier", "safety_identifier",
@@ -302,12 +302,17 @@ def _status(finish: Any) -> tuple[str, Optional[dict[str, str]]]:
     return "completed", None
 
 
+def _output_part(text: str, refusal: bool = False) -> dict[str, Any]:
+    """A message's content part: its text, or (``refusal``) the model's refusal."""
+    if refusal:
+        return {"type": "refusal", "refusal": text}
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
 def _message_item(item_id: str, text: Optional[str], refusal: Optional[str], status: str) -> dict[str, Any]:
-    content: list[dict[str, Any]] = []
-    if text is not None:
-        content.append({"type": "output_text", "text": text, "annotations": [], "logprobs": []})
+    content = [_output_part(text)] if text is not None else []
     if refusal is not None:
-        content.append({"type": "refusal", "refusal": refusal})
+        content.append(_output_part(refusal, refusal=True))
     return {"type": "message", "id": item_id, "status": status, "role": "assistant", "content": content}
 
 
@@ -338,10 +343,11 @@ def response_from_completion(completion: dict[str, Any], payload: dict[str, Any]
     calls = [c for c in message.get("tool_calls") or [] if isinstance(c, dict)]
     if isinstance(text, list):  # content parts, as a few servers answer
         text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
-    if isinstance(text, str) or isinstance(refusal, str) or not calls:
-        output.append(_message_item(f"msg_{rid[5:]}", text if isinstance(text, str) else
-                                    (None if isinstance(refusal, str) else ""),
-                                    refusal if isinstance(refusal, str) else None, "completed"))
+    text, refusal = (text if isinstance(text, str) else None), (refusal if isinstance(refusal, str) else None)
+    if text is None and refusal is None and not calls:
+        text = ""  # an empty answer is an empty message, as the escalation checks read it
+    if text is not None or refusal is not None:
+        output.append(_message_item(f"msg_{rid[5:]}", text, refusal, "completed"))
     for j, call in enumerate(calls):
         function = call.get("function") if isinstance(call.get("function"), dict) else {}
         call_id = call.get("id") if isinstance(call.get("id"), str) else f"call_{rid[5:]}_{j}"
@@ -403,14 +409,10 @@ class ResponsesFromChatStream:
     def _line(self, line: bytes) -> bytes:
         if self._ended or not line.startswith(b"data:"):
             return b""
-        body = line[5:].strip()
-        if body == b"[DONE]":
-            return self._end() if self._finish is not None or self._response is not None else b""
-        try:
-            data = json.loads(body)
-        except ValueError:
-            return b""
-        if not isinstance(data, dict):
+        if line[5:].strip() == b"[DONE]":
+            return self._end() if self._response is not None else b""  # [DONE] before any chunk: flush says
+        data = sse_event(line)
+        if data is None:
             return b""
         if "error" in data:
             error = data["error"] if isinstance(data["error"], dict) else {"message": str(data["error"])}
@@ -455,8 +457,7 @@ class ResponsesFromChatStream:
             out += self._event("response.output_item.added", output_index=index, item=item)
         key = "refusal" if refusal else "text"
         if not self._text[key]:  # the part opens with its first delta
-            part = {"type": "refusal", "refusal": ""} if refusal else \
-                {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+            part = _output_part("", refusal)
             self._text["item"]["content"].append(part)
             self._text[f"{key}_part"] = len(self._text["item"]["content"]) - 1
             out += self._event("response.content_part.added", item_id=self._text["item"]["id"],
@@ -477,11 +478,10 @@ class ResponsesFromChatStream:
             if f"{key}_part" not in state:
                 continue
             at = {"item_id": item["id"], "output_index": state["index"], "content_index": state[f"{key}_part"]}
+            part = _output_part(state[key], refusal=key == "refusal")
             if key == "text":
-                part = {"type": "output_text", "text": state["text"], "annotations": [], "logprobs": []}
                 out += self._event("response.output_text.done", **at, text=state["text"], logprobs=[])
             else:
-                part = {"type": "refusal", "refusal": state["refusal"]}
                 out += self._event("response.refusal.done", **at, refusal=state["refusal"])
             item["content"][state[f"{key}_part"]] = part
             out += self._event("response.content_part.done", **at, part=part)

@@ -213,6 +213,17 @@ def test_tool_calls_stream_as_function_call_items_with_their_arguments():
     assert [e["output_index"] for e in events if e["type"] == "response.output_item.added"] == [0, 1, 2]
 
 
+def test_a_streamed_refusal_is_the_message_s_refusal_part():
+    chunk = {"id": "c", "choices": [{"index": 0, "delta": {"refusal": "I can't"}, "finish_reason": None}]}
+    end = {"id": "c", "choices": [{"index": 0, "delta": {"refusal": " help."}, "finish_reason": "stop"}]}
+    events = _translated([f"data: {json.dumps(chunk)}\n\n".encode(), f"data: {json.dumps(end)}\n\n".encode(),
+                          b"data: [DONE]\n\n"])
+    assert [e["type"] for e in events if "refusal" in e["type"]] == ["response.refusal.delta"] * 2 + [
+        "response.refusal.done"]
+    assert events[-1]["response"]["output"][0]["content"] == [{"type": "refusal", "refusal": "I can't help."}]
+    assert response_view(events[-1]["response"]).text == "I can't help."
+
+
 def test_a_stream_that_breaks_off_or_reports_an_error_ends_as_the_responses_api_ends_one():
     chunks = sse_chunks("m", ["Hel", "lo"])
     unfinished = _translated(chunks[:2])  # no finish reason, no [DONE]
