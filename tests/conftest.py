@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 from pathlib import Path
 
@@ -50,3 +51,18 @@ def _no_network(request: pytest.FixtureRequest):
     finally:
         enable_socket()
         socket.socket.connect = connect
+
+
+@pytest.fixture(autouse=True)
+def _server_logging_undone():
+    """A test that runs ``routellm serve``'s CLI sets up its logging (a handler on the stderr
+    pytest captures for that test, no propagation); undone after the test, so that a later
+    test's server log records neither go to that closed stream nor miss ``caplog``."""
+    logger = logging.getLogger("shared_core.server")
+    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
+    try:
+        yield
+    finally:
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+        logger.propagate = propagate

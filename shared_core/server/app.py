@@ -7,7 +7,8 @@ likewise, with each response id naming the upstream that made it, so that a foll
 (``previous_response_id``) and ``GET``/``DELETE /v1/responses/{id}`` reach that
 upstream (:mod:`shared_core.server.responses`; an upstream with chat completions only
 gets each Responses request translated, :mod:`shared_core.server.responses_chat`, and a
-request it could not say is refused before routing); ``GET /v1/models`` lists the model
+request it could not say goes to the other upstream, unscored, or, when both are such, is
+refused before routing); ``GET /v1/models`` lists the model
 names it answers to; ``GET /health``; ``GET /metrics``.
 
 The decision travels back in ``x-routellm-*`` headers (``role``, ``model``,
@@ -352,6 +353,9 @@ RESPONSES = _Wire("/v1/responses", R.RESPONSES_PATH, R.parse_responses_request, 
                   R.responses_call_context, chat=False, prompt_fields=("instructions", "input"))
 #: The reason of a decision for a follow-up response (``previous_response_id``): its upstream's, unscored.
 CONTINUED = "previous_response"
+#: The reason of a decision for a Responses request that the upstream reached through chat
+#: completions cannot take (``--weak-responses chat``): the other upstream's, unscored.
+NEEDS_RESPONSES = "needs_responses_api"
 
 
 class _Spend(Reservations):
@@ -533,13 +537,21 @@ class _Server:
             decided = time.perf_counter()
             pin = None if wire.chat or payload.get("previous_response_id") is None else \
                 R.response_pin(payload["previous_response_id"])
-            if not wire.chat:
-                self._check_translatable(payload, pin)
-            if pin is None:
-                decision = await batcher.decide(wire.conversation(payload))
-            else:  # a follow-up: to the upstream that holds the response it continues, under its own id
-                decision = self._continued(batcher.engine, pin[0])
+            only = None if wire.chat else self._only_able(payload, pin)
+            if pin is not None:  # a follow-up: to the upstream that holds the response it continues, under its own id
+                decision = self._unscored(batcher.engine, pin[0], CONTINUED,
+                                          "this request continues a response of the strong model (previous_response_id), "
+                                          "which the weak model cannot continue; send the conversation without "
+                                          "previous_response_id to have it routed", "previous_response_id")
                 payload = {**payload, "previous_response_id": pin[1]}
+            elif only is not None:  # a request only the upstream with the Responses API can take: to it
+                role, refusal = only
+                entry["needs"] = refusal.param
+                decision = self._unscored(batcher.engine, role, NEEDS_RESPONSES,
+                                          f"this request needs the strong upstream, as the weak one cannot take it: "
+                                          f"{refusal.message}", refusal.param)
+            else:
+                decision = await batcher.decide(wire.conversation(payload))
             self.metrics.routing_seconds.observe(time.perf_counter() - decided)
             self.metrics.decisions.labels(decision.role.value, decision.router).inc()
             limit = self.config.strong_max_output_tokens
@@ -577,35 +589,45 @@ class _Server:
                     spend.settle(None)  # nothing charged yet: the strong model did not answer
                 self._finish(entry, started, wire.endpoint)
 
-    def _continued(self, engine: RoutingEngine, role: Role) -> Decision:
-        """The decision for a follow-up of a response the ``role`` upstream made: that
-        upstream, unscored, as no other holds the conversation. Under a budget a strong one
-        is a strong call like any other; with the period's budget spent it is refused (429),
-        since the weak model cannot continue it."""
-        decision = Decision(role, None, engine.threshold, engine.router.name, CONTINUED)
+    def _unscored(self, engine: RoutingEngine, role: Role, reason: str, why_strong: str, param: str) -> Decision:
+        """The decision for a request only the ``role`` upstream can answer (a follow-up of a
+        response it made; a Responses request the other, reached through chat completions,
+        cannot take): that upstream, unscored. Under a budget a strong one is a strong call
+        like any other; with the period's budget spent it is refused (429, ``why_strong``
+        saying why the weak model cannot take it instead, ``param`` the request's field)."""
+        decision = Decision(role, None, engine.threshold, engine.router.name, reason)
         if role is Role.STRONG and self.budget is not None and \
-                self.budget.decide(None, engine.threshold, Role.STRONG, CONTINUED).role is not Role.STRONG:
+                self.budget.decide(None, engine.threshold, Role.STRONG, reason).role is not Role.STRONG:
             self.metrics.budget_exhausted.labels("decision").inc()
-            raise APIError(429, "the strong model's budget for this period is spent, and this request continues a "
-                           "response of the strong model (previous_response_id), which the weak model cannot "
-                           "continue; send the conversation without previous_response_id to have it routed",
-                           "insufficient_quota", param="previous_response_id", code=BUDGET_EXHAUSTED)
+            raise APIError(429, f"the strong model's budget for this period is spent, and {why_strong}",
+                           "insufficient_quota", param=param, code=BUDGET_EXHAUSTED)
         return decision
 
-    def _check_translatable(self, payload: dict[str, Any], pin: Optional[tuple[Role, str]]) -> None:
-        """A Responses request that an upstream reached through chat completions may answer
-        (any, but for a follow-up, which only its own upstream answers) is refused now, with
-        a 400 naming the first parameter a chat completion cannot say, whatever it is routed
-        to: the same request is not accepted or refused by its score."""
+    def _only_able(self, payload: dict[str, Any],
+                   pin: Optional[tuple[Role, str]]) -> Optional[tuple[Role, responses_chat.Untranslatable]]:
+        """Which upstream alone can take a Responses request, and why the other cannot: when
+        one is reached through chat completions and the request holds what a chat completion
+        cannot say (built-in tools, ``include``, ...), the one with the Responses API, so
+        that the request is sent there whatever its score. ``None`` when either can; a 400
+        naming the first such parameter when neither can, or when the request is malformed,
+        and for a follow-up of a translated upstream's response (it keeps none)."""
         if pin is not None:
             if self.upstreams[pin[0]].translates:
                 raise APIError(400, f"previous_response_id {payload['previous_response_id']!r} names a response of "
                                f"the {pin[0].value} upstream, which is reached through chat completions and keeps no "
                                "responses; send the whole conversation as input instead",
                                param="previous_response_id", code="invalid_value")
-            return
-        if any(upstream.translates for upstream in self.upstreams.values()):
+            return None
+        native = [role for role, upstream in self.upstreams.items() if not upstream.translates]
+        if len(native) == len(self.upstreams):
+            return None
+        try:
             responses_chat.chat_request(payload)
+        except responses_chat.Untranslatable as refusal:
+            if not native:
+                raise
+            return native[0], refusal
+        return None
 
     async def stored_response(self, request: Request, response_id: str) -> Response:
         """``GET`` or ``DELETE /v1/responses/{id}`` and ``GET /v1/responses/{id}/input_items``:
@@ -645,11 +667,12 @@ class _Server:
     def _attempts(self, decision: Decision, payload: dict[str, Any], spend: _Spend, wire: _Wire) -> Attempts[Upstream]:
         """The attempt loop: the chosen upstream (then the other, with fallback) and, with
         escalation, the strong one for a weak answer the checks reject (and the budget admits);
-        a follow-up response neither falls back nor escalates, as only its upstream can continue it."""
-        continued = decision.reason == CONTINUED
-        roles = [decision.role] if continued else attempt_order(decision, self.config.fallback)
+        a follow-up response, and a request only one upstream can take, neither fall back nor
+        escalate, as the other upstream cannot answer them."""
+        only = decision.reason in (CONTINUED, NEEDS_RESPONSES)
+        roles = [decision.role] if only else attempt_order(decision, self.config.fallback)
         plan = [(role, self.upstreams[role]) for role in roles]
-        if self.checks is None or decision.role is not Role.WEAK or continued:
+        if self.checks is None or decision.role is not Role.WEAK or only:
             return Attempts(plan, name=lambda upstream: upstream.model)
         checks, context = self.checks, wire.context(payload)
         view: Callable[[Any], AnswerView] = wire.stream_view if payload.get("stream") else wire.view

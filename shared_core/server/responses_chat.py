@@ -9,11 +9,12 @@ Responses request as the chat completion request that means the same
 accumulates (:class:`ResponsesFromChatStream`). The rest of the server (routing, pinned
 ids, usage, the budget, escalation checks) sees a Responses upstream like any other.
 
-What a chat completion cannot say is refused before any upstream is called, with a 400
-naming the parameter, instead of dropped: built-in tools (``web_search``, ``file_search``,
-...), ``item_reference`` and ``reasoning`` input items, ``include``, ``prompt``
-templates, ``top_logprobs``, ``max_tool_calls``, ``truncation: "auto"``, reasoning
-summaries. Such an upstream keeps no responses, so a follow-up of one of its responses
+What a chat completion cannot say is never dropped: built-in tools (``web_search``,
+``file_search``, ...), ``item_reference`` and ``reasoning`` input items, ``include``,
+``prompt`` templates, ``top_logprobs``, ``max_tool_calls``, ``truncation: "auto"``,
+reasoning summaries. :func:`chat_request` raises :class:`Untranslatable` for them, and the
+server sends such a request to the other upstream when it has the Responses API (unscored)
+or refuses it, with a 400 naming the parameter, before any upstream is called. Such an upstream keeps no responses, so a follow-up of one of its responses
 (``previous_response_id``) and ``GET`` of a stored one are refused too (send the whole
 conversation as ``input``, as the OpenAI Agents SDK does by default), and the response
 object says ``"store": false``. Fields the Responses API does not define (a vendor's
@@ -54,15 +55,22 @@ _READ = {"model", "input", "instructions", "max_output_tokens", "tools", "tool_c
 _TEXT_PARTS = ("input_text", "output_text", "text")
 
 
-def _refuse(message: str, param: str, code: str = "unsupported_parameter") -> APIError:
-    return APIError(400, f"{message} (this upstream is reached through chat completions: --strong-responses / "
-                    "--weak-responses chat)", param=param, code=code)
+class Untranslatable(APIError):
+    """A 400 for a well-formed Responses request that a chat completion cannot say (a
+    malformed one is a plain :class:`APIError`): an upstream with the Responses API may
+    still take it."""
+
+
+def _refuse(message: str, param: str, code: str = "unsupported_parameter") -> Untranslatable:
+    return Untranslatable(400, f"{message} (this upstream is reached through chat completions: --strong-responses / "
+                          "--weak-responses chat)", param=param, code=code)
 
 
 # The request -------------------------------------------------------------------------------
 def chat_request(payload: dict[str, Any]) -> dict[str, Any]:
     """The chat completion request that means what the Responses request ``payload`` does,
-    or :class:`APIError` (400) naming the first parameter a chat completion cannot say.
+    or :class:`Untranslatable` (400) naming the first parameter a chat completion cannot say
+    (:class:`APIError`, 400, for a malformed one).
 
     Example:
         >>> chat_request({"model": "m", "instructions": "Be brief.", "input": "Hi", "max_output_tokens": 9})

@@ -373,9 +373,9 @@ class AccessLog:
 
 @contextmanager
 def access_log(caplog: Any) -> Iterator[AccessLog]:
-    """Collect the access log at INFO, each entry once, on its own logger: the CLI's logging,
-    which another test may have set up in this process, stops its records from propagating
-    to caplog's handler."""
+    """Collect the access log at INFO, each entry once, on its own logger rather than by
+    propagation, which the CLI's logging turns off (tests/conftest.py undoes that after each
+    test that sets it up)."""
     logger = logging.getLogger(ACCESS_LOGGER)
     propagate, logger.propagate = logger.propagate, False
     logger.addHandler(caplog.handler)

@@ -11,7 +11,7 @@ import json
 import httpx
 import pytest
 
-from server_support import completion, metric, openai_sse_chunks, sse_chunks
+from server_support import access_log, completion, metric, openai_sse_chunks, sse_chunks
 from shared_core.server.protocol import APIError
 from shared_core.server.responses import response_stream_view, response_view
 from shared_core.server.responses_chat import ResponsesFromChatStream, chat_request, response_from_completion
@@ -257,17 +257,73 @@ def test_a_chat_upstream_answers_responses_requests_as_chat_completions(make_ser
     assert health["responses"] == {"strong": "native", "weak": "chat"}
 
 
-def test_what_cannot_be_translated_is_refused_before_routing_whichever_model_it_would_reach(make_server, strong,
-                                                                                           weak):
+def test_what_the_chat_upstream_cannot_take_goes_to_the_other_unscored_whatever_its_score(make_server, strong,
+                                                                                          weak):
     server = make_server(weak_responses="chat")
-    for question in (HARD_Q, EASY_Q):  # strong or weak by its score: refused the same
-        r = respond(server, question, tools=[{"type": "web_search"}])
+    tools = [{"type": "web_search"}]
+    for question in (HARD_Q, EASY_Q):  # strong or weak by its score: strong, the same way
+        r = respond(server, question, tools=tools)
+        assert r.status_code == 200, r.text
+        assert (r.headers["x-routellm-role"], r.headers["x-routellm-reason"]) == ("strong", "needs_responses_api")
+        assert "x-routellm-score" not in r.headers and r.json()["routellm"]["score"] is None
+        assert r.json()["id"].startswith("resp_rls_")
+        assert strong.requests[-1] == {"model": "strong-model", "input": question, "tools": tools}
+    assert not weak.requests
+    # Streamed, the same.
+    with httpx.stream("POST", f"{server.url_v1}/responses", json={"input": EASY_Q, "tools": tools,
+                                                                 "stream": True}) as r:
+        assert r.headers["x-routellm-reason"] == "needs_responses_api"
+        assert b"response.completed" in b"".join(r.iter_raw())
+    assert not weak.requests
+    # A malformed request is refused before any model, as is one that neither upstream can take.
+    r = respond(server, EASY_Q, tools={"type": "web_search"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "tools", r.text
+    both = make_server(weak_responses="chat", strong_responses="chat")
+    for question in (HARD_Q, EASY_Q):
+        r = respond(both, question, tools=tools)
         assert r.status_code == 400 and r.json()["error"]["param"] == "tools[0].type", r.text
-    assert not strong.requests and not weak.requests
+    assert len(strong.requests) == 3 and not weak.requests
     # A follow-up of a native upstream's response is that upstream's, and is not checked.
     first = respond(server, HARD_Q).json()
-    r = respond(server, EASY_Q, previous_response_id=first["id"], tools=[{"type": "web_search"}])
+    r = respond(server, EASY_Q, previous_response_id=first["id"], tools=tools)
     assert r.status_code == 200 and r.headers["x-routellm-reason"] == "previous_response"
+
+
+def test_a_request_only_one_upstream_can_take_neither_falls_back_nor_escalates(make_server, strong, weak, caplog):
+    server = make_server(weak_responses="chat", fallback=True)
+    strong.mode = "error"
+    r = respond(server, EASY_Q, include=["message.output_text.logprobs"])
+    assert r.status_code == 500 and "x-routellm-fallback-from" not in r.headers, r.text
+    assert not weak.requests  # the weak upstream could not have taken it
+    strong.mode = "ok"
+    # The other way round: only the weak upstream has the Responses API, and a weak answer the
+    # checks reject is not escalated to a strong one that cannot take the request.
+    weak.finish = "length"
+    other = make_server(strong_responses="chat", escalate_on="length")
+    with access_log(caplog) as log:
+        r = respond(other, HARD_Q, tools=[{"type": "file_search", "vector_store_ids": ["vs_1"]}])
+        assert r.status_code == 200 and r.json()["status"] == "incomplete", r.text
+        assert (r.headers["x-routellm-role"], r.headers["x-routellm-reason"]) == ("weak", "needs_responses_api")
+        assert "x-routellm-escalated-from" not in r.headers and len(strong.requests) == 1
+        [entry] = log.wait(lambda e: e.get("event") == "responses")
+    assert entry["needs"] == "tools[0].type" and entry["reason"] == "needs_responses_api"
+
+
+def test_a_request_only_the_strong_upstream_can_take_is_refused_once_the_budget_is_spent(make_server, strong):
+    strong_response = (11 * 10.0 + 4 * 30.0) / 1e6  # the stand-in's usage at these prices
+    server = make_server(weak_responses="chat", prices={"strong-model": [10.0, 30.0], "weak-model": [0.5, 1.5]},
+                         strong_budget=1.5 * strong_response)
+    tools = [{"type": "web_search"}]
+    r = respond(server, EASY_Q, tools=tools)  # within the budget: strong, charged
+    assert r.status_code == 200 and r.headers["x-routellm-reason"] == "needs_responses_api"
+    assert metric(server, "routellm_budget_spent_dollars") == pytest.approx(strong_response, abs=1e-12)
+    r = respond(server, EASY_Q, tools=tools)
+    assert metric(server, "routellm_budget_spent_dollars") == pytest.approx(2 * strong_response, abs=1e-12)
+    n = len(strong.requests)
+    r = respond(server, EASY_Q, tools=tools)
+    error = r.json()["error"]
+    assert r.status_code == 429 and error["code"] == "budget_exhausted" and error["param"] == "tools[0].type"
+    assert "weak one cannot take it" in error["message"] and len(strong.requests) == n
 
 
 def test_a_chat_upstream_keeps_no_responses_to_continue_or_retrieve(make_server, strong, weak):

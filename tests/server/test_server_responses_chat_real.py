@@ -153,3 +153,25 @@ def test_an_openai_agents_sdk_agent_runs_on_the_real_model(server):
 
     final, deltas = asyncio.run(streamed())
     assert len(deltas) > 2 and "".join(deltas) == final and final.strip()
+
+
+def test_what_the_chat_upstream_cannot_take_goes_to_the_upstream_with_the_responses_api():
+    """The strong upstream llama.cpp's ``llama-server`` (its own ``/v1/responses``), the weak one
+    llama-cpp-python's server (chat completions only): a request with ``include`` goes strong,
+    unscored, and is answered there; without it, the easy question goes weak, translated."""
+    native = real_server_url("ROUTELLM_TEST_RESPONSES_URL", "start llama.cpp's llama-server "
+                             "(scripts/llama_server.sh start PORT cpp)")
+    config = load_config({"strong_base_url": native, "strong_model": "smollm2-as-strong", "weak_base_url": URL,
+                          "weak_model": "smollm2-as-weak", "upstream_timeout": 120, "weak_responses": "chat"}, env={})
+    with ServerThread(create_app(config, RoutingEngine(KeywordRouter(), 0.5))) as thread:
+        client = openai.OpenAI(base_url=f"{thread.url}/v1", api_key="unused", max_retries=0, timeout=120)
+        raw = client.responses.with_raw_response.create(model="routellm", input=EASY, max_output_tokens=8,
+                                                        temperature=0, include=["message.output_text.logprobs"])
+        response = raw.parse()
+        assert (raw.headers["x-routellm-role"], raw.headers["x-routellm-reason"]) == ("strong", "needs_responses_api")
+        assert response.id.startswith("resp_rls_") and response.output_text.strip()
+        assert not response.id.startswith("resp_rls_resp_chatcmpl")  # llama-server's own response, not a translation
+        plain = client.responses.with_raw_response.create(model="routellm", input=EASY, max_output_tokens=8,
+                                                          temperature=0)
+        assert (plain.headers["x-routellm-role"], plain.headers["x-routellm-reason"]) == ("weak", "score")
+        assert plain.parse().id.startswith("resp_rlw_resp_chatcmpl")
