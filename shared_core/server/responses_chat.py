@@ -10,24 +10,32 @@ accumulates (:class:`ResponsesFromChatStream`). The rest of the server (routing,
 ids, usage, the budget, escalation checks) sees a Responses upstream like any other.
 
 What a chat completion cannot say is never dropped: built-in tools (``web_search``,
-``file_search``, ...), ``item_reference`` and ``reasoning`` input items, ``include``,
-``prompt`` templates, ``top_logprobs``, ``max_tool_calls``, ``truncation: "auto"``,
-reasoning summaries. :func:`chat_request` raises :class:`Untranslatable` for them, and the
-server sends such a request to the other upstream when it has the Responses API (unscored)
-or refuses it, with a 400 naming the parameter, before any upstream is called. Such an upstream keeps no responses, so a follow-up of one of its responses
-(``previous_response_id``) and ``GET`` of a stored one are refused too (send the whole
-conversation as ``input``, as the OpenAI Agents SDK does by default), and the response
-object says ``"store": false``. Fields the Responses API does not define (a vendor's
-``top_k``, ``repeat_penalty``) pass through to the chat request unchanged.
+``file_search``, ...), ``item_reference`` items, encrypted or text-less ``reasoning``
+items, ``include``, ``prompt`` templates, ``top_logprobs``, ``max_tool_calls``,
+``truncation: "auto"``, reasoning summaries. :func:`chat_request` raises
+:class:`Untranslatable` for them, and the server sends such a request to the other
+upstream when that one has the Responses API (unscored), or else refuses it with a 400
+naming the parameter, before any upstream is called. Such an upstream keeps no responses,
+so a follow-up of one of its responses (``previous_response_id``) and ``GET`` of a stored
+one are refused too (send the whole conversation as ``input``, as the OpenAI Agents SDK
+does by default), and the response object says ``"store": false``. Fields the Responses
+API does not define (a vendor's ``top_k``, ``repeat_penalty``) pass through to the chat
+request unchanged.
 
 The mapping: ``instructions`` and ``system``/``developer`` messages are system messages;
 message content parts ``input_text``/``output_text``/``refusal`` are text (one text part is
 a plain string), ``input_image`` an ``image_url`` part, ``input_file`` a ``file`` part;
 ``function_call`` items are the assistant's ``tool_calls`` (joined to the assistant message
-before them), ``function_call_output`` items ``tool`` messages; function ``tools`` and
+before them), ``function_call_output`` items ``tool`` messages, and a ``reasoning`` item's
+text (its ``reasoning_text`` content, else its summary) the ``reasoning_content`` of the
+assistant turn it begins; function ``tools`` and
 ``tool_choice`` take chat's nested form; ``text.format`` is ``response_format``,
 ``text.verbosity`` ``verbosity``, ``reasoning.effort`` ``reasoning_effort``,
 ``max_output_tokens`` ``max_tokens``; ``metadata`` is echoed in the response, not sent.
+A reasoning model's ``reasoning_content`` (or ``reasoning``) comes back as a ``reasoning``
+item before the message, with ``reasoning_text`` content (streamed: its
+``response.reasoning_text.delta`` events), as llama.cpp's own Responses endpoint writes it,
+so a client that sends a turn's items back (the Agents SDK) returns it to the model.
 """
 
 from __future__ import annotations
@@ -138,7 +146,15 @@ def messages(payload: dict[str, Any]) -> list[dict[str, Any]]:
             if role not in ("user", "assistant", "system"):
                 raise APIError(400, f"{where}.role must be user, assistant, system or developer, got {preview(role)}",
                                param=f"{where}.role", code="invalid_value")
-            out.append({"role": role, "content": _content(item.get("content"), f"{where}.content")})
+            content = _content(item.get("content"), f"{where}.content")
+            if role == "assistant" and _reasoning_only(out):
+                out[-1]["content"] = content  # the answer of the turn whose reasoning came first
+            else:
+                out.append({"role": role, "content": content})
+        elif kind == "reasoning":
+            # the reasoning of the assistant turn that follows it, as chat servers take it back
+            # (llama.cpp's, vLLM's, DeepSeek's field); content "": see below
+            out.append({"role": "assistant", "content": "", "reasoning_content": _reasoning_text(item, where)})
         elif kind == "function_call":
             call = {"id": _string(item, "call_id", where), "type": "function",
                     "function": {"name": _string(item, "name", where), "arguments": _string(item, "arguments", where)}}
@@ -153,12 +169,40 @@ def messages(payload: dict[str, Any]) -> list[dict[str, Any]]:
             content = output if isinstance(output, str) else _content(output, f"{where}.output")
             out.append({"role": "tool", "tool_call_id": _string(item, "call_id", where), "content": content})
         else:
-            why = {"item_reference": "it names an item stored by OpenAI",
-                   "reasoning": "a chat model cannot read another model's reasoning items; leave them out of input"
-                   }.get(kind, "only message, function_call and function_call_output items are")
+            why = {"item_reference": "it names an item stored by OpenAI"}.get(
+                kind, "only message, reasoning, function_call and function_call_output items are")
             raise _refuse(f"{where} is a {preview(kind)} item, which is not translated: {why}", f"{where}.type",
                           "invalid_value")
     return out
+
+
+def _reasoning_only(messages: list[dict[str, Any]]) -> bool:
+    """Whether the last message is an assistant turn that so far holds only its reasoning."""
+    last = messages[-1] if messages else None
+    return last is not None and last["role"] == "assistant" and "reasoning_content" in last and \
+        last["content"] == "" and "tool_calls" not in last
+
+
+def _reasoning_text(item: dict[str, Any], where: str) -> str:
+    """The text of a reasoning input item: its ``reasoning_text`` content (what a chat
+    upstream's ``reasoning_content`` became, :func:`response_from_completion`), else its
+    summary's text. Encrypted reasoning (OpenAI's) and an item without text (its reasoning
+    kept by OpenAI) cannot be said to a chat model."""
+    if item.get("encrypted_content"):
+        raise _refuse(f"{where} is a reasoning item with encrypted_content, which only the model that wrote it can "
+                      "read", f"{where}.encrypted_content", "invalid_value")
+    texts = []
+    for name, kind in (("content", "reasoning_text"), ("summary", "summary_text")):
+        parts = item.get(name) or []
+        for j, part in enumerate(_list(parts, f"{where}.{name}")):
+            if not isinstance(part, dict) or part.get("type") != kind or not isinstance(part.get("text"), str):
+                raise APIError(400, f"{where}.{name}[{j}] must be a {kind} part with its text as a string, got "
+                               f"{preview(part)}", param=f"{where}.{name}[{j}]", code="invalid_value")
+            texts.append(part["text"])
+        if texts:
+            return "\n".join(texts)
+    raise _refuse(f"{where} is a reasoning item without text (its reasoning is kept by the model's provider)",
+                  f"{where}.content", "invalid_value")
 
 
 def _string(item: dict[str, Any], name: str, where: str) -> str:
@@ -324,6 +368,22 @@ def _message_item(item_id: str, text: Optional[str], refusal: Optional[str], sta
     return {"type": "message", "id": item_id, "status": status, "role": "assistant", "content": content}
 
 
+def _reasoning_item(item_id: str, text: Optional[str], status: str) -> dict[str, Any]:
+    """A reasoning item holding a chat model's reasoning as its ``reasoning_text`` content
+    (as llama.cpp's server writes it; no summary, nothing encrypted)."""
+    content = [] if text is None else [{"type": "reasoning_text", "text": text}]
+    return {"type": "reasoning", "id": item_id, "summary": [], "content": content, "status": status}
+
+
+def _chat_reasoning(message: dict[str, Any]) -> Optional[str]:
+    """A chat message's (or stream delta's) reasoning: ``reasoning_content`` (llama.cpp,
+    vLLM, DeepSeek, LM Studio) or a ``reasoning`` string (Ollama, OpenRouter)."""
+    for name in ("reasoning_content", "reasoning"):
+        if isinstance(message.get(name), str) and message[name]:
+            return message[name]
+    return None
+
+
 def _call_item(item_id: str, call_id: str, name: str, arguments: str, status: str) -> dict[str, Any]:
     return {"type": "function_call", "id": item_id, "call_id": call_id, "name": name, "arguments": arguments,
             "status": status}
@@ -331,7 +391,8 @@ def _call_item(item_id: str, call_id: str, name: str, arguments: str, status: st
 
 def response_from_completion(completion: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
     """The response object of a chat ``completion`` answering the Responses request ``payload``:
-    its message (text, refusal) and its tool calls as ``function_call`` items, its finish
+    its reasoning as a ``reasoning`` item, its message (text, refusal) and its tool calls as
+    ``function_call`` items, its finish
     reason as the status (``length``: incomplete at ``max_output_tokens``), its usage in the
     Responses names, and the request's settings echoed.
 
@@ -354,6 +415,9 @@ def response_from_completion(completion: dict[str, Any], payload: dict[str, Any]
     text, refusal = (text if isinstance(text, str) else None), (refusal if isinstance(refusal, str) else None)
     if text is None and refusal is None and not calls:
         text = ""  # an empty answer is an empty message, as the escalation checks read it
+    reasoning = _chat_reasoning(message)
+    if reasoning is not None:
+        output.append(_reasoning_item(f"rs_{rid[5:]}", reasoning, "completed"))
     if text is not None or refusal is not None:
         output.append(_message_item(f"msg_{rid[5:]}", text, refusal, "completed"))
     for j, call in enumerate(calls):
@@ -371,7 +435,9 @@ class ResponsesFromChatStream:
     """A chat completion stream (server-sent events, as bytes, cut anywhere) made into the
     Responses events that mean the same, as OpenAI writes them (``event:`` and ``data:``
     lines, ``sequence_number`` counting from 0): ``response.created`` and
-    ``response.in_progress``; for the text, its message item and output_text part added,
+    ``response.in_progress``; for the model's reasoning (``reasoning_content``), a reasoning
+    item and its ``reasoning_text`` part added, ``response.reasoning_text.delta`` events and
+    their ends; for the text, its message item and output_text part added,
     a ``response.output_text.delta`` per chunk, and their ends; for each tool call, its
     ``function_call`` item added, ``response.function_call_arguments.delta`` events and
     their ends; then ``response.completed`` (``response.incomplete`` at a length or content
@@ -387,6 +453,7 @@ class ResponsesFromChatStream:
         self._seq = 0
         self._response: Optional[dict[str, Any]] = None
         self._output: list[dict[str, Any]] = []
+        self._reasoning: Optional[dict[str, Any]] = None  # the open reasoning item
         self._text: Optional[dict[str, Any]] = None  # the open message item
         self._calls: dict[int, dict[str, Any]] = {}  # open function_call items by the chat tool call index
         self._finish: Any = None
@@ -434,6 +501,9 @@ class ResponsesFromChatStream:
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
             delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+            reasoning = _chat_reasoning(delta)
+            if reasoning is not None:
+                out += self._reasoning_delta(reasoning)
             if isinstance(delta.get("content"), str) and delta["content"]:
                 out += self._text_delta(delta["content"])
             if isinstance(delta.get("refusal"), str) and delta["refusal"]:
@@ -455,8 +525,37 @@ class ResponsesFromChatStream:
         return self._event("response.created", response=self._response) + \
             self._event("response.in_progress", response=self._response)
 
+    def _reasoning_delta(self, delta: str) -> bytes:
+        out = b""
+        if self._reasoning is None:
+            out += self._close_text() + self._close_calls()
+            index = len(self._output)
+            item = _reasoning_item(f"rs_{self._response['id'][5:]}_{index}", None, "in_progress")
+            self._reasoning = {"index": index, "item": item, "text": ""}
+            self._output.append(item)
+            part = {"type": "reasoning_text", "text": ""}
+            item["content"].append(part)
+            out += self._event("response.output_item.added", output_index=index, item={**item, "content": []})
+            out += self._event("response.content_part.added", item_id=item["id"], output_index=index,
+                               content_index=0, part=part)
+        self._reasoning["text"] += delta
+        return out + self._event("response.reasoning_text.delta", item_id=self._reasoning["item"]["id"],
+                                 output_index=self._reasoning["index"], content_index=0, delta=delta)
+
+    def _close_reasoning(self) -> bytes:
+        if self._reasoning is None:
+            return b""
+        state, self._reasoning = self._reasoning, None
+        item, at = state["item"], {"item_id": state["item"]["id"], "output_index": state["index"], "content_index": 0}
+        part = {"type": "reasoning_text", "text": state["text"]}
+        done = {**item, "content": [part], "status": "completed"}
+        self._output[state["index"]] = done
+        return self._event("response.reasoning_text.done", **at, text=state["text"]) + \
+            self._event("response.content_part.done", **at, part=part) + \
+            self._event("response.output_item.done", output_index=state["index"], item=done)
+
     def _text_delta(self, delta: str, refusal: bool = False) -> bytes:
-        out = self._close_calls()
+        out = self._close_reasoning() + self._close_calls()
         if self._text is None:
             index = len(self._output)
             item = _message_item(f"msg_{self._response['id'][5:]}_{index}", None, None, "in_progress")
@@ -503,7 +602,7 @@ class ResponsesFromChatStream:
         out = b""
         state = self._calls.get(index)
         if state is None:
-            out += self._close_text() + self._close_calls()
+            out += self._close_reasoning() + self._close_text() + self._close_calls()
             call_id = call.get("id") if isinstance(call.get("id"), str) else \
                 f"call_{self._response['id'][5:]}_{index}"
             item = _call_item(f"fc_{call_id}", call_id, str(function.get("name") or ""), "", "in_progress")
@@ -537,7 +636,7 @@ class ResponsesFromChatStream:
     def _end(self, failure: Optional[str] = None) -> bytes:
         """The open items closed, then the response's last event: ``response.completed`` or
         ``response.incomplete`` by the finish reason, or with a ``failure``, ``response.failed``."""
-        out = self._begin({}) + self._close_text() + self._close_calls()
+        out = self._begin({}) + self._close_reasoning() + self._close_text() + self._close_calls()
         if failure is None:
             status, details = _status(self._finish)
             ending: dict[str, Any] = {"incomplete_details": details}

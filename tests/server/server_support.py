@@ -55,14 +55,17 @@ class KeywordRouter(Router):
 
 
 def completion(model: str, text: str, usage: bool = True, finish: str = "stop",
-               tool_calls: list[tuple[str, str]] | None = None) -> dict[str, Any]:
-    """A chat completion of ``text``, or with ``tool_calls`` ((name, arguments) pairs) of those calls."""
+               tool_calls: list[tuple[str, str]] | None = None, reasoning: str | None = None) -> dict[str, Any]:
+    """A chat completion of ``text``, or with ``tool_calls`` ((name, arguments) pairs) of those
+    calls; with ``reasoning``, the model's ``reasoning_content`` too (as llama.cpp's server)."""
     message: dict[str, Any] = {"role": "assistant", "content": text}
     if tool_calls:
         message = {"role": "assistant", "content": None, "tool_calls": [
             {"id": f"call_{i}", "type": "function", "function": {"name": name, "arguments": arguments}}
             for i, (name, arguments) in enumerate(tool_calls)]}
         finish = "tool_calls"
+    if reasoning is not None:
+        message["reasoning_content"] = reasoning
     body: dict[str, Any] = {
         "id": "chatcmpl-standin", "object": "chat.completion", "created": 1, "model": model,
         "choices": [{"index": 0, "message": message, "finish_reason": finish}],
@@ -72,11 +75,13 @@ def completion(model: str, text: str, usage: bool = True, finish: str = "stop",
     return body
 
 
-def _stream_events(model: str, words: list[str], finish: str,
-                   tool_calls: list[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
-    """A streamed answer's chunks, one word a chunk (then, with ``tool_calls``, each call:
-    its name, then its arguments in two pieces), then a final chunk with the finish reason."""
-    deltas: list[dict[str, Any]] = [{"content": word} for word in words]
+def _stream_events(model: str, words: list[str], finish: str, tool_calls: list[tuple[str, str]] | None = None,
+                   reasoning: str | None = None) -> list[dict[str, Any]]:
+    """A streamed answer's chunks: with ``reasoning``, its words as ``reasoning_content``
+    deltas first; one word a chunk (then, with ``tool_calls``, each call: its name, then its
+    arguments in two pieces), then a final chunk with the finish reason."""
+    deltas: list[dict[str, Any]] = [{"reasoning_content": word} for word in re.findall(r"\S+\s*", reasoning or "")]
+    deltas += [{"content": word} for word in words]
     for i, (name, arguments) in enumerate(tool_calls or []):
         half = len(arguments) // 2
         deltas += [{"tool_calls": [{"index": i, "id": f"call_{i}", "type": "function",
@@ -99,21 +104,21 @@ def _stream_usage(words: list[str]) -> dict[str, int]:
 
 
 def sse_chunks(model: str, words: list[str], usage: bool = True, finish: str = "stop",
-               tool_calls: list[tuple[str, str]] | None = None) -> list[bytes]:
-    """The events of a streamed answer, one word a chunk (and ``tool_calls``), a final chunk
-    (with usage unless ``usage`` is false), then ``[DONE]``."""
-    events = _stream_events(model, words, finish, tool_calls)
+               tool_calls: list[tuple[str, str]] | None = None, reasoning: str | None = None) -> list[bytes]:
+    """The events of a streamed answer, one word a chunk (and ``tool_calls``, ``reasoning``), a
+    final chunk (with usage unless ``usage`` is false), then ``[DONE]``."""
+    events = _stream_events(model, words, finish, tool_calls, reasoning)
     if usage:
         events[-1]["usage"] = _stream_usage(words)
     return [f"data: {json.dumps(e)}\n\n".encode() for e in events] + [b"data: [DONE]\n\n"]
 
 
 def openai_sse_chunks(model: str, words: list[str], include_usage: bool, finish: str = "stop",
-                      tool_calls: list[tuple[str, str]] | None = None) -> list[bytes]:
+                      tool_calls: list[tuple[str, str]] | None = None, reasoning: str | None = None) -> list[bytes]:
     """The events of a streamed answer as OpenAI writes them (compact JSON): with
     ``include_usage``, every chunk has ``"usage": null`` and a last chunk with no
     choices holds the usage; without it, no chunk has a ``usage`` key."""
-    events = _stream_events(model, words, finish, tool_calls)
+    events = _stream_events(model, words, finish, tool_calls, reasoning)
     if include_usage:
         events = [{**e, "usage": None} for e in events]
         events.append({"id": "chatcmpl-standin", "object": "chat.completion.chunk", "created": 1, "model": model,
@@ -203,6 +208,7 @@ class StandIn:
         self.chunk_size = 0
         self.refuse_stream_options = False
         self.tool_calls: list[tuple[str, str]] | None = None
+        self.reasoning: str | None = None  # a chat answer's reasoning_content (a reasoning model's)
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.stream_cancelled = threading.Event()
@@ -234,7 +240,7 @@ class StandIn:
             options = body.get("stream_options") or {}
             return StreamingResponse(self._events(body["model"], options.get("include_usage") is True, calls),
                                      media_type="text/event-stream")
-        return JSONResponse(completion(body["model"], text, self.usage, self.finish, calls))
+        return JSONResponse(completion(body["model"], text, self.usage, self.finish, calls, self.reasoning))
 
     async def _respond(self, request: Request) -> Response:
         """``POST /v1/responses``: a response object (kept, by id), or its event stream."""
@@ -277,9 +283,10 @@ class StandIn:
 
     async def _events(self, model: str, include_usage: bool, calls: list[tuple[str, str]] | None):
         if self.stream_usage == "openai":
-            events = openai_sse_chunks(model, self.words, include_usage and self.usage, self.finish, calls)
+            events = openai_sse_chunks(model, self.words, include_usage and self.usage, self.finish, calls,
+                                       self.reasoning)
         else:
-            events = sse_chunks(model, self.words, self.usage, self.finish, calls)
+            events = sse_chunks(model, self.words, self.usage, self.finish, calls, self.reasoning)
         if self.chunk_size:
             whole = b"".join(events)
             events = [whole[i:i + self.chunk_size] for i in range(0, len(whole), self.chunk_size)]

@@ -14,7 +14,12 @@ import pytest
 from server_support import access_log, completion, metric, openai_sse_chunks, sse_chunks
 from shared_core.server.protocol import APIError
 from shared_core.server.responses import response_stream_view, response_view
-from shared_core.server.responses_chat import ResponsesFromChatStream, chat_request, response_from_completion
+from shared_core.server.responses_chat import (
+    ResponsesFromChatStream,
+    Untranslatable,
+    chat_request,
+    response_from_completion,
+)
 
 HARD_Q = "Please prove that there are infinitely many primes."
 EASY_Q = "Say hello."
@@ -104,7 +109,9 @@ def test_a_request_becomes_the_chat_request_that_means_the_same():
 
 @pytest.mark.parametrize("extra, param", [
     ({"tools": [WEATHER, {"type": "web_search"}]}, "tools[1].type"),
-    ({"input": [{"type": "reasoning", "id": "rs_1", "summary": []}]}, "input[0].type"),
+    ({"input": [{"type": "reasoning", "id": "rs_1", "summary": []}]}, "input[0].content"),
+    ({"input": [{"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "t"}],
+                 "encrypted_content": "gAAA"}]}, "input[0].encrypted_content"),
     ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0].type"),
     ({"input": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]}, "input[0].content[0].type"),
     ({"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "file-1"}]}]},
@@ -121,10 +128,32 @@ def test_a_request_becomes_the_chat_request_that_means_the_same():
     ({"previous_response_id": "resp_1"}, "previous_response_id"),
 ])
 def test_what_a_chat_completion_cannot_say_is_refused_naming_the_parameter(extra, param):
-    with pytest.raises(APIError) as caught:
+    with pytest.raises(Untranslatable) as caught:
         chat_request({"input": "Hi", **extra})
     assert (caught.value.status, caught.value.param) == (400, param)
     assert "chat completions" in caught.value.message
+
+
+def test_reasoning_items_become_the_reasoning_content_of_their_assistant_turn():
+    thought = {"type": "reasoning", "id": "rs_1", "summary": [],
+               "content": [{"type": "reasoning_text", "text": "The user wants Paris."}]}
+    call = {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"}
+    said = {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Checking."}]}
+    sent = chat_request({"input": [{"role": "user", "content": "Weather?"}, thought, said, call,
+                                   {"type": "function_call_output", "call_id": "c", "output": "sunny"}]})["messages"]
+    assert sent[1:] == [{"role": "assistant", "content": "Checking.", "reasoning_content": "The user wants Paris.",
+                         "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+                        {"role": "tool", "tool_call_id": "c", "content": "sunny"}]
+    # Reasoning, then calls only; a summary's text when there is no reasoning text (the Agents SDK's form).
+    summary = {"type": "reasoning", "id": "rs_2", "summary": [{"type": "summary_text", "text": "Look it up."}]}
+    sent = chat_request({"input": [{"role": "user", "content": "Weather?"}, summary, call]})["messages"]
+    assert sent[1] == {"role": "assistant", "content": "", "reasoning_content": "Look it up.", "tool_calls": [
+        {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}
+    # A second assistant message after the first turn's answer is a turn of its own.
+    sent = chat_request({"input": [thought, said, said]})["messages"]
+    assert [m.get("reasoning_content") for m in sent] == ["The user wants Paris.", None]
+    with pytest.raises(APIError, match=r"input\[0\]\.content\[0\] must be a reasoning_text part"):
+        chat_request({"input": [{"type": "reasoning", "summary": [], "content": [{"type": "text", "text": 1}]}]})
 
 
 # The answer --------------------------------------------------------------------------------
@@ -155,6 +184,49 @@ def test_a_chat_completion_becomes_a_response_with_its_calls_status_usage_and_th
                                                                 "finish_reason": "stop"}]}, {"input": "x"})
     assert refused["output"][0]["content"] == [{"type": "refusal", "refusal": "I can't."}]
     assert refused["usage"] is None
+
+
+def test_a_chat_models_reasoning_becomes_a_reasoning_item_before_its_answer():
+    answer = completion("m", "Paris.", reasoning="The capital of France is Paris.")
+    answer["usage"] = {"prompt_tokens": 9, "completion_tokens": 12, "completion_tokens_details": {"reasoning_tokens": 8}}
+    response = response_from_completion(answer, {"input": "Capital of France?"})
+    assert response["output"][0] == {"type": "reasoning", "id": "rs_chatcmpl-standin", "summary": [], "status":
+                                     "completed", "content": [{"type": "reasoning_text",
+                                                               "text": "The capital of France is Paris."}]}
+    assert response["output"][1]["content"][0]["text"] == "Paris." and response_view(response).text == "Paris."
+    assert response["usage"]["output_tokens_details"] == {"reasoning_tokens": 8}
+    ollama = {"id": "c", "choices": [{"message": {"role": "assistant", "content": "Hi", "reasoning": "Greet."},
+                                      "finish_reason": "stop"}]}  # Ollama's and OpenRouter's name for it
+    assert response_from_completion(ollama, {"input": "x"})["output"][0]["content"][0]["text"] == "Greet."
+    # Sent back as input (the Agents SDK replays a turn's items), it is that turn's reasoning again.
+    sent = chat_request({"input": [{"role": "user", "content": "Capital of France?"}, *response["output"]]})
+    assert sent["messages"][1] == {"role": "assistant", "content": "Paris.",
+                                   "reasoning_content": "The capital of France is Paris."}
+
+
+@pytest.mark.parametrize("cut", [0, 3, 64])
+def test_a_streamed_reasoning_is_a_reasoning_item_with_its_text_deltas(cut):
+    chunks = sse_chunks("m", ["Paris", "."], reasoning="The capital is Paris.",
+                        tool_calls=[("get_weather", '{"city": "Paris"}')])
+    events = _translated(chunks, cut)
+    kinds = [e["type"] for e in events]
+    assert kinds[:9] == ["response.created", "response.in_progress", "response.output_item.added",
+                         "response.content_part.added"] + ["response.reasoning_text.delta"] * 4 + [
+        "response.reasoning_text.done"]
+    assert kinds[9:12] == ["response.content_part.done", "response.output_item.done", "response.output_item.added"]
+    assert events[2]["item"] == {"type": "reasoning", "id": "rs_chatcmpl-standin_0", "summary": [], "content": [],
+                                 "status": "in_progress"}
+    assert "".join(e["delta"] for e in events if e["type"] == "response.reasoning_text.delta") == \
+        events[8]["text"] == "The capital is Paris."
+    final = events[-1]["response"]
+    assert [item["type"] for item in final["output"]] == ["reasoning", "message", "function_call"]
+    assert final["output"][0]["content"] == [{"type": "reasoning_text", "text": "The capital is Paris."}]
+    assert final["output"][0]["status"] == "completed" and final["output"][1]["content"][0]["text"] == "Paris."
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    # Cut off while reasoning: the item is closed with what came, and the response failed.
+    broken = _translated(chunks[:2])
+    assert broken[-1]["type"] == "response.failed"
+    assert broken[-1]["response"]["output"][0]["content"][0]["text"] == "The capital "
 
 
 def _translated(chunks: list[bytes], cut: int = 0) -> list[dict]:
@@ -482,3 +554,38 @@ def test_the_openai_agents_sdk_runs_an_agent_with_a_tool_through_a_chat_upstream
     final, kinds = asyncio.run(streamed())
     assert final == "Hello from the stand-in." and seen == ["Paris", "Rome"]
     assert "raw_response_event" in kinds and "run_item_stream_event" in kinds
+
+
+def test_a_reasoning_models_thoughts_reach_the_clients_and_go_back_with_the_next_turn(make_server, strong, weak):
+    """A reasoning model on a chat upstream (``reasoning_content``, as llama.cpp's server sends
+    it): the openai client and its stream helper get its reasoning item, and the Agents SDK,
+    which sends a turn's items back with the tool's result, has it reach the model again."""
+    agents = _agents()
+    openai = pytest.importorskip("openai")
+    server = make_server(weak_responses="chat")
+    weak.reasoning = "The user wants a greeting."
+    client = openai.OpenAI(base_url=server.url_v1, api_key="unused", max_retries=0)
+    response = client.responses.create(model="routellm", input=EASY_Q)
+    assert [item.type for item in response.output] == ["reasoning", "message"]
+    assert response.output[0].content[0].text == "The user wants a greeting." and response.output_text == \
+        "weak answers"
+    with client.responses.stream(model="routellm", input=EASY_Q) as stream:
+        thoughts = [e.delta for e in stream if e.type == "response.reasoning_text.delta"]
+        final = stream.get_final_response()
+    assert "".join(thoughts) == final.output[0].content[0].text == "The user wants a greeting."
+    assert final.output_text == "Hello from the stand-in."
+
+    @agents.function_tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return f"sunny in {city}"
+
+    model = agents.OpenAIResponsesModel("routellm", openai.AsyncOpenAI(base_url=server.url_v1, api_key="unused",
+                                                                       max_retries=0))
+    weak.tool_calls = [("get_weather", '{"city": "Paris"}')]
+    result = agents.Runner.run_sync(agents.Agent(name="weather", model=model, tools=[get_weather]), EASY_Q)
+    assert result.final_output == "weak answers"
+    turn = weak.requests[-1]["messages"]
+    assert turn[-2]["reasoning_content"] == "The user wants a greeting."
+    assert turn[-2]["tool_calls"][0]["function"]["name"] == "get_weather"
+    assert turn[-1] == {"role": "tool", "tool_call_id": "call_0", "content": "sunny in Paris"}
