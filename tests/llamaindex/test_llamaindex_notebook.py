@@ -2,39 +2,24 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
+from notebook_support import execute_notebook, outputs_text
+
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
-ROOT = Path(__file__).resolve().parents[2]
-NOTEBOOK = ROOT / "cookbook" / "llamaindex_routellm.ipynb"
-
-
-def _text(cell) -> str:
-    parts = []
-    for out in cell.get("outputs", []):
-        parts.append(out.get("text", "") or out.get("data", {}).get("text/plain", ""))
-    return "".join(parts)
+NOTEBOOK = Path(__file__).resolve().parents[2] / "cookbook" / "llamaindex_routellm.ipynb"
 
 
 @pytest.mark.enable_socket  # the Jupyter kernel talks to nbclient over local ZMQ sockets
 @pytest.mark.slow  # a kernel start and the MiniLM model: about 30 s on 2 cores
-def test_llamaindex_cookbook_runs_offline(monkeypatch):
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    client = nbclient.NotebookClient(
-        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK.parent)}}
-    )
-    client.execute()  # raises CellExecutionError on the first failing cell
-
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    output = "\n".join(_text(c) for c in code)
-    events = next(_text(c) for c in code if "LLMEventCounter" in c.source)
+def test_llamaindex_cookbook_runs_offline():
+    code = [c for c in execute_notebook(NOTEBOOK).cells if c.cell_type == "code"]
+    output = outputs_text(code)
+    events = outputs_text([c for c in code if "LLMEventCounter" in c.source])
     assert "5 documents" in output
     # One question each way through the query engine, with its decision.
     assert "decision: weak" in output and "decision: strong" in output
