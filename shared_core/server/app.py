@@ -554,6 +554,8 @@ class _Server:
                 decision = await batcher.decide(wire.conversation(payload))
             self.metrics.routing_seconds.observe(time.perf_counter() - decided)
             self.metrics.decisions.labels(decision.role.value, decision.router).inc()
+            if decision.score is None:
+                self.metrics.unscored.labels(decision.reason, decision.role.value).inc()
             limit = self.config.strong_max_output_tokens
             spend = _Spend(self, decision, entry, partial(wire.bounds, payload, limit))
             if decision.reason == BUDGET_EXHAUSTED:

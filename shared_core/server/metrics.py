@@ -52,6 +52,10 @@ class Metrics:
                                 ["path", "status"], registry=r)
         self.decisions = Counter("routellm_decisions", "Routing decisions, by the role chosen and the router",
                                  ["role", "router"], registry=r)
+        self.unscored = Counter("routellm_unscored_decisions",
+                                "Decisions made without a score, by why and the role chosen: no text to score "
+                                "(no_user_message, no_text), a follow-up of a stored response (previous_response), a request only "
+                                "one upstream can take (needs_responses_api)", ["reason", "role"], registry=r)
         self.answers = Counter("routellm_answers", "Chat completions answered, by the role that answered",
                                ["role", "stream"], registry=r)
         self.fallbacks = Counter("routellm_fallbacks", "Calls answered by the other model after the chosen one failed",

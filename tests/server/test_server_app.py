@@ -12,7 +12,7 @@ from unittest.mock import ANY
 import httpx
 import pytest
 
-from server_support import STRONG_KEY, WEAK_KEY, KeywordRouter, closed_port, sse_chunks
+from server_support import STRONG_KEY, WEAK_KEY, KeywordRouter, closed_port, metric, sse_chunks
 from shared_core.engine import RoutingEngine
 
 HARD_Q = "Please prove that there are infinitely many primes."
@@ -78,6 +78,9 @@ def test_no_text_goes_to_on_no_text_without_score(make_server):
     assert r.status_code == 200
     assert r.headers["x-routellm-role"] == "strong" and r.headers["x-routellm-reason"] == "no_text"
     assert "x-routellm-score" not in r.headers and r.json()["routellm"]["score"] is None
+    assert metric(server, "routellm_unscored_decisions_total", 'reason="no_text",role="strong"') == 1
+    chat(server, {"messages": [{"role": "user", "content": HARD_Q}]})  # scored: not counted there
+    assert metric(server, "routellm_unscored_decisions_total", 'reason="no_text",role="strong"') == 1
 
 
 def test_stream_passes_upstream_events_through_as_they_arrive(make_server, weak):

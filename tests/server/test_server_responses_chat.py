@@ -359,6 +359,10 @@ def test_what_the_chat_upstream_cannot_take_goes_to_the_other_unscored_whatever_
     first = respond(server, HARD_Q).json()
     r = respond(server, EASY_Q, previous_response_id=first["id"], tools=tools)
     assert r.status_code == 200 and r.headers["x-routellm-reason"] == "previous_response"
+    unscored = 'reason="{}",role="strong"'
+    assert metric(server, "routellm_unscored_decisions_total", unscored.format("needs_responses_api")) == 3
+    assert metric(server, "routellm_unscored_decisions_total", unscored.format("previous_response")) == 1
+    assert metric(server, "routellm_decisions_total", 'role="strong",router="keyword"') == 5
 
 
 def test_a_request_only_one_upstream_can_take_neither_falls_back_nor_escalates(make_server, strong, weak, caplog):
