@@ -1,4 +1,4 @@
-"""The dev numbers a recipe is chosen on (docs/quality.md): seven cross-validation and transfer APGRs, and the chat dev set.
+"""The dev numbers a recipe is chosen on (docs/quality.md): seven CV and transfer APGRs, and the chat dev set.
 
     python benchmarks/dev_numbers.py                         # the default's recipe, adaptive_ensemble_l3
     python benchmarks/dev_numbers.py --recipe adaptive_ensemble_mm --json dev.json
@@ -110,7 +110,8 @@ def dev_numbers(recipe: str, data_dir=None, log=print) -> dict[str, float]:
     evaluator = Evaluator(data_dir, retrain="always",
                           trainer=lambda name, **kwargs: train_recipe(name, progress=False, options=dict(OPTIONS),
                                                                       **kwargs))
-    benches = {"arena": load_arena_bench(data_dir), "pro": load_mmlu_pro(data_dir), "alpaca": load_alpaca_eval(data_dir)}
+    benches = {"arena": load_arena_bench(data_dir), "pro": load_mmlu_pro(data_dir),
+               "alpaca": load_alpaca_eval(data_dir)}
     for name, key in (("arena-cv", "arena"), ("pro-cv", "pro")):
         done(name, float(evaluator.router_row(benches[key], f"recipe:{recipe}").metrics.apgr))
     full = _train(recipe, _data(data_dir))

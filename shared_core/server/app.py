@@ -540,9 +540,10 @@ class _Server:
             only = None if wire.chat else self._only_able(payload, pin)
             if pin is not None:  # a follow-up: to the upstream that holds the response it continues, under its own id
                 decision = self._unscored(batcher.engine, pin[0], CONTINUED,
-                                          "this request continues a response of the strong model (previous_response_id), "
-                                          "which the weak model cannot continue; send the conversation without "
-                                          "previous_response_id to have it routed", "previous_response_id")
+                                          "this request continues a response of the strong model "
+                                          "(previous_response_id), which the weak model cannot continue; send the "
+                                          "conversation without previous_response_id to have it routed",
+                                          "previous_response_id")
                 payload = {**payload, "previous_response_id": pin[1]}
             elif only is not None:  # a request only the upstream with the Responses API can take: to it
                 role, refusal = only

@@ -54,8 +54,9 @@ class Metrics:
                                  ["role", "router"], registry=r)
         self.unscored = Counter("routellm_unscored_decisions",
                                 "Decisions made without a score, by why and the role chosen: no text to score "
-                                "(no_user_message, no_text), a follow-up of a stored response (previous_response), a request only "
-                                "one upstream can take (needs_responses_api)", ["reason", "role"], registry=r)
+                                "(no_user_message, no_text), a follow-up of a stored response (previous_response), "
+                                "a request only one upstream can take (needs_responses_api)", ["reason", "role"],
+                                registry=r)
         self.answers = Counter("routellm_answers", "Chat completions answered, by the role that answered",
                                ["role", "stream"], registry=r)
         self.fallbacks = Counter("routellm_fallbacks", "Calls answered by the other model after the chosen one failed",

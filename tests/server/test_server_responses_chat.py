@@ -188,7 +188,8 @@ def test_a_chat_completion_becomes_a_response_with_its_calls_status_usage_and_th
 
 def test_a_chat_models_reasoning_becomes_a_reasoning_item_before_its_answer():
     answer = completion("m", "Paris.", reasoning="The capital of France is Paris.")
-    answer["usage"] = {"prompt_tokens": 9, "completion_tokens": 12, "completion_tokens_details": {"reasoning_tokens": 8}}
+    answer["usage"] = {"prompt_tokens": 9, "completion_tokens": 12,
+                       "completion_tokens_details": {"reasoning_tokens": 8}}
     response = response_from_completion(answer, {"input": "Capital of France?"})
     assert response["output"][0] == {"type": "reasoning", "id": "rs_chatcmpl-standin", "summary": [], "status":
                                      "completed", "content": [{"type": "reasoning_text",
