@@ -10,8 +10,8 @@ accumulates (:class:`ResponsesFromChatStream`). The rest of the server (routing,
 ids, usage, the budget, escalation checks) sees a Responses upstream like any other.
 
 What a chat completion cannot say is never dropped: built-in tools (``web_search``,
-``file_search``, ...), ``item_reference`` items, encrypted or text-less ``reasoning``
-items, ``include``, ``prompt`` templates, ``top_logprobs``, ``max_tool_calls``,
+``file_search``, ...), ``item_reference`` items, encrypted ``reasoning`` items,
+``include``, ``prompt`` templates, ``top_logprobs``, ``max_tool_calls``,
 ``truncation: "auto"``, reasoning summaries. :func:`chat_request` raises
 :class:`Untranslatable` for them, and the server sends such a request to the other
 upstream when that one has the Responses API (unscored), or else refuses it with a 400
@@ -28,7 +28,8 @@ a plain string), ``input_image`` an ``image_url`` part, ``input_file`` a ``file`
 ``function_call`` items are the assistant's ``tool_calls`` (joined to the assistant message
 before them), ``function_call_output`` items ``tool`` messages, and a ``reasoning`` item's
 text (its ``reasoning_text`` content, else its summary) the ``reasoning_content`` of the
-assistant turn it begins; function ``tools`` and
+assistant turn it begins (an item without text and not encrypted holds nothing to send:
+it adds nothing); function ``tools`` and
 ``tool_choice`` take chat's nested form; ``text.format`` is ``response_format``,
 ``text.verbosity`` ``verbosity``, ``reasoning.effort`` ``reasoning_effort``,
 ``max_output_tokens`` ``max_tokens``; ``metadata`` is echoed in the response, not sent.
@@ -154,7 +155,9 @@ def messages(payload: dict[str, Any]) -> list[dict[str, Any]]:
         elif kind == "reasoning":
             # the reasoning of the assistant turn that follows it, as chat servers take it back
             # (llama.cpp's, vLLM's, DeepSeek's field); content "": see below
-            out.append({"role": "assistant", "content": "", "reasoning_content": _reasoning_text(item, where)})
+            text = _reasoning_text(item, where)
+            if text is not None:
+                out.append({"role": "assistant", "content": "", "reasoning_content": text})
         elif kind == "function_call":
             call = {"id": _string(item, "call_id", where), "type": "function",
                     "function": {"name": _string(item, "name", where), "arguments": _string(item, "arguments", where)}}
@@ -183,11 +186,12 @@ def _reasoning_only(messages: list[dict[str, Any]]) -> bool:
         last["content"] == "" and "tool_calls" not in last
 
 
-def _reasoning_text(item: dict[str, Any], where: str) -> str:
+def _reasoning_text(item: dict[str, Any], where: str) -> Optional[str]:
     """The text of a reasoning input item: its ``reasoning_text`` content (what a chat
     upstream's ``reasoning_content`` became, :func:`response_from_completion`), else its
-    summary's text. Encrypted reasoning (OpenAI's) and an item without text (its reasoning
-    kept by OpenAI) cannot be said to a chat model."""
+    summary's text; ``None`` for an item with neither, which holds nothing a chat model could
+    read (LangChain's streamed messages keep such an empty item). Encrypted reasoning
+    (OpenAI's) cannot be said to a chat model."""
     if item.get("encrypted_content"):
         raise _refuse(f"{where} is a reasoning item with encrypted_content, which only the model that wrote it can "
                       "read", f"{where}.encrypted_content", "invalid_value")
@@ -201,8 +205,7 @@ def _reasoning_text(item: dict[str, Any], where: str) -> str:
             texts.append(part["text"])
         if texts:
             return "\n".join(texts)
-    raise _refuse(f"{where} is a reasoning item without text (its reasoning is kept by the model's provider)",
-                  f"{where}.content", "invalid_value")
+    return None
 
 
 def _string(item: dict[str, Any], name: str, where: str) -> str:

@@ -109,7 +109,6 @@ def test_a_request_becomes_the_chat_request_that_means_the_same():
 
 @pytest.mark.parametrize("extra, param", [
     ({"tools": [WEATHER, {"type": "web_search"}]}, "tools[1].type"),
-    ({"input": [{"type": "reasoning", "id": "rs_1", "summary": []}]}, "input[0].content"),
     ({"input": [{"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "t"}],
                  "encrypted_content": "gAAA"}]}, "input[0].encrypted_content"),
     ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0].type"),
@@ -149,6 +148,10 @@ def test_reasoning_items_become_the_reasoning_content_of_their_assistant_turn():
     sent = chat_request({"input": [{"role": "user", "content": "Weather?"}, summary, call]})["messages"]
     assert sent[1] == {"role": "assistant", "content": "", "reasoning_content": "Look it up.", "tool_calls": [
         {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}
+    # An item with no text (LangChain's streamed messages keep one) adds nothing.
+    empty = {"type": "reasoning", "id": "rs_3", "summary": [], "content": [], "status": "in_progress"}
+    sent = chat_request({"input": [{"role": "user", "content": "Hi"}, empty, said]})["messages"]
+    assert sent == [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Checking."}]
     # A second assistant message after the first turn's answer is a turn of its own.
     sent = chat_request({"input": [thought, said, said]})["messages"]
     assert [m.get("reasoning_content") for m in sent] == ["The user wants Paris.", None]
@@ -513,6 +516,33 @@ def test_langchain_chat_openai_on_the_responses_api_through_a_chat_upstream(make
     sent = weak.requests[-1]["messages"]
     assert sent[-2]["tool_calls"][0]["function"]["name"] == "get_weather"
     assert sent[-1] == {"role": "tool", "tool_call_id": "call_0", "content": "sunny"}
+
+
+def test_langchain_chat_openai_keeps_a_reasoning_models_thoughts_through_a_chat_upstream(make_server, weak):
+    pytest.importorskip("langchain_openai")
+    from langchain_core.messages import HumanMessage
+    from langchain_openai import ChatOpenAI
+
+    server = make_server(weak_responses="chat", strong_responses="chat")
+    weak.reasoning = "The user greets me."
+    llm = ChatOpenAI(model="routellm", base_url=server.url_v1, api_key="unused", use_responses_api=True,
+                     max_retries=0)
+    message = llm.invoke(EASY_Q)
+    assert message.text == "weak answers"
+    assert message.content[0]["type"] == "reasoning"
+    assert message.content[0]["content"] == [{"type": "reasoning_text", "text": "The user greets me."}]
+    llm.invoke([HumanMessage(EASY_Q), message, HumanMessage("Again.")])
+    assert weak.requests[-1]["messages"][1] == {"role": "assistant", "content": "weak answers",
+                                                "reasoning_content": "The user greets me."}
+    # LangChain's streamed message keeps the reasoning item but not its text (it reads summary deltas
+    # only): sent back, that empty item adds nothing, and the turn goes through.
+    streamed = None
+    for chunk in llm.stream(EASY_Q):
+        streamed = chunk if streamed is None else streamed + chunk
+    assert streamed.content[0]["type"] == "reasoning" and streamed.text == "Hello from the stand-in."
+    answer = llm.invoke([HumanMessage(EASY_Q), streamed, HumanMessage("Again.")])
+    assert answer.text == "weak answers"
+    assert weak.requests[-1]["messages"][1] == {"role": "assistant", "content": "Hello from the stand-in."}
 
 
 def _agents():
