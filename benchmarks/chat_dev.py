@@ -24,7 +24,6 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy: BLAS threads slow embedding down
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -45,15 +44,40 @@ def load_router(spec: str, data_dir):
     """``(router, threshold at strong_fraction=0.5)`` for a shipped name, a directory or ``recipe:NAME``."""
     from shared_core.engine import resolve_router
     from shared_core.thresholds import threshold_from_quantiles
-    from shared_core.training.recipes import router_reference_quantiles, train_recipe
+    from shared_core.training.recipes import train_recipe
 
     if spec.startswith("recipe:"):
         router = train_recipe(spec.split(":", 1)[1], data_dir=data_dir, progress=False)
-        quantiles = router_reference_quantiles(router, data_dir)
-    else:
-        router = resolve_router(spec)
-        quantiles = router.reference_quantiles
-    return router, threshold_from_quantiles(quantiles, 0.5)
+        return router, trained_threshold(router, data_dir)
+    router = resolve_router(spec)
+    return router, threshold_from_quantiles(router.reference_quantiles, 0.5)
+
+
+def trained_threshold(router, data_dir) -> float:
+    """A freshly trained router's threshold at ``strong_fraction=0.5``: from its quantiles on the
+    reference prompts, as the shipped checkpoints' are made."""
+    from shared_core.thresholds import threshold_from_quantiles
+    from shared_core.training.recipes import router_reference_quantiles
+
+    return float(threshold_from_quantiles(router_reference_quantiles(router, data_dir), 0.5))
+
+
+def dev_set() -> tuple[list[str], np.ndarray]:
+    """The dev set's prompts and whether each is hard."""
+    from shared_core.files import jsonl_objects
+
+    rows = jsonl_objects(DEV.read_text(encoding="utf-8").splitlines(), DEV)
+    return [r["prompt"] for r in rows], np.array([r["label"] == "hard" for r in rows])
+
+
+def dev_numbers(router, threshold: float) -> dict[str, float]:
+    """``router`` on the dev set: ``auc``, and at ``threshold`` the share of hard prompts sent
+    strong (``hard_strong``) and of easy ones sent weak (``easy_weak``)."""
+    prompts, labels = dev_set()
+    scores = np.asarray(router.score(prompts), float)
+    hard, easy = scores[labels], scores[~labels]
+    return {"auc": auc(hard, easy), "hard_strong": float((hard >= threshold).mean()),
+            "easy_weak": float((easy < threshold).mean())}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,11 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", help="router data directory (default: ../shared/data)")
     args = parser.parse_args(argv)
     from shared_core.datasets import DataError, load_alpaca_eval
-    from shared_core.files import jsonl_objects
 
-    rows = jsonl_objects(DEV.read_text(encoding="utf-8").splitlines(), DEV)
-    labels = np.array([r["label"] == "hard" for r in rows])
-    prompts = [r["prompt"] for r in rows]
+    labels = dev_set()[1]
     try:
         alpaca = load_alpaca_eval(args.data_dir)[0]["prompt"].tolist()
     except DataError:
@@ -74,10 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{DEV.relative_to(REPO)}: {labels.sum()} hard, {(~labels).sum()} easy")
     for spec in args.router or ["default", "adaptive_ensemble_pro", "irt"]:
         router, threshold = load_router(spec, args.data_dir)
-        scores = np.asarray(router.score(prompts))
-        hard, easy = scores[labels], scores[~labels]
-        line = (f"{spec:32s} AUC {auc(hard, easy):.3f}  at 0.5 (threshold {threshold:.4f}): hard->strong "
-                f"{(hard >= threshold).mean():.2f}, easy->weak {(easy < threshold).mean():.2f}")
+        dev = dev_numbers(router, threshold)
+        line = (f"{spec:32s} AUC {dev['auc']:.3f}  at 0.5 (threshold {threshold:.4f}): hard->strong "
+                f"{dev['hard_strong']:.2f}, easy->weak {dev['easy_weak']:.2f}")
         if alpaca is not None:
             line += f", AlpacaEval strong share {(np.asarray(router.score(alpaca)) >= threshold).mean():.2f}"
         print(line, flush=True)

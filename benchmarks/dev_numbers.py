@@ -131,27 +131,15 @@ def dev_numbers(recipe: str, data_dir=None, log=print) -> dict[str, float]:
     out["mean7"] = float(np.mean([out[name] for name in NUMBERS]))
     log(f"{'mean7':10s} {out['mean7']:.4f}")
 
-    out.update(chat_dev(full, data_dir))
+    from chat_dev import dev_numbers as chat_dev_numbers, trained_threshold
+
+    threshold = trained_threshold(full, data_dir)
+    out.update({f"chat_{name}": value for name, value in chat_dev_numbers(full, threshold).items()},
+               threshold=threshold)
     log(f"chat dev   AUC {out['chat_auc']:.3f}, at 0.5 (threshold {out['threshold']:.4f}): hard->strong "
-        f"{out['hard_strong']:.2f}, easy->weak {out['easy_weak']:.2f}, AlpacaEval strong share "
+        f"{out['chat_hard_strong']:.2f}, easy->weak {out['chat_easy_weak']:.2f}, AlpacaEval strong share "
         f"{(np.asarray(full.score(alpaca.prompts)) >= out['threshold']).mean():.2f}")
     return out
-
-
-def chat_dev(router, data_dir) -> dict[str, float]:
-    """The chat dev set's numbers for a trained ``router`` (its reference quantiles from the reference prompts)."""
-    from chat_dev import DEV, auc
-    from shared_core.files import jsonl_objects
-    from shared_core.thresholds import threshold_from_quantiles
-    from shared_core.training.recipes import router_reference_quantiles
-
-    rows = jsonl_objects(DEV.read_text(encoding="utf-8").splitlines(), DEV)
-    hard_rows = np.array([r["label"] == "hard" for r in rows])
-    scores = np.asarray(router.score([r["prompt"] for r in rows]), float)
-    threshold = threshold_from_quantiles(router_reference_quantiles(router, data_dir), 0.5)
-    hard, easy = scores[hard_rows], scores[~hard_rows]
-    return {"chat_auc": auc(hard, easy), "threshold": float(threshold),
-            "hard_strong": float((hard >= threshold).mean()), "easy_weak": float((easy < threshold).mean())}
 
 
 def main(argv: list[str] | None = None) -> int:
