@@ -106,8 +106,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         parser.add_argument(f"--{role}-responses", choices=("native", "chat"),
                             help=f"how the {role} upstream serves POST /v1/responses: native (default: its own "
                                  "/responses) or chat (it has chat completions only: the server translates each "
-                                 "Responses request and answer; what a chat completion cannot say goes to the other upstream "
-                                 "if it is native, else is refused)")
+                                 "Responses request and answer; what a chat completion cannot say goes to the other "
+                                 "upstream if it is native, else is refused)")
     parser.add_argument("--ray", action="store_true",
                         help="deploy the same app on Ray Serve (a running cluster, else a local one) instead of uvicorn")
     parser.add_argument("--replicas", type=int, default=None, help="with --ray: Ray Serve replicas (default 1)")

@@ -536,11 +536,9 @@ class ResponsesFromChatStream:
             item = _reasoning_item(f"rs_{self._response['id'][5:]}_{index}", None, "in_progress")
             self._reasoning = {"index": index, "item": item, "text": ""}
             self._output.append(item)
-            part = {"type": "reasoning_text", "text": ""}
-            item["content"].append(part)
-            out += self._event("response.output_item.added", output_index=index, item={**item, "content": []})
+            out += self._event("response.output_item.added", output_index=index, item=item)
             out += self._event("response.content_part.added", item_id=item["id"], output_index=index,
-                               content_index=0, part=part)
+                               content_index=0, part={"type": "reasoning_text", "text": ""})
         self._reasoning["text"] += delta
         return out + self._event("response.reasoning_text.delta", item_id=self._reasoning["item"]["id"],
                                  output_index=self._reasoning["index"], content_index=0, delta=delta)
