@@ -34,6 +34,12 @@ from shared_core.routers import Router
 from shared_core.server.app import ACCESS_LOGGER
 
 HARD = "prove"
+#: Prices of the stand-ins' models (dollars per million input / output tokens), and what one
+#: strong answer of theirs costs at them: a chat completion (7 prompt, 3 completion tokens,
+#: :func:`completion`) and a response (11 input, 4 output tokens, :func:`response_object`).
+PRICES = {"strong-model": [10.0, 30.0], "weak-model": [0.5, 1.5]}
+STRONG_CALL = (7 * 10.0 + 3 * 30.0) / 1e6
+STRONG_RESPONSE = (11 * 10.0 + 4 * 30.0) / 1e6
 #: Upstream keys the tests configure (and look for where they must not be).
 STRONG_KEY = "sk-strong-secret-1111"
 WEAK_KEY = "sk-weak-secret-2222"

@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from server_support import STRONG_KEY, WEAK_KEY, KeywordRouter, access_log, metric, sse_chunks
+from server_support import PRICES, STRONG_CALL, STRONG_KEY, WEAK_KEY, KeywordRouter, access_log, metric, sse_chunks
 from shared_core.controller import ShareController
 from shared_core.engine import RoutingEngine
 from shared_core.errors import ConfigError
@@ -23,9 +23,6 @@ from shared_core.server.app import create_app
 from shared_core.server.config import load_config
 from shared_core.server.protocol import call_context, completion_view, header_text, stream_view
 
-PRICES = {"strong-model": [10.0, 30.0], "weak-model": [0.5, 1.5]}
-#: What one non-streamed stand-in answer (7 prompt, 3 completion tokens) costs on the strong model.
-STRONG_CALL = (7 * 10.0 + 3 * 30.0) / 1e6
 HARD_Q = "Please prove that there are infinitely many primes."
 EASY_Q = "Say hello."
 REFUSAL = "I'm sorry, but I can't help with that."

@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from server_support import access_log, metric
+from server_support import PRICES, STRONG_RESPONSE, access_log, metric
 from shared_core.ledger import prompt_token_bound
 from shared_core.routers import Role
 from shared_core.server.responses import (
@@ -22,11 +22,8 @@ from shared_core.server.responses import (
     responses_call_context,
 )
 
-PRICES = {"strong-model": [10.0, 30.0], "weak-model": [0.5, 1.5]}
 HARD_Q = "Please prove that there are infinitely many primes."
 EASY_Q = "Say hello."
-#: What one stand-in response (11 input, 4 output tokens) costs on the strong model.
-STRONG_RESPONSE = (11 * 10.0 + 4 * 30.0) / 1e6
 
 
 def respond(server, input, **body):

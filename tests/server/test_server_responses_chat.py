@@ -11,7 +11,7 @@ import json
 import httpx
 import pytest
 
-from server_support import access_log, completion, metric, openai_sse_chunks, sse_chunks
+from server_support import PRICES, STRONG_RESPONSE, access_log, completion, metric, openai_sse_chunks, sse_chunks
 from shared_core.server.protocol import APIError
 from shared_core.server.responses import response_stream_view, response_view
 from shared_core.server.responses_chat import (
@@ -390,15 +390,13 @@ def test_a_request_only_one_upstream_can_take_neither_falls_back_nor_escalates(m
 
 
 def test_a_request_only_the_strong_upstream_can_take_is_refused_once_the_budget_is_spent(make_server, strong):
-    strong_response = (11 * 10.0 + 4 * 30.0) / 1e6  # the stand-in's usage at these prices
-    server = make_server(weak_responses="chat", prices={"strong-model": [10.0, 30.0], "weak-model": [0.5, 1.5]},
-                         strong_budget=1.5 * strong_response)
+    server = make_server(weak_responses="chat", prices=PRICES, strong_budget=1.5 * STRONG_RESPONSE)
     tools = [{"type": "web_search"}]
     r = respond(server, EASY_Q, tools=tools)  # within the budget: strong, charged
     assert r.status_code == 200 and r.headers["x-routellm-reason"] == "needs_responses_api"
-    assert metric(server, "routellm_budget_spent_dollars") == pytest.approx(strong_response, abs=1e-12)
+    assert metric(server, "routellm_budget_spent_dollars") == pytest.approx(STRONG_RESPONSE, abs=1e-12)
     r = respond(server, EASY_Q, tools=tools)
-    assert metric(server, "routellm_budget_spent_dollars") == pytest.approx(2 * strong_response, abs=1e-12)
+    assert metric(server, "routellm_budget_spent_dollars") == pytest.approx(2 * STRONG_RESPONSE, abs=1e-12)
     n = len(strong.requests)
     r = respond(server, EASY_Q, tools=tools)
     error = r.json()["error"]
@@ -450,8 +448,7 @@ def test_a_cut_off_translated_weak_stream_escalates_to_the_strong_model(make_ser
 
 
 def test_a_translated_strong_answer_is_charged_to_the_budget(make_server, strong, weak):
-    prices = {"strong-model": [10.0, 30.0], "weak-model": [0.5, 1.5]}
-    server = make_server(strong_responses="chat", prices=prices, strong_budget=1.0)
+    server = make_server(strong_responses="chat", prices=PRICES, strong_budget=1.0)
     r = respond(server, HARD_Q)
     assert r.status_code == 200 and r.headers["x-routellm-role"] == "strong"
     assert "messages" in strong.requests[-1]
