@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         ray.shutdown()
 
     differ = sum(a.role != b.role or abs(a.score - b.score) > 1e-6 for a, b in zip(single, on_ray))
-    print(f"{args.n} prompts, router {engine.router.name}, threshold {engine.threshold:.6f}")
+    print(f"{args.n} prompts, router {engine.router.label}, threshold {engine.threshold:.6f}")
     print(f"single process : {single_s:7.2f} s  {args.n / single_s:8.1f} prompts/s")
     print(f"Ray Data       : {ray_s:7.2f} s  {args.n / ray_s:8.1f} prompts/s  "
           f"({args.actors} actors, batches of {args.batch_size}; cluster start-up {ray_start_s:.1f} s, not counted)")

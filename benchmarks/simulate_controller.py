@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     order_ix = orders(sizes, args.seed)
     tuning = {k: v for k, v in (("score_window", args.score_window), ("gain", args.gain),
                                 ("max_step", args.max_step)) if v is not None}
-    print(f"router {router.name!r}; prompts: " + ", ".join(f"{b} {n}" for b, n in sizes.items())
+    print(f"router {router.label!r}; prompts: " + ", ".join(f"{b} {n}" for b, n in sizes.items())
           + f" = {len(prompts_all)}; seed {args.seed}")
     print(f"share mode: ShareController defaults{''.join(f', {k} {v}' for k, v in tuning.items())}, "
           f"window {args.window}; warm-up {args.warmup} decisions; "

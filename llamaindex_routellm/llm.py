@@ -498,7 +498,7 @@ class RouteLLM(RoutedModel, FunctionCallingLLM):
             is_function_calling_model=all(
                 m.is_function_calling_model and isinstance(model, FunctionCallingLLM) for m, model in zip(meta, models)
             ),
-            model_name=f"routellm[{self.engine.router.name}]({'|'.join(m.model_name for m in meta)})",
+            model_name=f"routellm[{self.engine.router.label}]({'|'.join(m.model_name for m in meta)})",
             system_role=roles.pop() if len(roles) == 1 else MessageRole.SYSTEM,
         )
 

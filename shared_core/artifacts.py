@@ -64,12 +64,19 @@ def router_config(router: Any, **fields: Any) -> dict[str, Any]:
     """``config.json`` of a fitted router: the keys every router writes, with its own ``fields`` in the middle."""
     return {
         "router": router.name,
+        **label_field(router),
         "format_version": FORMAT_VERSION,
         "embedder": router.embedder.to_config(),
         **fields,
         "training": dict(getattr(router, "training_", None) or {}),
         "reference_quantiles": quantiles_to_config(router.reference_quantiles),
     }
+
+
+def label_field(router: Any) -> dict[str, str]:
+    """``{"label": ...}`` when the router answers to another name than its registry name, else ``{}``."""
+    label = getattr(router, "label", router.name)
+    return {} if label == router.name else {"label": label}
 
 
 def save_router(path: str | Path, config: dict[str, Any], tensors: dict[str, np.ndarray]) -> Path:

@@ -119,7 +119,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         at_end = end_threshold(fraction) is not None
         if router.reference_quantiles is None and not at_end:
             raise ConfigError(
-                f"router {router.name!r} ships no reference score quantiles; give --prompts-file with your own prompts"
+                f"router {router.label!r} ships no reference score quantiles; give --prompts-file with your own prompts"
             )
         result = {
             "threshold": threshold_for_fraction(router, fraction),
@@ -127,14 +127,14 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
             "source": "the end of the range (no scores needed)" if at_end
             else "reference quantiles shipped with the router",
         }
-    result["router"] = router.name
+    result["router"] = router.label
     if args.json:
         print(json.dumps(result))
     else:
         line = f"threshold={format_threshold(result['threshold'], 6)} for strong fraction {fraction:.3f}"
         if "achieved_fraction" in result:
             line += f" (achieved {result['achieved_fraction']:.3f} on {result['n_prompts']} prompts)"
-        print(f"{line}  [router={router.name}, {result['source']}]")
+        print(f"{line}  [router={router.label}, {result['source']}]")
         if result["threshold"] == NEVER_STRONG:
             print(f"use it as: --router {args.router or 'default'} --strong-fraction 0")
         else:

@@ -103,18 +103,27 @@ def resolve_router(spec: str | Path | Router | None = None, **kwargs: Any) -> Ro
     spec = shipped_aliases().get(spec, spec)
     shipped = CHECKPOINTS / spec
     if (shipped / "config.json").is_file():
-        return _load_shipped(spec) if not kwargs else load_router(shipped, **kwargs)
+        return _load_shipped(spec) if not kwargs else _labelled(load_router(shipped, **kwargs), spec)
     if spec != DEFAULT_ROUTER:
         get_router_class(spec)  # raises for unknown names
         trained = trained_router_dir(spec)
         if (trained / "config.json").is_file():  # trained into the cache by `routellm train <name> --recipe`
-            return _load_trained(str(trained), (trained / "config.json").stat().st_mtime_ns, **kwargs)
+            return _labelled(_load_trained(str(trained), (trained / "config.json").stat().st_mtime_ns, **kwargs), spec)
         raise ConfigError(
             f"router {spec!r} needs trained weights and none ship under that name "
             f"(shipped: {', '.join(shipped_router_names()) or 'none'}) or are in {str(trained)!r}; train one with "
             f"'routellm train {spec} --recipe -o {trained}' (found there by name) or pass a directory"
         )
     raise ConfigError(f"the package's default router is missing from {str(shipped)!r}; reinstall the package")
+
+
+def _labelled(router: Router, name: str) -> Router:
+    # A router loaded by a shipped or trained name answers to that name in its
+    # decisions (``adaptive_ensemble_l3``, not its kind ``adaptive_ensemble``);
+    # set once, before the router is handed out.
+    if router.label != name:
+        router.label_ = name
+    return router
 
 
 def _load_trained(path: str, mtime_ns: int, **kwargs: Any) -> Router:
@@ -131,7 +140,7 @@ def _load_trained_cached(path: str, mtime_ns: int) -> Router:
 def _load_shipped(name: str) -> Router:
     # Shipped checkpoints are read-only package files: load each once per process,
     # so that building many wrappers (or one per request) costs no reload.
-    return load_router(CHECKPOINTS / name)
+    return _labelled(load_router(CHECKPOINTS / name), name)
 
 
 def attempt_order(decision: Decision, fallback: bool) -> list[Role]:
@@ -328,11 +337,11 @@ class RoutingEngine:
         out: list[Decision | None] = [None] * len(texts)
         for i, s in zip(idx, scores):
             role = Role.STRONG if s >= self.threshold else Role.WEAK
-            out[i] = Decision(role, float(s), self.threshold, self.router.name)
+            out[i] = Decision(role, float(s), self.threshold, self.router.label)
             self.recent.add(out[i].id, texts[i], float(s))
         for i, t in enumerate(texts):
             if t is None:
-                out[i] = Decision(self.on_no_text, None, self.threshold, self.router.name, reasons[i])
+                out[i] = Decision(self.on_no_text, None, self.threshold, self.router.label, reasons[i])
         return out  # type: ignore[return-value]
 
     def _controlled(self, texts: list[str | None], reasons: list[str], scores: dict[int, float],
@@ -347,7 +356,7 @@ class RoutingEngine:
             score = float(scores[i]) if i in scores else None
             ask = self.controller.decide if observe else self.controller.preview  # type: ignore[union-attr]
             c = ask(score, self.threshold, self.on_no_text, reasons[i])
-            decision = Decision(c.role, score, c.threshold, self.router.name, c.reason)
+            decision = Decision(c.role, score, c.threshold, self.router.label, c.reason)
             if score is not None:
                 self.recent.add(decision.id, texts[i], score)
             out.append(decision)
@@ -368,7 +377,7 @@ class RoutingEngine:
         """The decision of a conversation pinned to ``key`` (a role, or a ladder's rung), nothing scored."""
         if self.ladder is not None:
             return self.ladder.pinned(key)  # type: ignore[return-value]
-        return Decision(key, None, self.threshold, self.router.name, "pinned")
+        return Decision(key, None, self.threshold, self.router.label, "pinned")
 
     def record_feedback(self, target: Decision | str, outcome: Any, *, store: Any = None) -> Any:
         """Record how a decision turned out; see :func:`shared_core.feedback.record_feedback`."""
@@ -377,7 +386,7 @@ class RoutingEngine:
     def describe(self) -> dict[str, Any]:
         if self.ladder is not None:
             return self.ladder.describe()
-        return {"router": self.router.name, "threshold": self.threshold}
+        return {"router": self.router.label, "threshold": self.threshold}
 
 
 def _engine_from_spec(router_spec: str | Path, threshold: float, on_no_text: str, route_on: str = "last_user",
@@ -430,7 +439,7 @@ def threshold_for_fraction(
     quantiles = router.reference_quantiles
     if quantiles is None:
         raise ConfigError(
-            f"router {router.name!r} ships no reference score quantiles, so strong_fraction="
+            f"router {router.label!r} ships no reference score quantiles, so strong_fraction="
             f"{strong_fraction!r} needs calibration prompts; pass calibration_prompts or a threshold"
         )
     return threshold_from_quantiles(quantiles, fraction)

@@ -258,7 +258,7 @@ def record_feedback(engine: Any, target: Decision | str, outcome: Any, *, store:
     learner = router if isinstance(router, FeedbackRouter) else None
     if store is None:
         store = learner.store if learner is not None and learner.store is not None else FeedbackStore()
-    record = append_feedback(store, prompt, outcome, decision_id=decision_id, router=router.name, score=score)
+    record = append_feedback(store, prompt, outcome, decision_id=decision_id, router=router.label, score=score)
     if learner is not None:
         learner.add([record.prompt], [record.label])
     return record

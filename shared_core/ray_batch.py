@@ -92,7 +92,7 @@ def decide_texts_on_ray(
     missing = int(np.isnan(scores[scored_idx]).sum())
     if missing:
         raise RuntimeError(f"Ray Data returned no score for {missing} of {len(scored_idx)} prompts")
-    thr, name = driver.threshold, driver.router.name
+    thr, name = driver.threshold, driver.router.label
     return [
         Decision(Role.STRONG if scores[i] >= thr else Role.WEAK, float(scores[i]), thr, name)
         if text is not None else Decision(driver.on_no_text, None, thr, name, reason)

@@ -88,6 +88,14 @@ def read_config(path: str | Path) -> dict:
     return config
 
 
+def config_label(config: dict, path: str | Path) -> str | None:
+    """The saved ``"label"`` of a router config (``None`` if absent); :class:`ArtifactError` if it is not a name."""
+    label = config.get("label")
+    if label is not None and (not isinstance(label, str) or not label.strip()):
+        raise ArtifactError(f"{str(Path(path) / 'config.json')!r}: 'label' must be a non-empty string, got {label!r}")
+    return label
+
+
 def load_router(path: str | Path, **kwargs) -> Router:
     """Load a router saved with ``Router.save`` (or a RouteLLM mf checkpoint).
 
@@ -110,4 +118,8 @@ def load_router(path: str | Path, **kwargs) -> Router:
     loader: Callable[..., Router] | None = getattr(cls, "from_pretrained", None)
     if loader is None:
         raise ArtifactError(f"router {name!r} in {str(path)!r} cannot be loaded from a directory")
-    return loader(path, **kwargs)
+    label = config_label(config, path)
+    router = loader(path, **kwargs)
+    if label is not None:
+        router.label_ = label
+    return router

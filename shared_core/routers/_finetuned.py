@@ -85,10 +85,11 @@ def hf_layout(config: dict[str, Any]) -> str | None:
 
 def router_fields(router: Any) -> dict[str, Any]:
     """The package's keys written into the model's ``config.json`` on save."""
-    from shared_core.artifacts import FORMAT_VERSION, quantiles_to_config
+    from shared_core.artifacts import FORMAT_VERSION, label_field, quantiles_to_config
 
     return {
         "router": router.name,
+        **label_field(router),
         "format_version": FORMAT_VERSION,
         "scoring_pair": dict(router.scoring_pair_) if getattr(router, "scoring_pair_", None) else None,
         "training": dict(getattr(router, "training_", None) or {}),

@@ -130,6 +130,17 @@ class Router(ABC):
     #: Registry name (RouteLLM's where one exists).
     name: ClassVar[str] = "router"
 
+    @property
+    def label(self) -> str:
+        """The name this router's decisions and messages carry.
+
+        The shipped checkpoint or recipe it was loaded or trained as when that is not
+        its registry name (the default is ``adaptive_ensemble_l3``, an
+        ``adaptive_ensemble``), else :attr:`name`. It is recorded in a saved
+        ``config.json`` as ``"label"``, so a router loaded by path keeps it.
+        """
+        return getattr(self, "label_", None) or self.name
+
     @abstractmethod
     def _score(self, prompts: list[str]) -> np.ndarray:
         """Win rates for ``prompts`` (already validated, non-empty)."""
@@ -147,10 +158,10 @@ class Router(ABC):
             scores = np.asarray(self._score(items), dtype=np.float64).reshape(-1)
         if scores.shape[0] != len(items):
             raise RuntimeError(
-                f"router {self.name!r} returned {scores.shape[0]} scores for {len(items)} prompts"
+                f"router {self.label!r} returned {scores.shape[0]} scores for {len(items)} prompts"
             )
         if np.isnan(scores).any():
-            raise RuntimeError(f"router {self.name!r} returned NaN scores")
+            raise RuntimeError(f"router {self.label!r} returned NaN scores")
         return np.clip(scores, 0.0, 1.0)
 
     def route(self, prompts: Sequence[str], threshold: float) -> list[Decision]:
@@ -158,7 +169,7 @@ class Router(ABC):
         thr = check_threshold(threshold)
         scores = self.score(prompts)
         return [
-            Decision(Role.STRONG if s >= thr else Role.WEAK, float(s), thr, self.name)
+            Decision(Role.STRONG if s >= thr else Role.WEAK, float(s), thr, self.label)
             for s in scores
         ]
 

@@ -598,7 +598,7 @@ class _Server:
         cannot take): that upstream, unscored. Under a budget a strong one is a strong call
         like any other; with the period's budget spent it is refused (429, ``why_strong``
         saying why the weak model cannot take it instead, ``param`` the request's field)."""
-        decision = Decision(role, None, engine.threshold, engine.router.name, reason)
+        decision = Decision(role, None, engine.threshold, engine.router.label, reason)
         if role is Role.STRONG and self.budget is not None and \
                 self.budget.decide(None, engine.threshold, Role.STRONG, reason).role is not Role.STRONG:
             self.metrics.budget_exhausted.labels("decision").inc()

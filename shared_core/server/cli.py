@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--replicas is for --ray; without Ray, use --workers N")
     default, aliases = build_engines(config)  # fail here, before binding, on a bad router
     log.info("routellm serve: router %s, threshold %.6f; strong %r at %s, weak %r at %s; listening on http://%s:%d/v1",
-             default.router.name, default.threshold, config.strong_model, config.strong_base_url,
+             default.router.label, default.threshold, config.strong_model, config.strong_base_url,
              config.weak_model, config.weak_base_url, config.host, config.port)
     controls = [f"{name} {getattr(config, name)!r}" for name in
                 ("target_strong_share", "strong_budget", "budget_period", "budget_reserve", "strong_max_output_tokens",

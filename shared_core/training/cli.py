@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     path = router.save(out)
     info = getattr(router, "training_", {}) or {}
     summary = {
-        "router": router.name,
+        "router": router.label,
         "output": str(path),
         "models": len(getattr(router, "models_", []) or []),
         "battles": info.get("battles"),

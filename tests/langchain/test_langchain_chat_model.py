@@ -21,7 +21,7 @@ from lc_support import HARD, KeywordRouter, Recorder, merge_chunks
 from langchain_routellm import DECISION_KEY, RouteLLMChat, to_conversation
 from langchain_routellm.chat_models import PER_MODEL_KWARGS
 from langchain_routellm.testing import FakeToolChatModel
-from shared_core.engine import shipped_router_names
+from shared_core.engine import shipped_aliases, shipped_router_names
 from shared_core.attempts import AllModelsFailedError
 from shared_core.errors import ConfigError
 
@@ -434,7 +434,7 @@ def test_default_router_loads_or_says_it_is_missing(strong, weak):
         return
     llm = RouteLLMChat(strong=strong, weak=weak, threshold=0.5)
     record = llm.invoke(EASY).response_metadata[DECISION_KEY]
-    assert 0.0 <= record["score"] <= 1.0 and record["router"] == llm.engine.router.name
+    assert 0.0 <= record["score"] <= 1.0 and record["router"] == shipped_aliases()["default"]
 
 
 def test_docstring_examples_run():

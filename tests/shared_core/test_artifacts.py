@@ -1,6 +1,7 @@
 """Saved-router directories: every broken or mismatched artifact raises ArtifactError naming the value."""
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -48,6 +49,26 @@ def test_round_trip_keeps_scores_and_quantiles(saved):
     config = json.loads((path / "config.json").read_text())
     assert config["format_version"] == 1 and config["models"] == ["mid", "strong", "weak"]
     assert len(config["reference_quantiles"]) == 101
+
+
+def test_a_label_is_saved_and_reloaded_beside_the_kind(saved, tmp_path):
+    router, _ = saved
+    labelled = load_router(router.save(tmp_path / "plain"))
+    assert labelled.label == router.name and "label" not in json.loads((tmp_path / "plain" / "config.json").read_text())
+    labelled.label_ = f"{router.name}_small"
+    path = labelled.save(tmp_path / "labelled")
+    config = json.loads((path / "config.json").read_text())
+    assert (config["router"], config["label"]) == (router.name, f"{router.name}_small")
+    loaded = load_router(path)
+    assert (loaded.name, loaded.label) == (router.name, f"{router.name}_small")
+    assert loaded.route(["question 3"], 0.5)[0].router == f"{router.name}_small"
+
+
+@pytest.mark.parametrize("label", ["", "  ", 3, ["a"]])
+def test_a_bad_label_is_named(saved, tmp_path, label):
+    _, path = saved
+    with pytest.raises(ArtifactError, match="'label' must be a non-empty string, got " + re.escape(repr(label))):
+        load_router(edit_config(path, tmp_path, label=label))
 
 
 def test_missing_directory_config_and_weights(saved, tmp_path):

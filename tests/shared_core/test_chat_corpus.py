@@ -171,6 +171,8 @@ def test_l3_recipe_reads_layer_three_at_its_blend(toy_data, tmp_path):
     assert not np.allclose(router.score(prompts), mm.score(prompts))  # another head, not the mm one
     loaded = load_router(router.save(tmp_path / "l3"), embedder=HashEmbedder(dim=32))
     assert loaded.embedding_layers == (3,)
+    # trained by its recipe's name, it answers to that name, saved and loaded, not to its kind
+    assert (router.label, loaded.label, loaded.name) == ("adaptive_ensemble_l3",) * 2 + ("adaptive_ensemble",)
     np.testing.assert_allclose(loaded.score(prompts), router.score(prompts), atol=1e-6)
     # a training option sets the layers, as the blend and the penalty
     two = train_recipe("adaptive_ensemble_l3", data_dir=toy_data, embedder=HashEmbedder(dim=32), progress=False,
