@@ -2,7 +2,7 @@
 
 * :mod:`~shared_core.evaluation.metrics`: routing curve, AUC, APGR, CPT (pure numpy);
 * :mod:`~shared_core.evaluation.benchmarks`: MMLU-test, GSM8K, MT-Bench, arena-bench,
-  labelled files, and what a router evaluated on each may be trained on;
+  alpaca-eval, mmlu-pro, labelled files, and what a router evaluated on each may be trained on;
 * :mod:`~shared_core.evaluation.runner`: routers to result rows (random and oracle
   rows included, retraining without test prompts where needed);
 * :mod:`~shared_core.evaluation.commercial`: the MT-Bench comparison with Martian and Unify;
@@ -12,3 +12,6 @@
 
 Nothing is imported here so that ``routellm --help`` stays fast.
 """
+
+#: The benchmarks' names (their loaders are in :mod:`~shared_core.evaluation.benchmarks`).
+BENCHMARKS = ("mmlu", "gsm8k", "mt-bench", "arena-bench", "alpaca-eval", "mmlu-pro")

@@ -43,10 +43,10 @@ import pandas as pd
 from shared_core import datasets
 from shared_core.datasets import ALPACA_EVAL_ANNOTATOR, MMLU_PRO_STRONG_MODEL, STRONG_MODEL, WEAK_MODEL
 from shared_core.errors import DataError
+from shared_core.evaluation import BENCHMARKS
 from shared_core.files import existing_file
 from shared_core.routers._models import same_model
 
-BENCHMARKS = ("mmlu", "gsm8k", "mt-bench", "arena-bench", "alpaca-eval", "mmlu-pro")
 #: Cross-validation of arena-bench, alpaca-eval and mmlu-pro: folds and the seed of the id shuffle.
 CV_FOLDS = 5
 CV_FOLD_SEED = 0

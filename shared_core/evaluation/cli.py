@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from shared_core.errors import ConfigError, DataError
+from shared_core.evaluation import BENCHMARKS
 
 DEFAULT_OUT = Path("results") / "evaluation"
 RESULTS_NAME = "results.json"
@@ -24,9 +25,11 @@ RESULTS_NAME = "results.json"
 DATA_SOURCES = (
     "The benchmarks are public data, not shipped with this package: RouteLLM's evaluation files "
     "(lm-sys/RouteLLM: MMLU, GSM8K and MT-Bench answers of gpt-4-1106-preview and Mixtral-8x7B, the "
-    "commercial routers' MT-Bench answers, the contaminated-prompt lists) under routellm/, and "
+    "commercial routers' MT-Bench answers, the contaminated-prompt lists) under routellm/, "
     "arena-hard-auto's 300 Chatbot Arena prompts graded 1-10 by a GPT-4 judge for 15 models "
-    "(lmarena/arena-hard-auto) under arena-bench-v1/. They are read by path from --data-dir, else "
+    "(lmarena/arena-hard-auto) under arena-bench-v1/, AlpacaEval 2.0's 569 instructions judged for 69 models "
+    "against gpt-4-1106-preview (data licence CC BY-NC 4.0) under alpaca_eval/, and MMLU-Pro's 5,222 STEM "
+    "questions graded for 30 models (Apache-2.0) under mmlu_pro/. They are read by path from --data-dir, else "
     "$ROUTELLM_DATA_DIR, else ../shared/data (that directory's README.md gives the layout). A labelled "
     ".csv/.jsonl file of your own needs none of it."
 )
@@ -105,18 +108,21 @@ def _has_recipe(name: str) -> bool:
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "evaluate",
-        help="measure routers on mmlu, gsm8k, mt-bench, arena-bench or your labelled file (APGR, CPT)",
+        help=f"measure routers on {', '.join(BENCHMARKS)} or your labelled file (APGR, CPT)",
         description=(
             "Evaluate routers as RouteLLM's evals do: thresholds at the deciles of the router's scores, "
             "AUC of quality over strong-call share, APGR and CPT(20/50/80%). Every table has a random "
-            "row (mean of 10 seeds) and an oracle row. MMLU is evaluated on MMLU-test (hash split), "
-            "arena-bench by 5-fold cross-validation; each row says what its router was trained on. "
+            "row (mean of 10 seeds) and an oracle row. MMLU is evaluated on MMLU-test (hash split), GSM8K and "
+            "MT-Bench are never trained on; arena-bench, alpaca-eval and mmlu-pro are cross-validated in 5 folds "
+            "by prompt, a router whose recipe reads that source retrained without each test fold (mmlu-pro's "
+            "strong model is gpt-4o-2024-05-13: gpt-4-1106-preview was not graded there); each row says what "
+            "its router was trained on. "
             + DATA_SOURCES
         ),
     )
     p.add_argument(
         "--benchmark", "-b", nargs="+", metavar="NAME_OR_FILE",
-        help="mmlu, gsm8k, mt-bench, arena-bench, or a .csv/.jsonl with prompt + strong/weak quality columns",
+        help=f"{', '.join(BENCHMARKS)}, or a .csv/.jsonl with prompt + strong/weak quality columns",
     )
     p.add_argument(
         "--routers", "-r", nargs="+", metavar="ROUTER",
@@ -126,8 +132,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--all", action="store_true",
                    help="all six benchmarks and all shipped routers, with bert and causal_llm when they are trained "
                    "into the cache (else a note names the training command) (the README results table)")
-    p.add_argument("--data-dir", help="directory holding RouteLLM's routellm/ and arena-hard-auto's arena-bench-v1/ "
-                   "files (default: $ROUTELLM_DATA_DIR, else ../shared/data)")
+    p.add_argument("--data-dir", help="directory holding routellm/, arena-bench-v1/, alpaca_eval/ and mmlu_pro/ "
+                   "(default: $ROUTELLM_DATA_DIR, else ../shared/data)")
     p.add_argument("--out", default=str(DEFAULT_OUT),
                    help=f"directory for {RESULTS_NAME} and <benchmark>.png (default: {DEFAULT_OUT}); "
                    "an existing results file there is refused before the run unless --overwrite")

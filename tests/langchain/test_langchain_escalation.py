@@ -336,8 +336,6 @@ def test_pins_without_pin_threads_are_ignored_and_bad_thread_ids_raise():
 
 def test_any_langgraph_thread_id_passes_when_pinning_is_off():
     # configurable.thread_id is LangGraph's key (a UUID is common there): only pin_threads reads it
-    import uuid
-
     runnable = RouteLLMRunnable(strong=RunnableLambda(lambda x: "s"), weak=RunnableLambda(lambda x: "w"),
                                 router=KeywordRouter(), threshold=0.5)
     for thread_id in ("", 1.5):

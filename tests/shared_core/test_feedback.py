@@ -18,7 +18,7 @@ from shared_core.errors import ArtifactError, ConfigError
 from shared_core.feedback import (
     FeedbackRecord, FeedbackStore, FeedbackWarning, is_decision_id, outcome_label, record_feedback,
 )
-from shared_core.routers import Decision, Role, load_router
+from shared_core.routers import Role, load_router
 from shared_core.routers.feedback import FeedbackRouter
 from shared_core.routers.knn import KNNRouter
 
