@@ -997,7 +997,7 @@ def _describe(value: Any) -> Any:
     if isinstance(value, PurePath):
         return str(value)
     if isinstance(value, Router):
-        return value.name
+        return value.label  # the shipped or trained name it answers to (the default: adaptive_ensemble_l3)
     if isinstance(value, Controller):
         return value.to_state()
     if isinstance(value, (list, tuple)):

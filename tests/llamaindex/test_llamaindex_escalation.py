@@ -14,6 +14,7 @@ from llama_index.core.tools import FunctionTool
 from pydantic import BaseModel
 
 from llamaindex_routellm import DECISION_KEY, RouteLLM
+from shared_core.engine import resolve_router
 from shared_core.errors import ConfigError
 
 from li_support import (
@@ -214,6 +215,15 @@ def test_to_json_describes_object_settings():
     assert written["fallback_on"] == ["builtins.ConnectionError", "builtins.TimeoutError"]
     assert written["escalate_on"] == ["empty", "test_to_json_describes_object_settings.<locals>.long_enough"]
     assert isinstance(llm.router, KeywordRouter) and llm.controller is budget  # only what is written changes
+
+
+def test_a_shipped_router_object_is_written_by_the_name_that_loads_it_back():
+    # Before: written as its kind, "adaptive_ensemble", which from_dict loads as another shipped router.
+    router = resolve_router("adaptive_ensemble_mm")
+    written = RouteLLM(strong=NamedMockLLM(name="s"), weak=NamedMockLLM(name="w"), router=router, threshold=0.5).to_dict()
+    assert written["router"] == "adaptive_ensemble_mm"
+    back = RouteLLM.from_dict(written, strong=NamedMockLLM(name="s"), weak=NamedMockLLM(name="w"))
+    assert back.engine.router is router and back.engine.threshold == 0.5
 
 
 def test_a_ladder_set_later_is_checked_as_at_construction():
