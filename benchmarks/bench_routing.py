@@ -107,6 +107,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             embedder.blas_threads = None
         if args.workers is not None:
             embedder.workers = args.workers
+        if args.solo_threads is not None:
+            embedder.solo_threads = args.solo_threads
     start = time.perf_counter()
     if embedder is not None:
         embedder.load()
@@ -147,7 +149,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     ms = [x * 1000 for x in latencies]
     return {
-        "router": getattr(router, "name", type(router).__name__),
+        "router": getattr(router, "label", type(router).__name__),
         "router_spec": str(args.router) if args.router is not None else "default",
         "embedder": getattr(embedder, "name", None),
         "embedder_type": type(embedder).__name__ if embedder is not None else None,
@@ -156,6 +158,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "torch_threads": torch.get_num_threads(),
             "onnx_threads": (embedder.threads or "default") if isinstance(embedder, OnnxEmbedder) else None,
             "onnx_workers": embedder.workers if isinstance(embedder, OnnxEmbedder) else None,
+            # a call of one text runs on a session of its own with this many threads (None: the same session)
+            "onnx_solo_threads": embedder._solo_threads() if isinstance(embedder, OnnxEmbedder) else None,
             "blas_limit": None if args.no_blas_limit else getattr(embedder, "blas_threads", None),
             "load_average": [round(x, 2) for x in os.getloadavg()],
             "python": platform.python_version(),
@@ -198,6 +202,7 @@ def format_table(r: dict[str, Any]) -> str:
         ("batched embedding share", share(b["embedding_share"]), ""),
         ("machine", f"{m['cpus']} CPUs, torch {m['torch_threads']} threads, BLAS limit {m['blas_limit']}"
          + (f", ONNX Runtime threads {m['onnx_threads']} x {m['onnx_workers']} workers"
+            + (f", {m['onnx_solo_threads']} for one text" if m.get("onnx_solo_threads") else "")
             if m["onnx_threads"] is not None else ""),
          f"load average {m['load_average'][0]:.2f}"),
     ]
@@ -219,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--torch-threads", type=int, default=None,
                         help="torch.set_num_threads for the embedder (ONNX Runtime intra-op threads for an onnx one)")
     parser.add_argument("--workers", type=int, default=None, help="batches run side by side (onnx embedders)")
+    parser.add_argument("--solo-threads", type=int, default=None,
+                        help="intra-op threads of a call with one text (onnx embedders; default: --workers; "
+                        "equal to --torch-threads, 1 by default: one session for every call, as before)")
     parser.add_argument("--embedder", default=None,
                         help="swap in another embedder (e.g. minilm-onnx, minilm-onnx-int8) to time it; the "
                         "scores are the router's own only when the embedder names match")

@@ -107,8 +107,15 @@ class OnnxEmbedder(Embedder):
     other texts of its batch (activations are quantized with one scale per batch).
     ``threads`` sets ONNX Runtime's intra-op threads (``None``: one per core) and
     ``workers`` runs that many texts side by side (default one per core, at most 4):
-    the fastest measured on 2 cores (``benchmarks/bench_routing.py``). NumPy's BLAS
-    threads are capped at ``blas_threads`` during each call only.
+    the fastest measured on 2 cores for many texts (``benchmarks/bench_routing.py``).
+    A call with a single batch (one text, as a routing decision is) has no texts to
+    run beside it, so while no other call of this embedder is in flight it runs on a
+    second session with ``solo_threads`` intra-op threads (default ``workers``): the
+    cores the workers would use (with other calls in flight it shares the cores on the
+    first session, which concurrent callers would otherwise oversubscribe). Both sessions give
+    the same vectors bit for bit (tested; measured at 1 to 4 threads on 1,880 texts),
+    and the second costs about 26 MB; ``solo_threads=threads`` keeps one session. NumPy's
+    BLAS threads are capped at ``blas_threads`` during each call only.
 
     Needs ``onnxruntime`` and ``tokenizers``; an export also needs torch and ``onnx``
     (the ``train`` extra).
@@ -132,6 +139,7 @@ class OnnxEmbedder(Embedder):
         blas_threads: int | None = 1,
         workers: int | None = None,
         sha256: str | None = None,
+        solo_threads: int | None = None,
     ) -> None:
         from shared_core.cache import check_cache_dir
 
@@ -151,6 +159,9 @@ class OnnxEmbedder(Embedder):
         if threads is not None:
             check_positive_int(threads, "threads")
         self.threads = threads
+        if solo_threads is not None:
+            check_positive_int(solo_threads, "solo_threads")
+        self.solo_threads = solo_threads
         self.cache_dir = cache_dir
         self.expected_sha256 = sha256
         self.name = self.source.name if quantize is None else f"{self.source.name}:onnx-{quantize}"
@@ -161,15 +172,30 @@ class OnnxEmbedder(Embedder):
         self._meta = LazyModel()  # the model directory and its checked meta.json, found once: metadata needs no session
         self._layered: dict[tuple[int, ...], LazyModel] = {}  # sessions that also output inner layers
         self._layered_lock = threading.Lock()
+        self._calls, self._calls_lock = 0, threading.Lock()  # calls in flight: a text alone takes every core only without others
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_layered"], state["_layered_lock"] = {}, None  # sessions are loaded again by a copy
+        state["_calls"], state["_calls_lock"] = 0, None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._layered_lock = threading.Lock()
+        self._calls_lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def _call(self) -> Iterator[int]:
+        """Count this call as in flight; yields how many others were."""
+        with self._calls_lock:
+            others = self._calls
+            self._calls += 1
+        try:
+            yield others
+        finally:
+            with self._calls_lock:
+                self._calls -= 1
 
     # Files -----------------------------------------------------------------
     def model_dir(self) -> Path:
@@ -192,10 +218,10 @@ class OnnxEmbedder(Embedder):
         self._session_parts()
         return self
 
-    def _session_parts(self) -> tuple[Any, Any, dict[str, Any]]:
+    def _session_parts(self) -> tuple[Any, Any, dict[str, Any], Any]:
         return self._loaded.get(self._load)
 
-    def _layered_parts(self, layers: tuple[int, ...]) -> tuple[Any, Any, dict[str, Any]]:
+    def _layered_parts(self, layers: tuple[int, ...]) -> tuple[Any, Any, dict[str, Any], Any]:
         with self._layered_lock:
             lazy = self._layered.setdefault(layers, LazyModel())
         return lazy.get(lambda: self._load(layers))
@@ -228,7 +254,15 @@ class OnnxEmbedder(Embedder):
             )
         return directory, meta
 
-    def _load(self, layers: tuple[int, ...] = ()) -> tuple[Any, Any, dict[str, Any]]:
+    def _solo_threads(self) -> int | None:
+        """Intra-op threads of the session for a call with one batch, or ``None`` if it is the same session."""
+        if self.threads is None:  # one intra-op thread per core already
+            return None
+        solo = self.workers if self.solo_threads is None else self.solo_threads
+        return None if solo == self.threads else solo
+
+    def _load(self, layers: tuple[int, ...] = ()) -> tuple[Any, Any, dict[str, Any], Any]:
+        """``(session, tokenizer, meta, solo session or None)``, the sessions built from the same graph."""
         try:
             import onnxruntime as ort
             from tokenizers import Tokenizer
@@ -243,10 +277,6 @@ class OnnxEmbedder(Embedder):
         tokenizer.enable_truncation(max_length=int(meta["max_seq_length"]))
         pad = tokenizer.padding or {}
         tokenizer.enable_padding(pad_id=pad.get("pad_id", 0), pad_token=pad.get("pad_token", "[PAD]"))
-        options = ort.SessionOptions()
-        if self.threads is not None:
-            options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
         graph: Any = str(model)
         if layers:
             graph = model.read_bytes()
@@ -258,11 +288,19 @@ class OnnxEmbedder(Embedder):
                     f"{'layers ' + ', '.join(map(str, sorted(names))) if names else 'no encoder layer outputs'}"
                 )
             graph = with_float_outputs(graph, [names[n] for n in layers])
-        try:
-            session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own types; re-raised naming the file
-            raise EmbeddingError(f"ONNX Runtime could not load {str(model)!r} for {self.name!r}: {exc}") from exc
-        return session, tokenizer, meta
+
+        def session(threads: int | None) -> Any:
+            options = ort.SessionOptions()
+            if threads is not None:
+                options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+            try:
+                return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+            except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own types; re-raised naming the file
+                raise EmbeddingError(f"ONNX Runtime could not load {str(model)!r} for {self.name!r}: {exc}") from exc
+
+        solo = self._solo_threads()
+        return session(self.threads), tokenizer, meta, None if solo is None else session(solo)
 
     @property
     def dim(self) -> int:
@@ -285,10 +323,10 @@ class OnnxEmbedder(Embedder):
     def _embed_layers(self, texts: list[str], layers: tuple[int, ...], show_progress: bool) -> tuple[Any, Any]:
         return self._run(self._layered_parts(layers), texts, len(layers), show_progress)
 
-    def _run(self, parts: tuple[Any, Any, dict[str, Any]], texts: list[str], n_layers: int,
+    def _run(self, parts: tuple[Any, Any, dict[str, Any], Any], texts: list[str], n_layers: int,
              show_progress: bool) -> tuple[np.ndarray, np.ndarray]:
         """Normalised sentence embeddings and the mean token states of the session's ``n_layers`` extra outputs."""
-        session, tokenizer, meta = parts
+        session, tokenizer, meta, solo = parts
         dim = int(meta["dim"])
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         batches = [order[s : s + self.batch_size] for s in range(0, len(order), self.batch_size)]
@@ -313,7 +351,9 @@ class OnnxEmbedder(Embedder):
                 bar.update(len(idx))
 
         try:
-            with blas_limit(self.blas_threads):
+            with self._call() as others, blas_limit(self.blas_threads):
+                if solo is not None and len(batches) == 1 and not others:
+                    session = solo  # one text and no other call in flight: every core on it
                 if self.workers > 1 and len(batches) > 1:
                     # ONNX Runtime releases the GIL: batches run side by side on the cores.
                     with ThreadPoolExecutor(max_workers=self.workers) as pool:
