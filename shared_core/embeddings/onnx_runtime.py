@@ -86,6 +86,11 @@ def directory_sha256(directory: Path) -> str:
     return digest.hexdigest()
 
 
+#: ONNX embedding calls in flight in this process: a text alone takes every core only when it is the only one.
+_CALLS = [0]
+_CALLS_LOCK = threading.Lock()
+
+
 class OnnxEmbedder(Embedder):
     """A sentence-transformers model run with ONNX Runtime.
 
@@ -109,7 +114,7 @@ class OnnxEmbedder(Embedder):
     ``workers`` runs that many texts side by side (default one per core, at most 4):
     the fastest measured on 2 cores for many texts (``benchmarks/bench_routing.py``).
     A call with a single batch (one text, as a routing decision is) has no texts to
-    run beside it, so while no other call of this embedder is in flight it runs on a
+    run beside it, so while no other ONNX embedding call of the process is in flight it runs on a
     second session with ``solo_threads`` intra-op threads (default ``workers``): the
     cores the workers would use (with other calls in flight it shares the cores on the
     first session, which concurrent callers would otherwise oversubscribe). Both sessions give
@@ -172,30 +177,29 @@ class OnnxEmbedder(Embedder):
         self._meta = LazyModel()  # the model directory and its checked meta.json, found once: metadata needs no session
         self._layered: dict[tuple[int, ...], LazyModel] = {}  # sessions that also output inner layers
         self._layered_lock = threading.Lock()
-        self._calls, self._calls_lock = 0, threading.Lock()  # calls in flight: a text alone takes every core only without others
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_layered"], state["_layered_lock"] = {}, None  # sessions are loaded again by a copy
-        state["_calls"], state["_calls_lock"] = 0, None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._layered_lock = threading.Lock()
-        self._calls_lock = threading.Lock()
 
+    @staticmethod
     @contextlib.contextmanager
-    def _call(self) -> Iterator[int]:
-        """Count this call as in flight; yields how many others were."""
-        with self._calls_lock:
-            others = self._calls
-            self._calls += 1
+    def _call() -> Iterator[int]:
+        """Count this call as in flight; yields how many others were, over every ONNX embedder of the process
+        (two routers' embedders each embedding a lone text would oversubscribe the cores just the same)."""
+        with _CALLS_LOCK:
+            others = _CALLS[0]
+            _CALLS[0] += 1
         try:
             yield others
         finally:
-            with self._calls_lock:
-                self._calls -= 1
+            with _CALLS_LOCK:
+                _CALLS[0] -= 1
 
     # Files -----------------------------------------------------------------
     def model_dir(self) -> Path:
