@@ -103,27 +103,24 @@ def resolve_router(spec: str | Path | Router | None = None, **kwargs: Any) -> Ro
     spec = shipped_aliases().get(spec, spec)
     shipped = CHECKPOINTS / spec
     if (shipped / "config.json").is_file():
-        return _load_shipped(spec) if not kwargs else _labelled(load_router(shipped, **kwargs), spec)
+        if not kwargs:
+            return _load_shipped(spec)
+        router = load_router(shipped, **kwargs)
+        router.label = spec  # the name it answers to (adaptive_ensemble_l3, not its kind adaptive_ensemble)
+        return router
     if spec != DEFAULT_ROUTER:
         get_router_class(spec)  # raises for unknown names
         trained = trained_router_dir(spec)
         if (trained / "config.json").is_file():  # trained into the cache by `routellm train <name> --recipe`
-            return _labelled(_load_trained(str(trained), (trained / "config.json").stat().st_mtime_ns, **kwargs), spec)
+            router = _load_trained(str(trained), (trained / "config.json").stat().st_mtime_ns, **kwargs)
+            router.label = spec
+            return router
         raise ConfigError(
             f"router {spec!r} needs trained weights and none ship under that name "
             f"(shipped: {', '.join(shipped_router_names()) or 'none'}) or are in {str(trained)!r}; train one with "
             f"'routellm train {spec} --recipe -o {trained}' (found there by name) or pass a directory"
         )
     raise ConfigError(f"the package's default router is missing from {str(shipped)!r}; reinstall the package")
-
-
-def _labelled(router: Router, name: str) -> Router:
-    # A router loaded by a shipped or trained name answers to that name in its
-    # decisions (``adaptive_ensemble_l3``, not its kind ``adaptive_ensemble``);
-    # set once, before the router is handed out.
-    if router.label != name:
-        router.label_ = name
-    return router
 
 
 def _load_trained(path: str, mtime_ns: int, **kwargs: Any) -> Router:
@@ -140,7 +137,9 @@ def _load_trained_cached(path: str, mtime_ns: int) -> Router:
 def _load_shipped(name: str) -> Router:
     # Shipped checkpoints are read-only package files: load each once per process,
     # so that building many wrappers (or one per request) costs no reload.
-    return _labelled(load_router(CHECKPOINTS / name), name)
+    router = load_router(CHECKPOINTS / name)
+    router.label = name
+    return router
 
 
 def attempt_order(decision: Decision, fallback: bool) -> list[Role]:

@@ -121,5 +121,5 @@ def load_router(path: str | Path, **kwargs) -> Router:
     label = config_label(config, path)
     router = loader(path, **kwargs)
     if label is not None:
-        router.label_ = label
+        router.label = label
     return router

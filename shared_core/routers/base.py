@@ -141,6 +141,11 @@ class Router(ABC):
         """
         return getattr(self, "label_", None) or self.name
 
+    @label.setter
+    def label(self, name: str) -> None:
+        # set once, by whatever loads or trains the router, before it is handed out
+        self.label_ = None if name == self.name else name
+
     @abstractmethod
     def _score(self, prompts: list[str]) -> np.ndarray:
         """Win rates for ``prompts`` (already validated, non-empty)."""

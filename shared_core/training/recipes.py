@@ -318,8 +318,7 @@ def train_recipe(
     )
     trained = recipe(data)
     trained.training_ = {**data.description(), **(getattr(trained, "training_", None) or {})}
-    if router != trained.name:  # adaptive_ensemble_l3's decisions name it, not its kind
-        trained.label_ = router
+    trained.label = router  # adaptive_ensemble_l3's decisions name it, not its kind
     return trained
 
 

@@ -55,7 +55,7 @@ def test_a_label_is_saved_and_reloaded_beside_the_kind(saved, tmp_path):
     router, _ = saved
     labelled = load_router(router.save(tmp_path / "plain"))
     assert labelled.label == router.name and "label" not in json.loads((tmp_path / "plain" / "config.json").read_text())
-    labelled.label_ = f"{router.name}_small"
+    labelled.label = f"{router.name}_small"
     path = labelled.save(tmp_path / "labelled")
     config = json.loads((path / "config.json").read_text())
     assert (config["router"], config["label"]) == (router.name, f"{router.name}_small")
